@@ -1,0 +1,304 @@
+"""The ``westep-ops`` command line.
+
+Kept light on purpose: Dagster and pandas are never imported on the path of the probe
+commands, so ``westep-ops test-connection`` starts in a fraction of a second. Every error
+the user can cause ends as one ``error: ...`` line on stderr and a non-zero exit code,
+never a traceback (set ``DEBUG=true`` to see one for an unexpected failure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from westep_ops.errors import WestepError
+from westep_ops.redact import redact
+
+FAULT_SECONDS = 300
+
+
+def _cfg(ctx: click.Context) -> Any:
+    from westep_ops.config import load_config
+
+    return load_config(ctx.obj.get("config_path"))
+
+
+def _env() -> Any:
+    from westep_ops.environment import Environment
+
+    return Environment.from_env()
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(click.unstyle(str(r[i]))) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join(str(c) + " " * (w - len(click.unstyle(str(c)))) for c, w in zip(r, widths, strict=True)).rstrip()
+
+    return "\n".join([fmt(header), *(fmt(r) for r in rows)])
+
+
+def _status_word(ok: bool) -> str:
+    return click.style("ok", fg="green") if ok else click.style("FAIL", fg="red", bold=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (default: $WESTEP_OPS_CONFIG, else ./westep-ops.json, else built-in defaults).",
+)
+@click.version_option(package_name="westep-ops")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Monitor, diagnose and repair a PostgreSQL + pgbouncer (Supabase) backend.
+
+    Connection strings come from the environment (DATABASE_URL, DIRECT_URL,
+    PGBOUNCER_ADMIN_URL, WESTEP_OPS_STORAGE_URL, ...); `westep-ops sandbox env` prints
+    them for the local sandbox.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+
+
+@cli.command("test-connection")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+def test_connection(ctx: click.Context, as_json: bool) -> None:
+    """Reach the database directly, through pgbouncer, pgbouncer's admin console and the
+    ops storage; print each one's latency or why it failed.
+
+    Exit code 0 when all four answer, 1 when any does not, 2 on bad configuration.
+    """
+    from westep_ops.probes.connection import test_connections
+
+    config = _cfg(ctx)
+    results = test_connections(_env(), config)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        rows = []
+        for r in results:
+            lat = "" if r.connect_ms is None else f"{r.connect_ms:.1f} ms"
+            q = "" if r.query_ms is None else f"{r.query_ms:.1f} ms"
+            rows.append([r.target, _status_word(r.ok), lat, q, r.where or r.env_var, redact(r.detail)])
+        click.echo(_table(rows, ["target", "status", "connect", "query", "where", "detail"]))
+    sys.exit(0 if all(r.ok for r in results) else 1)
+
+
+# -- config -------------------------------------------------------------------------------
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("check")
+@click.pass_context
+def config_check(ctx: click.Context) -> None:
+    """Validate the config file; print a one-line summary or the first problem."""
+    from westep_ops.config import config_path
+
+    c = _cfg(ctx)
+    src = config_path(ctx.obj.get("config_path")) or "built-in defaults"
+    click.echo(
+        f"config ok ({src}): {len(c.critical_tables)} critical tables, {len(c.grants)} grants, "
+        f"{len(c.integrity_rules)} integrity rules, {len(c.endpoints)} endpoints, timezone {c.timezone}"
+    )
+
+
+# -- sandbox ------------------------------------------------------------------------------
+def _sandbox_dir_option(f: Any) -> Any:
+    return click.option(
+        "--dir",
+        "sandbox_dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Sandbox state directory (default: $WESTEP_OPS_SANDBOX_DIR or .westep/sandbox).",
+    )(f)
+
+
+def _sandbox(sandbox_dir: str | None) -> Any:
+    from westep_ops.sandbox.manager import Sandbox
+    from westep_ops.sandbox.state import sandbox_dir as resolve
+
+    return Sandbox(resolve(sandbox_dir))
+
+
+@cli.group("sandbox")
+def sandbox_group() -> None:
+    """A local PostgreSQL 15 + pgbouncer + app stand-in to monitor (127.0.0.1 only)."""
+
+
+@sandbox_group.command("up")
+@_sandbox_dir_option
+@click.option(
+    "--base-port",
+    type=int,
+    default=None,
+    help="First of four ports: target, pgbouncer (+1), ops (+2), app (+3). "
+    "Default $WESTEP_OPS_SANDBOX_BASE_PORT or 55430; fixed once the sandbox exists.",
+)
+def sandbox_up(sandbox_dir: str | None, base_port: int | None) -> None:
+    """Create (first time) and start the sandbox. Safe to run again: running parts are kept."""
+    from westep_ops.sandbox.state import default_base_port
+
+    sb = _sandbox(sandbox_dir)
+    if sb.exists and base_port is not None and base_port != sb.state.base_port:
+        raise WestepError(
+            f"this sandbox already uses base port {sb.state.base_port}; "
+            "run 'westep-ops sandbox down' and remove its directory to change ports"
+        )
+    comps = sb.up(base_port or default_base_port())
+    _print_components(comps)
+    click.echo(f"sandbox up in {sb.layout.root}; load its environment with: eval \"$(westep-ops sandbox env)\"")
+
+
+@sandbox_group.command("down")
+@_sandbox_dir_option
+def sandbox_down(sandbox_dir: str | None) -> None:
+    """Stop the processes this sandbox started (from its pid files; data is kept)."""
+    sb = _sandbox(sandbox_dir)
+    stopped = sb.down()
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+def _print_components(comps: list[Any]) -> None:
+    rows = [
+        [c.name, _status_word(c.running) if c.running else click.style("stopped", fg="yellow"),
+         f"127.0.0.1:{c.port}", str(c.pid or "")]
+        for c in comps
+    ]
+    click.echo(_table(rows, ["component", "status", "address", "pid"]))
+
+
+@sandbox_group.command("status")
+@_sandbox_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def sandbox_status(sandbox_dir: str | None, as_json: bool) -> None:
+    """Show which sandbox processes run and which faults are on. Exit 1 if any part is down."""
+    from westep_ops.sandbox import faults
+
+    sb = _sandbox(sandbox_dir)
+    if not sb.exists:
+        raise WestepError(f"no sandbox in {sb.layout.root}: run 'westep-ops sandbox up'", exit_code=1)
+    comps = sb.status()
+    active = faults.active(sb)
+    if as_json:
+        click.echo(json.dumps({"components": [c.__dict__ for c in comps], "faults": active}, indent=2))
+    else:
+        _print_components(comps)
+        click.echo("faults on: " + (", ".join(active) if active else "none"))
+    sys.exit(0 if all(c.running for c in comps) else 1)
+
+
+@sandbox_group.command("env")
+@_sandbox_dir_option
+def sandbox_env(sandbox_dir: str | None) -> None:
+    """Print `export` lines pointing westep-ops at the sandbox (they contain its passwords).
+
+    Use: eval "$(westep-ops sandbox env)"
+    """
+    import shlex
+
+    sb = _sandbox(sandbox_dir)
+    for k, v in sb.state.env().items():
+        click.echo(f"export {k}={shlex.quote(v)}")
+    click.echo(f"export WESTEP_OPS_SANDBOX_DIR={shlex.quote(str(sb.layout.root))}")
+
+
+@sandbox_group.command("fault")
+@_sandbox_dir_option
+@click.argument("name")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option(
+    "--seconds",
+    type=click.FloatRange(1, 3600),
+    default=FAULT_SECONDS,
+    show_default=True,
+    help="Upper bound for faults that hold connections (pool_exhaust, idle_in_tx).",
+)
+def sandbox_fault(sandbox_dir: str | None, name: str, state: str, seconds: float) -> None:
+    """Inject (on) or undo (off) fault NAME in the sandbox; nothing else is ever touched.
+
+    Faults: pool_pause, pool_exhaust, grant_revoke, orphans, bloat, idle_in_tx, pg_down,
+    bouncer_down, api_down, publication_drop.
+    """
+    from westep_ops.sandbox import faults
+
+    sb = _sandbox(sandbox_dir)
+    click.echo(faults.inject(sb, name, state == "on", seconds))
+
+
+@sandbox_group.command("faults")
+@_sandbox_dir_option
+def sandbox_faults(sandbox_dir: str | None) -> None:
+    """List the faults that can be injected and which are on."""
+    from westep_ops.sandbox import faults
+
+    sb = _sandbox(sandbox_dir)
+    on = set(faults.active(sb)) if sb.exists else set()
+    for f in faults.FAULTS.values():
+        click.echo(f"{f.name:<18} {'ON ' if f.name in on else '   '} {f.what}")
+
+
+# -- Dagster UI ---------------------------------------------------------------------------
+@cli.command("ui")
+@click.option("--port", type=int, default=3000, show_default=True, help="Webserver port.")
+def ui(port: int) -> None:
+    """Open the Dagster UI (webserver + daemon) on this project, storage in the ops database.
+
+    Needs WESTEP_OPS_STORAGE_URL; derives the psycopg2 URL Dagster's storage needs.
+    """
+    import subprocess
+
+    env = _env()
+    storage = env.require("storage_url")
+    child = dict(os.environ)
+    child.setdefault(
+        "WESTEP_OPS_DAGSTER_STORAGE_URL",
+        storage.replace("postgresql://", "postgresql+psycopg2://", 1).replace(
+            "postgres://", "postgresql+psycopg2://", 1
+        ),
+    )
+    home = Path(child.get("DAGSTER_HOME") or ".westep/dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(Path("dagster.yaml").read_text())
+    child["DAGSTER_HOME"] = str(home)
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port), "-h", "127.0.0.1"]
+    click.echo(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    sys.exit(subprocess.call(cmd, env=child))
+
+
+def main() -> None:
+    """Console entry point: run the CLI, turning every failure into one clear line."""
+    try:
+        cli.main(prog_name="westep-ops", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except WestepError as e:
+        click.echo(f"error: {redact(e)}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no secrets
+        if os.environ.get("DEBUG", "").lower() in ("1", "true", "yes"):
+            click.echo(redact(traceback.format_exc()), err=True)
+        click.echo(f"error: unexpected {type(e).__name__}: {redact(e)}", err=True)
+        sys.exit(3)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

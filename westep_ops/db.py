@@ -1,0 +1,112 @@
+"""Connections to the monitored database, pgbouncer's admin console and the ops store.
+
+Every connection has a connect timeout and a server-side statement timeout, so nothing
+the monitor does can hang. Pooled connections disable prepared statements (transaction
+pooling shares server sessions) and pass no startup ``options`` (pgbouncer rejects or
+drops them), so their timeouts are set per transaction with ``SET LOCAL`` instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+
+from westep_ops.redact import redact
+
+APP_NAME = "westep-ops"
+
+
+def connect(
+    dsn: str,
+    *,
+    connect_timeout_ms: int = 3000,
+    statement_timeout_ms: int | None = 5000,
+    pooled: bool = False,
+    admin_console: bool = False,
+    autocommit: bool = True,
+    application_name: str = APP_NAME,
+) -> psycopg.Connection:
+    """Open one connection with our timeouts. Errors propagate as psycopg errors."""
+    kwargs: dict[str, object] = {
+        "connect_timeout": max(1, round(connect_timeout_ms / 1000)),
+        "autocommit": autocommit,
+    }
+    if admin_console:
+        # The admin console speaks the simple query protocol only and takes no parameters.
+        kwargs["prepare_threshold"] = None
+    elif pooled:
+        kwargs["prepare_threshold"] = None
+        kwargs["application_name"] = application_name
+    else:
+        kwargs["application_name"] = application_name
+        if statement_timeout_ms is not None:
+            kwargs["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+    return psycopg.connect(dsn, **kwargs)  # type: ignore[arg-type]
+
+
+def set_local_timeouts(
+    cur: psycopg.Cursor, statement_timeout_ms: int, lock_timeout_ms: int | None = None
+) -> None:
+    """Per-transaction timeouts: the only kind that survives transaction pooling."""
+    cur.execute(
+        sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(statement_timeout_ms)))
+    )
+    if lock_timeout_ms is not None:
+        cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(int(lock_timeout_ms))))
+
+
+def admin_show(conn: psycopg.Connection, what: str) -> list[dict[str, object]]:
+    """Run ``SHOW <what>`` on pgbouncer's admin console; rows as dicts."""
+    if not what.isalpha():
+        raise ValueError(f"not a SHOW target: {what!r}")
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SHOW {}").format(sql.SQL(what.upper())))
+        cols = [d.name for d in cur.description or []]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line saying why a connection or query failed, with secrets masked."""
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return "timed out (statement_timeout)"
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return f"permission denied: {_first_line(exc)}"
+    if isinstance(exc, psycopg.OperationalError):
+        text = _first_line(exc)
+        low = text.lower()
+        if "password authentication failed" in low or "sasl authentication failed" in low:
+            return "authentication failed (wrong user or password)"
+        if "connection refused" in low:
+            return "connection refused (nothing listening: server down?)"
+        if "timeout expired" in low or "timed out" in low:
+            return "connect timeout (host unreachable or server not answering)"
+        if "could not translate host name" in low or "name or service not known" in low:
+            return "unknown host"
+        if "database is paused" in low or "paused" in low:
+            return f"pool paused: {text}"
+        return text
+    return _first_line(exc) or type(exc).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # libpq prefixes 'connection failed: connection to server at "..." failed: '
+    for marker in ("failed: FATAL:  ", "FATAL:  ", "failed: "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[-1]
+    return redact(text.splitlines()[0] if text else "")
+
+
+@contextmanager
+def timed() -> Iterator[dict[str, float]]:
+    """``with timed() as t: ...`` then ``t["ms"]``: wall time of the block in milliseconds."""
+    out: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["ms"] = (time.perf_counter() - start) * 1000

@@ -1,0 +1,1 @@
+"""Probes: plain functions that measure the monitored stack. No Dagster in here."""

@@ -1,0 +1,155 @@
+"""The app stand-in: the few HTTP routes of WeStep that the monitor probes.
+
+It really queries the database through pgbouncer, per request, as the real Next.js app and
+Supabase's services do, so it fails the way they fail: 503 when the database or the pool
+is broken (after at most ``REQUEST_TIMEOUT`` seconds), 401/403 with PostgREST's error body
+when a grant is missing. Routes:
+
+- ``GET /api/health``     the app's health route: ``SELECT 1`` through the pool
+- ``GET /auth/v1/health`` GoTrue-style health: reads ``auth.users`` as the auth service role
+- ``GET /rest/v1/steps``  PostgREST-style read as ``anon`` (``authenticated`` with a bearer
+  token, ``service_role`` with the service key as ``apikey``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+from psycopg import sql
+
+REQUEST_TIMEOUT = 5.0
+_pool = ThreadPoolExecutor(max_workers=32)
+
+
+class DbError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("message", ""))
+        self.status, self.body = status, body
+
+
+def _with_db(dsn: str, fn: Callable[[psycopg.Connection], Any]) -> Any:
+    def work() -> Any:
+        with psycopg.connect(dsn, connect_timeout=3, prepare_threshold=None, autocommit=False) as conn:
+            return fn(conn)
+
+    future = _pool.submit(work)
+    try:
+        return future.result(timeout=REQUEST_TIMEOUT)
+    except FutureTimeout:
+        raise DbError(503, {"message": "database request timed out"}) from None
+    except psycopg.errors.InsufficientPrivilege as e:
+        raise DbError(403, {"code": "42501", "message": str(e).splitlines()[0]}) from None
+    except psycopg.Error as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "password" in first.lower():
+            first = "database authentication failed"
+        raise DbError(503, {"message": f"database error: {first.rsplit('FATAL:', 1)[-1].strip()}"}) from None
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "westep-app-standin/1"
+    db_url = ""
+    auth_db_url = ""
+    service_key = ""
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet: one line per request
+        print(f"{self.address_string()} {fmt % args}", flush=True)
+
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body, default=str).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+        self.do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802
+        url = urlsplit(self.path)
+        try:
+            if url.path == "/api/health":
+                self._send(200, self._api_health())
+            elif url.path == "/auth/v1/health":
+                self._send(200, self._auth_health())
+            elif url.path == "/rest/v1/steps":
+                self._send(200, self._steps(parse_qs(url.query)))
+            else:
+                self._send(404, {"message": "not found"})
+        except DbError as e:
+            status = e.status
+            if status == 403 and self._role() == "anon":
+                status = 401  # PostgREST answers anonymous permission errors with 401
+            body = dict(e.body)
+            if url.path == "/api/health":
+                body = {"status": "error", "database": "error", "error": e.body.get("message")}
+            self._send(status, body)
+
+    def _api_health(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        _with_db(self.db_url, lambda c: c.execute("SELECT 1").fetchone())
+        ms = (time.perf_counter() - start) * 1000
+        return {"status": "ok", "database": "ok", "latency_ms": round(ms, 1), "timestamp": time.time()}
+
+    def _auth_health(self) -> dict[str, Any]:
+        _with_db(self.auth_db_url, lambda c: c.execute("SELECT count(*) FROM auth.users").fetchone())
+        return {"version": "sandbox", "name": "GoTrue", "description": "westep sandbox auth stand-in"}
+
+    def _role(self) -> str:
+        if self.headers.get("apikey") and self.headers.get("apikey") == self.service_key:
+            return "service_role"
+        if (self.headers.get("Authorization") or "").startswith("Bearer "):
+            return "authenticated"
+        return "anon"
+
+    def _steps(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        try:
+            limit = max(1, min(100, int(query.get("limit", ["10"])[0])))
+        except ValueError:
+            raise DbError(400, {"message": "limit must be an integer"}) from None
+        role = self._role()
+
+        def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+                cur.execute(
+                    "SELECT id, user_id, title, is_public, created_at FROM public.steps ORDER BY id LIMIT %s",
+                    (limit,),
+                )
+                cols = [d.name for d in cur.description or []]
+                return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+        return _with_db(self.db_url, read)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="westep sandbox app stand-in")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state-dir", help="sandbox directory (identifies the process)")
+    args = parser.parse_args()
+    Handler.db_url = os.environ["APP_DATABASE_URL"]
+    Handler.auth_db_url = os.environ["APP_AUTH_DATABASE_URL"]
+    Handler.service_key = os.environ.get("APP_SERVICE_ROLE_KEY", "")
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print(f"app stand-in listening on 127.0.0.1:{args.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

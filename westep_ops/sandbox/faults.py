@@ -1,0 +1,325 @@
+"""``westep-ops sandbox fault NAME on|off``: break the sandbox the ways production breaks.
+
+Faults act only on the sandbox they are given, through its own credentials; they refuse
+to run when the environment points westep-ops at some other database, so a fault meant
+for the sandbox can never land on a real project. ``off`` undoes each one exactly
+(rows the fault added are marked and removed, grants and publications restored).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+
+from westep_ops.errors import WestepError
+from westep_ops.sandbox import procs
+from westep_ops.sandbox.manager import Sandbox
+from westep_ops.sandbox.state import HOST, POOL_SIZE, TARGET_DB
+
+ORPHAN_MARK = "westep-fault:orphans"
+ORPHAN_ROWS = 25
+HOLDER = "westep_ops.sandbox.holder"
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    what: str
+    on: Callable[[Sandbox, float], str]
+    off: Callable[[Sandbox], str]
+
+
+def _admin(sb: Sandbox) -> psycopg.Connection:
+    s = sb.state
+    return psycopg.connect(
+        s.url("pgbouncer_admin", s.bouncer_port, "pgbouncer"),
+        autocommit=True,
+        connect_timeout=5,
+        prepare_threshold=None,
+    )
+
+
+def _sql(sb: Sandbox, *statements: str) -> None:
+    with sb.superuser_conn(autocommit=False) as conn:
+        conn.execute("SET lock_timeout = '5s'")
+        for st in statements:
+            conn.execute(st)  # fixed statements of this module only
+        conn.commit()
+
+
+# -- process-holding faults ---------------------------------------------------------------
+def _holder_paths(sb: Sandbox, name: str) -> tuple[Path, Path, Path]:
+    d = sb.layout.faults
+    return d / f"{name}.pid", d / f"{name}.ready", d / f"{name}.log"
+
+
+def _start_holder(sb: Sandbox, name: str, mode: str, dsn: str, n: int, seconds: float) -> str:
+    pidfile, ready, log = _holder_paths(sb, name)
+    if procs.our_pid(pidfile, HOLDER):
+        return f"{name} already on"
+    sb.layout.faults.mkdir(parents=True, exist_ok=True)
+    ready.unlink(missing_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        "HOLDER_DSN": dsn,
+    }
+    app_name = f"westep-fault-{name}"
+    pid = procs.spawn_detached(
+        [sys.executable, "-m", HOLDER, mode, "--connections", str(n), "--seconds", str(seconds),
+         "--ready-file", str(ready), "--name", app_name],
+        log=log, env=env, cwd=sb.layout.faults,
+    )
+    pidfile.write_text(f"{pid}\n")
+    deadline = time.monotonic() + 20
+    while not ready.exists():
+        if not procs.alive(pid):
+            raise WestepError(f"fault {name}: the connection holder exited early; see {log}")
+        if time.monotonic() > deadline:
+            procs.stop_pid(pid, HOLDER)
+            raise WestepError(f"fault {name}: connections not in place within 20 s")
+        time.sleep(0.05)
+    return f"{name} on: {n} connections held for up to {seconds:.0f} s (pid {pid})"
+
+
+def _stop_holder(sb: Sandbox, name: str) -> bool:
+    pidfile, ready, _log = _holder_paths(sb, name)
+    pid = procs.our_pid(pidfile, HOLDER)
+    stopped = bool(pid) and procs.stop_pid(pid, HOLDER)
+    pidfile.unlink(missing_ok=True)
+    ready.unlink(missing_ok=True)
+    # The server may still be running a query for a client that vanished: end it now.
+    if procs.port_open(sb.state.target_port):
+        with sb.superuser_conn() as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                (f"westep-fault-{name}",),
+            )
+    return stopped
+
+
+def stop_all_holders(sb: Sandbox) -> list[str]:
+    stopped = []
+    for name in ("pool_exhaust", "idle_in_tx"):
+        pid = procs.our_pid(_holder_paths(sb, name)[0], HOLDER)
+        if pid and procs.stop_pid(pid, HOLDER):
+            stopped.append(f"fault {name}")
+        _holder_paths(sb, name)[0].unlink(missing_ok=True)
+    return stopped
+
+
+def _wait_pool_idle(sb: Sandbox, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with _admin(sb) as conn:
+            cur = conn.execute("SHOW POOLS")
+            cols = [d.name for d in cur.description or []]
+            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        if all(r["sv_active"] == 0 and r["cl_waiting"] == 0 for r in rows if r["database"] == TARGET_DB):
+            return
+        time.sleep(0.1)
+    raise WestepError("pool did not drain within 15 s after the fault was removed")
+
+
+# -- the faults ---------------------------------------------------------------------------
+def _pool_pause_on(sb: Sandbox, _s: float) -> str:
+    with _admin(sb) as conn:
+        conn.execute(f"PAUSE {TARGET_DB}")  # constant name; the admin console takes no params
+    return f"pool_pause on: pgbouncer database {TARGET_DB!r} paused"
+
+
+def _pool_pause_off(sb: Sandbox) -> str:
+    with _admin(sb) as conn:
+        try:
+            conn.execute(f"RESUME {TARGET_DB}")
+        except psycopg.Error as e:
+            if "not paused" not in str(e):
+                raise
+    return "pool_pause off: resumed"
+
+
+def _pool_exhaust_on(sb: Sandbox, seconds: float) -> str:
+    s = sb.state
+    return _start_holder(
+        sb, "pool_exhaust", "sleep", s.url("authenticator", s.bouncer_port), POOL_SIZE, seconds
+    )
+
+
+def _pool_exhaust_off(sb: Sandbox) -> str:
+    _stop_holder(sb, "pool_exhaust")
+    if procs.port_open(sb.state.bouncer_port):
+        _wait_pool_idle(sb)
+    return "pool_exhaust off: held connections released"
+
+
+def _idle_on(sb: Sandbox, seconds: float) -> str:
+    return _start_holder(sb, "idle_in_tx", "idle_tx", sb.state.url("authenticator"), 3, seconds)
+
+
+def _idle_off(sb: Sandbox) -> str:
+    _stop_holder(sb, "idle_in_tx")
+    return "idle_in_tx off: sessions ended"
+
+
+def _grant_on(sb: Sandbox, _s: float) -> str:
+    _sql(sb, "REVOKE SELECT ON public.steps FROM authenticated")
+    return "grant_revoke on: SELECT on public.steps revoked from authenticated"
+
+
+def _grant_off(sb: Sandbox) -> str:
+    _sql(sb, "GRANT SELECT ON public.steps TO authenticated")
+    return "grant_revoke off: SELECT on public.steps granted to authenticated"
+
+
+def _orphans_on(sb: Sandbox, _s: float) -> str:
+    with sb.superuser_conn(autocommit=False) as conn:
+        conn.execute(
+            "INSERT INTO public.step_logs (step_id, note) "
+            "SELECT 900000000 + g, %s FROM generate_series(1, %s) AS g",
+            (ORPHAN_MARK, ORPHAN_ROWS),
+        )
+        conn.commit()
+    return f"orphans on: {ORPHAN_ROWS} step_logs rows pointing at no step"
+
+
+def _orphans_off(sb: Sandbox) -> str:
+    with sb.superuser_conn(autocommit=False) as conn:
+        n = conn.execute("DELETE FROM public.step_logs WHERE note = %s", (ORPHAN_MARK,)).rowcount
+        conn.commit()
+    return f"orphans off: {n} injected rows removed"
+
+
+def _bloat_on(sb: Sandbox, _s: float) -> str:
+    # Same values written back: contents unchanged, dead tuples left behind, and autovacuum
+    # held off on the table so the detector sees them.
+    _sql(
+        sb,
+        "ALTER TABLE public.step_logs SET (autovacuum_enabled = false)",
+        "UPDATE public.step_logs SET note = note, step_id = step_id",
+        "UPDATE public.step_logs SET note = note, step_id = step_id",
+        "UPDATE public.step_logs SET note = note, step_id = step_id",
+    )
+    return "bloat on: every public.step_logs row updated 3 times, autovacuum off for it"
+
+
+def _bloat_off(sb: Sandbox) -> str:
+    _sql(sb, "ALTER TABLE public.step_logs RESET (autovacuum_enabled)")
+    with sb.superuser_conn() as conn:
+        conn.execute("VACUUM (ANALYZE) public.step_logs")
+    return "bloat off: public.step_logs vacuumed, autovacuum back on"
+
+
+def _pg_down_on(sb: Sandbox, _s: float) -> str:
+    sb.stop_cluster("target")
+    return "pg_down on: target PostgreSQL stopped"
+
+
+def _pg_down_off(sb: Sandbox) -> str:
+    sb.start_cluster("target")
+    return "pg_down off: target PostgreSQL started"
+
+
+def _bouncer_down_on(sb: Sandbox, _s: float) -> str:
+    sb.stop_bouncer()
+    return "bouncer_down on: pgbouncer stopped"
+
+
+def _bouncer_down_off(sb: Sandbox) -> str:
+    sb.start_bouncer()
+    return "bouncer_down off: pgbouncer started"
+
+
+def _api_down_on(sb: Sandbox, _s: float) -> str:
+    sb.stop_app()
+    return "api_down on: app stand-in stopped"
+
+
+def _api_down_off(sb: Sandbox) -> str:
+    sb.start_app()
+    return "api_down off: app stand-in started"
+
+
+def _pub_on(sb: Sandbox, _s: float) -> str:
+    _sql(sb, "DROP PUBLICATION IF EXISTS supabase_realtime")
+    return "publication_drop on: publication supabase_realtime dropped"
+
+
+def _pub_off(sb: Sandbox) -> str:
+    with sb.superuser_conn(autocommit=False) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = 'supabase_realtime'").fetchone()
+        if not exists:
+            conn.execute("SET LOCAL ROLE postgres")  # owned by the project owner, as before
+            conn.execute("CREATE PUBLICATION supabase_realtime FOR TABLE public.profiles, public.steps")
+        conn.commit()
+    return "publication_drop off: publication supabase_realtime restored"
+
+
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in (
+        Fault("pool_pause", "pgbouncer PAUSE of the database", _pool_pause_on, _pool_pause_off),
+        Fault("pool_exhaust", "every pool server connection held busy (bounded)", _pool_exhaust_on, _pool_exhaust_off),
+        Fault("grant_revoke", "SELECT on public.steps revoked from authenticated", _grant_on, _grant_off),
+        Fault("orphans", "step_logs rows pointing at no step", _orphans_on, _orphans_off),
+        Fault("bloat", "dead tuples in public.step_logs", _bloat_on, _bloat_off),
+        Fault("idle_in_tx", "sessions left idle in transaction (bounded)", _idle_on, _idle_off),
+        Fault("pg_down", "target PostgreSQL stopped", _pg_down_on, _pg_down_off),
+        Fault("bouncer_down", "pgbouncer stopped", _bouncer_down_on, _bouncer_down_off),
+        Fault("api_down", "app stand-in stopped", _api_down_on, _api_down_off),
+        Fault("publication_drop", "realtime publication dropped", _pub_on, _pub_off),
+    )
+}
+
+
+def guard(sb: Sandbox, env: dict[str, str] | None = None) -> None:
+    """Refuse when the environment points westep-ops at something other than this sandbox."""
+    env = dict(os.environ) if env is None else env
+    s = sb.state
+    ours = {(HOST, s.target_port), (HOST, s.bouncer_port), ("localhost", s.target_port),
+            ("localhost", s.bouncer_port)}
+    for name in ("DATABASE_URL", "DIRECT_URL", "WESTEP_OPS_REPAIR_URL"):
+        raw = env.get(name)
+        if not raw:
+            continue
+        try:
+            parts = urlsplit(raw)
+            where = (parts.hostname or "", parts.port or 5432)
+        except ValueError:
+            where = ("?", 0)
+        if where not in ours:
+            raise WestepError(
+                f"refusing to inject a fault: {name} points at {where[0]}:{where[1]}, "
+                f"not at this sandbox (127.0.0.1:{s.target_port}/{s.bouncer_port})"
+            )
+
+
+def inject(sb: Sandbox, name: str, on: bool, seconds: float = 300) -> str:
+    fault = FAULTS.get(name)
+    if fault is None:
+        raise WestepError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+    guard(sb)
+    marker = sb.layout.faults / f"{name}.on"
+    sb.layout.faults.mkdir(parents=True, exist_ok=True)
+    try:
+        msg = fault.on(sb, seconds) if on else fault.off(sb)
+    except psycopg.Error as e:
+        from westep_ops.db import describe_error
+
+        raise WestepError(f"fault {name} {'on' if on else 'off'} failed: {describe_error(e)}") from None
+    if on:
+        marker.write_text(f"{time.time()}\n")
+    else:
+        marker.unlink(missing_ok=True)
+    return msg
+
+
+def active(sb: Sandbox) -> list[str]:
+    d = sb.layout.faults
+    return sorted(p.stem for p in d.glob("*.on")) if d.exists() else []

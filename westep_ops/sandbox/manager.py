@@ -1,0 +1,367 @@
+"""``westep-ops sandbox up|down|status``: start and stop the local stack idempotently."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from westep_ops.errors import WestepError
+from westep_ops.sandbox import procs
+from westep_ops.sandbox.scram import scram_verifier
+from westep_ops.sandbox.state import (
+    HOST,
+    OPS_DB,
+    POOL_SIZE,
+    TARGET_DB,
+    TARGET_LOGINS,
+    Layout,
+    SandboxState,
+)
+
+BOUNCER_USERS = ("authenticator", "supabase_auth_admin", "westep_monitor", "postgres")
+
+
+@dataclass
+class Component:
+    name: str
+    running: bool
+    pid: int | None
+    port: int
+    detail: str = ""
+
+
+class Sandbox:
+    """One sandbox directory: its state, its processes, its credentials."""
+
+    def __init__(self, root: Path) -> None:
+        self.layout = Layout(root)
+        self._state = self.layout.load()
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def exists(self) -> bool:
+        return self._state is not None
+
+    @property
+    def state(self) -> SandboxState:
+        if self._state is None:
+            raise WestepError(
+                f"no sandbox in {self.layout.root}: run 'westep-ops sandbox up' first"
+            )
+        return self._state
+
+    def superuser_conn(self, *, autocommit: bool = True, timeout: int = 5) -> psycopg.Connection:
+        """Direct superuser connection to the target: set-up and fault injection only."""
+        return psycopg.connect(
+            self.state.url("supabase_admin"),
+            autocommit=autocommit,
+            connect_timeout=timeout,
+            application_name="westep-sandbox",
+        )
+
+    # -- up ----------------------------------------------------------------------------
+    def up(self, base_port: int) -> list[Component]:
+        run_as = procs.RunAs()
+        root = self.layout.root
+        root.mkdir(parents=True, exist_ok=True)
+        if self._state is None:
+            self._state = SandboxState.new(base_port)
+            self.layout.save(self._state)
+        self._state.register_secrets()
+        self._start_cluster("target", run_as)
+        self._start_cluster("ops", run_as)
+        self._start_bouncer(run_as)
+        self._start_app()
+        return self.status()
+
+    def _cluster_paths(self, which: str) -> tuple[Path, Path, int]:
+        base = self.layout.target if which == "target" else self.layout.ops
+        port = self.state.target_port if which == "target" else self.state.ops_port
+        return base, base / "data", port
+
+    def _start_cluster(self, which: str, run_as: procs.RunAs) -> None:
+        base, data, port = self._cluster_paths(which)
+        state = self.state
+        initialized = state.target_initialized if which == "target" else state.ops_initialized
+        if procs.our_pid(data / "postmaster.pid", str(data)):
+            return
+        if not initialized:
+            self._initdb(which, run_as)
+        else:
+            self._check_port_free(port, f"{which} PostgreSQL")
+            self._pg_ctl_start(base, data, run_as)
+        if not initialized:
+            self._bootstrap(which)
+            if which == "target":
+                state.target_initialized = True
+            else:
+                state.ops_initialized = True
+            self.layout.save(state)
+
+    def _check_port_free(self, port: int, what: str) -> None:
+        if procs.port_open(port):
+            raise WestepError(
+                f"port {port} for the {what} is already in use by another process: "
+                "choose other ports with --base-port (or WESTEP_OPS_SANDBOX_BASE_PORT)"
+            )
+
+    def _initdb(self, which: str, run_as: procs.RunAs) -> None:
+        base, data, port = self._cluster_paths(which)
+        self._check_port_free(port, f"{which} PostgreSQL")
+        if base.exists():
+            shutil.rmtree(base)  # a half-made cluster from an interrupted up
+        base.mkdir(parents=True)
+        os.chmod(base, 0o700)
+        run_as.own(base)
+        superuser = "supabase_admin" if which == "target" else "westep_ops"
+        password = self.state.passwords["supabase_admin"] if which == "target" else self.state.ops_password
+        pwfile = base / "pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        run_as.own(pwfile)
+        try:
+            run_as.run(
+                [
+                    procs.pg_bin("initdb"),
+                    "-D", str(data),
+                    "-U", superuser,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ],
+                cwd=base,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        conf = [
+            f"listen_addresses = '{HOST}'",
+            f"port = {port}",
+            "unix_socket_directories = ''",
+            "password_encryption = 'scram-sha-256'",
+            "shared_buffers = '32MB'",
+            # A throwaway sandbox: durability traded for start-up and test speed.
+            "fsync = off",
+            "synchronous_commit = off",
+            "full_page_writes = off",
+            "log_min_messages = warning",
+            "log_line_prefix = '%m [%p] %q%u@%d '",
+            # Lets the server notice clients that vanished mid-query (fault clean-up).
+            "client_connection_check_interval = '1s'",
+        ]
+        if which == "target":
+            conf += [
+                "max_connections = 40",
+                "wal_level = logical",
+                "max_wal_senders = 5",
+                "max_replication_slots = 5",
+                "shared_preload_libraries = 'pg_stat_statements'",
+                "track_io_timing = on",
+            ]
+        else:
+            conf += ["max_connections = 60"]
+        with open(data / "postgresql.conf", "a") as f:
+            f.write("\n# westep-ops sandbox\n" + "\n".join(conf) + "\n")
+        (data / "pg_hba.conf").write_text(
+            "# westep-ops sandbox: password logins over loopback only\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        self._pg_ctl_start(base, data, run_as)
+
+    def _pg_ctl_start(self, base: Path, data: Path, run_as: procs.RunAs) -> None:
+        run_as.run(
+            [procs.pg_bin("pg_ctl"), "-D", str(data), "-l", str(base / "postgres.log"), "-w", "-t", "60", "start"],
+            cwd=base,
+            timeout=90,
+        )
+
+    def _bootstrap(self, which: str) -> None:
+        state = self.state
+        if which == "ops":
+            with psycopg.connect(state.url("westep_ops", state.ops_port, "postgres"), autocommit=True, connect_timeout=10) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(OPS_DB)))
+            return
+        schema = resources.files("westep_ops.sandbox").joinpath("schema.sql").read_text()
+        with self.superuser_conn(autocommit=False, timeout=10) as conn:
+            conn.execute(schema)  # our own static file: no parameters, no user input
+            for role in TARGET_LOGINS:
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(self._verifier(role))
+                    )
+                )
+            conn.commit()
+
+    def _verifier(self, role: str) -> str:
+        # One verifier per role, shared by PostgreSQL and pgbouncer's userlist, so that
+        # pgbouncer can pass SCRAM through to the server without a plaintext password.
+        cache = self.layout.root / ".verifiers"
+        if not hasattr(self, "_verifiers"):
+            self._verifiers: dict[str, str] = {}
+            if cache.exists():
+                for line in cache.read_text().splitlines():
+                    k, _, v = line.partition(" ")
+                    self._verifiers[k] = v
+        if role not in self._verifiers:
+            self._verifiers[role] = scram_verifier(self.state.passwords[role])
+            fd = os.open(cache, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.write(f"{role} {self._verifiers[role]}\n")
+        return self._verifiers[role]
+
+    def bouncer_pidfile(self) -> Path:
+        return self.layout.bouncer / "pgbouncer.pid"
+
+    def start_bouncer(self) -> None:
+        self._start_bouncer(procs.RunAs())
+
+    def _start_bouncer(self, run_as: procs.RunAs) -> None:
+        d = self.layout.bouncer
+        if procs.our_pid(self.bouncer_pidfile(), str(d)):
+            return
+        state = self.state
+        self._check_port_free(state.bouncer_port, "pgbouncer")
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+        run_as.own(d)
+        users = [f'"{u}" "{self._verifier(u)}"' for u in BOUNCER_USERS]
+        users += [f'"{u}" "{scram_verifier(state.passwords[u])}"' for u in ("pgbouncer_admin", "pgbouncer_stats")]
+        userlist = d / "userlist.txt"
+        fd = os.open(userlist, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(users) + "\n")
+        ini = d / "pgbouncer.ini"
+        ini.write_text(
+            f"""; westep-ops sandbox pgbouncer: transaction pooling, small pool, admin console
+[databases]
+{TARGET_DB} = host={HOST} port={state.target_port} dbname={TARGET_DB}
+
+[pgbouncer]
+listen_addr = {HOST}
+listen_port = {state.bouncer_port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {userlist}
+admin_users = pgbouncer_admin
+stats_users = pgbouncer_stats
+pool_mode = transaction
+default_pool_size = {POOL_SIZE}
+reserve_pool_size = 0
+max_client_conn = 200
+; apps see an error rather than hanging forever when the pool is exhausted
+query_wait_timeout = 10
+server_connect_timeout = 3
+server_login_retry = 1
+ignore_startup_parameters = extra_float_digits,options
+logfile = {d / "pgbouncer.log"}
+pidfile = {self.bouncer_pidfile()}
+"""
+        )
+        for p in (userlist, ini):
+            run_as.own(p)
+        self.bouncer_pidfile().unlink(missing_ok=True)
+        run_as.run([procs.pgbouncer_bin(), "-d", str(ini)], cwd=d, timeout=15)
+        deadline = time.monotonic() + 10
+        while procs.read_pid(self.bouncer_pidfile()) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        procs.wait_port(state.bouncer_port, 10, proc_pid=procs.read_pid(self.bouncer_pidfile()), what="pgbouncer")
+
+    def app_pidfile(self) -> Path:
+        return self.layout.app / "app.pid"
+
+    def start_app(self) -> None:
+        self._start_app()
+
+    def _start_app(self) -> None:
+        d = self.layout.app
+        marker = "westep_ops.sandbox.app"
+        if procs.our_pid(self.app_pidfile(), marker):
+            return
+        state = self.state
+        self._check_port_free(state.app_port, "app stand-in")
+        d.mkdir(parents=True, exist_ok=True)
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            # Through pgbouncer, like the real app; passed in the environment, not argv.
+            "APP_DATABASE_URL": state.url("authenticator", state.bouncer_port),
+            "APP_AUTH_DATABASE_URL": state.url("supabase_auth_admin", state.bouncer_port),
+            "APP_SERVICE_ROLE_KEY": state.service_role_key,
+        }
+        pid = procs.spawn_detached(
+            [sys.executable, "-m", marker, "--port", str(state.app_port), "--state-dir", str(self.layout.root)],
+            log=d / "app.log",
+            env=env,
+            cwd=d,
+        )
+        self.app_pidfile().write_text(f"{pid}\n")
+        procs.wait_port(state.app_port, 15, proc_pid=pid, what="app stand-in")
+
+    # -- down --------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Stop every process this sandbox started (pid files only). Returns what stopped."""
+        if self._state is None:
+            return []
+        from westep_ops.sandbox import faults  # avoid a cycle: faults uses Sandbox
+
+        stopped = faults.stop_all_holders(self)
+        if self.stop_app():
+            stopped.append("app")
+        if self.stop_bouncer():
+            stopped.append("pgbouncer")
+        run_as = procs.RunAs()
+        for which in ("target", "ops"):
+            if self.stop_cluster(which, run_as):
+                stopped.append(f"{which} postgres")
+        return stopped
+
+    def stop_app(self) -> bool:
+        pid = procs.our_pid(self.app_pidfile(), "westep_ops.sandbox.app")
+        self.app_pidfile().unlink(missing_ok=True)
+        return bool(pid) and procs.stop_pid(pid, "westep_ops.sandbox.app")
+
+    def stop_bouncer(self) -> bool:
+        marker = str(self.layout.bouncer)
+        pid = procs.our_pid(self.bouncer_pidfile(), marker)
+        # SIGINT: immediate shutdown (SIGTERM would wait for clients to leave).
+        return bool(pid) and procs.stop_pid(pid, marker, sig=signal.SIGINT)
+
+    def stop_cluster(self, which: str, run_as: procs.RunAs | None = None) -> bool:
+        base, data, _port = self._cluster_paths(which)
+        if not procs.our_pid(data / "postmaster.pid", str(data)):
+            return False
+        (run_as or procs.RunAs()).run(
+            [procs.pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "30", "stop"], cwd=base, timeout=45
+        )
+        return True
+
+    def start_cluster(self, which: str) -> None:
+        self._start_cluster(which, procs.RunAs())
+
+    # -- status ------------------------------------------------------------------------
+    def status(self) -> list[Component]:
+        if self._state is None:
+            return []
+        s = self.state
+        out = []
+        for which, port in (("target", s.target_port), ("ops", s.ops_port)):
+            _base, data, _ = self._cluster_paths(which)
+            pid = procs.our_pid(data / "postmaster.pid", str(data))
+            label = "target postgres" if which == "target" else "ops postgres"
+            out.append(Component(label, bool(pid) and procs.port_open(port), pid, port))
+        pid = procs.our_pid(self.bouncer_pidfile(), str(self.layout.bouncer))
+        out.append(Component("pgbouncer", bool(pid) and procs.port_open(s.bouncer_port), pid, s.bouncer_port))
+        pid = procs.our_pid(self.app_pidfile(), "westep_ops.sandbox.app")
+        out.append(Component("app stand-in", bool(pid) and procs.port_open(s.app_port), pid, s.app_port))
+        return out
