@@ -36,10 +36,14 @@ def _env() -> Any:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(click.unstyle(str(r[i]))) for r in [header, *rows]) for i in range(len(header))]
+    widths = [
+        max(len(click.unstyle(str(r[i]))) for r in [header, *rows]) for i in range(len(header))
+    ]
 
     def fmt(r: list[str]) -> str:
-        return "  ".join(str(c) + " " * (w - len(click.unstyle(str(c)))) for c, w in zip(r, widths, strict=True)).rstrip()
+        return "  ".join(
+            str(c) + " " * (w - len(click.unstyle(str(c)))) for c, w in zip(r, widths, strict=True)
+        ).rstrip()
 
     return "\n".join([fmt(header), *(fmt(r) for r in rows)])
 
@@ -52,7 +56,6 @@ def _status_word(ok: bool) -> str:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
     default=None,
     help="Config file (default: $WESTEP_OPS_CONFIG, else ./westep-ops.json, else built-in defaults).",
 )
@@ -89,7 +92,9 @@ def test_connection(ctx: click.Context, as_json: bool) -> None:
         for r in results:
             lat = "" if r.connect_ms is None else f"{r.connect_ms:.1f} ms"
             q = "" if r.query_ms is None else f"{r.query_ms:.1f} ms"
-            rows.append([r.target, _status_word(r.ok), lat, q, r.where or r.env_var, redact(r.detail)])
+            rows.append(
+                [r.target, _status_word(r.ok), lat, q, r.where or r.env_var, redact(r.detail)]
+            )
         click.echo(_table(rows, ["target", "status", "connect", "query", "where", "detail"]))
     sys.exit(0 if all(r.ok for r in results) else 1)
 
@@ -158,7 +163,9 @@ def sandbox_up(sandbox_dir: str | None, base_port: int | None) -> None:
         )
     comps = sb.up(base_port or default_base_port())
     _print_components(comps)
-    click.echo(f"sandbox up in {sb.layout.root}; load its environment with: eval \"$(westep-ops sandbox env)\"")
+    click.echo(
+        f'sandbox up in {sb.layout.root}; load its environment with: eval "$(westep-ops sandbox env)"'
+    )
 
 
 @sandbox_group.command("down")
@@ -172,8 +179,12 @@ def sandbox_down(sandbox_dir: str | None) -> None:
 
 def _print_components(comps: list[Any]) -> None:
     rows = [
-        [c.name, _status_word(c.running) if c.running else click.style("stopped", fg="yellow"),
-         f"127.0.0.1:{c.port}", str(c.pid or "")]
+        [
+            c.name,
+            _status_word(c.running) if c.running else click.style("stopped", fg="yellow"),
+            f"127.0.0.1:{c.port}",
+            str(c.pid or ""),
+        ]
         for c in comps
     ]
     click.echo(_table(rows, ["component", "status", "address", "pid"]))
@@ -188,11 +199,15 @@ def sandbox_status(sandbox_dir: str | None, as_json: bool) -> None:
 
     sb = _sandbox(sandbox_dir)
     if not sb.exists:
-        raise WestepError(f"no sandbox in {sb.layout.root}: run 'westep-ops sandbox up'", exit_code=1)
+        raise WestepError(
+            f"no sandbox in {sb.layout.root}: run 'westep-ops sandbox up'", exit_code=1
+        )
     comps = sb.status()
     active = faults.active(sb)
     if as_json:
-        click.echo(json.dumps({"components": [c.__dict__ for c in comps], "faults": active}, indent=2))
+        click.echo(
+            json.dumps({"components": [c.__dict__ for c in comps], "faults": active}, indent=2)
+        )
     else:
         _print_components(comps)
         click.echo("faults on: " + (", ".join(active) if active else "none"))
@@ -272,7 +287,18 @@ def ui(port: int) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(Path("dagster.yaml").read_text())
     child["DAGSTER_HOME"] = str(home)
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port), "-h", "127.0.0.1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        "workspace.yaml",
+        "-p",
+        str(port),
+        "-h",
+        "127.0.0.1",
+    ]
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
     sys.exit(subprocess.call(cmd, env=child))
 
@@ -284,15 +310,19 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+        click.echo(f"error: {redact(e.format_message())}{hint}", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {redact(e.format_message())}", err=True)
         sys.exit(e.exit_code)
     except WestepError as e:
         click.echo(f"error: {redact(e)}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no secrets
+    except Exception as e:
         if os.environ.get("DEBUG", "").lower() in ("1", "true", "yes"):
             click.echo(redact(traceback.format_exc()), err=True)
         click.echo(f"error: unexpected {type(e).__name__}: {redact(e)}", err=True)

@@ -8,6 +8,9 @@ drops them), so their timeouts are set per transaction with ``SET LOCAL`` instea
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,7 +59,29 @@ def set_local_timeouts(
         sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(statement_timeout_ms)))
     )
     if lock_timeout_ms is not None:
-        cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(int(lock_timeout_ms))))
+        cur.execute(
+            sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(int(lock_timeout_ms)))
+        )
+
+
+ADMIN_VERBS = frozenset({"PAUSE", "RESUME", "RECONNECT", "KILL", "RELOAD", "DISABLE", "ENABLE"})
+
+
+def admin_command(conn: psycopg.Connection, verb: str, database: str | None = None) -> None:
+    """Run an admin-console command (``PAUSE postgres``, ``RELOAD``, ...).
+
+    The console takes no bind parameters and no quoted names, so the verb comes from a
+    fixed set and the database name must be a plain identifier (checked, not escaped).
+    """
+    from westep_ops.config import _IDENT
+
+    verb = verb.upper()
+    if verb not in ADMIN_VERBS:
+        raise ValueError(f"not an admin-console command: {verb!r}")
+    if database is not None and not _IDENT.match(database):
+        raise ValueError(f"not a plain database name: {database!r}")
+    parts = [sql.SQL(verb)] + ([sql.SQL(database)] if database else [])
+    conn.execute(sql.SQL(" ").join(parts))
 
 
 def admin_show(conn: psycopg.Connection, what: str) -> list[dict[str, object]]:
@@ -69,8 +94,54 @@ def admin_show(conn: psycopg.Connection, what: str) -> list[dict[str, object]]:
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
+class DeadlineExceeded(Exception):
+    """The client-side deadline of :func:`deadline` fired and the connection was cut."""
+
+    def __init__(self, ms: float) -> None:
+        super().__init__(
+            f"no answer within {ms:.0f} ms (queued behind a paused or exhausted pool?)"
+        )
+
+
+@contextmanager
+def deadline(conn: psycopg.Connection, ms: float) -> Iterator[None]:
+    """Cut ``conn`` if the block takes longer than ``ms`` and raise :class:`DeadlineExceeded`.
+
+    A server-side ``statement_timeout`` cannot help a query that pgbouncer is still
+    holding in its queue, and pgbouncer ignores cancel requests for queued clients, so a
+    watchdog shuts the socket down: libpq's blocked read then returns at once. The
+    connection is unusable afterwards; callers close it.
+    """
+    fired = threading.Event()
+
+    def cut() -> None:
+        fired.set()
+        try:
+            fd = conn.pgconn.socket
+            with socket.socket(fileno=os.dup(fd)) as s:
+                s.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg.Error):
+            pass
+
+    timer = threading.Timer(ms / 1000, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except psycopg.Error as e:
+        if fired.is_set():
+            raise DeadlineExceeded(ms) from e
+        raise
+    finally:
+        timer.cancel()
+    if fired.is_set():
+        raise DeadlineExceeded(ms)
+
+
 def describe_error(exc: BaseException) -> str:
     """One line saying why a connection or query failed, with secrets masked."""
+    if isinstance(exc, DeadlineExceeded):
+        return str(exc)
     if isinstance(exc, psycopg.errors.QueryCanceled):
         return "timed out (statement_timeout)"
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):

@@ -14,7 +14,14 @@ from dataclasses import asdict, dataclass
 import psycopg
 
 from westep_ops.config import Config
-from westep_ops.db import admin_show, connect, describe_error, set_local_timeouts
+from westep_ops.db import (
+    DeadlineExceeded,
+    admin_show,
+    connect,
+    deadline,
+    describe_error,
+    set_local_timeouts,
+)
 from westep_ops.environment import VARIABLES, Environment
 from westep_ops.redact import safe_url
 
@@ -39,6 +46,7 @@ def _probe(
     dsn: str | None,
     opener: Callable[[str], psycopg.Connection],
     query: Callable[[psycopg.Connection], str],
+    query_timeout_ms: float,
 ) -> ConnectionResult:
     if not dsn:
         return ConnectionResult(target, env_var, False, detail=f"not configured: set {env_var}")
@@ -52,10 +60,11 @@ def _probe(
     try:
         t1 = time.perf_counter()
         res.connect_ms = round((t1 - t0) * 1000, 2)
-        res.detail = query(conn)
+        with deadline(conn, query_timeout_ms):
+            res.detail = query(conn)
         res.query_ms = round((time.perf_counter() - t1) * 1000, 2)
         res.ok = True
-    except psycopg.Error as e:
+    except (psycopg.Error, DeadlineExceeded) as e:
         res.detail = describe_error(e)
     finally:
         conn.close()
@@ -76,7 +85,9 @@ def test_connections(env: Environment, config: Config) -> list[ConnectionResult]
         return connect(dsn, connect_timeout_ms=t.connect, admin_console=True)
 
     def version(conn: psycopg.Connection) -> str:
-        row = conn.execute("SELECT current_setting('server_version'), pg_is_in_recovery()").fetchone()
+        row = conn.execute(
+            "SELECT current_setting('server_version'), pg_is_in_recovery()"
+        ).fetchone()
         assert row is not None
         return f"PostgreSQL {row[0]}" + (" (in recovery)" if row[1] else "")
 
@@ -95,11 +106,21 @@ def test_connections(env: Environment, config: Config) -> list[ConnectionResult]
         paused = " (PAUSED)" if db.get("paused") else ""
         return f"database {config.database_name!r} pool_size={db.get('pool_size')}{paused}"
 
+    # A queued pooled query never reaches statement_timeout: the client-side deadline
+    # (the connect budget) is what keeps this command from waiting on a broken pool.
+    limit = t.connect
     return [
-        _probe("direct", "DIRECT_URL", env.direct_url, direct, version),
-        _probe("pooled", "DATABASE_URL", env.database_url, pooled, pooled_query),
-        _probe("pgbouncer admin", "PGBOUNCER_ADMIN_URL", env.pgbouncer_admin_url, console, console_query),
-        _probe("ops storage", "WESTEP_OPS_STORAGE_URL", env.storage_url, direct, version),
+        _probe("direct", "DIRECT_URL", env.direct_url, direct, version, limit),
+        _probe("pooled", "DATABASE_URL", env.database_url, pooled, pooled_query, limit),
+        _probe(
+            "pgbouncer admin",
+            "PGBOUNCER_ADMIN_URL",
+            env.pgbouncer_admin_url,
+            console,
+            console_query,
+            limit,
+        ),
+        _probe("ops storage", "WESTEP_OPS_STORAGE_URL", env.storage_url, direct, version, limit),
     ]
 
 

@@ -41,7 +41,9 @@ class DbError(Exception):
 
 def _with_db(dsn: str, fn: Callable[[psycopg.Connection], Any]) -> Any:
     def work() -> Any:
-        with psycopg.connect(dsn, connect_timeout=3, prepare_threshold=None, autocommit=False) as conn:
+        with psycopg.connect(
+            dsn, connect_timeout=3, prepare_threshold=None, autocommit=False
+        ) as conn:
             return fn(conn)
 
     future = _pool.submit(work)
@@ -55,7 +57,9 @@ def _with_db(dsn: str, fn: Callable[[psycopg.Connection], Any]) -> Any:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "password" in first.lower():
             first = "database authentication failed"
-        raise DbError(503, {"message": f"database error: {first.rsplit('FATAL:', 1)[-1].strip()}"}) from None
+        raise DbError(
+            503, {"message": f"database error: {first.rsplit('FATAL:', 1)[-1].strip()}"}
+        ) from None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -76,10 +80,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         try:
             if url.path == "/api/health":
@@ -103,11 +107,22 @@ class Handler(BaseHTTPRequestHandler):
         start = time.perf_counter()
         _with_db(self.db_url, lambda c: c.execute("SELECT 1").fetchone())
         ms = (time.perf_counter() - start) * 1000
-        return {"status": "ok", "database": "ok", "latency_ms": round(ms, 1), "timestamp": time.time()}
+        return {
+            "status": "ok",
+            "database": "ok",
+            "latency_ms": round(ms, 1),
+            "timestamp": time.time(),
+        }
 
     def _auth_health(self) -> dict[str, Any]:
-        _with_db(self.auth_db_url, lambda c: c.execute("SELECT count(*) FROM auth.users").fetchone())
-        return {"version": "sandbox", "name": "GoTrue", "description": "westep sandbox auth stand-in"}
+        _with_db(
+            self.auth_db_url, lambda c: c.execute("SELECT count(*) FROM auth.users").fetchone()
+        )
+        return {
+            "version": "sandbox",
+            "name": "GoTrue",
+            "description": "westep sandbox auth stand-in",
+        }
 
     def _role(self) -> str:
         if self.headers.get("apikey") and self.headers.get("apikey") == self.service_key:

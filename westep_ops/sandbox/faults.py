@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
+from westep_ops.db import admin_command, admin_show, describe_error
 from westep_ops.errors import WestepError
 from westep_ops.sandbox import procs
 from westep_ops.sandbox.manager import Sandbox
@@ -73,9 +74,23 @@ def _start_holder(sb: Sandbox, name: str, mode: str, dsn: str, n: int, seconds: 
     }
     app_name = f"westep-fault-{name}"
     pid = procs.spawn_detached(
-        [sys.executable, "-m", HOLDER, mode, "--connections", str(n), "--seconds", str(seconds),
-         "--ready-file", str(ready), "--name", app_name],
-        log=log, env=env, cwd=sb.layout.faults,
+        [
+            sys.executable,
+            "-m",
+            HOLDER,
+            mode,
+            "--connections",
+            str(n),
+            "--seconds",
+            str(seconds),
+            "--ready-file",
+            str(ready),
+            "--name",
+            app_name,
+        ],
+        log=log,
+        env=env,
+        cwd=sb.layout.faults,
     )
     pidfile.write_text(f"{pid}\n")
     deadline = time.monotonic() + 20
@@ -119,10 +134,10 @@ def _wait_pool_idle(sb: Sandbox, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with _admin(sb) as conn:
-            cur = conn.execute("SHOW POOLS")
-            cols = [d.name for d in cur.description or []]
-            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-        if all(r["sv_active"] == 0 and r["cl_waiting"] == 0 for r in rows if r["database"] == TARGET_DB):
+            rows = admin_show(conn, "pools")
+        if all(
+            r["sv_active"] == 0 and r["cl_waiting"] == 0 for r in rows if r["database"] == TARGET_DB
+        ):
             return
         time.sleep(0.1)
     raise WestepError("pool did not drain within 15 s after the fault was removed")
@@ -131,14 +146,14 @@ def _wait_pool_idle(sb: Sandbox, timeout: float = 15) -> None:
 # -- the faults ---------------------------------------------------------------------------
 def _pool_pause_on(sb: Sandbox, _s: float) -> str:
     with _admin(sb) as conn:
-        conn.execute(f"PAUSE {TARGET_DB}")  # constant name; the admin console takes no params
+        admin_command(conn, "PAUSE", TARGET_DB)
     return f"pool_pause on: pgbouncer database {TARGET_DB!r} paused"
 
 
 def _pool_pause_off(sb: Sandbox) -> str:
     with _admin(sb) as conn:
         try:
-            conn.execute(f"RESUME {TARGET_DB}")
+            admin_command(conn, "RESUME", TARGET_DB)
         except psycopg.Error as e:
             if "not paused" not in str(e):
                 raise
@@ -253,10 +268,14 @@ def _pub_on(sb: Sandbox, _s: float) -> str:
 
 def _pub_off(sb: Sandbox) -> str:
     with sb.superuser_conn(autocommit=False) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = 'supabase_realtime'").fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_publication WHERE pubname = 'supabase_realtime'"
+        ).fetchone()
         if not exists:
             conn.execute("SET LOCAL ROLE postgres")  # owned by the project owner, as before
-            conn.execute("CREATE PUBLICATION supabase_realtime FOR TABLE public.profiles, public.steps")
+            conn.execute(
+                "CREATE PUBLICATION supabase_realtime FOR TABLE public.profiles, public.steps"
+            )
         conn.commit()
     return "publication_drop off: publication supabase_realtime restored"
 
@@ -265,8 +284,18 @@ FAULTS: dict[str, Fault] = {
     f.name: f
     for f in (
         Fault("pool_pause", "pgbouncer PAUSE of the database", _pool_pause_on, _pool_pause_off),
-        Fault("pool_exhaust", "every pool server connection held busy (bounded)", _pool_exhaust_on, _pool_exhaust_off),
-        Fault("grant_revoke", "SELECT on public.steps revoked from authenticated", _grant_on, _grant_off),
+        Fault(
+            "pool_exhaust",
+            "every pool server connection held busy (bounded)",
+            _pool_exhaust_on,
+            _pool_exhaust_off,
+        ),
+        Fault(
+            "grant_revoke",
+            "SELECT on public.steps revoked from authenticated",
+            _grant_on,
+            _grant_off,
+        ),
         Fault("orphans", "step_logs rows pointing at no step", _orphans_on, _orphans_off),
         Fault("bloat", "dead tuples in public.step_logs", _bloat_on, _bloat_off),
         Fault("idle_in_tx", "sessions left idle in transaction (bounded)", _idle_on, _idle_off),
@@ -278,12 +307,36 @@ FAULTS: dict[str, Fault] = {
 }
 
 
+def wait_serving(sb: Sandbox, timeout: float = 20) -> None:
+    """Wait until the app answers /api/health with 200 again (after a fault is removed)."""
+    import httpx
+
+    if not procs.port_open(sb.state.app_port):
+        return
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"http://{HOST}:{sb.state.app_port}/api/health", timeout=6)
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}"
+        except httpx.HTTPError as e:
+            last = type(e).__name__
+        time.sleep(0.2)
+    raise WestepError(f"the app did not answer /api/health within {timeout:.0f} s ({last})")
+
+
 def guard(sb: Sandbox, env: dict[str, str] | None = None) -> None:
     """Refuse when the environment points westep-ops at something other than this sandbox."""
     env = dict(os.environ) if env is None else env
     s = sb.state
-    ours = {(HOST, s.target_port), (HOST, s.bouncer_port), ("localhost", s.target_port),
-            ("localhost", s.bouncer_port)}
+    ours = {
+        (HOST, s.target_port),
+        (HOST, s.bouncer_port),
+        ("localhost", s.target_port),
+        ("localhost", s.bouncer_port),
+    }
     for name in ("DATABASE_URL", "DIRECT_URL", "WESTEP_OPS_REPAIR_URL"):
         raw = env.get(name)
         if not raw:
@@ -310,13 +363,14 @@ def inject(sb: Sandbox, name: str, on: bool, seconds: float = 300) -> str:
     try:
         msg = fault.on(sb, seconds) if on else fault.off(sb)
     except psycopg.Error as e:
-        from westep_ops.db import describe_error
-
-        raise WestepError(f"fault {name} {'on' if on else 'off'} failed: {describe_error(e)}") from None
+        raise WestepError(
+            f"fault {name} {'on' if on else 'off'} failed: {describe_error(e)}"
+        ) from None
     if on:
         marker.write_text(f"{time.time()}\n")
     else:
         marker.unlink(missing_ok=True)
+        wait_serving(sb)
     return msg
 
 

@@ -34,7 +34,9 @@ def main() -> None:
     conns: list[psycopg.Connection] = []
     for _ in range(args.connections):
         conns.append(
-            psycopg.connect(dsn, connect_timeout=5, prepare_threshold=None, application_name=args.name)
+            psycopg.connect(
+                dsn, connect_timeout=5, prepare_threshold=None, application_name=args.name
+            )
         )
     started = threading.Barrier(args.connections + 1)
 

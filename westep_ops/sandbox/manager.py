@@ -123,7 +123,9 @@ class Sandbox:
         os.chmod(base, 0o700)
         run_as.own(base)
         superuser = "supabase_admin" if which == "target" else "westep_ops"
-        password = self.state.passwords["supabase_admin"] if which == "target" else self.state.ops_password
+        password = (
+            self.state.passwords["supabase_admin"] if which == "target" else self.state.ops_password
+        )
         pwfile = base / "pwfile"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -133,8 +135,10 @@ class Sandbox:
             run_as.run(
                 [
                     procs.pg_bin("initdb"),
-                    "-D", str(data),
-                    "-U", superuser,
+                    "-D",
+                    str(data),
+                    "-U",
+                    superuser,
                     f"--pwfile={pwfile}",
                     "--auth=scram-sha-256",
                     "--encoding=UTF8",
@@ -181,7 +185,17 @@ class Sandbox:
 
     def _pg_ctl_start(self, base: Path, data: Path, run_as: procs.RunAs) -> None:
         run_as.run(
-            [procs.pg_bin("pg_ctl"), "-D", str(data), "-l", str(base / "postgres.log"), "-w", "-t", "60", "start"],
+            [
+                procs.pg_bin("pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(base / "postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
             cwd=base,
             timeout=90,
         )
@@ -189,7 +203,11 @@ class Sandbox:
     def _bootstrap(self, which: str) -> None:
         state = self.state
         if which == "ops":
-            with psycopg.connect(state.url("westep_ops", state.ops_port, "postgres"), autocommit=True, connect_timeout=10) as conn:
+            with psycopg.connect(
+                state.url("westep_ops", state.ops_port, "postgres"),
+                autocommit=True,
+                connect_timeout=10,
+            ) as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(OPS_DB)))
             return
         schema = resources.files("westep_ops.sandbox").joinpath("schema.sql").read_text()
@@ -236,7 +254,10 @@ class Sandbox:
         os.chmod(d, 0o700)
         run_as.own(d)
         users = [f'"{u}" "{self._verifier(u)}"' for u in BOUNCER_USERS]
-        users += [f'"{u}" "{scram_verifier(state.passwords[u])}"' for u in ("pgbouncer_admin", "pgbouncer_stats")]
+        users += [
+            f'"{u}" "{scram_verifier(state.passwords[u])}"'
+            for u in ("pgbouncer_admin", "pgbouncer_stats")
+        ]
         userlist = d / "userlist.txt"
         fd = os.open(userlist, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -275,7 +296,12 @@ pidfile = {self.bouncer_pidfile()}
         deadline = time.monotonic() + 10
         while procs.read_pid(self.bouncer_pidfile()) is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        procs.wait_port(state.bouncer_port, 10, proc_pid=procs.read_pid(self.bouncer_pidfile()), what="pgbouncer")
+        procs.wait_port(
+            state.bouncer_port,
+            10,
+            proc_pid=procs.read_pid(self.bouncer_pidfile()),
+            what="pgbouncer",
+        )
 
     def app_pidfile(self) -> Path:
         return self.layout.app / "app.pid"
@@ -300,7 +326,15 @@ pidfile = {self.bouncer_pidfile()}
             "APP_SERVICE_ROLE_KEY": state.service_role_key,
         }
         pid = procs.spawn_detached(
-            [sys.executable, "-m", marker, "--port", str(state.app_port), "--state-dir", str(self.layout.root)],
+            [
+                sys.executable,
+                "-m",
+                marker,
+                "--port",
+                str(state.app_port),
+                "--state-dir",
+                str(self.layout.root),
+            ],
             log=d / "app.log",
             env=env,
             cwd=d,
@@ -342,7 +376,9 @@ pidfile = {self.bouncer_pidfile()}
         if not procs.our_pid(data / "postmaster.pid", str(data)):
             return False
         (run_as or procs.RunAs()).run(
-            [procs.pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "30", "stop"], cwd=base, timeout=45
+            [procs.pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "30", "stop"],
+            cwd=base,
+            timeout=45,
         )
         return True
 
@@ -361,7 +397,13 @@ pidfile = {self.bouncer_pidfile()}
             label = "target postgres" if which == "target" else "ops postgres"
             out.append(Component(label, bool(pid) and procs.port_open(port), pid, port))
         pid = procs.our_pid(self.bouncer_pidfile(), str(self.layout.bouncer))
-        out.append(Component("pgbouncer", bool(pid) and procs.port_open(s.bouncer_port), pid, s.bouncer_port))
+        out.append(
+            Component(
+                "pgbouncer", bool(pid) and procs.port_open(s.bouncer_port), pid, s.bouncer_port
+            )
+        )
         pid = procs.our_pid(self.app_pidfile(), "westep_ops.sandbox.app")
-        out.append(Component("app stand-in", bool(pid) and procs.port_open(s.app_port), pid, s.app_port))
+        out.append(
+            Component("app stand-in", bool(pid) and procs.port_open(s.app_port), pid, s.app_port)
+        )
         return out

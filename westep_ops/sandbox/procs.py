@@ -77,7 +77,11 @@ class RunAs:
 
     def run(self, cmd: Sequence[str], *, cwd: Path, timeout: float = 120) -> str:
         """Run a command as the database user; raise WestepError with its output on failure."""
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LC_ALL": "C.UTF-8",
+            "LANG": "C.UTF-8",
+        }
         try:
             proc = subprocess.run(
                 list(cmd),
@@ -89,7 +93,9 @@ class RunAs:
                 **self.kwargs(),  # type: ignore[arg-type]
             )
         except subprocess.TimeoutExpired:
-            raise WestepError(f"{Path(cmd[0]).name} did not finish within {timeout:.0f} s") from None
+            raise WestepError(
+                f"{Path(cmd[0]).name} did not finish within {timeout:.0f} s"
+            ) from None
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise WestepError(f"{Path(cmd[0]).name} failed: {' | '.join(tail)}")
@@ -105,7 +111,9 @@ def read_pid(pidfile: Path) -> int | None:
 
 def cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return ""
 

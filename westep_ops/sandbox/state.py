@@ -26,7 +26,13 @@ OPS_DB = "westep_ops"
 POOL_SIZE = 10
 
 # Login roles of the target and of pgbouncer's admin console whose passwords we generate.
-TARGET_LOGINS = ("supabase_admin", "postgres", "authenticator", "supabase_auth_admin", "westep_monitor")
+TARGET_LOGINS = (
+    "supabase_admin",
+    "postgres",
+    "authenticator",
+    "supabase_auth_admin",
+    "westep_monitor",
+)
 BOUNCER_ONLY = ("pgbouncer_admin", "pgbouncer_stats")
 
 
@@ -95,7 +101,9 @@ class SandboxState:
             "WESTEP_OPS_STORAGE_URL": ops,
             # Dagster's storage needs the psycopg2 driver spelled out (SQLAlchemy 2.1 maps a
             # bare postgresql:// to psycopg 3, which dagster-postgres 0.29 cannot use).
-            "WESTEP_OPS_DAGSTER_STORAGE_URL": ops.replace("postgresql://", "postgresql+psycopg2://", 1),
+            "WESTEP_OPS_DAGSTER_STORAGE_URL": ops.replace(
+                "postgresql://", "postgresql+psycopg2://", 1
+            ),
         }
 
 

@@ -1,0 +1,79 @@
+"""One real sandbox for the whole test session, on its own ports and directory.
+
+Tests talk to real PostgreSQL and pgbouncer processes; nothing is mocked. The session
+sandbox lives in ``.westep/test-sandbox`` (base port ``WESTEP_OPS_TEST_BASE_PORT``,
+default 55530) so it never collides with a demo sandbox, and it is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from westep_ops.db import admin_show
+from westep_ops.sandbox.manager import Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DIR = ROOT / ".westep" / "test-sandbox"
+BASE_PORT = int(os.environ.get("WESTEP_OPS_TEST_BASE_PORT", "55530"))
+CLI = [sys.executable, "-m", "westep_ops.cli"]
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    sb = Sandbox(TEST_DIR)
+    sb.up(BASE_PORT)
+    saved = dict(os.environ)
+    os.environ.update(sb.state.env())
+    os.environ["WESTEP_OPS_SANDBOX_DIR"] = str(TEST_DIR)
+    os.environ["WESTEP_OPS_CONFIG"] = str(ROOT / "westep-ops.json")
+    try:
+        yield sb
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        sb.down()
+
+
+@pytest.fixture(scope="session")
+def secrets(sandbox: Sandbox) -> list[str]:
+    """Every secret the sandbox has: none may appear in output other than `sandbox env`."""
+    s = sandbox.state
+    return [*s.passwords.values(), s.ops_password, s.service_role_key]
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``westep-ops`` command in a subprocess (exit codes, stdout, stderr)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout
+    )
+
+
+def superuser(sb: Sandbox) -> psycopg.Connection:
+    return sb.superuser_conn()
+
+
+def app_get(sb: Sandbox, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{sb.state.app_port}{path}", headers=headers, timeout=15)
+
+
+def admin_rows(sb: Sandbox, what: str) -> list[dict[str, object]]:
+    s = sb.state
+    with psycopg.connect(
+        s.url("pgbouncer_admin", s.bouncer_port, "pgbouncer"),
+        autocommit=True,
+        prepare_threshold=None,
+    ) as conn:
+        return admin_show(conn, what)

@@ -1,0 +1,159 @@
+"""Sandbox life cycle against real processes: up, idempotent up, status, env, down."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from westep_ops.sandbox import procs
+from westep_ops.sandbox.manager import Sandbox
+from westep_ops_tests.conftest import ROOT, app_get, run_cli
+
+
+def test_all_components_run_and_answer(sandbox: Sandbox) -> None:
+    comps = sandbox.status()
+    assert [c.name for c in comps] == [
+        "target postgres",
+        "ops postgres",
+        "pgbouncer",
+        "app stand-in",
+    ]
+    assert all(c.running and c.pid for c in comps)
+    assert app_get(sandbox, "/api/health").json()["status"] == "ok"
+    assert app_get(sandbox, "/auth/v1/health").status_code == 200
+    rows = app_get(sandbox, "/rest/v1/steps?limit=3").json()
+    assert [r["id"] for r in rows] == [1, 2, 4]  # RLS hides private step 3 from anon
+
+
+def test_schema_is_supabase_like(sandbox: Sandbox) -> None:
+    with sandbox.superuser_conn() as conn:
+        roles = dict(
+            conn.execute(
+                "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname IN "
+                "('anon','authenticated','service_role','authenticator','westep_monitor')"
+            ).fetchall()
+        )
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM auth.users), (SELECT count(*) FROM public.profiles),"
+            " (SELECT count(*) FROM public.steps), (SELECT count(*) FROM public.step_logs)"
+        ).fetchone()
+        pub = {
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime'"
+            )
+        }
+        wal = conn.execute("SHOW wal_level").fetchone()
+        fk = conn.execute(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.step_logs'::regclass AND contype = 'f'"
+        ).fetchone()
+    assert roles == {
+        "anon": False,
+        "authenticated": False,
+        "service_role": False,
+        "authenticator": True,
+        "westep_monitor": True,
+    }
+    assert counts == (500, 500, 2000, 5000)
+    assert pub == {"profiles", "steps"}
+    assert wal == ("logical",)
+    assert fk == (0,)  # step_logs.step_id has no FK: orphans are possible
+
+
+def test_monitor_role_cannot_change_anything(sandbox: Sandbox) -> None:
+    with psycopg.connect(sandbox.state.env()["DIRECT_URL"], autocommit=True) as conn:
+        # It can read (including other sessions' activity, through pg_monitor)...
+        assert conn.execute("SELECT count(*) FROM public.steps").fetchone() == (2000,)
+        # ...and switch to an API role inside a transaction to test that role's access...
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE authenticated")
+            assert conn.execute("SELECT current_user").fetchone() == ("authenticated",)
+        # ...but never write, even with privileges it could switch to.
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("DELETE FROM public.step_logs WHERE id = 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SET default_transaction_read_only = off")
+            conn.execute("DELETE FROM public.step_logs WHERE id = 1")
+
+
+def test_up_again_is_idempotent(sandbox: Sandbox) -> None:
+    before = {c.name: c.pid for c in sandbox.status()}
+    res = run_cli("sandbox", "up")
+    assert res.returncode == 0, res.stderr
+    after = {c.name: c.pid for c in Sandbox(sandbox.layout.root).status()}
+    assert after == before
+
+
+def test_env_prints_exports(sandbox: Sandbox) -> None:
+    res = run_cli("sandbox", "env")
+    assert res.returncode == 0
+    names = {line.split("=", 1)[0].removeprefix("export ") for line in res.stdout.splitlines()}
+    assert {
+        "DATABASE_URL",
+        "DIRECT_URL",
+        "PGBOUNCER_ADMIN_URL",
+        "NEXT_PUBLIC_SUPABASE_URL",
+        "WESTEP_OPS_STORAGE_URL",
+        "WESTEP_OPS_REPAIR_URL",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "WESTEP_OPS_DAGSTER_STORAGE_URL",
+    } <= names
+
+
+def _free_base_port() -> int:
+    for base in range(56100, 56900, 10):
+        if not any(procs.port_open(base + i) for i in range(4)):
+            return base
+    raise RuntimeError("no free ports")
+
+
+def test_second_sandbox_full_cycle_and_down_stops_only_its_own(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    other_dir = ROOT / ".westep" / "test-sandbox-cycle"
+    base = _free_base_port()
+    other = Sandbox(other_dir)
+    try:
+        other.up(base)
+        pids = [c.pid for c in other.status()]
+        assert all(c.running for c in other.status())
+        with other.superuser_conn() as conn:
+            conn.execute(
+                "INSERT INTO public.step_logs (step_id, note) VALUES (1, 'kept across restart')"
+            )
+        stopped = run_cli("sandbox", "down", "--dir", str(other_dir))
+        assert stopped.returncode == 0
+        assert "target postgres" in stopped.stdout and "pgbouncer" in stopped.stdout
+        assert not any(procs.alive(p) for p in pids)
+        assert not any(procs.port_open(base + i) for i in range(4))
+        status = run_cli("sandbox", "status", "--dir", str(other_dir))
+        assert status.returncode == 1 and "stopped" in status.stdout
+        # The session sandbox was not touched by the other one's down.
+        assert all(c.running for c in sandbox.status())
+        # Up again: same data, new processes.
+        other = Sandbox(other_dir)
+        other.up(base)
+        with other.superuser_conn() as conn:
+            assert conn.execute(
+                "SELECT count(*) FROM public.step_logs WHERE note = 'kept across restart'"
+            ).fetchone() == (1,)
+        assert run_cli("sandbox", "down").returncode == 0  # default dir from the environment
+        assert all(c.running for c in other.status())  # ...which is not this one
+    finally:
+        Sandbox(other_dir).down()
+
+
+def test_port_in_use_is_one_clear_line() -> None:
+    other_dir = ROOT / ".westep" / "test-sandbox-busy"
+    base = _free_base_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", base))
+        s.listen()
+        res = run_cli("sandbox", "up", "--dir", str(other_dir), "--base-port", str(base))
+    Sandbox(other_dir).down()
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: port") and len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.stderr
