@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -114,6 +115,8 @@ def test_second_sandbox_full_cycle_and_down_stops_only_its_own(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     other_dir = ROOT / ".westep" / "test-sandbox-cycle"
+    Sandbox(other_dir).down()
+    shutil.rmtree(other_dir, ignore_errors=True)
     base = _free_base_port()
     other = Sandbox(other_dir)
     try:
@@ -144,6 +147,7 @@ def test_second_sandbox_full_cycle_and_down_stops_only_its_own(
         assert all(c.running for c in other.status())  # ...which is not this one
     finally:
         Sandbox(other_dir).down()
+        shutil.rmtree(other_dir, ignore_errors=True)
 
 
 def test_port_in_use_is_one_clear_line() -> None:
