@@ -154,6 +154,7 @@ def test_port_in_use_is_one_clear_line() -> None:
     other_dir = ROOT / ".westep" / "test-sandbox-busy"
     base = _free_base_port()
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", base))
         s.listen()
         res = run_cli("sandbox", "up", "--dir", str(other_dir), "--base-port", str(base))
