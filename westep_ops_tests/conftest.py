@@ -66,7 +66,9 @@ def superuser(sb: Sandbox) -> psycopg.Connection:
 
 
 def app_get(sb: Sandbox, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.get(f"http://127.0.0.1:{sb.state.app_port}{path}", headers=headers, timeout=15)
+    """GET from the stand-in that serves ``path``: the app, or the Supabase services."""
+    port = sb.state.app_port if path.startswith("/api/") else sb.state.supabase_port
+    return httpx.get(f"http://127.0.0.1:{port}{path}", headers=headers, timeout=15)
 
 
 def admin_rows(sb: Sandbox, what: str) -> list[dict[str, object]]:

@@ -129,10 +129,12 @@ def _pg_down(sb: Sandbox) -> None:
 def _bouncer_down(sb: Sandbox) -> None:
     assert not procs.port_open(sb.state.bouncer_port)
     assert _api_status(sb) == 503
+    assert _api_status(sb, "/rest/v1/steps") == 200  # PostgREST connects directly
 
 
 def _api_down(sb: Sandbox) -> None:
     assert _api_status(sb) == 0
+    assert _api_status(sb, "/auth/v1/health") == 200  # the Supabase services are separate
 
 
 def _pub_dropped(sb: Sandbox) -> None:

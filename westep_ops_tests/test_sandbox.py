@@ -21,6 +21,7 @@ def test_all_components_run_and_answer(sandbox: Sandbox) -> None:
         "ops postgres",
         "pgbouncer",
         "app stand-in",
+        "supabase stand-in",
     ]
     assert all(c.running and c.pid for c in comps)
     assert app_get(sandbox, "/api/health").json()["status"] == "ok"
@@ -106,7 +107,7 @@ def test_env_prints_exports(sandbox: Sandbox) -> None:
 
 def _free_base_port() -> int:
     for base in range(56100, 56900, 10):
-        if not any(procs.port_open(base + i) for i in range(4)):
+        if not any(procs.port_open(base + i) for i in range(5)):
             return base
     raise RuntimeError("no free ports")
 
@@ -131,7 +132,7 @@ def test_second_sandbox_full_cycle_and_down_stops_only_its_own(
         assert stopped.returncode == 0
         assert "target postgres" in stopped.stdout and "pgbouncer" in stopped.stdout
         assert not any(procs.alive(p) for p in pids)
-        assert not any(procs.port_open(base + i) for i in range(4))
+        assert not any(procs.port_open(base + i) for i in range(5))
         status = run_cli("sandbox", "status", "--dir", str(other_dir))
         assert status.returncode == 1 and "stopped" in status.stdout
         # The session sandbox was not touched by the other one's down.
@@ -143,8 +144,11 @@ def test_second_sandbox_full_cycle_and_down_stops_only_its_own(
             assert conn.execute(
                 "SELECT count(*) FROM public.step_logs WHERE note = 'kept across restart'"
             ).fetchone() == (1,)
-        assert run_cli("sandbox", "down").returncode == 0  # default dir from the environment
-        assert all(c.running for c in other.status())  # ...which is not this one
+        # A down for a directory with no sandbox stops nothing, whatever else is running.
+        empty = run_cli("sandbox", "down", env={"WESTEP_OPS_SANDBOX_DIR": str(tmp_path / "none")})
+        assert empty.returncode == 0 and "nothing was running" in empty.stdout
+        assert all(c.running for c in other.status())
+        assert all(c.running for c in sandbox.status())
     finally:
         Sandbox(other_dir).down()
         shutil.rmtree(other_dir, ignore_errors=True)

@@ -1,14 +1,16 @@
-"""The app stand-in: the few HTTP routes of WeStep that the monitor probes.
+"""Stand-ins for the HTTP services the monitor probes, as two separate sites.
 
-It really queries the database through pgbouncer, per request, as the real Next.js app and
-Supabase's services do, so it fails the way they fail: 503 when the database or the pool
-is broken (after at most ``REQUEST_TIMEOUT`` seconds), 401/403 with PostgREST's error body
-when a grant is missing. Routes:
+On Supabase the app (Next.js, using ``DATABASE_URL`` through the pooler) and the platform
+services (GoTrue for auth, PostgREST for REST, both connected to PostgreSQL directly) are
+different processes on different hosts; so are these, so that ``api_down`` stops the app
+and nothing else. They really query the database and fail the way the real services fail:
+503 when the database or the pool is broken (after at most ``REQUEST_TIMEOUT`` seconds),
+401/403 with PostgREST's error body when a grant is missing.
 
-- ``GET /api/health``     the app's health route: ``SELECT 1`` through the pool
-- ``GET /auth/v1/health`` GoTrue-style health: reads ``auth.users`` as the auth service role
-- ``GET /rest/v1/steps``  PostgREST-style read as ``anon`` (``authenticated`` with a bearer
-  token, ``service_role`` with the service key as ``apikey``)
+- site ``app``:      ``GET /api/health`` -- ``SELECT 1`` through pgbouncer
+- site ``supabase``: ``GET /auth/v1/health`` -- GoTrue-style, reads ``auth.users`` as the
+  auth service role; ``GET /rest/v1/steps`` -- PostgREST-style read as ``anon``
+  (``authenticated`` with a bearer token, ``service_role`` with the service key as ``apikey``)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import signal
 import threading
 import time
@@ -39,12 +42,40 @@ class DbError(Exception):
         self.status, self.body = status, body
 
 
+_idle: dict[str, queue.SimpleQueue[psycopg.Connection]] = {}
+
+
+def _connect(dsn: str) -> psycopg.Connection:
+    return psycopg.connect(dsn, connect_timeout=3, prepare_threshold=None, autocommit=False)
+
+
 def _with_db(dsn: str, fn: Callable[[psycopg.Connection], Any]) -> Any:
+    """Run ``fn`` in a transaction on a reused client connection, like an app's pg pool."""
+
     def work() -> Any:
-        with psycopg.connect(
-            dsn, connect_timeout=3, prepare_threshold=None, autocommit=False
-        ) as conn:
-            return fn(conn)
+        idle = _idle.setdefault(dsn, queue.SimpleQueue())
+        try:
+            conn, reused = idle.get_nowait(), True
+        except queue.Empty:
+            conn, reused = _connect(dsn), False
+        try:
+            try:
+                with conn.transaction():
+                    result = fn(conn)
+            except psycopg.OperationalError:
+                if not reused:
+                    raise
+                # A kept connection that went stale (server restarted): retry once on a
+                # fresh one, as real pools do.
+                conn.close()
+                conn = _connect(dsn)
+                with conn.transaction():
+                    result = fn(conn)
+        except BaseException:
+            conn.close()  # never reuse a connection in an unknown state
+            raise
+        idle.put(conn)
+        return result
 
     future = _pool.submit(work)
     try:
@@ -63,7 +94,8 @@ def _with_db(dsn: str, fn: Callable[[psycopg.Connection], Any]) -> Any:
 
 
 class Handler(BaseHTTPRequestHandler):
-    server_version = "westep-app-standin/1"
+    server_version = "westep-standin/1"
+    site = "app"
     db_url = ""
     auth_db_url = ""
     service_key = ""
@@ -86,11 +118,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         try:
-            if url.path == "/api/health":
+            if self.site == "app" and url.path == "/api/health":
                 self._send(200, self._api_health())
-            elif url.path == "/auth/v1/health":
+            elif self.site == "supabase" and url.path == "/auth/v1/health":
                 self._send(200, self._auth_health())
-            elif url.path == "/rest/v1/steps":
+            elif self.site == "supabase" and url.path == "/rest/v1/steps":
                 self._send(200, self._steps(parse_qs(url.query)))
             else:
                 self._send(404, {"message": "not found"})
@@ -152,17 +184,19 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="westep sandbox app stand-in")
+    parser = argparse.ArgumentParser(description="westep sandbox service stand-in")
+    parser.add_argument("--site", choices=["app", "supabase"], required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", help="sandbox directory (identifies the process)")
     args = parser.parse_args()
+    Handler.site = args.site
     Handler.db_url = os.environ["APP_DATABASE_URL"]
-    Handler.auth_db_url = os.environ["APP_AUTH_DATABASE_URL"]
+    Handler.auth_db_url = os.environ.get("APP_AUTH_DATABASE_URL", "")
     Handler.service_key = os.environ.get("APP_SERVICE_ROLE_KEY", "")
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(f"app stand-in listening on 127.0.0.1:{args.port}", flush=True)
+    print(f"{args.site} stand-in listening on 127.0.0.1:{args.port}", flush=True)
     server.serve_forever()
 
 

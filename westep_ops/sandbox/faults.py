@@ -252,12 +252,12 @@ def _bouncer_down_off(sb: Sandbox) -> str:
 
 
 def _api_down_on(sb: Sandbox, _s: float) -> str:
-    sb.stop_app()
-    return "api_down on: app stand-in stopped"
+    sb.stop_site("app")
+    return "api_down on: app stand-in stopped (Supabase services keep running)"
 
 
 def _api_down_off(sb: Sandbox) -> str:
-    sb.start_app()
+    sb.start_site("app")
     return "api_down off: app stand-in started"
 
 

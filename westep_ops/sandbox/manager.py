@@ -80,7 +80,7 @@ class Sandbox:
         self._start_cluster("target", run_as)
         self._start_cluster("ops", run_as)
         self._start_bouncer(run_as)
-        self._start_app()
+        self.start_app()
         return self.status()
 
     def _cluster_paths(self, which: str) -> tuple[Path, Path, int]:
@@ -303,44 +303,59 @@ pidfile = {self.bouncer_pidfile()}
             what="pgbouncer",
         )
 
-    def app_pidfile(self) -> Path:
-        return self.layout.app / "app.pid"
+    SITES = ("app", "supabase")
+    SITE_MARKER = "westep_ops.sandbox.app"
+
+    def site_pidfile(self, site: str) -> Path:
+        return self.layout.app / f"{site}.pid"
 
     def start_app(self) -> None:
-        self._start_app()
+        for site in self.SITES:
+            self.start_site(site)
 
-    def _start_app(self) -> None:
+    def start_site(self, site: str) -> None:
         d = self.layout.app
-        marker = "westep_ops.sandbox.app"
-        if procs.our_pid(self.app_pidfile(), marker):
+        if procs.our_pid(self.site_pidfile(site), self.SITE_MARKER):
             return
         state = self.state
-        self._check_port_free(state.app_port, "app stand-in")
+        port = state.app_port if site == "app" else state.supabase_port
+        self._check_port_free(port, f"{site} stand-in")
         d.mkdir(parents=True, exist_ok=True)
         env = {
             "PATH": os.environ.get("PATH", ""),
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-            # Through pgbouncer, like the real app; passed in the environment, not argv.
-            "APP_DATABASE_URL": state.url("authenticator", state.bouncer_port),
-            "APP_AUTH_DATABASE_URL": state.url("supabase_auth_admin", state.bouncer_port),
             "APP_SERVICE_ROLE_KEY": state.service_role_key,
         }
+        if site == "app":
+            # The app reaches the database through pgbouncer (Prisma's DATABASE_URL).
+            env["APP_DATABASE_URL"] = state.url("authenticator", state.bouncer_port)
+        else:
+            # GoTrue and PostgREST hold direct connections, as on Supabase.
+            env["APP_DATABASE_URL"] = state.url("authenticator")
+            env["APP_AUTH_DATABASE_URL"] = state.url("supabase_auth_admin")
         pid = procs.spawn_detached(
             [
                 sys.executable,
                 "-m",
-                marker,
+                self.SITE_MARKER,
+                "--site",
+                site,
                 "--port",
-                str(state.app_port),
+                str(port),
                 "--state-dir",
                 str(self.layout.root),
             ],
-            log=d / "app.log",
+            log=d / f"{site}.log",
             env=env,
             cwd=d,
         )
-        self.app_pidfile().write_text(f"{pid}\n")
-        procs.wait_port(state.app_port, 15, proc_pid=pid, what="app stand-in")
+        self.site_pidfile(site).write_text(f"{pid}\n")
+        procs.wait_port(port, 15, proc_pid=pid, what=f"{site} stand-in")
+
+    def stop_site(self, site: str) -> bool:
+        pid = procs.our_pid(self.site_pidfile(site), self.SITE_MARKER)
+        self.site_pidfile(site).unlink(missing_ok=True)
+        return bool(pid) and procs.stop_pid(pid, self.SITE_MARKER)
 
     # -- down --------------------------------------------------------------------------
     def down(self) -> list[str]:
@@ -350,8 +365,9 @@ pidfile = {self.bouncer_pidfile()}
         from westep_ops.sandbox import faults  # avoid a cycle: faults uses Sandbox
 
         stopped = faults.stop_all_holders(self)
-        if self.stop_app():
-            stopped.append("app")
+        for site in self.SITES:
+            if self.stop_site(site):
+                stopped.append(f"{site} stand-in")
         if self.stop_bouncer():
             stopped.append("pgbouncer")
         run_as = procs.RunAs()
@@ -359,11 +375,6 @@ pidfile = {self.bouncer_pidfile()}
             if self.stop_cluster(which, run_as):
                 stopped.append(f"{which} postgres")
         return stopped
-
-    def stop_app(self) -> bool:
-        pid = procs.our_pid(self.app_pidfile(), "westep_ops.sandbox.app")
-        self.app_pidfile().unlink(missing_ok=True)
-        return bool(pid) and procs.stop_pid(pid, "westep_ops.sandbox.app")
 
     def stop_bouncer(self) -> bool:
         marker = str(self.layout.bouncer)
@@ -402,8 +413,9 @@ pidfile = {self.bouncer_pidfile()}
                 "pgbouncer", bool(pid) and procs.port_open(s.bouncer_port), pid, s.bouncer_port
             )
         )
-        pid = procs.our_pid(self.app_pidfile(), "westep_ops.sandbox.app")
-        out.append(
-            Component("app stand-in", bool(pid) and procs.port_open(s.app_port), pid, s.app_port)
-        )
+        for site, port in (("app", s.app_port), ("supabase", s.supabase_port)):
+            pid = procs.our_pid(self.site_pidfile(site), self.SITE_MARKER)
+            out.append(
+                Component(f"{site} stand-in", bool(pid) and procs.port_open(port), pid, port)
+            )
         return out

@@ -65,9 +65,13 @@ class SandboxState:
     def app_port(self) -> int:
         return self.base_port + 3
 
+    @property
+    def supabase_port(self) -> int:
+        return self.base_port + 4
+
     @classmethod
     def new(cls, base_port: int) -> SandboxState:
-        if not 1024 <= base_port <= 65530:
+        if not 1024 <= base_port <= 65530 - 5:
             raise WestepError(f"sandbox base port {base_port} is out of range (1024-65530)")
         return cls(
             base_port=base_port,
@@ -95,7 +99,7 @@ class SandboxState:
             "WESTEP_OPS_PGBOUNCER_REPAIR_URL": self.url(
                 "pgbouncer_admin", self.bouncer_port, "pgbouncer"
             ),
-            "NEXT_PUBLIC_SUPABASE_URL": f"http://{HOST}:{self.app_port}",
+            "NEXT_PUBLIC_SUPABASE_URL": f"http://{HOST}:{self.supabase_port}",
             "WESTEP_OPS_APP_URL": f"http://{HOST}:{self.app_port}",
             "SUPABASE_SERVICE_ROLE_KEY": self.service_role_key,
             "WESTEP_OPS_STORAGE_URL": ops,
