@@ -154,8 +154,28 @@ def test_second_sandbox_full_cycle_and_down_stops_only_its_own(
         shutil.rmtree(other_dir, ignore_errors=True)
 
 
+def test_down_never_stops_another_sandboxs_process(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A recycled pid in a stale pid file of another sandbox must not reach our processes."""
+    from westep_ops.sandbox.state import Layout, SandboxState
+
+    other = tmp_path / "stale"
+    Layout(other).save(SandboxState.new(_free_base_port()))
+    victims = {c.name: c.pid for c in sandbox.status()}
+    for site in ("app", "supabase"):
+        (other / "app").mkdir(parents=True, exist_ok=True)
+        (other / "app" / f"{site}.pid").write_text(f"{victims[f'{site} stand-in']}\n")
+    (other / "faults").mkdir()
+    (other / "faults" / "pool_exhaust.pid").write_text(f"{victims['app stand-in']}\n")
+    (other / "pgbouncer").mkdir()
+    (other / "pgbouncer" / "pgbouncer.pid").write_text(f"{victims['pgbouncer']}\n")
+    assert Sandbox(other).down() == []
+    assert {c.name: c.pid for c in sandbox.status()} == victims
+    assert all(procs.alive(p) for p in victims.values())
+
+
 def test_port_in_use_is_one_clear_line() -> None:
     other_dir = ROOT / ".westep" / "test-sandbox-busy"
+    shutil.rmtree(other_dir, ignore_errors=True)
     base = _free_base_port()
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -36,6 +36,10 @@ REQUEST_TIMEOUT = 5.0
 _pool = ThreadPoolExecutor(max_workers=32)
 
 
+def _log(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+
 class DbError(Exception):
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         super().__init__(body.get("message", ""))
@@ -95,13 +99,18 @@ def _with_db(dsn: str, fn: Callable[[psycopg.Connection], Any]) -> Any:
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "westep-standin/1"
+    protocol_version = "HTTP/1.1"  # keep-alive, as real app servers do
+    # One segment per response, sent at once: without these, keep-alive meets Nagle's
+    # algorithm and the client's delayed ACK, and every response waits 40 ms.
+    wbufsize = 64 * 1024
+    disable_nagle_algorithm = True
     site = "app"
     db_url = ""
     auth_db_url = ""
     service_key = ""
 
-    def log_message(self, fmt: str, *args: Any) -> None:  # quiet: one line per request
-        print(f"{self.address_string()} {fmt % args}", flush=True)
+    def log_message(self, fmt: str, *args: Any) -> None:  # one line per request
+        _log(f"{self.address_string()} {fmt % args}")
 
     def _send(self, status: int, body: Any) -> None:
         data = json.dumps(body, default=str).encode()
@@ -195,9 +204,19 @@ def main() -> None:
     Handler.service_key = os.environ.get("APP_SERVICE_ROLE_KEY", "")
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(f"{args.site} stand-in listening on 127.0.0.1:{args.port}", flush=True)
+
+    def stop(signum: int, _frame: Any) -> None:
+        _log(f"stopping on signal {signum}")
+        threading.Thread(target=server.shutdown).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    _log(f"{args.site} stand-in (pid {os.getpid()}) listening on 127.0.0.1:{args.port}")
     server.serve_forever()
+    server.server_close()
+    # Do not wait for requests stuck on a broken database: exit now, port released.
+    _pool.shutdown(wait=False, cancel_futures=True)
+    _log("stopped")
+    os._exit(0)
 
 
 if __name__ == "__main__":

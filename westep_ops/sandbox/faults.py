@@ -29,6 +29,11 @@ ORPHAN_ROWS = 25
 HOLDER = "westep_ops.sandbox.holder"
 
 
+def _marker(sb: Sandbox) -> str:
+    """A holder of *this* sandbox has its faults directory in its command line."""
+    return f"--ready-file {sb.layout.faults}/"
+
+
 @dataclass(frozen=True)
 class Fault:
     name: str
@@ -63,7 +68,7 @@ def _holder_paths(sb: Sandbox, name: str) -> tuple[Path, Path, Path]:
 
 def _start_holder(sb: Sandbox, name: str, mode: str, dsn: str, n: int, seconds: float) -> str:
     pidfile, ready, log = _holder_paths(sb, name)
-    if procs.our_pid(pidfile, HOLDER):
+    if procs.our_pid(pidfile, _marker(sb)):
         return f"{name} already on"
     sb.layout.faults.mkdir(parents=True, exist_ok=True)
     ready.unlink(missing_ok=True)
@@ -98,7 +103,7 @@ def _start_holder(sb: Sandbox, name: str, mode: str, dsn: str, n: int, seconds: 
         if not procs.alive(pid):
             raise WestepError(f"fault {name}: the connection holder exited early; see {log}")
         if time.monotonic() > deadline:
-            procs.stop_pid(pid, HOLDER)
+            procs.stop_pid(pid, _marker(sb))
             raise WestepError(f"fault {name}: connections not in place within 20 s")
         time.sleep(0.05)
     return f"{name} on: {n} connections held for up to {seconds:.0f} s (pid {pid})"
@@ -106,8 +111,8 @@ def _start_holder(sb: Sandbox, name: str, mode: str, dsn: str, n: int, seconds: 
 
 def _stop_holder(sb: Sandbox, name: str) -> bool:
     pidfile, ready, _log = _holder_paths(sb, name)
-    pid = procs.our_pid(pidfile, HOLDER)
-    stopped = bool(pid) and procs.stop_pid(pid, HOLDER)
+    pid = procs.our_pid(pidfile, _marker(sb))
+    stopped = bool(pid) and procs.stop_pid(pid, _marker(sb))
     pidfile.unlink(missing_ok=True)
     ready.unlink(missing_ok=True)
     # The server may still be running a query for a client that vanished: end it now.
@@ -123,8 +128,8 @@ def _stop_holder(sb: Sandbox, name: str) -> bool:
 def stop_all_holders(sb: Sandbox) -> list[str]:
     stopped = []
     for name in ("pool_exhaust", "idle_in_tx"):
-        pid = procs.our_pid(_holder_paths(sb, name)[0], HOLDER)
-        if pid and procs.stop_pid(pid, HOLDER):
+        pid = procs.our_pid(_holder_paths(sb, name)[0], _marker(sb))
+        if pid and procs.stop_pid(pid, _marker(sb)):
             stopped.append(f"fault {name}")
         _holder_paths(sb, name)[0].unlink(missing_ok=True)
     return stopped

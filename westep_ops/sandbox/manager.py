@@ -304,7 +304,11 @@ pidfile = {self.bouncer_pidfile()}
         )
 
     SITES = ("app", "supabase")
-    SITE_MARKER = "westep_ops.sandbox.app"
+    SITE_MODULE = "westep_ops.sandbox.app"
+
+    def site_marker(self) -> str:
+        """What a stand-in of *this* sandbox has in its command line (not another's)."""
+        return f"--state-dir {self.layout.root} "
 
     def site_pidfile(self, site: str) -> Path:
         return self.layout.app / f"{site}.pid"
@@ -315,7 +319,7 @@ pidfile = {self.bouncer_pidfile()}
 
     def start_site(self, site: str) -> None:
         d = self.layout.app
-        if procs.our_pid(self.site_pidfile(site), self.SITE_MARKER):
+        if procs.our_pid(self.site_pidfile(site), self.site_marker()):
             return
         state = self.state
         port = state.app_port if site == "app" else state.supabase_port
@@ -337,7 +341,7 @@ pidfile = {self.bouncer_pidfile()}
             [
                 sys.executable,
                 "-m",
-                self.SITE_MARKER,
+                self.SITE_MODULE,
                 "--site",
                 site,
                 "--port",
@@ -353,9 +357,9 @@ pidfile = {self.bouncer_pidfile()}
         procs.wait_port(port, 15, proc_pid=pid, what=f"{site} stand-in")
 
     def stop_site(self, site: str) -> bool:
-        pid = procs.our_pid(self.site_pidfile(site), self.SITE_MARKER)
+        pid = procs.our_pid(self.site_pidfile(site), self.site_marker())
         self.site_pidfile(site).unlink(missing_ok=True)
-        return bool(pid) and procs.stop_pid(pid, self.SITE_MARKER)
+        return bool(pid) and procs.stop_pid(pid, self.site_marker())
 
     # -- down --------------------------------------------------------------------------
     def down(self) -> list[str]:
@@ -414,7 +418,7 @@ pidfile = {self.bouncer_pidfile()}
             )
         )
         for site, port in (("app", s.app_port), ("supabase", s.supabase_port)):
-            pid = procs.our_pid(self.site_pidfile(site), self.SITE_MARKER)
+            pid = procs.our_pid(self.site_pidfile(site), self.site_marker())
             out.append(
                 Component(f"{site} stand-in", bool(pid) and procs.port_open(port), pid, port)
             )
