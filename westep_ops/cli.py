@@ -99,6 +99,151 @@ def test_connection(ctx: click.Context, as_json: bool) -> None:
     sys.exit(0 if all(r.ok for r in results) else 1)
 
 
+# -- health -------------------------------------------------------------------------------
+def _probe_session(ctx: click.Context) -> Any:
+    from westep_ops.probes.session import ProbeSession
+
+    return ProbeSession(_env(), _cfg(ctx))
+
+
+_STATUS_STYLE = {"ok": "green", "warning": "yellow", "error": "magenta", "critical": "red"}
+
+
+def _styled(status: str) -> str:
+    return click.style(
+        status.upper() if status != "ok" else "ok", fg=_STATUS_STYLE[status], bold=status != "ok"
+    )
+
+
+@cli.command("health-check")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (for jq).")
+@click.option(
+    "--category",
+    "categories",
+    multiple=True,
+    type=click.Choice(["connection", "pool", "tables", "integrity", "realtime", "auth", "api"]),
+    help="Only these categories (repeatable). Default: all of H1-H7.",
+)
+@click.pass_context
+def health_check(ctx: click.Context, as_json: bool, categories: tuple[str, ...]) -> None:
+    """Run the health checks H1-H7 once and print one line per category.
+
+    H1 connection, H2 pool, H3 tables, H4 integrity, H5 realtime, H6 auth, H7 api.
+    Exit code: 0 healthy, 1 warning, 2 critical, 3 a check could not run (including a
+    bad configuration). DEBUG=true prints every query with its timing on stderr.
+    """
+    import time
+
+    from westep_ops.config import Category
+    from westep_ops.probes.base import exit_code
+    from westep_ops.probes.health import run_health_check
+
+    try:
+        session = _probe_session(ctx)
+    except WestepError as e:
+        raise WestepError(str(e), exit_code=3) from None
+    t0 = time.perf_counter()
+    with session:
+        results = run_health_check(session, [Category(c) for c in categories] or None)
+    total_ms = (time.perf_counter() - t0) * 1000
+    code = exit_code(r.status for r in results)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "status": ["ok", "warning", "critical", "error"][code],
+                    "exit_code": code,
+                    "duration_ms": round(total_ms, 2),
+                    "checks": [r.as_dict() for r in results],
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    else:
+        rows = []
+        for r in results:
+            cause = f" (likely caused by {r.suspected_cause.value})" if r.suspected_cause else ""
+            rows.append(
+                [
+                    r.name,
+                    _styled(r.status.value),
+                    f"{r.duration_ms:.1f} ms",
+                    redact(r.summary) + cause,
+                ]
+            )
+        click.echo(_table(rows, ["check", "status", "time", "summary"]))
+        click.echo(f"{len(results)} checks in {total_ms:.0f} ms")
+    sys.exit(code)
+
+
+@cli.command("db-status")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+def db_status_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Server version, uptime, connections, database size, recovery state, paused project.
+
+    Exit code 0 when the database answers, 2 when it does not.
+    """
+    from westep_ops.probes.db_status import db_status
+
+    with _probe_session(ctx) as session:
+        st = db_status(session)
+    if as_json:
+        click.echo(json.dumps(st.as_dict(), indent=2))
+    else:
+        for k, v in st.lines():
+            click.echo(f"{k:<12} {redact(v)}")
+    sys.exit(0 if st.reachable else 2)
+
+
+@cli.command("performance")
+@click.option(
+    "--samples",
+    type=click.IntRange(1, 1000),
+    default=2,
+    show_default=True,
+    help="Samples to take (two or more give throughput and rollback deltas).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=1.0,
+    show_default=True,
+    help="Seconds between samples.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the latest sample as JSON.")
+@click.pass_context
+def performance(ctx: click.Context, samples: int, interval: float, as_json: bool) -> None:
+    """Performance monitor P1-P4: response time, error rate, throughput, memory.
+
+    Prints the latest metrics and a one-paragraph summary. Exit 1 on a warning.
+    """
+    import time
+
+    from westep_ops.config import Category
+    from westep_ops.probes.health import run_health_check
+    from westep_ops.probes.performance import PerformanceMonitor
+
+    monitor = PerformanceMonitor()
+    session = _probe_session(ctx)
+    session.keep_open = True
+    with session:
+        for i in range(samples):
+            if i:
+                time.sleep(interval)
+            results = run_health_check(session, [Category.connection, Category.api])
+            monitor.sample(session, results)
+            session.end_sweep()
+    latest = monitor.latest()
+    assert latest is not None
+    if as_json:
+        click.echo(json.dumps(latest.as_dict(), indent=2, default=str))
+    else:
+        click.echo(monitor.summary())
+    sys.exit(1 if latest.problems else 0)
+
+
 # -- config -------------------------------------------------------------------------------
 @cli.group("config")
 def config_group() -> None:
@@ -322,7 +467,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no secrets
         if os.environ.get("DEBUG", "").lower() in ("1", "true", "yes"):
             click.echo(redact(traceback.format_exc()), err=True)
         click.echo(f"error: unexpected {type(e).__name__}: {redact(e)}", err=True)

@@ -204,6 +204,10 @@ class Auth(_Model):
     roles: list[Ident] = Field(
         default_factory=lambda: ["anon", "authenticated", "service_role", "authenticator"]
     )
+    api_roles: list[Ident] = Field(
+        default_factory=lambda: ["anon", "authenticated", "service_role"],
+        description="roles that need USAGE on the auth schema and that authenticator switches to",
+    )
     health_path: str = Field("/auth/v1/health", pattern=r"^/[^\s]*$")
 
 

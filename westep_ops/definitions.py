@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from westep_ops.defs.health.assets import health_check
 from westep_ops.defs.health.jobs import test_connection_job
 from westep_ops.resources import default_resources
 
 defs = Definitions(
+    assets=[health_check],
     jobs=[test_connection_job],
     resources=default_resources(),
 )

@@ -35,9 +35,25 @@ def test_definitions_load_without_any_secret(tmp_path: Path) -> None:
 
 
 def test_definitions_shape() -> None:
+    """A snapshot of the graph: assets, their checks and jobs never change silently."""
     from westep_ops.definitions import defs
 
     repo = defs.get_repository_def()
+    specs = {
+        str(key.to_user_string()): sorted(c.name for c in defs.resolve_assets_def(key).check_specs)
+        for key in repo.asset_graph.get_all_asset_keys()
+    }
+    assert specs == {
+        "health_check": [
+            "h1_connection",
+            "h2_pool",
+            "h3_tables",
+            "h4_integrity",
+            "h5_realtime",
+            "h6_auth",
+            "h7_api",
+        ]
+    }
     assert {j.name for j in repo.get_all_jobs()} >= {"test_connection_job"}
     assert set(repo.get_top_level_resources()) == {
         "direct_db",

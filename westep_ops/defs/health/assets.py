@@ -1,0 +1,108 @@
+"""The health check as a Dagster asset with one asset check per category (H1-H7).
+
+The sweep itself is the plain probe code; here its results become check evaluations
+(failed checks carry WARN or ERROR severity and the measured values as metadata), so the
+UI shows which category failed and why. Scheduling and partitions come with monitoring.
+"""
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from westep_ops.config import Category
+from westep_ops.probes.base import H_NUMBER, CheckResult, Status, exit_code, worst
+from westep_ops.probes.health import run_health_check
+from westep_ops.probes.session import ProbeSession
+from westep_ops.redact import redact
+from westep_ops.resources import (
+    HttpResource,
+    PgBouncerAdminResource,
+    PostgresResource,
+    WestepConfigResource,
+    environment_from,
+)
+
+CHECK_DESCRIPTIONS = {
+    Category.connection: "H1 database connection, direct and through pgbouncer",
+    Category.pool: "H2 connection pool: waiting clients, saturation, pause, backends",
+    Category.tables: "H3 critical tables readable by the roles that must read them",
+    Category.integrity: "H4 data integrity rules: orphans, NULLs, duplicates",
+    Category.realtime: "H5 realtime: publication, slots, LISTEN/NOTIFY",
+    Category.auth: "H6 auth schema, roles and the auth service's health endpoint",
+    Category.api: "H7 configured HTTP endpoints: status and latency",
+}
+
+
+def check_name(category: Category) -> str:
+    return f"{H_NUMBER[category].lower()}_{category.value}"
+
+
+def check_result(r: CheckResult) -> AssetCheckResult:
+    """A probe result as a Dagster check evaluation (status -> pass/severity)."""
+    metadata = {
+        "status": r.status.value,
+        "summary": redact(r.summary),
+        "duration_ms": r.duration_ms,
+        "source": r.source or "-",
+        "values": MetadataValue.json(_jsonable(r.values)),
+        "thresholds": MetadataValue.json(_jsonable(r.thresholds)),
+        "findings": ", ".join(r.findings) or "-",
+    }
+    if r.suspected_cause:
+        metadata["suspected_cause"] = r.suspected_cause.value
+    return AssetCheckResult(
+        check_name=check_name(r.category),
+        passed=r.status is Status.ok,
+        severity=AssetCheckSeverity.WARN
+        if r.status is Status.warning
+        else AssetCheckSeverity.ERROR,
+        metadata=metadata,
+    )
+
+
+def _jsonable(value: object) -> object:
+    import json
+
+    return json.loads(redact(json.dumps(value, default=str)))
+
+
+@asset(
+    check_specs=[
+        AssetCheckSpec(check_name(c), asset="health_check", description=d)
+        for c, d in CHECK_DESCRIPTIONS.items()
+    ],
+    kinds={"postgres", "python"},
+    group_name="health",
+    description="One health sweep (H1-H7) of the monitored stack; each category is an asset check.",
+)
+def health_check(
+    context: AssetExecutionContext,
+    direct_db: PostgresResource,
+    pooled_db: PostgresResource,
+    pgbouncer_admin: PgBouncerAdminResource,
+    ops_storage: PostgresResource,
+    http: HttpResource,
+    westep_config: WestepConfigResource,
+) -> MaterializeResult:
+    env = environment_from(direct_db, pooled_db, pgbouncer_admin, ops_storage, http)
+    with ProbeSession(env, westep_config.load()) as session:
+        results = run_health_check(session)
+    table = "| check | status | summary |\n|---|---|---|\n" + "\n".join(
+        f"| {r.name} | {r.status.value} | {redact(r.summary)} |" for r in results
+    )
+    context.log.info(f"health sweep: {worst(r.status for r in results).value}")
+    return MaterializeResult(
+        metadata={
+            "worst_status": worst(r.status for r in results).value,
+            "exit_code": exit_code(r.status for r in results),
+            "sweep_ms": round(sum(r.duration_ms for r in results), 1),
+            "checks": MetadataValue.md(table),
+        },
+        check_results=[check_result(r) for r in results],
+    )

@@ -1,0 +1,1007 @@
+"""Health checks H1-H7: plain functions over a :class:`ProbeSession`, no Dagster.
+
+Each probe measures, compares with the configured thresholds and returns a
+:class:`CheckResult`. Queries are batched (one round trip per probe where possible) and
+every one runs under a client-side deadline. :func:`run_health_check` runs a sweep, with
+the HTTP probes in a worker thread so they overlap the database probes, then marks
+failures that another failing category explains (``suspected_cause``): when pgbouncer is
+paused the API fails too, but the pool is what to fix.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from westep_ops.config import Category, Endpoint, split_name
+from westep_ops.db import DeadlineExceeded, describe_error
+from westep_ops.probes.base import CheckResult, Status, timed_result
+from westep_ops.probes.metrics import PoolMetrics, fetch_pool_metrics
+from westep_ops.probes.session import ProbeSession, Unavailable
+
+DB_FAILURES = (psycopg.Error, Unavailable, DeadlineExceeded)
+PAUSED_HTTP_STATUS = 540  # what the Supabase platform answers for a paused project
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, Unavailable | DeadlineExceeded):
+        return str(exc)
+    return describe_error(exc)
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 2)
+
+
+# -- pgbouncer state shared by H1 and H2 ----------------------------------------------------
+def admin_show(session: ProbeSession, what: str) -> list[dict[str, Any]]:
+    """``SHOW <what>`` on the admin console, once per sweep."""
+    return session.memo(
+        f"admin:{what}",
+        lambda: session.run("admin", sql.SQL("SHOW {}").format(sql.SQL(what.upper())), dicts=True),
+    )
+
+
+def pool_database(session: ProbeSession) -> dict[str, Any] | None:
+    """The watched database's SHOW DATABASES row; None if there is no usable console."""
+    if not session.configured("admin"):
+        return None
+    try:
+        rows = admin_show(session, "databases")
+    except DB_FAILURES:
+        return None
+    return next((d for d in rows if d.get("name") == session.config.database_name), None)
+
+
+# -- H1 ---------------------------------------------------------------------------------
+Outcome = tuple[dict[str, Any], list[tuple[Status, str, str | None]]]
+
+
+def connection_outcome(session: ProbeSession, target: str) -> Outcome:
+    """Connect to ``target`` ("direct" or "pooled") and ``SELECT 1``: values and problems.
+
+    The pooled check first asks pgbouncer's admin console whether the database is paused:
+    a paused pool would hold the query until the deadline, and the console already knows.
+    """
+    cfg = session.config
+    values: dict[str, Any] = {}
+    if not session.configured(target):
+        return values, [(Status.error, f"{target}: not configured", None)]
+    if target == "pooled":
+        db = pool_database(session)
+        if db is not None and db.get("paused"):
+            values["pooled_error"] = "pool paused"
+            return values, [
+                (
+                    Status.critical,
+                    "pooled: pgbouncer has the database paused",
+                    "pooled_connection_failed",
+                )
+            ]
+    t0 = time.perf_counter()
+    try:
+        if target == "direct":
+            session.run("direct", "SELECT 1", deadline_ms=cfg.monitoring.timeouts.connect)
+        else:
+            st = int(cfg.monitoring.timeouts.statement)
+            session.run(
+                "pooled",
+                f"BEGIN; SET LOCAL statement_timeout = {st}; SELECT 1; ROLLBACK",
+                deadline_ms=cfg.monitoring.timeouts.connect,
+            )
+    except DB_FAILURES as e:
+        values[f"{target}_error"] = _reason(e)
+        return values, [(Status.critical, f"{target}: {_reason(e)}", f"{target}_connection_failed")]
+    total = session.connect_ms.get(target, 0.0) + _ms(t0)
+    values[f"{target}_connect_ms"] = session.connect_ms.get(target)
+    values[f"{target}_ms"] = round(total, 2)
+    budget = cfg.monitoring.thresholds.response_time
+    if total > budget:
+        return values, [
+            (Status.warning, f"{target}: {total:.0f} ms > {budget:.0f} ms", "slow_connection")
+        ]
+    return values, []
+
+
+def check_connection(session: ProbeSession, pooled: Outcome | None = None) -> CheckResult:
+    """H1: connect and ``SELECT 1``, directly and through pgbouncer.
+
+    ``pooled`` is the pooled outcome when the sweep already measured it in parallel.
+    """
+    cfg = session.config
+    res = CheckResult(
+        Category.connection, thresholds={"responseTime_ms": cfg.monitoring.thresholds.response_time}
+    )
+    with timed_result(res):
+        failed = []
+        for target, outcome in (
+            ("direct", connection_outcome(session, "direct")),
+            ("pooled", pooled if pooled is not None else connection_outcome(session, "pooled")),
+        ):
+            values, problems = outcome
+            res.values.update(values)
+            for status, text, finding in problems:
+                res.problem(status, text, finding)
+            if any(s is Status.critical for s, _, _ in problems):
+                failed.append(target)
+        if failed and session.env.supabase_url:
+            paused = _supabase_paused(session)
+            if paused:
+                res.values["project_paused"] = True
+                res.problem(Status.critical, paused, "project_paused")
+        res.source = "direct+pooled"
+        res.finish(
+            f"direct {res.values.get('direct_ms', '-')} ms, pooled {res.values.get('pooled_ms', '-')} ms"
+        )
+    return res
+
+
+def _supabase_paused(session: ProbeSession) -> str | None:
+    """A paused Supabase project answers HTTP with a platform error instead of the app."""
+    url = (session.env.supabase_url or "").rstrip("/") + "/rest/v1/"
+    headers = {"apikey": session.env.service_role_key} if session.env.service_role_key else {}
+    try:
+        r = session.http().get(url, headers=headers)
+    except httpx.HTTPError:
+        return None
+    body = r.text[:2000].lower()
+    if r.status_code == PAUSED_HTTP_STATUS or "paused" in body:
+        return (
+            f"the Supabase project is paused (HTTP {r.status_code} from the platform): "
+            "resume it from the dashboard (escalation level 3)"
+        )
+    return None
+
+
+# -- H2 ---------------------------------------------------------------------------------
+def check_pool(session: ProbeSession) -> CheckResult:
+    """H2: pgbouncer pools (admin console, else metrics endpoint) and PostgreSQL backends."""
+    th = session.config.monitoring.thresholds
+    res = CheckResult(
+        Category.pool,
+        thresholds={
+            "poolWaitingClients": th.pool_waiting_clients,
+            "poolMaxWaitSeconds": th.pool_max_wait_seconds,
+            "connectionUsage": th.connection_usage,
+            "idleInTransactionSeconds": th.idle_in_transaction_seconds,
+        },
+    )
+    with timed_result(res):
+        if session.configured("admin"):
+            res.source = "pgbouncer-admin"
+            _pool_from_admin(session, res)
+        elif session.env.metrics_url:
+            res.source = "metrics-endpoint"
+            _pool_from_metrics(session, res)
+        else:
+            res.source = "pg_stat_activity"
+            res.values["note"] = "no pgbouncer admin console or metrics endpoint: backends only"
+        _backends(session, res)
+        res.finish(_pool_summary(res))
+    return res
+
+
+def _pool_from_admin(session: ProbeSession, res: CheckResult) -> None:
+    th = session.config.monitoring.thresholds
+    name = session.config.database_name
+    try:
+        databases = admin_show(session, "databases")
+        pools = [p for p in admin_show(session, "pools") if p["database"] == name]
+    except Unavailable as e:
+        reason = str(e)
+        if "authentication failed" in reason or "not configured" in reason:
+            res.problem(Status.error, f"pgbouncer admin console: {reason}")
+        else:
+            res.problem(Status.critical, f"pgbouncer not answering: {reason}", "pgbouncer_down")
+        return
+    except DB_FAILURES as e:
+        res.problem(Status.error, f"pgbouncer admin console: {_reason(e)}")
+        return
+    db = next((d for d in databases if d.get("name") == name), None)
+    if db is None:
+        res.problem(Status.critical, f"pgbouncer has no database {name!r}", "pool_missing")
+        return
+    pool_size = int(db.get("pool_size") or 0)
+    res.values.update(
+        pool_size=pool_size,
+        paused=bool(db.get("paused")),
+        disabled=bool(db.get("disabled")),
+        pools=[
+            {
+                k: p[k]
+                for k in (
+                    "user",
+                    "cl_active",
+                    "cl_waiting",
+                    "sv_active",
+                    "sv_idle",
+                    "sv_used",
+                    "maxwait",
+                )
+            }
+            for p in pools
+        ],
+    )
+    waiting = sum(p["cl_waiting"] for p in pools)
+    maxwait = max((p["maxwait"] + p.get("maxwait_us", 0) / 1e6 for p in pools), default=0.0)
+    res.values.update(
+        cl_waiting=waiting,
+        max_wait_s=round(maxwait, 3),
+        sv_active=sum(p["sv_active"] for p in pools),
+    )
+    if db.get("paused"):
+        res.problem(Status.critical, f"database {name!r} is PAUSED in pgbouncer", "pool_paused")
+    if db.get("disabled"):
+        res.problem(Status.critical, f"database {name!r} is DISABLED in pgbouncer", "pool_disabled")
+    for p in pools:
+        if pool_size and p["sv_active"] >= pool_size:
+            res.problem(
+                Status.critical,
+                f"pool exhausted for {p['user']}: {p['sv_active']}/{pool_size} servers busy, "
+                f"{p['cl_waiting']} waiting",
+                "pool_exhausted",
+            )
+    if maxwait >= th.pool_max_wait_seconds:
+        res.problem(
+            Status.critical, f"a client has waited {maxwait:.1f} s for a server", "pool_wait"
+        )
+    elif waiting >= th.pool_waiting_clients:
+        res.problem(Status.warning, f"{waiting} clients waiting for a server", "pool_wait")
+
+
+def _pool_from_metrics(session: ProbeSession, res: CheckResult) -> None:
+    th = session.config.monitoring.thresholds
+    try:
+        m: PoolMetrics = fetch_pool_metrics(
+            session.http(),
+            session.env.metrics_url or "",
+            session.env.service_role_key,
+            session.config.database_name,
+        )
+    except ValueError as e:
+        res.problem(Status.error, f"metrics endpoint: {e}")
+        return
+    res.source = f"metrics-endpoint ({m.flavour})"
+    res.values.update(m.as_values())
+    if m.paused:
+        res.problem(Status.critical, "pooler reports the database paused", "pool_paused")
+    if m.pool_size and m.server_active is not None and m.server_active >= m.pool_size:
+        res.problem(
+            Status.critical,
+            f"pool exhausted: {m.server_active}/{m.pool_size} servers busy",
+            "pool_exhausted",
+        )
+    if m.max_wait_s is not None and m.max_wait_s >= th.pool_max_wait_seconds:
+        res.problem(Status.critical, f"clients wait {m.max_wait_s:.1f} s for a server", "pool_wait")
+    elif m.client_waiting is not None and m.client_waiting >= th.pool_waiting_clients:
+        res.problem(Status.warning, f"{m.client_waiting} clients waiting for a server", "pool_wait")
+    if m.join_failures:
+        res.problem(
+            Status.warning, f"{m.join_failures:.0f} failed client joins reported by the pooler"
+        )
+
+
+BACKENDS_SQL = """
+SELECT count(*) FILTER (WHERE backend_type = 'client backend') AS backends,
+       current_setting('max_connections')::int AS max_connections,
+       current_setting('superuser_reserved_connections')::int AS reserved,
+       count(*) FILTER (WHERE state = 'idle in transaction') AS idle_in_tx,
+       coalesce(extract(epoch FROM max(now() - state_change)
+                FILTER (WHERE state = 'idle in transaction')), 0)::float AS idle_in_tx_max_s,
+       count(*) FILTER (WHERE backend_type = 'client backend' AND state IS NULL) AS hidden,
+       pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS full_view
+FROM pg_stat_activity
+"""
+
+
+def _backends(session: ProbeSession, res: CheckResult) -> None:
+    th = session.config.monitoring.thresholds
+    try:
+        (row,) = session.memo("q:backends", lambda: session.run("direct", BACKENDS_SQL, dicts=True))
+    except DB_FAILURES as e:
+        res.values["backends_error"] = _reason(e)
+        return  # H1 reports the database itself; the pool figures above still stand
+    usable = max(1, row["max_connections"] - row["reserved"])
+    usage = row["backends"] / usable
+    res.values.update(
+        backends=row["backends"],
+        max_connections=row["max_connections"],
+        connection_usage=round(usage, 3),
+        idle_in_transaction=row["idle_in_tx"],
+        idle_in_transaction_max_s=round(row["idle_in_tx_max_s"], 1),
+    )
+    if not row["full_view"]:
+        res.values["partial"] = (
+            f"{row['hidden']} sessions hidden: the monitor role lacks pg_read_all_stats/pg_monitor"
+        )
+    if usage >= 0.95:
+        res.problem(
+            Status.critical, f"{row['backends']}/{usable} connections in use", "connections_full"
+        )
+    elif usage >= th.connection_usage:
+        res.problem(
+            Status.warning, f"{row['backends']}/{usable} connections in use", "connections_high"
+        )
+    if row["idle_in_tx"] and row["idle_in_tx_max_s"] >= th.idle_in_transaction_seconds:
+        res.problem(
+            Status.warning,
+            f"{row['idle_in_tx']} sessions idle in transaction (oldest {row['idle_in_tx_max_s']:.0f} s)",
+            "idle_in_transaction",
+        )
+
+
+def _pool_summary(res: CheckResult) -> str:
+    v = res.values
+    parts = []
+    if "pool_size" in v:
+        parts.append(
+            f"{v.get('sv_active', 0)}/{v['pool_size']} servers active, {v.get('cl_waiting', 0)} waiting"
+        )
+    if "backends" in v:
+        parts.append(f"{v['backends']}/{v['max_connections']} backends")
+    return ", ".join(parts) + f" ({res.source})"
+
+
+# -- H3 ---------------------------------------------------------------------------------
+PRIVS_SQL = """
+SELECT x.t, x.r, c.oid IS NOT NULL AS table_exists,
+       EXISTS (SELECT 1 FROM pg_roles WHERE rolname = x.r) AS role_exists,
+       CASE WHEN c.oid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = x.r)
+            THEN has_table_privilege(x.r, c.oid, 'SELECT') END AS can_select,
+       c.relrowsecurity AS rls
+FROM unnest(%s::text[], %s::text[]) AS x(t, r)
+LEFT JOIN pg_class c ON c.oid = to_regclass(x.t)
+"""
+
+
+def _pairs(session: ProbeSession) -> list[tuple[str, str]]:
+    return [(t.table, r) for t in session.config.critical_tables for r in t.roles]
+
+
+def _privs_params(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _readable(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [
+        (r["t"], r["r"]) for r in rows if r["table_exists"] and r["role_exists"] and r["can_select"]
+    ]
+
+
+def check_tables(session: ProbeSession) -> CheckResult:
+    """H3: every critical table is readable by every role that must read it."""
+    res = CheckResult(Category.tables)
+    pairs = _pairs(session)
+    with timed_result(res):
+        if not pairs:
+            return res.finish("no critical tables configured")
+        try:
+            rows = session.memo(
+                "q:privs",
+                lambda: session.run("direct", PRIVS_SQL, _privs_params(pairs), dicts=True),
+            )
+        except DB_FAILURES as e:
+            res.problem(Status.error, f"could not check: {_reason(e)}")
+            return res.finish("")
+        readable = []
+        for row in rows:
+            if not row["table_exists"]:
+                res.problem(Status.critical, f"table {row['t']} does not exist", "table_missing")
+            elif not row["role_exists"]:
+                res.problem(Status.critical, f"role {row['r']} does not exist", "role_missing")
+            elif not row["can_select"]:
+                res.problem(
+                    Status.critical, f"{row['r']} has no SELECT on {row['t']}", "grant_missing"
+                )
+            else:
+                readable.append((row["t"], row["r"]))
+        visible = _select_as_roles(session, readable, res)
+        res.values.update(pairs=len(pairs), readable=len(readable), rows_visible=visible)
+        res.finish(f"{len(pairs)} table/role pairs readable")
+    return res
+
+
+def _select_as_roles(
+    session: ProbeSession, pairs: list[tuple[str, str]], res: CheckResult
+) -> dict[str, int]:
+    """A real ``SELECT ... LIMIT 1`` as each role, in one read-only transaction.
+
+    ``SET LOCAL ROLE`` (never plain ``SET ROLE``: it would leak to other clients under
+    transaction pooling), all pairs sent as one multi-statement round trip; if that
+    fails, one transaction per pair finds which. 0 visible rows is not an error: RLS
+    filters silently.
+    """
+    if not pairs:
+        return {}
+    st = int(session.config.monitoring.timeouts.statement)
+    prefetched = session.memo("q:visible", lambda: None)
+    if prefetched is not None:
+        return prefetched
+    try:
+        results = session.run(
+            "direct", sql.SQL("; ").join(role_select_statements(pairs, st)), all_results=True
+        )
+        return {f"{r}@{t}": rows[0][0] for (t, r), rows in zip(pairs, results, strict=True)}
+    except DB_FAILURES:
+        _rollback(session)
+    # Something failed: find which pair, one transaction each (the rare path).
+    visible: dict[str, int] = {}
+    for table, role in pairs:
+        schema, name = split_name(table)
+        one = sql.SQL("; ").join(
+            [
+                sql.SQL("BEGIN READ ONLY"),
+                sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(st)),
+                sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)),
+                sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1) AS s").format(
+                    sql.Identifier(schema, name)
+                ),
+                sql.SQL("ROLLBACK"),
+            ]
+        )
+        try:
+            visible[f"{role}@{table}"] = session.run("direct", one, all_results=True)[0][0][0]
+        except DB_FAILURES as e:
+            _rollback(session)
+            status = (
+                Status.error if isinstance(e, Unavailable | DeadlineExceeded) else Status.critical
+            )
+            res.problem(status, f"{role} cannot read {table}: {_reason(e)}", "select_failed")
+    return visible
+
+
+def role_select_statements(
+    pairs: list[tuple[str, str]], statement_timeout_ms: int
+) -> list[sql.Composable]:
+    """One read-only transaction: per pair, SET LOCAL ROLE and a SELECT as that role."""
+    stmts: list[sql.Composable] = [
+        sql.SQL("BEGIN READ ONLY"),
+        sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(statement_timeout_ms)),
+    ]
+    for table, role in pairs:
+        schema, name = split_name(table)
+        # SET LOCAL ROLE may go straight from one API role to the next: membership is
+        # checked against the session user. Any error fails the batch, and the caller
+        # then checks pair by pair to say which one.
+        stmts += [
+            sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)),
+            sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1) AS s").format(
+                sql.Identifier(schema, name)
+            ),
+        ]
+    stmts.append(sql.SQL("ROLLBACK"))
+    return stmts
+
+
+def _rollback(session: ProbeSession) -> None:
+    try:
+        session.run("direct", "ROLLBACK")
+    except DB_FAILURES:
+        pass
+
+
+# -- H4 ---------------------------------------------------------------------------------
+def integrity_rule_sql(rule: Any) -> sql.Composable:
+    """A query counting the rows that break ``rule`` (identifiers composed, never formatted)."""
+    schema, table = split_name(rule.table)
+    t = sql.Identifier(schema, table)
+    if rule.kind == "orphans":
+        rschema, rtable = split_name(rule.references or "")
+        ref_cols = rule.referenced_columns or ["id"]
+        match = sql.SQL(" AND ").join(
+            sql.SQL("r.{} = c.{}").format(sql.Identifier(rc), sql.Identifier(cc))
+            for rc, cc in zip(ref_cols, rule.columns, strict=True)
+        )
+        not_null = sql.SQL(" AND ").join(
+            sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c in rule.columns
+        )
+        return sql.SQL(
+            "SELECT count(*) FROM {} AS c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS r WHERE {})"
+        ).format(t, not_null, sql.Identifier(rschema, rtable), match)
+    if rule.kind == "not_null":
+        cond = sql.SQL(" OR ").join(
+            sql.SQL("{} IS NULL").format(sql.Identifier(c)) for c in rule.columns
+        )
+        return sql.SQL("SELECT count(*) FROM {} WHERE {}").format(t, cond)
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in rule.columns)
+    return sql.SQL(
+        "SELECT coalesce(sum(n - 1), 0)::bigint FROM (SELECT count(*) AS n FROM {} GROUP BY {} HAVING count(*) > 1) AS d"
+    ).format(t, cols)
+
+
+def check_integrity(session: ProbeSession) -> CheckResult:
+    """H4: count the rows breaking each configured integrity rule (bounded by statement_timeout)."""
+    cfg = session.config
+    res = CheckResult(Category.integrity)
+    rules = cfg.integrity_rules
+    with timed_result(res):
+        if not rules:
+            return res.finish("no integrity rules configured")
+        query = sql.SQL("; ").join(integrity_statements(session))
+        try:
+            (row,) = session.memo(
+                "q:violations", lambda: session.run("direct", query, all_results=True)[0]
+            )
+        except DB_FAILURES as e:
+            _rollback(session)
+            res.problem(Status.error, f"integrity rules could not run: {_reason(e)}")
+            return res.finish("")
+        counts = {r.name: int(n) for r, n in zip(rules, row, strict=True)}
+        res.values["violations"] = counts
+        for r in rules:
+            if counts[r.name]:
+                res.problem(
+                    Status(r.severity),
+                    f"{r.name}: {counts[r.name]} rows ({r.kind} in {r.table})",
+                    f"integrity:{r.name}",
+                )
+        res.finish(f"{len(rules)} rules, no violations")
+    return res
+
+
+def integrity_statements(session: ProbeSession) -> list[sql.Composable]:
+    """One read-only transaction counting every rule's violations in a single SELECT."""
+    st = int(session.config.monitoring.timeouts.statement)
+    select = sql.SQL("SELECT ") + sql.SQL(", ").join(
+        sql.SQL("({})").format(integrity_rule_sql(r)) for r in session.config.integrity_rules
+    )
+    return [
+        sql.SQL("BEGIN READ ONLY"),
+        sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(st)),
+        select,
+        sql.SQL("ROLLBACK"),
+    ]
+
+
+# -- H5 ---------------------------------------------------------------------------------
+REALTIME_SQL = """
+SELECT current_setting('wal_level') AS wal_level,
+       EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %(pub)s) AS publication,
+       ARRAY(SELECT schemaname || '.' || tablename FROM pg_publication_tables
+             WHERE pubname = %(pub)s ORDER BY 1) AS tables,
+       coalesce((SELECT json_agg(json_build_object(
+                    'name', slot_name, 'type', slot_type, 'active', active,
+                    'lag_bytes', CASE WHEN pg_is_in_recovery() THEN NULL
+                                 ELSE pg_wal_lsn_diff(pg_current_wal_lsn(),
+                                      coalesce(confirmed_flush_lsn, restart_lsn)) END))
+                 FROM pg_replication_slots), '[]'::json) AS slots
+"""
+
+
+def check_realtime(session: ProbeSession) -> CheckResult:
+    """H5: logical replication set-up, the publication's tables, slots, LISTEN/NOTIFY."""
+    cfg = session.config
+    rt = cfg.realtime
+    th = cfg.monitoring.thresholds
+    res = CheckResult(
+        Category.realtime, thresholds={"replicationLagBytes": th.replication_lag_bytes}
+    )
+    with timed_result(res):
+        try:
+            (row,) = session.memo(
+                "q:realtime",
+                lambda: session.run("direct", REALTIME_SQL, {"pub": rt.publication}, dicts=True),
+            )
+        except DB_FAILURES as e:
+            res.problem(Status.error, f"could not check: {_reason(e)}")
+            return res.finish("")
+        res.values.update(
+            wal_level=row["wal_level"],
+            publication=row["publication"],
+            publication_tables=row["tables"],
+            slots=row["slots"],
+        )
+        if row["wal_level"] != "logical":
+            res.problem(
+                Status.critical,
+                f"wal_level is {row['wal_level']}, realtime needs logical",
+                "wal_level",
+            )
+        if not row["publication"]:
+            res.problem(
+                Status.critical,
+                f"publication {rt.publication} does not exist",
+                "publication_missing",
+            )
+        else:
+            missing = sorted(set(rt.tables) - set(row["tables"]))
+            if missing:
+                res.problem(
+                    Status.warning,
+                    f"not in {rt.publication}: {', '.join(missing)}",
+                    "publication_tables_missing",
+                )
+        for slot in row["slots"]:
+            lag = slot.get("lag_bytes") or 0
+            if lag >= th.replication_lag_bytes:
+                state = "active" if slot["active"] else "inactive"
+                res.problem(
+                    Status.warning,
+                    f"slot {slot['name']} ({state}) is {lag / 1e6:.0f} MB behind",
+                    "replication_lag",
+                )
+        _notify_round_trip(session, res)
+        res.finish(
+            f"{rt.publication}: {len(row['tables'])} tables, {len(row['slots'])} slots, "
+            f"NOTIFY {res.values.get('notify_ms', '-')} ms"
+        )
+    return res
+
+
+def _notify_round_trip(session: ProbeSession, res: CheckResult) -> None:
+    """LISTEN/NOTIFY on the direct connection (LISTEN does not survive transaction pooling)."""
+    channel = session.config.realtime.notify_channel
+    wait_s = session.config.monitoring.timeouts.statement / 1000
+    sent = session.memo("q:notify", lambda: None)  # (token, t0) when the sweep batched it
+    try:
+        if sent is None:
+            token, t0 = secrets.token_hex(8), time.perf_counter()
+            session.run("direct", notify_statement(channel, token))
+        else:
+            token, t0 = sent
+        conn = session.connection("direct")  # notifications arrive on this connection
+        got = False
+        for n in conn.notifies(timeout=wait_s):
+            if n.channel == channel and n.payload == token:
+                got = True
+                break
+    except DB_FAILURES as e:
+        res.problem(Status.error, f"LISTEN/NOTIFY could not run: {_reason(e)}")
+        return
+    if not got:
+        res.problem(Status.critical, f"NOTIFY not delivered within {wait_s:.0f} s", "notify_lost")
+    else:
+        res.values["notify_ms"] = _ms(t0)
+
+
+def notify_statement(channel: str, token: str) -> sql.Composable:
+    return sql.SQL("LISTEN {ch}; NOTIFY {ch}, {tok}").format(
+        ch=sql.Identifier(channel), tok=sql.Literal(token)
+    )
+
+
+# -- H6 ---------------------------------------------------------------------------------
+AUTH_SQL = """
+SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s) AS schema_exists,
+       ARRAY(SELECT t FROM unnest(%(tables)s::text[]) AS t WHERE to_regclass(t) IS NULL) AS missing_tables,
+       ARRAY(SELECT r FROM unnest(%(roles)s::text[]) AS r
+             WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)) AS missing_roles,
+       ARRAY(SELECT r FROM unnest(%(api)s::text[]) AS r
+             WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)
+               AND EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s)
+               AND NOT has_schema_privilege(r, %(schema)s, 'USAGE')) AS no_usage,
+       ARRAY(SELECT r FROM unnest(%(api)s::text[]) AS r
+             WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)
+               AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticator')
+               AND NOT pg_has_role('authenticator', r, 'MEMBER')) AS not_switchable
+"""
+
+
+def auth_endpoint(session: ProbeSession) -> dict[str, Any] | str:
+    """The auth service's health endpoint (the HTTP part of H6)."""
+    if not session.env.supabase_url:
+        return "not checked (NEXT_PUBLIC_SUPABASE_URL not set)"
+    path = session.config.auth.health_path
+    return _http_probe(session, "auth_health", _url(session, "supabase", path), 200, None)
+
+
+def check_auth(session: ProbeSession, endpoint: dict[str, Any] | str | None = None) -> CheckResult:
+    """H6: auth schema, tables and roles in the database; the auth service's health endpoint.
+
+    ``endpoint`` is the endpoint's result when the sweep already probed it in parallel.
+    """
+    a = session.config.auth
+    res = CheckResult(Category.auth)
+    with timed_result(res):
+        params = {"schema": a.schema_name, "tables": a.tables, "roles": a.roles, "api": a.api_roles}
+        try:
+            (row,) = session.memo(
+                "q:auth", lambda: session.run("direct", AUTH_SQL, params, dicts=True)
+            )
+            res.values.update(row)
+            if not row["schema_exists"]:
+                res.problem(
+                    Status.critical, f"schema {a.schema_name} does not exist", "auth_schema_missing"
+                )
+            if row["missing_tables"]:
+                res.problem(
+                    Status.critical,
+                    f"missing: {', '.join(row['missing_tables'])}",
+                    "auth_table_missing",
+                )
+            if row["missing_roles"]:
+                res.problem(
+                    Status.critical,
+                    f"missing roles: {', '.join(row['missing_roles'])}",
+                    "auth_role_missing",
+                )
+            if row["no_usage"]:
+                res.problem(
+                    Status.critical,
+                    f"no USAGE on {a.schema_name}: {', '.join(row['no_usage'])}",
+                    "auth_usage_missing",
+                )
+            if row["not_switchable"]:
+                res.problem(
+                    Status.critical,
+                    f"authenticator cannot switch to: {', '.join(row['not_switchable'])}",
+                    "auth_membership_missing",
+                )
+        except DB_FAILURES as e:
+            res.problem(Status.error, f"could not check the auth schema: {_reason(e)}")
+        ep = endpoint if endpoint is not None else auth_endpoint(session)
+        res.values["health_endpoint"] = ep
+        if isinstance(ep, dict) and not ep["ok"]:
+            res.problem(
+                Status.critical, f"auth health endpoint: {ep['error']}", "auth_endpoint_down"
+            )
+        ms = ep["ms"] if isinstance(ep, dict) else "-"
+        res.finish(
+            f"schema, {len(a.tables)} tables and {len(a.roles)} roles present; endpoint {ms} ms"
+        )
+    return res
+
+
+# -- H7 ---------------------------------------------------------------------------------
+def _url(session: ProbeSession, base: str, path: str) -> str | None:
+    root = session.env.api_base if base == "app" else session.env.supabase_url
+    return (root.rstrip("/") + path) if root else None
+
+
+def _http_probe(
+    session: ProbeSession,
+    name: str,
+    url: str | None,
+    expect: int,
+    budget: float | None,
+    method: str = "GET",
+    base: str = "supabase",
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "ok": False, "status": None, "ms": None}
+    if not url:
+        out["error"] = "not configured (no base URL)"
+        out["unconfigured"] = True
+        return out
+    headers = {}
+    if base == "supabase" and session.env.service_role_key:
+        headers["apikey"] = session.env.service_role_key
+    t0 = time.perf_counter()
+    try:
+        r = session.http().request(method, url, headers=headers)
+    except httpx.TimeoutException:
+        out.update(ms=_ms(t0), error=f"timed out after {session.timeouts.http} ms")
+        return out
+    except httpx.HTTPError as e:
+        text = str(e).lower()
+        reason = "connection refused" if "refused" in text else type(e).__name__
+        out.update(ms=_ms(t0), error=reason)
+        return out
+    out.update(status=r.status_code, ms=_ms(t0))
+    if r.status_code != expect:
+        out["error"] = f"HTTP {r.status_code} (expected {expect})"
+        return out
+    out["ok"] = True
+    if budget is not None and out["ms"] > budget:
+        out["slow"] = True
+    return out
+
+
+def check_api(session: ProbeSession) -> CheckResult:
+    """H7: each configured HTTP endpoint answers with the expected status within budget."""
+    cfg = session.config
+    res = CheckResult(
+        Category.api, thresholds={"responseTime_ms": cfg.monitoring.thresholds.response_time}
+    )
+    with timed_result(res):
+        if not cfg.endpoints:
+            return res.finish("no endpoints configured")
+        results = [_endpoint(session, ep) for ep in cfg.endpoints]
+        res.values["endpoints"] = results
+        for r, ep in zip(results, cfg.endpoints, strict=True):
+            if r.get("unconfigured"):
+                res.problem(Status.error, f"{ep.name}: {r['error']}")
+            elif not r["ok"]:
+                res.problem(Status.critical, f"{ep.name}: {r['error']}", "endpoint_down")
+            elif r.get("slow"):
+                budget = ep.latency_budget_ms or cfg.monitoring.thresholds.response_time
+                res.problem(
+                    Status.warning,
+                    f"{ep.name}: {r['ms']:.0f} ms > {budget:.0f} ms",
+                    "endpoint_slow",
+                )
+        res.finish(", ".join(f"{r['name']} {r['status']} {r['ms']} ms" for r in results))
+    return res
+
+
+def _endpoint(session: ProbeSession, ep: Endpoint) -> dict[str, Any]:
+    budget = ep.latency_budget_ms or session.config.monitoring.thresholds.response_time
+    return _http_probe(
+        session,
+        ep.name,
+        _url(session, ep.base, ep.path),
+        ep.expect_status,
+        budget,
+        ep.method,
+        ep.base,
+    )
+
+
+# -- the sweep --------------------------------------------------------------------------
+PROBES: dict[Category, Callable[[ProbeSession], CheckResult]] = {
+    Category.connection: check_connection,
+    Category.pool: check_pool,
+    Category.tables: check_tables,
+    Category.integrity: check_integrity,
+    Category.realtime: check_realtime,
+    Category.auth: check_auth,
+    Category.api: check_api,
+}
+
+
+def run_health_check(
+    session: ProbeSession, categories: Iterable[Category] | None = None
+) -> list[CheckResult]:
+    """Run the requested categories (all by default); results in H1..H7 order.
+
+    Three lanes overlap, each on its own connection: the HTTP probes (H7 and H6's
+    endpoint), H1's pooled check (started once the admin console has said whether the
+    pool is paused), and the direct-connection probes in this thread.
+    """
+    wanted = set(categories or PROBES)
+    results: dict[Category, CheckResult] = {}
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="westep-probe") as lanes:
+        api = lanes.submit(check_api, session) if Category.api in wanted else None
+        auth_ep = lanes.submit(auth_endpoint, session) if Category.auth in wanted else None
+        prefetch(session, wanted)
+        if Category.pool in wanted:
+            results[Category.pool] = _safe(check_pool, session, Category.pool)
+        if Category.connection in wanted:
+            pool_database(session)  # memoised: the pooled lane reads it without a round trip
+            pooled = lanes.submit(connection_outcome, session, "pooled")
+            results[Category.connection] = _safe(
+                lambda s: check_connection(s, pooled.result()), session, Category.connection
+            )
+        for cat in (Category.tables, Category.integrity, Category.realtime):
+            if cat in wanted:
+                results[cat] = _safe(PROBES[cat], session, cat)
+        if auth_ep is not None:
+            results[Category.auth] = _safe(
+                lambda s: check_auth(s, auth_ep.result()), session, Category.auth
+            )
+        if api is not None:
+            results[Category.api] = _safe(lambda _s: api.result(), session, Category.api)
+    ordered = [results[c] for c in PROBES if c in results]
+    attribute_causes(ordered)
+    return ordered
+
+
+def prefetch(session: ProbeSession, wanted: set[Category]) -> None:
+    """Fetch what the direct-connection probes need in two round trips instead of nine.
+
+    Round trip 1 carries the catalog queries of H2 (backends), H3 (privileges), H5 and H6,
+    bound client-side by psycopg; round trip 2 the per-role SELECTs of H3, the counts of
+    H4 and the NOTIFY of H5. On a hosted database 20-50 ms away, round trips are the sweep
+    time. If a batch fails, nothing is remembered and each probe runs its own queries,
+    which also finds out exactly what failed.
+    """
+    if not session.configured("direct"):
+        return
+    t_start = time.perf_counter()
+    try:
+        _prefetch(session, wanted)
+    finally:
+        session.stats["prefetch_ms"] = _ms(t_start)
+
+
+def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:
+    cfg = session.config
+    pairs = _pairs(session)
+    a = cfg.auth
+    parts: list[tuple[str, Any, Any]] = []
+    if Category.pool in wanted:
+        parts.append(("q:backends", BACKENDS_SQL, None))
+    if Category.tables in wanted and pairs:
+        parts.append(("q:privs", PRIVS_SQL, _privs_params(pairs)))
+    if Category.realtime in wanted:
+        parts.append(("q:realtime", REALTIME_SQL, {"pub": cfg.realtime.publication}))
+    if Category.auth in wanted:
+        parts.append(
+            (
+                "q:auth",
+                AUTH_SQL,
+                {"schema": a.schema_name, "tables": a.tables, "roles": a.roles, "api": a.api_roles},
+            )
+        )
+    try:
+        if parts:
+            text = ";\n".join(q if p is None else session.bind("direct", q, p) for _, q, p in parts)
+            for (key, _, _), rows in zip(
+                parts, session.run("direct", text, all_results=True, dicts=True), strict=True
+            ):
+                session.remember(key, rows)
+    except DB_FAILURES:
+        session.forget(*(k for k, _, _ in parts))
+        return
+    st = int(cfg.monitoring.timeouts.statement)
+    readable = _readable(session.memo("q:privs", lambda: [])) if Category.tables in wanted else []
+    stmts: list[sql.Composable] = []
+    if readable:
+        stmts += role_select_statements(readable, st)
+    if Category.integrity in wanted and cfg.integrity_rules:
+        stmts += integrity_statements(session)
+    token = secrets.token_hex(8)
+    if Category.realtime in wanted:
+        stmts.append(notify_statement(cfg.realtime.notify_channel, token))
+    if not stmts:
+        return
+    t0 = time.perf_counter()
+    try:
+        sets = session.run("direct", sql.SQL("; ").join(stmts), all_results=True)
+    except DB_FAILURES:
+        _rollback(session)
+        return
+    if readable:
+        session.remember(
+            "q:visible",
+            {
+                f"{r}@{t}": rows[0][0]
+                for (t, r), rows in zip(readable, sets[: len(readable)], strict=True)
+            },
+        )
+    if Category.integrity in wanted and cfg.integrity_rules:
+        session.remember("q:violations", sets[len(readable)])
+    if Category.realtime in wanted:
+        session.remember("q:notify", (token, t0))
+
+
+def _safe(
+    fn: Callable[[ProbeSession], CheckResult], session: ProbeSession, cat: Category
+) -> CheckResult:
+    try:
+        return fn(session)
+    except Exception as e:  # noqa: BLE001 - one broken probe must not take the sweep down
+        return CheckResult(
+            cat, Status.error, f"probe failed: {type(e).__name__}: {describe_error(e)}"
+        )
+
+
+def attribute_causes(results: list[CheckResult]) -> None:
+    """Mark failures explained by another failing category, so alerts point at the cause.
+
+    - database unreachable directly -> everything else that failed is a symptom of it;
+    - pgbouncer down, paused or exhausted -> pooled-connection and API failures follow.
+    """
+    by = {r.category: r for r in results}
+    conn = by.get(Category.connection)
+    pool = by.get(Category.pool)
+    db_down = conn is not None and "direct_connection_failed" in conn.findings
+    pool_broken = (
+        pool is not None
+        and pool.status is Status.critical
+        and any(
+            f in pool.findings
+            for f in (
+                "pgbouncer_down",
+                "pool_paused",
+                "pool_exhausted",
+                "pool_wait",
+                "pool_disabled",
+            )
+        )
+    )
+    for r in results:
+        if r.status is Status.ok:
+            continue
+        if db_down and r.category is not Category.connection:
+            r.suspected_cause = Category.connection
+        elif pool_broken and r.category in (Category.connection, Category.api):
+            if r.category is Category.connection and "direct_connection_failed" in r.findings:
+                continue
+            r.suspected_cause = Category.pool

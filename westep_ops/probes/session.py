@@ -1,0 +1,318 @@
+"""One sweep's connections, opened lazily, bounded in time, and closed afterwards.
+
+A sweep uses at most one direct connection, one pooled connection and the pgbouncer
+admin console (plus one HTTP client), whatever the number of probes: the monitor must
+never be what exhausts a pool. A target that failed to connect is not retried within
+the sweep; later probes get the recorded reason at once instead of waiting again.
+
+For a long-running monitor the session can be kept across sweeps (``keep_open``): the
+direct and admin connections stay open, while the pooled connection is made afresh each
+sweep, because "can a client get in through the pool right now" is part of what H1 checks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+
+from westep_ops.config import Config
+from westep_ops.db import DeadlineExceeded, connect, describe_error
+from westep_ops.environment import Environment
+from westep_ops.redact import redact
+
+
+class Unavailable(Exception):
+    """A target could not be reached in this sweep; ``str()`` is the one-line reason."""
+
+
+@dataclass
+class QueryLog:
+    target: str
+    text: str
+    ms: float
+    error: str = ""
+
+
+class Watchdog:
+    """One thread that cuts connections whose deadline passed (cheaper than a Timer each).
+
+    Deadlines are seconds long, so the thread polls every 50 ms instead of being woken on
+    every query: arming and disarming are a dict operation, with no thread switch.
+    """
+
+    TICK = 0.05
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[int, tuple[float, psycopg.Connection]] = {}
+        self._fired: set[int] = set()
+        self._ids = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="westep-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, conn: psycopg.Connection, ms: float) -> int:
+        token = next(self._ids)
+        with self._lock:
+            self._armed[token] = (time.monotonic() + ms / 1000, conn)
+        return token
+
+    def disarm(self, token: int) -> bool:
+        """Remove the deadline; True if it had already fired."""
+        with self._lock:
+            self._armed.pop(token, None)
+            if token in self._fired:
+                self._fired.discard(token)
+                return True
+            return False
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            with self._lock:
+                due = [(t, c) for t, (d, c) in self._armed.items() if d <= now]
+                for t, _ in due:
+                    del self._armed[t]
+                    self._fired.add(t)
+            for _, conn in due:
+                _cut(conn)
+
+
+def _cut(conn: psycopg.Connection) -> None:
+    try:
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as s:
+            s.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass
+
+
+_watchdog: Watchdog | None = None
+_watchdog_lock = threading.Lock()
+
+
+def watchdog() -> Watchdog:
+    global _watchdog
+    with _watchdog_lock:
+        if _watchdog is None:
+            _watchdog = Watchdog()
+        return _watchdog
+
+
+class ProbeSession:
+    """Connections and HTTP client shared by the probes of one sweep."""
+
+    def __init__(self, env: Environment, config: Config, *, keep_open: bool = False) -> None:
+        self.env = env
+        self.config = config
+        self.keep_open = keep_open
+        self.debug = env.debug
+        self.timeouts = config.monitoring.timeouts
+        self.queries: list[QueryLog] = []
+        self.connect_ms: dict[str, float] = {}
+        self._conns: dict[str, psycopg.Connection] = {}
+        self._failed: dict[str, str] = {}
+        self._http: httpx.Client | None = None
+        self._cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.stats: dict[str, float] = {}  # this sweep's shared costs, e.g. prefetch_ms
+
+    # -- connections ----------------------------------------------------------------------
+    def _open(self, target: str) -> psycopg.Connection:
+        conn = self._conns.get(target)
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if target in self._failed:
+            raise Unavailable(self._failed[target])
+        dsn = {
+            "direct": self.env.direct_url,
+            "pooled": self.env.database_url,
+            "admin": self.env.pgbouncer_admin_url,
+        }[target]
+        if not dsn:
+            var = {"direct": "DIRECT_URL", "pooled": "DATABASE_URL", "admin": "PGBOUNCER_ADMIN_URL"}
+            raise Unavailable(f"not configured ({var[target]} is not set)")
+        t0 = time.perf_counter()
+        try:
+            conn = connect(
+                dsn,
+                connect_timeout_ms=self.timeouts.connect,
+                statement_timeout_ms=self.timeouts.statement,
+                pooled=target == "pooled",
+                admin_console=target == "admin",
+                application_name="westep-ops-monitor",
+            )
+        except psycopg.Error as e:
+            reason = describe_error(e)
+            self._failed[target] = reason
+            self._log(target, "<connect>", (time.perf_counter() - t0) * 1000, reason)
+            raise Unavailable(reason) from None
+        self.connect_ms[target] = round((time.perf_counter() - t0) * 1000, 2)
+        self._log(target, "<connect>", self.connect_ms[target])
+        self._conns[target] = conn
+        return conn
+
+    def bind(self, target: str, query: Any, params: Any) -> str:
+        """``query`` with ``params`` bound client-side by psycopg (quoting done by the driver),
+        so several parameterised statements can travel in one multi-statement round trip."""
+        return psycopg.ClientCursor(self._open(target)).mogrify(query, params)
+
+    def connection(self, target: str) -> psycopg.Connection:
+        """The sweep's connection to ``target`` (opened now if needed); raises Unavailable."""
+        return self._open(target)
+
+    def configured(self, target: str) -> bool:
+        return bool(
+            {
+                "direct": self.env.direct_url,
+                "pooled": self.env.database_url,
+                "admin": self.env.pgbouncer_admin_url,
+            }[target]
+        )
+
+    def failure(self, target: str) -> str | None:
+        """Why ``target`` could not be reached in this sweep (None if it was, or untried)."""
+        return self._failed.get(target)
+
+    def run(
+        self,
+        target: str,
+        query: Any,
+        params: Any = None,
+        *,
+        deadline_ms: float | None = None,
+        all_results: bool = False,
+        dicts: bool = False,
+    ) -> Any:
+        """Execute on ``target`` within a client-side deadline; rows as tuples (or dicts).
+
+        With ``all_results`` (multi-statement text, no parameters) return the rows of
+        every statement that produced rows, in order.
+        """
+        conn = self._open(target)
+        limit = deadline_ms or (self.timeouts.statement + self.timeouts.connect)
+        token = watchdog().arm(conn, limit)
+        t0 = time.perf_counter()
+        error = ""
+        try:
+            cur = (
+                conn.execute(query, params, prepare=False)
+                if params is not None
+                else conn.execute(query)
+            )
+            if not all_results:
+                return _rows(cur, dicts)
+            out = []
+            while True:
+                if cur.description:
+                    out.append(_rows(cur, dicts))
+                if not cur.nextset():
+                    return out
+        except psycopg.Error as e:
+            error = describe_error(e)
+            if watchdog().disarm(token):
+                token = -1
+                error = str(DeadlineExceeded(limit))
+                self._failed[target] = error
+                conn.close()
+                raise DeadlineExceeded(limit) from None
+            if conn.broken:
+                self._failed[target] = error
+            raise
+        finally:
+            if token >= 0 and watchdog().disarm(token) and not error:
+                # Fired just as the query returned: the connection is cut; drop it.
+                conn.close()
+            if self.debug or error:
+                self._log(target, _text(query, conn), (time.perf_counter() - t0) * 1000, error)
+
+    def _log(self, target: str, text: str, ms: float, error: str = "") -> None:
+        entry = QueryLog(target, redact(text), round(ms, 2), error)
+        self.queries.append(entry)
+        if self.debug:
+            print(
+                f"[debug] {target:<6} {entry.ms:8.2f} ms  {entry.text}"
+                + (f"  !! {error}" if error else ""),
+                file=sys.stderr,
+            )
+
+    # -- HTTP -------------------------------------------------------------------------
+    def http(self) -> httpx.Client:
+        with self._lock:  # the sweep's lanes may ask at the same moment
+            if self._http is None:
+                self._http = httpx.Client(
+                    timeout=self.timeouts.http / 1000, follow_redirects=False, trust_env=False
+                )
+            return self._http
+
+    # -- per-sweep memo (e.g. pgbouncer SHOW DATABASES shared by H1 and H2) -------------
+    def memo(self, key: str, fn: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    def remember(self, key: str, value: Any) -> None:
+        """Store a prefetched value for :meth:`memo` to return in this sweep."""
+        self._cache[key] = value
+
+    def forget(self, *keys: str) -> None:
+        for k in keys:
+            self._cache.pop(k, None)
+
+    # -- life cycle -------------------------------------------------------------------
+    def end_sweep(self) -> None:
+        """Forget this sweep's failures and memo; close what must not be kept."""
+        self._failed.clear()
+        self._cache.clear()
+        self.connect_ms.clear()
+        self.stats.clear()
+        for target in list(self._conns):
+            if not self.keep_open or target == "pooled" or self._conns[target].broken:
+                self._conns.pop(target).close()
+        if not self.keep_open and self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def close(self) -> None:
+        self.keep_open = False
+        self.end_sweep()
+
+    def __enter__(self) -> ProbeSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open_connections(self) -> int:
+        return sum(1 for c in self._conns.values() if not c.closed)
+
+
+def _rows(cur: psycopg.Cursor, dicts: bool) -> list[Any]:
+    if not cur.description:
+        return []
+    rows = cur.fetchall()
+    if not dicts:
+        return rows
+    cols = [d.name for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+def _text(query: Any, conn: psycopg.Connection) -> str:
+    if isinstance(query, str):
+        text = query
+    elif hasattr(query, "as_string"):
+        try:
+            text = query.as_string(conn)
+        except psycopg.Error:
+            text = repr(query)
+    else:
+        text = str(query)
+    return " ".join(text.split())[:300]
