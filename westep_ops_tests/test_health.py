@@ -499,3 +499,30 @@ def test_monitor_role_really_is_read_only_through_the_pool(sandbox: Sandbox) -> 
     with psycopg.connect(os.environ["DATABASE_URL"], prepare_threshold=None) as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("DELETE FROM public.step_logs WHERE id = 1")
+
+
+def test_replication_slot_lag_is_reported(
+    sandbox: Sandbox, health_config: Path, tmp_path: Path
+) -> None:
+    """An inactive logical slot that falls behind (realtime server gone) is a warning."""
+    data = json.loads(health_config.read_text())
+    data["monitoring"]["thresholds"]["replicationLagBytes"] = 1024
+    cfg = tmp_path / "lag.json"
+    cfg.write_text(json.dumps(data))
+    with sandbox.superuser_conn() as conn:
+        conn.execute(
+            "SELECT pg_create_logical_replication_slot('westep_test_slot', 'test_decoding')"
+        )
+    try:
+        with sandbox.superuser_conn() as conn:  # make WAL the slot has not consumed
+            conn.execute("CREATE TEMP TABLE wal_maker AS SELECT g FROM generate_series(1, 20000) g")
+            conn.execute("UPDATE public.step_logs SET note = note WHERE id <= 100")
+        code, report, _ = health(cfg, "--category", "realtime")
+    finally:
+        with sandbox.superuser_conn() as conn:
+            conn.execute("SELECT pg_drop_replication_slot('westep_test_slot')")
+    rt = by_category(report)["realtime"]
+    slot = next(s for s in rt["values"]["slots"] if s["name"] == "westep_test_slot")
+    assert slot["active"] is False and slot["lag_bytes"] > 1024
+    assert code == 1 and rt["status"] == "warning" and "replication_lag" in rt["findings"]
+    assert "slot westep_test_slot (inactive) is" in rt["summary"]

@@ -36,6 +36,14 @@ def _reason(exc: BaseException) -> str:
     return describe_error(exc)
 
 
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 2)
 
@@ -624,7 +632,7 @@ def check_realtime(session: ProbeSession) -> CheckResult:
                 state = "active" if slot["active"] else "inactive"
                 res.problem(
                     Status.warning,
-                    f"slot {slot['name']} ({state}) is {lag / 1e6:.0f} MB behind",
+                    f"slot {slot['name']} ({state}) is {_bytes(lag)} behind",
                     "replication_lag",
                 )
         _notify_round_trip(session, res)
