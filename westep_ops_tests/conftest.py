@@ -24,6 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_DIR = ROOT / ".westep" / "test-sandbox"
 BASE_PORT = int(os.environ.get("WESTEP_OPS_TEST_BASE_PORT", "55530"))
 CLI = [sys.executable, "-m", "westep_ops.cli"]
+# The health asset's checks, one per category H1-H7 (a snapshot: changing it is deliberate).
+HEALTH_CHECKS = [
+    "h1_connection",
+    "h2_pool",
+    "h3_tables",
+    "h4_integrity",
+    "h5_realtime",
+    "h6_auth",
+    "h7_api",
+]
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from westep_ops.sandbox.manager import Sandbox
-from westep_ops_tests.conftest import ROOT
+from westep_ops_tests.conftest import HEALTH_CHECKS, ROOT
 
 DAGSTER_ENV = ("DATABASE_URL", "DIRECT_URL", "PGBOUNCER_ADMIN_URL", "WESTEP_OPS_STORAGE_URL")
 
@@ -43,26 +43,9 @@ def test_definitions_shape() -> None:
         str(key.to_user_string()): sorted(c.name for c in defs.resolve_assets_def(key).check_specs)
         for key in repo.asset_graph.get_all_asset_keys()
     }
-    assert specs == {
-        "health_check": [
-            "h1_connection",
-            "h2_pool",
-            "h3_tables",
-            "h4_integrity",
-            "h5_realtime",
-            "h6_auth",
-            "h7_api",
-        ]
-    }
+    assert specs == {"health_check": HEALTH_CHECKS}
     assert {j.name for j in repo.get_all_jobs()} >= {"test_connection_job"}
-    assert set(repo.get_top_level_resources()) == {
-        "direct_db",
-        "pooled_db",
-        "pgbouncer_admin",
-        "ops_storage",
-        "http",
-        "westep_config",
-    }
+    assert set(repo.get_top_level_resources()) == {"stack", "ops_storage"}
 
 
 def test_test_connection_job_runs_on_the_sandbox(sandbox: Sandbox, tmp_path: Path) -> None:

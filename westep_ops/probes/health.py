@@ -692,6 +692,15 @@ SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s) AS schema_
 """
 
 
+# column of AUTH_SQL -> what its non-empty list means, and the finding it raises
+AUTH_PROBLEMS = (
+    ("missing_tables", "missing tables", "auth_table_missing"),
+    ("missing_roles", "missing roles", "auth_role_missing"),
+    ("no_usage", "no USAGE on {schema}", "auth_usage_missing"),
+    ("not_switchable", "authenticator cannot switch to", "auth_membership_missing"),
+)
+
+
 def auth_endpoint(session: ProbeSession) -> dict[str, Any] | str:
     """The auth service's health endpoint (the HTTP part of H6)."""
     if not session.env.supabase_url:
@@ -718,30 +727,10 @@ def check_auth(session: ProbeSession, endpoint: dict[str, Any] | str | None = No
                 res.problem(
                     Status.critical, f"schema {a.schema_name} does not exist", "auth_schema_missing"
                 )
-            if row["missing_tables"]:
-                res.problem(
-                    Status.critical,
-                    f"missing: {', '.join(row['missing_tables'])}",
-                    "auth_table_missing",
-                )
-            if row["missing_roles"]:
-                res.problem(
-                    Status.critical,
-                    f"missing roles: {', '.join(row['missing_roles'])}",
-                    "auth_role_missing",
-                )
-            if row["no_usage"]:
-                res.problem(
-                    Status.critical,
-                    f"no USAGE on {a.schema_name}: {', '.join(row['no_usage'])}",
-                    "auth_usage_missing",
-                )
-            if row["not_switchable"]:
-                res.problem(
-                    Status.critical,
-                    f"authenticator cannot switch to: {', '.join(row['not_switchable'])}",
-                    "auth_membership_missing",
-                )
+            for key, text, finding in AUTH_PROBLEMS:
+                if row[key]:
+                    what = text.format(schema=a.schema_name)
+                    res.problem(Status.critical, f"{what}: {', '.join(row[key])}", finding)
         except DB_FAILURES as e:
             res.problem(Status.error, f"could not check the auth schema: {_reason(e)}")
         ep = endpoint if endpoint is not None else auth_endpoint(session)

@@ -20,13 +20,7 @@ from westep_ops.probes.base import H_NUMBER, CheckResult, Status, exit_code, wor
 from westep_ops.probes.health import run_health_check
 from westep_ops.probes.session import ProbeSession
 from westep_ops.redact import redact
-from westep_ops.resources import (
-    HttpResource,
-    PgBouncerAdminResource,
-    PostgresResource,
-    WestepConfigResource,
-    environment_from,
-)
+from westep_ops.resources import MonitoredStackResource
 
 CHECK_DESCRIPTIONS = {
     Category.connection: "H1 database connection, direct and through pgbouncer",
@@ -82,16 +76,9 @@ def _jsonable(value: object) -> object:
     description="One health sweep (H1-H7) of the monitored stack; each category is an asset check.",
 )
 def health_check(
-    context: AssetExecutionContext,
-    direct_db: PostgresResource,
-    pooled_db: PostgresResource,
-    pgbouncer_admin: PgBouncerAdminResource,
-    ops_storage: PostgresResource,
-    http: HttpResource,
-    westep_config: WestepConfigResource,
+    context: AssetExecutionContext, stack: MonitoredStackResource
 ) -> MaterializeResult:
-    env = environment_from(direct_db, pooled_db, pgbouncer_admin, ops_storage, http)
-    with ProbeSession(env, westep_config.load()) as session:
+    with ProbeSession(stack.environment(), stack.config()) as session:
         results = run_health_check(session)
     table = "| check | status | summary |\n|---|---|---|\n" + "\n".join(
         f"| {r.name} | {r.status.value} | {redact(r.summary)} |" for r in results

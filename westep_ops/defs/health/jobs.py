@@ -1,32 +1,24 @@
 """Connectivity as a Dagster job: the first thing an on-call engineer runs from the UI."""
 
+from dataclasses import replace
+
 from dagster import Failure, MetadataValue, OpExecutionContext, job, op
 
 from westep_ops.probes.connection import test_connections
 from westep_ops.redact import redact
-from westep_ops.resources import (
-    HttpResource,
-    PgBouncerAdminResource,
-    PostgresResource,
-    WestepConfigResource,
-    environment_from,
-)
+from westep_ops.resources import MonitoredStackResource, PostgresResource
 
 
 @op(
     description="Reach the target directly, through pgbouncer, its admin console and the ops store."
 )
 def test_connection(
-    context: OpExecutionContext,
-    direct_db: PostgresResource,
-    pooled_db: PostgresResource,
-    pgbouncer_admin: PgBouncerAdminResource,
-    ops_storage: PostgresResource,
-    http: HttpResource,
-    westep_config: WestepConfigResource,
+    context: OpExecutionContext, stack: MonitoredStackResource, ops_storage: PostgresResource
 ) -> None:
-    env = environment_from(direct_db, pooled_db, pgbouncer_admin, ops_storage, http)
-    results = test_connections(env, westep_config.load())
+    env = stack.environment()
+    if ops_storage.value():
+        env = replace(env, storage_url=ops_storage.value())
+    results = test_connections(env, stack.config())
     table = "| target | ok | connect ms | query ms | detail |\n|---|---|---|---|---|\n" + "\n".join(
         f"| {r.target} | {'yes' if r.ok else 'NO'} | {r.connect_ms or ''} | {r.query_ms or ''} "
         f"| {redact(r.detail)} |"
