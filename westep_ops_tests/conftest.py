@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from westep_ops.db import admin_show
+from westep_ops.sandbox import faults
 from westep_ops.sandbox.manager import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +38,17 @@ HEALTH_CHECKS = [
 
 
 @pytest.fixture(scope="session")
-def sandbox() -> Iterator[Sandbox]:
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     sb = Sandbox(TEST_DIR)
     sb.up(BASE_PORT)
     saved = dict(os.environ)
     os.environ.update(sb.state.env())
     os.environ["WESTEP_OPS_SANDBOX_DIR"] = str(TEST_DIR)
     os.environ["WESTEP_OPS_CONFIG"] = str(ROOT / "westep-ops.json")
+    # Reports and audit files of the tests go to a scratch folder, not the repo's logs/.
+    os.environ["WESTEP_OPS_LOG_DIR"] = str(tmp_path_factory.mktemp("logs"))
+    for name in faults.active(sb):  # left on by an interrupted earlier run
+        faults.inject(sb, name, False)
     try:
         yield sb
     finally:
@@ -89,3 +94,27 @@ def admin_rows(sb: Sandbox, what: str) -> list[dict[str, object]]:
         prepare_threshold=None,
     ) as conn:
         return admin_show(conn, what)
+
+
+def clear_repair_audit() -> None:
+    """Start a test with no repair attempts on record (the hourly limit counts them)."""
+    with psycopg.connect(os.environ["WESTEP_OPS_STORAGE_URL"], autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('westep_ops.repair_attempts')").fetchone()[0]:
+            conn.execute("TRUNCATE westep_ops.repair_attempts")
+    audit = Path(os.environ["WESTEP_OPS_LOG_DIR"]) / "repair-attempts.jsonl"
+    audit.unlink(missing_ok=True)
+
+
+def write_config(path: Path, **overrides: object) -> Path:
+    """The shipped sandbox config with dotted-key overrides, e.g. repairs__stuckQuerySeconds=1."""
+    import json
+
+    data = json.loads((ROOT / "westep-ops.json").read_text())
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path.write_text(json.dumps(data))
+    return path

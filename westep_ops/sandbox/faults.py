@@ -332,6 +332,21 @@ def wait_serving(sb: Sandbox, timeout: float = 20) -> None:
     raise WestepError(f"the app did not answer /api/health within {timeout:.0f} s ({last})")
 
 
+def wait_queue_drained(sb: Sandbox, timeout: float = 15) -> None:
+    """Wait until no client is queued in pgbouncer. Clients that gave up while the
+    database was unavailable stay queued until pgbouncer next serves or times them out
+    (query_wait_timeout, 10 s here): 'off' means the sandbox is as it was, queue included."""
+    if not procs.port_open(sb.state.bouncer_port):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with _admin(sb) as conn:
+            if not any(p["cl_waiting"] for p in admin_show(conn, "pools")):
+                return
+        time.sleep(0.2)
+    raise WestepError(f"clients still queued in pgbouncer after {timeout:.0f} s")
+
+
 def guard(sb: Sandbox, env: dict[str, str] | None = None) -> None:
     """Refuse when the environment points westep-ops at something other than this sandbox."""
     env = dict(os.environ) if env is None else env
@@ -376,6 +391,7 @@ def inject(sb: Sandbox, name: str, on: bool, seconds: float = 300) -> str:
     else:
         marker.unlink(missing_ok=True)
         wait_serving(sb)
+        wait_queue_drained(sb)
     return msg
 
 
