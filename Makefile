@@ -8,12 +8,32 @@ SANDBOX_ENV = eval "$$($(BIN)/westep-ops sandbox env)"
 
 .PHONY: demo test setup system-deps lint format validate ui sandbox-up sandbox-down clean
 
-## demo: set up, start the sandbox, run the main job against it
+# The demo's config: the shipped one with a higher hourly repair limit, so that running
+# the demo again and again is not refused (the shipped config keeps the seed's 3).
+DEMO_CONFIG := .westep/demo-config.json
+DEMO = $(SANDBOX_ENV) && WESTEP_OPS_CONFIG=$(DEMO_CONFIG) $(BIN)/westep-ops
+
+## demo: set up, start the sandbox, check it, break it, watch it recover
 demo: setup sandbox-up
-	@$(SANDBOX_ENV) && $(BIN)/westep-ops test-connection
+	@$(BIN)/python -c "import json; d = json.load(open('westep-ops.json')); d['monitoring']['autoRecovery']['maxAttemptsPerHour'] = 100; json.dump(d, open('$(DEMO_CONFIG)', 'w'), indent=2)"
+	@echo "== 1. Can we reach everything?"
+	@$(DEMO) test-connection
+	@echo; echo "== 2. Health check H1-H7"
+	@$(DEMO) health-check
+	@echo; echo "== 3. Break it: pgbouncer pauses the database, and grants go missing"
+	@$(DEMO) sandbox fault pool_pause on
+	@$(DEMO) sandbox fault grant_revoke on
+	@$(DEMO) health-check; test $$? -eq 2 || { echo "expected a critical health check"; exit 1; }
+	@echo; echo "== 4. Automatic recovery"
+	@$(DEMO) recover
+	@echo; echo "== 5. Healthy again"
+	@$(DEMO) health-check
+	@$(DEMO) sandbox fault pool_pause off >/dev/null && $(DEMO) sandbox fault grant_revoke off >/dev/null
+	@echo; echo "== 6. Diagnosis"
+	@$(DEMO) diagnose
 	@echo
 	@echo "Sandbox running. Next: eval \"\$$($(BIN)/westep-ops sandbox env)\"; $(BIN)/westep-ops --help"
-	@echo "Dagster UI: make ui   |   stop the sandbox: make sandbox-down"
+	@echo "Reports: logs/   |   Dagster UI: make ui   |   stop the sandbox: make sandbox-down"
 
 ## test: set up, lint, and run the whole test suite (it starts its own sandbox)
 test: setup lint

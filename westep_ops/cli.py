@@ -145,6 +145,7 @@ def health_check(ctx: click.Context, as_json: bool, categories: tuple[str, ...])
     t0 = time.perf_counter()
     with session:
         results = run_health_check(session, [Category(c) for c in categories] or None)
+        shared = session.stats.get("prefetch_ms")
     total_ms = (time.perf_counter() - t0) * 1000
     code = exit_code(r.status for r in results)
     if as_json:
@@ -173,7 +174,10 @@ def health_check(ctx: click.Context, as_json: bool, categories: tuple[str, ...])
                 ]
             )
         click.echo(_table(rows, ["check", "status", "time", "summary"]))
-        click.echo(f"{len(results)} checks in {total_ms:.0f} ms")
+        batches = (
+            f" (of which {shared:.0f} ms in the batched queries the checks share)" if shared else ""
+        )
+        click.echo(f"{len(results)} checks in {total_ms:.0f} ms{batches}")
     sys.exit(code)
 
 
@@ -242,6 +246,214 @@ def performance(ctx: click.Context, samples: int, interval: float, as_json: bool
     else:
         click.echo(monitor.summary())
     sys.exit(1 if latest.problems else 0)
+
+
+# -- diagnosis and repair -----------------------------------------------------------------
+@cli.command("diagnose")
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON (for jq).")
+@click.pass_context
+def diagnose_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Diagnose D1-D4 in depth (read-only) and write logs/diagnosis-report-YYYY-MM-DD.md.
+
+    D1 connection timing direct vs pooled, D2 declared vs actual grants and RLS, D3
+    integrity rule counts with sample keys, D4 realtime publication and slots. The
+    report starts with the verdict. Exit code 0 when no problem is found, 1 otherwise.
+    """
+    from westep_ops.probes.diagnosis import diagnose
+
+    d = diagnose(_env(), _cfg(ctx))
+    if as_json:
+        click.echo(json.dumps(d.as_dict(), indent=2, default=str))
+    else:
+        click.echo(f"Verdict: {d.verdict}")
+        for p in d.problems:
+            click.echo(f"  - {redact(p)}")
+        click.echo(f"report: {d.report}")
+    sys.exit(0 if not d.problems else 1)
+
+
+def _print_repair(r: Any) -> None:
+    colour = "green" if r.ok else "red"
+    took = f"{r.duration_ms:.0f} ms" if r.duration_ms < 1000 else f"{r.duration_ms / 1000:.1f} s"
+    click.echo(f"{click.style(r.action, bold=True)}: {click.style(r.outcome, fg=colour)} ({took})")
+    click.echo(f"  {redact(r.summary)}")
+    for c in r.changes:
+        click.echo(f"  change: {redact(c)}")
+    for n in r.notes:
+        click.echo(f"  note: {redact(n)}")
+
+
+@cli.command("repair")
+@click.argument("action", required=False)
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Run even past autoRecovery.maxAttemptsPerHour (recorded as forced).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result(s) as JSON.")
+@click.pass_context
+def repair_cmd(
+    ctx: click.Context, action: str | None, dry_run: bool, force: bool, as_json: bool
+) -> None:
+    """Run repair ACTION, or without ACTION the repairs the current health calls for.
+
+    \b
+    Actions: restore_db_connection, restore_connection_pool, fix_table_permissions,
+             repair_auth, fix_data_integrity, optimize_performance,
+             restore_realtime_publication
+    Repairs use WESTEP_OPS_REPAIR_URL / WESTEP_OPS_PGBOUNCER_REPAIR_URL, run under
+    lock and statement timeouts, are verified by the matching check afterwards and
+    recorded (ops store and logs/repair-attempts.jsonl). Exit code 0 when every repair
+    succeeded (or had nothing to do), 1 when one failed or was refused, 2 on bad input.
+    """
+    from westep_ops.repairs.base import parse_action, run_repair
+    from westep_ops.repairs.recovery import plan_repairs, sweep
+
+    env, config = _env(), _cfg(ctx)
+    if action is not None:
+        actions = [parse_action(action)]
+        trigger = "manual"
+    else:
+        results, perf = sweep(env, config)
+        plan, escalations = plan_repairs(results, perf, config)
+        actions = [p.action for p in plan]
+        trigger = "health check"
+        for e in escalations:
+            click.echo(f"escalation (level {e.level}) {e.category}: {redact(e.reason)}", err=True)
+        if not actions:
+            click.echo("nothing to repair" + (" (see escalations above)" if escalations else ""))
+            sys.exit(1 if escalations else 0)
+    results_ = [
+        run_repair(a, env, config, dry_run=dry_run, force=force, trigger=trigger) for a in actions
+    ]
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in results_], indent=2, default=str))
+    else:
+        for r in results_:
+            _print_repair(r)
+    sys.exit(0 if all(r.ok for r in results_) else 1)
+
+
+@cli.command("recover")
+@click.option(
+    "--with-health-check", is_flag=True, help="Also print the full health table before and after."
+)
+@click.option("--dry-run", is_flag=True, help="Plan and report only; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recovery as JSON.")
+@click.pass_context
+def recover_cmd(ctx: click.Context, with_health_check: bool, dry_run: bool, as_json: bool) -> None:
+    """Check health, run the repairs it calls for in a safe order, re-check, escalate the rest.
+
+    A recovery always decides on a fresh health check (acting on stale results is how
+    repairs do harm). Writes logs/recovery-<timestamp>.md. With
+    autoRecovery.enabled = false it only reports. Exit code 0 when everything passes
+    afterwards, 1 when something was escalated to a person or outside help.
+    """
+    from westep_ops.repairs.recovery import recover
+
+    report = recover(_env(), _cfg(ctx), dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+        sys.exit(1 if report.escalations else 0)
+    if with_health_check:
+        click.echo(_health_table(report.before))
+    click.echo(f"Verdict: {report.verdict}")
+    for r in report.repairs:
+        _print_repair(r)
+    for e in report.escalations:
+        click.echo(
+            click.style(f"escalation (level {e.level}) {e.category}: ", fg="red") + redact(e.reason)
+        )
+    if with_health_check and report.after:
+        click.echo(_health_table(report.after))
+    click.echo(f"report: {report.path}")
+    sys.exit(1 if report.escalations else 0)
+
+
+def _health_table(results: list[Any]) -> str:
+    rows = [[r.name, _styled(r.status.value), redact(r.summary)] for r in results]
+    return _table(rows, ["check", "status", "summary"])
+
+
+@cli.group("quarantine")
+def quarantine_group() -> None:
+    """Rows moved out by fix_data_integrity: list them, or put them back."""
+
+
+@quarantine_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def quarantine_list(ctx: click.Context, as_json: bool) -> None:
+    """Quarantined rows per table and rule (uses WESTEP_OPS_REPAIR_URL)."""
+    from westep_ops.repairs.base import RepairContext
+    from westep_ops.repairs.quarantine import list_quarantine
+
+    config = _cfg(ctx)
+    with _repair_db(RepairContext(_env(), config)) as conn:
+        rows = list_quarantine(conn, config.repairs.quarantine_schema)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+    elif not rows:
+        click.echo("quarantine is empty")
+    else:
+        click.echo(
+            _table(
+                [[r["table"], r["rule"], str(r["rows"]), str(r["last"])] for r in rows],
+                ["table", "rule", "rows", "last quarantined"],
+            )
+        )
+
+
+@quarantine_group.command("restore")
+@click.argument("table")
+@click.option("--rule", help="Only rows quarantined by this rule.")
+@click.option(
+    "--id", "ids", type=int, multiple=True, help="Only these quarantine ids (repeatable)."
+)
+@click.option("--dry-run", is_flag=True, help="Count what would go back; change nothing.")
+@click.pass_context
+def quarantine_restore(
+    ctx: click.Context, table: str, rule: str | None, ids: tuple[int, ...], dry_run: bool
+) -> None:
+    """Put quarantined rows of TABLE (e.g. public.step_logs) back exactly as they were."""
+    from westep_ops.config import _qualified
+    from westep_ops.repairs.base import RepairContext
+    from westep_ops.repairs.quarantine import restore
+
+    try:
+        _qualified(table)
+    except ValueError as e:
+        raise WestepError(str(e)) from None
+    config = _cfg(ctx)
+    with _repair_db(RepairContext(_env(), config)) as conn:
+        n = restore(
+            conn,
+            config.repairs.quarantine_schema,
+            table,
+            rule=rule,
+            ids=list(ids) or None,
+            dry_run=dry_run,
+        )
+        if not dry_run:
+            conn.commit()
+    click.echo(f"{'would restore' if dry_run else 'restored'} {n} rows into {table}")
+
+
+def _repair_db(rctx: Any) -> Any:
+    from contextlib import contextmanager
+
+    from westep_ops.repairs.base import RepairFailed
+
+    @contextmanager
+    def cm() -> Any:
+        try:
+            with rctx.db() as conn:
+                yield conn
+        except RepairFailed as e:
+            raise WestepError(str(e), exit_code=1) from None
+
+    return cm()
 
 
 # -- config -------------------------------------------------------------------------------

@@ -134,6 +134,15 @@ class AutoRecovery(_Model):
     )
 
 
+class Repairs(_Model):
+    stuck_query_seconds: float = Field(
+        300,
+        gt=0,
+        description="a query older than this that pins a pool server or blocks others is stuck",
+    )
+    quarantine_schema: Ident = "westep_quarantine"
+
+
 class Monitoring(_Model):
     intervals: Intervals = Intervals()
     thresholds: Thresholds = Thresholds()
@@ -221,6 +230,7 @@ class Config(_Model):
     endpoints: list[Endpoint] = Field(default_factory=list)
     realtime: Realtime = Realtime()
     auth: Auth = Auth()
+    repairs: Repairs = Repairs()
     report_language: Literal["en", "ja"] = "en"
 
     @field_validator("timezone")

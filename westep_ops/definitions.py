@@ -10,10 +10,11 @@ from dagster import Definitions
 
 from westep_ops.defs.health.assets import health_check
 from westep_ops.defs.health.jobs import test_connection_job
+from westep_ops.defs.repairs.jobs import recovery_job, repair_job
 from westep_ops.resources import default_resources
 
 defs = Definitions(
     assets=[health_check],
-    jobs=[test_connection_job],
+    jobs=[test_connection_job, repair_job, recovery_job],
     resources=default_resources(),
 )

@@ -44,7 +44,8 @@ def test_definitions_shape() -> None:
         for key in repo.asset_graph.get_all_asset_keys()
     }
     assert specs == {"health_check": HEALTH_CHECKS}
-    assert {j.name for j in repo.get_all_jobs()} >= {"test_connection_job"}
+    jobs = {j.name for j in repo.get_all_jobs()} - {"__ASSET_JOB"}
+    assert jobs == {"test_connection_job", "repair_job", "recovery_job"}
     assert set(repo.get_top_level_resources()) == {"stack", "ops_storage"}
 
 

@@ -46,7 +46,9 @@ ALTER TABLE auth.users OWNER TO supabase_auth_admin;
 CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE
     AS $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
 ALTER FUNCTION auth.uid() OWNER TO supabase_auth_admin;
-GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role, postgres, westep_monitor;
+GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role, westep_monitor;
+-- The project owner may hand USAGE on auth back to the API roles (what repair_auth does).
+GRANT USAGE ON SCHEMA auth TO postgres WITH GRANT OPTION;
 GRANT REFERENCES ON auth.users TO postgres;
 GRANT SELECT ON auth.users TO westep_monitor;
 

@@ -1,0 +1,87 @@
+"""Repairs and recovery as Dagster jobs.
+
+Both carry the ``westep-ops/repair-target`` tag, which ``dagster.yaml`` limits to one run
+per tag value: two repairs never work on the same database at once, whoever launched them
+(a sensor, a schedule, a person in the UI). The work itself is the plain repair code.
+"""
+
+from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
+from pydantic import Field
+
+from westep_ops.repairs.base import parse_action, run_repair
+from westep_ops.repairs.recovery import recover
+from westep_ops.resources import MonitoredStackResource
+
+REPAIR_TAG = "westep-ops/repair-target"
+DEFAULT_TARGET = "monitored-database"
+
+
+class RepairConfig(Config):
+    action: str = Field(
+        description="restore_db_connection, restore_connection_pool, fix_table_permissions, "
+        "repair_auth, fix_data_integrity, optimize_performance, restore_realtime_publication"
+    )
+    dry_run: bool = False
+    force: bool = Field(False, description="run past autoRecovery.maxAttemptsPerHour (recorded)")
+    trigger: str = "dagster"
+
+
+class RecoveryConfig(Config):
+    dry_run: bool = False
+
+
+@op(description="Run one repair with rate limit, timeouts, verification and audit.")
+def run_repair_op(
+    context: OpExecutionContext, config: RepairConfig, stack: MonitoredStackResource
+) -> None:
+    action = parse_action(config.action)
+    result = run_repair(
+        action,
+        stack.environment(),
+        stack.config(),
+        dry_run=config.dry_run,
+        force=config.force,
+        trigger=config.trigger,
+    )
+    metadata = {
+        "outcome": result.outcome,
+        "summary": result.summary,
+        "changes": MetadataValue.json(result.changes),
+        "duration_ms": result.duration_ms,
+    }
+    context.log.info(
+        f"{result.action}: {result.outcome}: {result.summary}; changes: {result.changes}"
+    )
+    if not result.ok:
+        raise Failure(
+            description=f"{result.action} {result.outcome}: {result.summary}", metadata=metadata
+        )
+
+
+@op(description="Check health, run the repairs it calls for, re-check, escalate the rest.")
+def run_recovery_op(
+    context: OpExecutionContext, config: RecoveryConfig, stack: MonitoredStackResource
+) -> None:
+    report = recover(stack.environment(), stack.config(), dry_run=config.dry_run)
+    context.log.info(f"recovery: {report.verdict} (report {report.path})")
+    if report.escalations:
+        raise Failure(
+            description=report.verdict,
+            metadata={
+                "escalations": MetadataValue.json([e.__dict__ for e in report.escalations]),
+                "report": MetadataValue.path(str(report.path)),
+            },
+        )
+
+
+@job(
+    tags={REPAIR_TAG: DEFAULT_TARGET},
+    description="Run one repair action (config: action, dry_run).",
+)
+def repair_job() -> None:
+    run_repair_op()
+
+
+@job(tags={REPAIR_TAG: DEFAULT_TARGET}, description="Automatic recovery from a fresh health check.")
+def recovery_job() -> None:
+    run_recovery_op()

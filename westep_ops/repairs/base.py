@@ -1,0 +1,272 @@
+"""What every repair shares: its context, its result record, and the runner.
+
+The runner is where the safety rules live, once: repairs only ever use the repair
+credentials (``WESTEP_OPS_REPAIR_URL``, ``WESTEP_OPS_PGBOUNCER_REPAIR_URL``), never the
+monitor's; every statement runs under ``lock_timeout`` and ``statement_timeout``; the
+hourly limit per action holds across processes (ops store + advisory lock); a refused
+attempt is recorded and escalated, not dropped; the matching probe verifies the effect;
+and every attempt is audited with what it changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
+
+from westep_ops.config import Category, Config, RepairAction
+from westep_ops.db import connect, describe_error
+from westep_ops.environment import Environment
+from westep_ops.errors import WestepError
+from westep_ops.probes.base import CheckResult, Status
+from westep_ops.probes.health import run_health_check
+from westep_ops.probes.session import ProbeSession
+from westep_ops.redact import redact
+from westep_ops.store import OpsStore, now_utc
+
+# Escalation levels of the seed: 1 automatic, 2 a person must act, 3 outside help.
+LEVEL_MANUAL = 2
+LEVEL_EXTERNAL = 3
+
+
+class RepairFailed(Exception):
+    """The repair could not do its work; ``str()`` is the one-line reason."""
+
+    def __init__(self, message: str, escalation: int = LEVEL_MANUAL) -> None:
+        super().__init__(message)
+        self.escalation = escalation
+
+
+@dataclass
+class RepairContext:
+    env: Environment
+    config: Config
+    dry_run: bool = False
+    trigger: str = "manual"
+    changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def timeouts(self) -> Any:
+        return self.config.monitoring.timeouts
+
+    def change(self, text: str) -> None:
+        """Record one change (or, in a dry run, one change that would be made)."""
+        self.changes.append(("would: " if self.dry_run else "") + text)
+
+    @contextmanager
+    def db(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """The privileged direct connection, with lock and statement timeouts."""
+        dsn = self.env.repair_url
+        if not dsn:
+            raise RepairFailed(
+                "WESTEP_OPS_REPAIR_URL is not set: repairs need their own privileged login"
+            )
+        try:
+            conn = connect(
+                dsn,
+                connect_timeout_ms=self.timeouts.connect,
+                statement_timeout_ms=self.timeouts.statement,
+                autocommit=autocommit,
+                application_name="westep-ops-repair",
+            )
+        except psycopg.Error as e:
+            raise RepairFailed(f"cannot connect for repair: {describe_error(e)}") from None
+        try:
+            conn.execute(
+                sql.SQL("SET lock_timeout = {}").format(sql.Literal(int(self.timeouts.lock)))
+            )
+            if not autocommit:
+                conn.commit()
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def pgbouncer_admin(self) -> Iterator[psycopg.Connection]:
+        dsn = self.env.pgbouncer_repair_url
+        if not dsn:
+            raise RepairFailed(
+                "WESTEP_OPS_PGBOUNCER_REPAIR_URL is not set: pool repairs need an admin_users login"
+            )
+        try:
+            conn = connect(dsn, connect_timeout_ms=self.timeouts.connect, admin_console=True)
+        except psycopg.Error as e:
+            raise RepairFailed(f"pgbouncer admin console: {describe_error(e)}") from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+@dataclass
+class RepairResult:
+    action: str
+    trigger: str
+    dry_run: bool
+    outcome: str  # repaired | nothing_to_do | dry_run | failed | refused | verify_failed
+    summary: str
+    changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+    duration_ms: float = 0.0
+    escalation: int | None = None
+    forced: bool = False
+    target: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("repaired", "nothing_to_do", "dry_run")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Repair:
+    action: RepairAction
+    description: str
+    verify: tuple[Category, ...]
+    fn: Callable[[RepairContext], str]
+
+
+REGISTRY: dict[RepairAction, Repair] = {}
+
+
+def repair(
+    action: RepairAction, description: str, verify: tuple[Category, ...]
+) -> Callable[..., Any]:
+    """Register a repair function: it changes things through ``ctx`` and returns a summary."""
+
+    def deco(fn: Callable[[RepairContext], str]) -> Callable[[RepairContext], str]:
+        REGISTRY[action] = Repair(action, description, verify, fn)
+        return fn
+
+    return deco
+
+
+def parse_action(name: str) -> RepairAction:
+    try:
+        return RepairAction(name)
+    except ValueError:
+        known = ", ".join(a.value for a in RepairAction)
+        raise WestepError(f"unknown repair action {name!r}; known: {known}") from None
+
+
+def target_id(env: Environment) -> str:
+    """host:port/db of the repaired database (no credentials): the audit's and the
+    concurrency tag's notion of 'the same target'."""
+    url = env.repair_url or env.direct_url or ""
+    try:
+        p = urlsplit(url)
+        return f"{p.hostname}:{p.port or 5432}{p.path}"
+    except ValueError:
+        return "unknown"
+
+
+def _probe(env: Environment, config: Config, categories: tuple[Category, ...]) -> list[CheckResult]:
+    if not categories:
+        return []
+    with ProbeSession(env, config) as session:
+        return run_health_check(session, categories)
+
+
+def _brief(results: list[CheckResult]) -> dict[str, Any]:
+    return {
+        r.category.value: {"status": r.status.value, "summary": redact(r.summary)} for r in results
+    }
+
+
+def run_repair(
+    action: RepairAction,
+    env: Environment,
+    config: Config,
+    *,
+    dry_run: bool = False,
+    trigger: str = "manual",
+    force: bool = False,
+    store: OpsStore | None = None,
+    verify: bool = True,
+) -> RepairResult:
+    """Run one repair with every safety rule applied; always returns a recorded result."""
+    from westep_ops.repairs import actions  # noqa: F401 - registers the repairs (imports us)
+
+    spec = REGISTRY[action]
+    store = store or OpsStore(
+        env.storage_url, connect_timeout_ms=config.monitoring.timeouts.connect
+    )
+    started = now_utc()
+    t0 = time.perf_counter()
+    result = RepairResult(
+        action.value, trigger, dry_run, "failed", "", target=target_id(env), forced=force
+    )
+    lock = None
+    try:
+        if not dry_run:
+            limit = config.monitoring.auto_recovery.max_attempts_per_hour
+            count, source = store.attempts_last_hour(action.value)
+            if count >= limit and not force:
+                result.outcome = "refused"
+                result.escalation = LEVEL_MANUAL
+                result.summary = (
+                    f"refused: {count} attempts of {action.value} in the last hour "
+                    f"(limit {limit}, counted from {source}); a person must look (level 2)"
+                )
+                return result
+            lock = store.try_lock(action.value)
+            if lock is False:
+                result.outcome = "refused"
+                result.summary = f"refused: another {action.value} is running right now"
+                return result
+        before = _probe(env, config, spec.verify)
+        result.before = _brief(before)
+        ctx = RepairContext(env, config, dry_run=dry_run, trigger=trigger)
+        try:
+            summary = spec.fn(ctx)
+        except RepairFailed as e:
+            result.changes, result.notes = ctx.changes, ctx.notes
+            result.summary = redact(str(e))
+            result.escalation = e.escalation
+            return result
+        except psycopg.Error as e:
+            result.changes, result.notes = ctx.changes, ctx.notes
+            result.summary = f"failed: {describe_error(e)}"
+            result.escalation = LEVEL_MANUAL
+            return result
+        result.changes, result.notes = ctx.changes, ctx.notes
+        result.summary = redact(summary)
+        if dry_run:
+            result.outcome = "dry_run"
+            return result
+        if verify and spec.verify:
+            after = _probe(env, config, spec.verify)
+            result.after = _brief(after)
+            still = [r for r in after if r.status is not Status.ok and r.suspected_cause is None]
+            if still:
+                result.outcome = "verify_failed"
+                result.escalation = LEVEL_MANUAL
+                result.summary += "; still failing after the repair: " + "; ".join(
+                    f"{r.name}: {redact(r.summary)}" for r in still
+                )
+                return result
+        result.outcome = "repaired" if ctx.changes else "nothing_to_do"
+        return result
+    finally:
+        if lock not in (None, False):
+            lock.close()  # type: ignore[union-attr]
+        result.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
+        record = result.as_dict()
+        record.update(started_at=started.isoformat(), finished_at=now_utc().isoformat())
+        record.pop("duration_ms")
+        record.pop("notes")
+        try:
+            store.record(record)
+        except (OSError, psycopg.Error) as e:
+            result.notes.append(f"audit not fully written: {describe_error(e)}")

@@ -1,0 +1,324 @@
+"""Automatic recovery (the seed's auto-recovery.ts): from a health check to repairs.
+
+Failing categories map to repairs (config ``autoRecovery.actions``, refined by what each
+check found: a pgbouncer that is down or a paused Supabase project has no repair, only
+an escalation). Symptoms explained by another failure (``suspected_cause``) are not
+repaired themselves. Repairs run in a safe order, the stack is re-checked, and whatever
+is still failing is escalated: level 2 (a person must act) or level 3 (outside help).
+With ``autoRecovery.enabled = false`` recovery only reports what it would do.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from westep_ops.config import Category, Config, RepairAction
+from westep_ops.environment import Environment
+from westep_ops.probes.base import CheckResult, Status
+from westep_ops.probes.db_status import DbStatus, db_status
+from westep_ops.probes.health import run_health_check
+from westep_ops.probes.performance import PerformanceMonitor, PerformanceSample
+from westep_ops.probes.session import ProbeSession
+from westep_ops.redact import redact
+from westep_ops.repairs import actions as _actions  # noqa: F401 - registers the repairs
+from westep_ops.repairs.base import LEVEL_EXTERNAL, LEVEL_MANUAL, RepairResult, run_repair
+from westep_ops.store import OpsStore, log_dir
+
+# Repairs that unblock others go first; data changes and VACUUM last.
+SAFE_ORDER = [
+    RepairAction.restore_connection_pool,
+    RepairAction.restore_db_connection,
+    RepairAction.repair_auth,
+    RepairAction.fix_table_permissions,
+    RepairAction.restore_realtime_publication,
+    RepairAction.fix_data_integrity,
+    RepairAction.optimize_performance,
+]
+
+# findings with no repair of ours: (level, what a person or outsider must do)
+NO_REPAIR: dict[str, tuple[int, str]] = {
+    "direct_connection_failed": (
+        LEVEL_MANUAL,
+        "PostgreSQL does not accept connections: start or fix the server (westep-ops does not own it)",
+    ),
+    "pooled_connection_failed": (
+        LEVEL_MANUAL,
+        "the pooled connection fails while pgbouncer itself looks fine: check its auth file and log",
+    ),
+    "project_paused": (LEVEL_EXTERNAL, "resume the paused Supabase project from the dashboard"),
+    "pgbouncer_down": (LEVEL_MANUAL, "start pgbouncer (westep-ops does not own the service)"),
+    "pool_missing": (LEVEL_MANUAL, "add the database to pgbouncer's [databases] section"),
+    "wal_level": (LEVEL_MANUAL, "set wal_level = logical and restart PostgreSQL"),
+    "notify_lost": (
+        LEVEL_MANUAL,
+        "LISTEN/NOTIFY is not delivered: check the server's notification queue",
+    ),
+    "replication_lag": (
+        LEVEL_MANUAL,
+        "a replication slot lags: restart the realtime server or drop the slot",
+    ),
+    "auth_schema_missing": (LEVEL_EXTERNAL, "the auth schema is gone: Supabase support"),
+    "auth_table_missing": (LEVEL_EXTERNAL, "auth tables are missing: Supabase support"),
+    "auth_role_missing": (LEVEL_EXTERNAL, "API roles are missing: Supabase support"),
+    "auth_endpoint_down": (
+        LEVEL_MANUAL,
+        "the auth service does not answer: check it or the Supabase status page",
+    ),
+    "endpoint_down": (
+        LEVEL_MANUAL,
+        "the app does not answer: check its hosting (westep-ops does not own it)",
+    ),
+    "table_missing": (
+        LEVEL_MANUAL,
+        "a critical table is missing: restore it from a migration or backup",
+    ),
+    "role_missing": (LEVEL_MANUAL, "a declared role is missing: recreate it"),
+}
+
+# findings that pick a specific repair instead of the category's default
+FINDING_ACTIONS: dict[str, RepairAction] = {
+    "idle_in_transaction": RepairAction.restore_db_connection,
+    "connections_high": RepairAction.restore_db_connection,
+    "connections_full": RepairAction.restore_db_connection,
+    "pool_paused": RepairAction.restore_connection_pool,
+    "pool_exhausted": RepairAction.restore_connection_pool,
+    "pool_wait": RepairAction.restore_connection_pool,
+    "pool_disabled": RepairAction.restore_connection_pool,
+    "performance_degraded": RepairAction.optimize_performance,
+}
+
+
+@dataclass
+class Escalation:
+    level: int
+    category: str
+    reason: str
+
+
+@dataclass
+class PlannedRepair:
+    action: RepairAction
+    triggers: list[str]
+
+
+@dataclass
+class RecoveryReport:
+    started: datetime
+    enabled: bool
+    dry_run: bool
+    before: list[CheckResult]
+    performance_before: PerformanceSample | None
+    plan: list[PlannedRepair]
+    repairs: list[RepairResult] = field(default_factory=list)
+    after: list[CheckResult] = field(default_factory=list)
+    db_status: DbStatus | None = None
+    escalations: list[Escalation] = field(default_factory=list)
+    duration_ms: float = 0.0
+    path: Path | None = None
+
+    @property
+    def verdict(self) -> str:
+        if (
+            not self.plan
+            and not self.escalations
+            and all(r.status is Status.ok for r in self.before)
+        ):
+            return "healthy: nothing to recover"
+        if self.escalations:
+            top = max(e.level for e in self.escalations)
+            return f"ESCALATED (level {top}): {len(self.escalations)} problem(s) need {'outside help' if top == 3 else 'a person'}"
+        if self.dry_run or not self.enabled:
+            return f"report only: {len(self.plan)} repair(s) would run"
+        return (
+            f"recovered: {sum(r.ok for r in self.repairs)} repair(s) ran, every check passes again"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "started": self.started.isoformat(),
+            "enabled": self.enabled,
+            "dry_run": self.dry_run,
+            "before": [r.as_dict() for r in self.before],
+            "plan": [{"action": p.action.value, "triggers": p.triggers} for p in self.plan],
+            "repairs": [r.as_dict() for r in self.repairs],
+            "after": [r.as_dict() for r in self.after],
+            "escalations": [e.__dict__ for e in self.escalations],
+            "db_status": self.db_status.as_dict() if self.db_status else None,
+            "report": str(self.path) if self.path else None,
+        }
+
+
+def plan_repairs(
+    results: list[CheckResult], perf: PerformanceSample | None, config: Config
+) -> tuple[list[PlannedRepair], list[Escalation]]:
+    """Which repairs the failing checks call for, and what no repair of ours can fix."""
+    by_action: dict[RepairAction, list[str]] = {}
+    escalations: list[Escalation] = []
+    defaults = config.monitoring.auto_recovery.actions
+    for r in results:
+        if r.status is Status.ok or r.suspected_cause is not None:
+            continue
+        if r.status is Status.error:
+            escalations.append(
+                Escalation(
+                    LEVEL_MANUAL, r.category.value, f"check could not run: {redact(r.summary)}"
+                )
+            )
+            continue
+        chosen: list[RepairAction] = []
+        escalated = False
+        for f in r.findings:
+            if f == "direct_connection_failed" and _too_many_clients(r):
+                chosen.append(RepairAction.restore_db_connection)
+            elif f in NO_REPAIR:
+                level, what = NO_REPAIR[f]
+                escalations.append(
+                    Escalation(level, r.category.value, f"{what} ({redact(r.summary)})")
+                )
+                escalated = True
+            elif f in FINDING_ACTIONS:
+                chosen.append(FINDING_ACTIONS[f])
+        unexplained = [f for f in r.findings if f not in NO_REPAIR and f not in FINDING_ACTIONS]
+        if unexplained or not r.findings:
+            chosen.extend(defaults.get(r.category, []))
+        if not chosen and not escalated:
+            escalations.append(
+                Escalation(
+                    LEVEL_MANUAL, r.category.value, f"no automatic repair for: {redact(r.summary)}"
+                )
+            )
+        for a in dict.fromkeys(chosen):
+            by_action.setdefault(a, []).append(f"{r.category.value}: {redact(r.summary)}")
+    if perf is not None and perf.problems and any("dead tuples" in p for p in perf.problems):
+        by_action.setdefault(RepairAction.optimize_performance, []).append(
+            "performance: " + "; ".join(p for p in perf.problems if "dead tuples" in p)
+        )
+    plan = [PlannedRepair(a, by_action[a]) for a in SAFE_ORDER if a in by_action]
+    return plan, escalations
+
+
+def _too_many_clients(r: CheckResult) -> bool:
+    """A full server refuses new logins; ending stuck sessions (R1) is then the repair."""
+    text = str(r.values.get("direct_error", "")).lower()
+    return "too many clients" in text or "remaining connection slots" in text
+
+
+def sweep(env: Environment, config: Config) -> tuple[list[CheckResult], PerformanceSample]:
+    monitor = PerformanceMonitor()
+    with ProbeSession(env, config) as session:
+        results = run_health_check(session)
+        perf = monitor.sample(session, results)
+    return results, perf
+
+
+def recover(
+    env: Environment, config: Config, *, dry_run: bool = False, store: OpsStore | None = None
+) -> RecoveryReport:
+    """Check, repair what the checks call for, re-check, escalate the rest, write the report."""
+    tz = ZoneInfo(config.timezone)
+    t0 = time.perf_counter()
+    enabled = config.monitoring.auto_recovery.enabled
+    before, perf = sweep(env, config)
+    plan, escalations = plan_repairs(before, perf, config)
+    report = RecoveryReport(
+        datetime.now(tz), enabled, dry_run, before, perf, plan, escalations=escalations
+    )
+    connection = next((r for r in before if r.category is Category.connection), None)
+    if connection is not None and connection.status is Status.critical:
+        # The seed's runbook: on a database connection failure, check the database status too.
+        with ProbeSession(env, config) as session:
+            report.db_status = db_status(session)
+    store = store or OpsStore(
+        env.storage_url, connect_timeout_ms=config.monitoring.timeouts.connect
+    )
+    for p in plan:
+        result = run_repair(
+            p.action,
+            env,
+            config,
+            dry_run=dry_run or not enabled,
+            trigger="; ".join(p.triggers)[:500],
+            store=store,
+        )
+        report.repairs.append(result)
+        if result.outcome == "refused" or (result.escalation and not result.ok):
+            report.escalations.append(
+                Escalation(result.escalation or LEVEL_MANUAL, p.action.value, result.summary)
+            )
+    if plan and not dry_run and enabled:
+        report.after, perf_after = sweep(env, config)
+        escalated_categories = {e.category for e in report.escalations}
+        for r in report.after:
+            if (
+                r.status is not Status.ok
+                and r.suspected_cause is None
+                and r.category.value not in escalated_categories
+            ):
+                if not any(e.category == r.category.value for e in escalations):
+                    report.escalations.append(
+                        Escalation(
+                            LEVEL_MANUAL,
+                            r.category.value,
+                            f"still failing after repair: {redact(r.summary)}",
+                        )
+                    )
+    report.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
+    report.path = write_report(report, tz)
+    return report
+
+
+def write_report(report: RecoveryReport, tz: ZoneInfo) -> Path:
+    stamp = report.started.astimezone(tz).strftime("%Y-%m-%dT%H-%M-%S")
+    path = log_dir() / f"recovery-{stamp}.md"
+    path.write_text(render_markdown(report), encoding="utf-8")
+    return path
+
+
+def _status_table(results: list[CheckResult]) -> list[str]:
+    lines = ["| check | status | summary |", "|---|---|---|"]
+    for r in results:
+        cause = f" (likely caused by {r.suspected_cause.value})" if r.suspected_cause else ""
+        lines.append(f"| {r.name} | {r.status.value} | {redact(r.summary)}{cause} |")
+    return lines
+
+
+def render_markdown(report: RecoveryReport) -> str:
+    out = [
+        f"# Recovery {report.started.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        "",
+        f"**Verdict: {report.verdict}**",
+        "",
+        f"Auto-recovery {'enabled' if report.enabled else 'DISABLED (report only)'}"
+        f"{', dry run' if report.dry_run else ''}; took {report.duration_ms / 1000:.1f} s.",
+        "",
+    ]
+    if report.escalations:
+        out += ["## Escalations", ""]
+        for e in report.escalations:
+            who = "outside help (level 3)" if e.level == LEVEL_EXTERNAL else "a person (level 2)"
+            out.append(f"- **{e.category}** needs {who}: {redact(e.reason)}")
+        out.append("")
+    out += ["## Health before", "", *_status_table(report.before), ""]
+    if report.db_status is not None:
+        out += (
+            ["## Database status", ""]
+            + [f"- {k}: {redact(v)}" for k, v in report.db_status.lines()]
+            + [""]
+        )
+    if report.plan:
+        out += ["## Repairs", ""]
+        for r in report.repairs:
+            out.append(f"### {r.action}: {r.outcome} ({r.duration_ms / 1000:.1f} s)")
+            out += ["", f"- trigger: {redact(r.trigger)}", f"- result: {redact(r.summary)}"]
+            out += [f"- change: `{redact(c)}`" for c in r.changes] or ["- change: none"]
+            out += [f"- note: {redact(n)}" for n in r.notes]
+            out.append("")
+    if report.after:
+        out += ["## Health after", "", *_status_table(report.after), ""]
+    return "\n".join(out) + "\n"

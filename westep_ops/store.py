@@ -1,0 +1,216 @@
+"""The ops store: westep-ops' own memory in the ops PostgreSQL (``WESTEP_OPS_STORAGE_URL``).
+
+Schema ``westep_ops``, created and migrated here, never in the monitored database: when
+the target is down its outage must still be recorded. Today it holds the audit of every
+repair attempt, which is also what the per-action hourly rate limit counts, across
+processes and restarts. Every attempt is appended to ``logs/repair-attempts.jsonl`` as
+well, so that when the ops database itself is unreachable repairs are still audited and
+still rate-limited (from that file, and the report says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from westep_ops.db import connect, describe_error
+
+SCHEMA = "westep_ops"
+MIGRATIONS: list[str] = [
+    # 1: repair attempts (append-only audit; the rate limit counts these)
+    """
+    CREATE TABLE IF NOT EXISTS westep_ops.repair_attempts (
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        action      text NOT NULL,
+        trigger     text NOT NULL,
+        target      text NOT NULL,
+        started_at  timestamptz NOT NULL,
+        finished_at timestamptz NOT NULL,
+        dry_run     boolean NOT NULL,
+        forced      boolean NOT NULL DEFAULT false,
+        outcome     text NOT NULL,
+        summary     text NOT NULL,
+        changes     jsonb NOT NULL DEFAULT '[]',
+        before      jsonb,
+        after       jsonb,
+        escalation  smallint
+    );
+    CREATE INDEX IF NOT EXISTS repair_attempts_action_time
+        ON westep_ops.repair_attempts (action, started_at);
+    """,
+]
+
+
+def log_dir() -> Path:
+    """Where reports and logs go: ``$WESTEP_OPS_LOG_DIR`` or ``./logs``."""
+    p = Path(os.environ.get("WESTEP_OPS_LOG_DIR") or "logs")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+@dataclass
+class StoreStatus:
+    ok: bool
+    detail: str
+
+
+class OpsStore:
+    """Repair audit and rate limit; PostgreSQL when reachable, the JSONL file otherwise."""
+
+    def __init__(self, url: str | None, *, connect_timeout_ms: int = 3000) -> None:
+        self.url = url
+        self.connect_timeout_ms = connect_timeout_ms
+        self.audit_file = log_dir() / "repair-attempts.jsonl"
+        self._migrated = False
+        self.status = StoreStatus(False, "WESTEP_OPS_STORAGE_URL is not set") if not url else None
+
+    def _conn(self) -> psycopg.Connection | None:
+        if not self.url or (self.status is not None and not self.status.ok):
+            return None
+        try:
+            conn = connect(
+                self.url, connect_timeout_ms=self.connect_timeout_ms, statement_timeout_ms=5000
+            )
+        except psycopg.Error as e:
+            self.status = StoreStatus(False, f"ops store unreachable: {describe_error(e)}")
+            return None
+        if not self._migrated:
+            migrate(conn)
+            self._migrated = True
+        self.status = StoreStatus(True, "ops PostgreSQL")
+        return conn
+
+    def attempts_last_hour(self, action: str, now: datetime | None = None) -> tuple[int, str]:
+        """Non-dry-run, non-refused attempts of ``action`` in the last hour, and the source."""
+        now = now or datetime.now(UTC)
+        since = now - timedelta(hours=1)
+        conn = self._conn()
+        if conn is not None:
+            with conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM westep_ops.repair_attempts WHERE action = %s"
+                    " AND started_at > %s AND NOT dry_run AND outcome <> 'refused'",
+                    (action, since),
+                ).fetchone()
+            return (row[0] if row else 0), "ops PostgreSQL"
+        count = 0
+        for rec in self._read_file():
+            if (
+                rec.get("action") == action
+                and not rec.get("dry_run")
+                and rec.get("outcome") != "refused"
+                and datetime.fromisoformat(rec["started_at"]) > since
+            ):
+                count += 1
+        return count, f"local audit file ({self.status.detail if self.status else ''})"
+
+    def record(self, attempt: dict[str, Any]) -> None:
+        """Append one attempt to the audit file and, when reachable, the ops database."""
+        line = json.dumps(attempt, default=str, sort_keys=True)
+        with open(self.audit_file, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        conn = self._conn()
+        if conn is None:
+            return
+        cols = [
+            "action",
+            "trigger",
+            "target",
+            "started_at",
+            "finished_at",
+            "dry_run",
+            "forced",
+            "outcome",
+            "summary",
+            "changes",
+            "before",
+            "after",
+            "escalation",
+        ]
+        values = [
+            Jsonb(attempt.get(c)) if c in ("changes", "before", "after") else attempt.get(c)
+            for c in cols
+        ]
+        with conn:
+            conn.execute(
+                sql.SQL("INSERT INTO westep_ops.repair_attempts ({}) VALUES ({})").format(
+                    sql.SQL(", ").join(map(sql.Identifier, cols)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+                ),
+                values,
+            )
+
+    def try_lock(self, action: str) -> psycopg.Connection | None | bool:
+        """Hold an advisory lock on ``action`` so two processes never run it at once.
+
+        Returns the connection holding the lock (close it to release), None when the ops
+        store is unreachable (nothing to lock with), or False when another process holds it.
+        """
+        conn = self._conn()
+        if conn is None:
+            return None
+        (got,) = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext(%s))", (f"westep_ops.repair:{action}",)
+        ).fetchone() or (False,)
+        if not got:
+            conn.close()
+            return False
+        return conn
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        conn = self._conn()
+        if conn is None:
+            return list(self._read_file())[-limit:]
+        with conn:
+            cur = conn.execute(
+                "SELECT * FROM westep_ops.repair_attempts ORDER BY id DESC LIMIT %s", (limit,)
+            )
+            cols = [d.name for d in cur.description or []]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()][::-1]
+
+    def _read_file(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.audit_file.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a torn line from a crash must not stop the rate limit
+        return out
+
+
+def migrate(conn: psycopg.Connection) -> None:
+    """Create or upgrade the ``westep_ops`` schema (idempotent; one lock across processes)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('westep_ops.migrate'))")
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS westep_ops.schema_version (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r[0] for r in conn.execute("SELECT version FROM westep_ops.schema_version")}
+        for version, ddl in enumerate(MIGRATIONS, start=1):
+            if version not in done:
+                conn.execute(ddl)  # our own fixed DDL
+                conn.execute(
+                    "INSERT INTO westep_ops.schema_version (version) VALUES (%s)", (version,)
+                )
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def monotonic_ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 1)
