@@ -141,6 +141,9 @@ class Repairs(_Model):
         description="a query older than this that pins a pool server or blocks others is stuck",
     )
     quarantine_schema: Ident = "westep_quarantine"
+    maintenance_timeout_seconds: float = Field(
+        600, gt=0, description="statement_timeout for VACUUM/ANALYZE (longer than a probe's)"
+    )
 
 
 class Monitoring(_Model):

@@ -78,7 +78,7 @@ CASES: dict[str, tuple[str, Category | None, Callable[[list[str]], bool], float]
     "pool_pause": (
         "restore_connection_pool",
         Category.pool,
-        lambda ch: ch == ["RESUME postgres"],
+        lambda ch: ch == ["RESUME postgres", "RELOAD"],
         0,
     ),
     "pool_exhaust": (
@@ -86,7 +86,7 @@ CASES: dict[str, tuple[str, Category | None, Callable[[list[str]], bool], float]
         Category.pool,
         lambda ch: (
             sum("terminated query pinning a postgres pool server" in c for c in ch) == 10
-            and ch[-1] == "RECONNECT postgres"
+            and ch[-2:] == ["RECONNECT postgres", "RELOAD"]
         ),
         1.5,
     ),
@@ -388,6 +388,8 @@ def test_recovery_repairs_in_order_and_reports(sandbox: Sandbox, cfg: Path) -> N
         assert all(c["status"] == "ok" for c in report["after"])
         text = Path(report["report"]).read_text()
         assert "**Verdict: recovered: 3 repair(s) ran" in text and "RESUME postgres" in text
+        # Data cleaning comes with a diagnosis, as the runbook asks.
+        assert report["diagnosis"] and Path(report["diagnosis"]).exists() and "## Diagnosis" in text
     finally:
         for fault in ("pool_pause", "orphans", "grant_revoke"):
             faults.inject(sandbox, fault, False)

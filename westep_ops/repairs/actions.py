@@ -167,8 +167,12 @@ def _restore_pool(ctx: RepairContext, admin: Any) -> None:
         ctx.change(f"RECONNECT {db}")
         if not ctx.dry_run:
             admin_command(admin, "RECONNECT", db)
-    if not ctx.dry_run and ctx.changes:
-        _wait_pool_drained(admin, db, pool_size)
+    if ctx.changes:
+        # Re-read pgbouncer.ini as well: a fixed but unloaded config is how pools stay broken.
+        ctx.change("RELOAD")
+        if not ctx.dry_run:
+            admin_command(admin, "RELOAD")
+            _wait_pool_drained(admin, db, pool_size)
 
 
 def _wait_pool_drained(admin: Any, db: str, pool_size: int, timeout: float = 10) -> None:
@@ -324,6 +328,10 @@ def _tables_to_optimize(ctx: RepairContext, conn: Any) -> list[dict[str, Any]]:
 )
 def optimize_performance(ctx: RepairContext) -> str:
     with ctx.db(autocommit=True) as conn:  # VACUUM cannot run inside a transaction
+        # A probe's few seconds are not enough for VACUUM on a real table; lock_timeout
+        # still keeps it from waiting behind other sessions' locks.
+        timeout_ms = int(ctx.config.repairs.maintenance_timeout_seconds * 1000)
+        conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout_ms)))
         todo = _tables_to_optimize(ctx, conn)
         for row in todo:
             schema, name = split_name(row["t"])

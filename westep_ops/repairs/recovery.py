@@ -40,6 +40,8 @@ SAFE_ORDER = [
     RepairAction.optimize_performance,
 ]
 
+DIAGNOSE_AFTER = {RepairAction.fix_data_integrity, RepairAction.optimize_performance}
+
 # findings with no repair of ours: (level, what a person or outsider must do)
 NO_REPAIR: dict[str, tuple[int, str]] = {
     "direct_connection_failed": (
@@ -117,6 +119,7 @@ class RecoveryReport:
     repairs: list[RepairResult] = field(default_factory=list)
     after: list[CheckResult] = field(default_factory=list)
     db_status: DbStatus | None = None
+    diagnosis: str | None = None
     escalations: list[Escalation] = field(default_factory=list)
     duration_ms: float = 0.0
     path: Path | None = None
@@ -150,6 +153,7 @@ class RecoveryReport:
             "after": [r.as_dict() for r in self.after],
             "escalations": [e.__dict__ for e in self.escalations],
             "db_status": self.db_status.as_dict() if self.db_status else None,
+            "diagnosis": self.diagnosis,
             "report": str(self.path) if self.path else None,
         }
 
@@ -268,6 +272,11 @@ def recover(
                             f"still failing after repair: {redact(r.summary)}",
                         )
                     )
+    if any(p.action in DIAGNOSE_AFTER for p in plan):
+        # The seed's runbook: data integrity and performance warnings get a diagnosis too.
+        from westep_ops.probes.diagnosis import diagnose
+
+        report.diagnosis = diagnose(env, config).report
     report.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
     report.path = write_report(report, tz)
     return report
@@ -321,4 +330,6 @@ def render_markdown(report: RecoveryReport) -> str:
             out.append("")
     if report.after:
         out += ["## Health after", "", *_status_table(report.after), ""]
+    if report.diagnosis:
+        out += ["## Diagnosis", "", f"Written to `{report.diagnosis}`.", ""]
     return "\n".join(out) + "\n"
