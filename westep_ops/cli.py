@@ -640,6 +640,10 @@ def ui(port: int) -> None:
             "postgres://", "postgresql+psycopg2://", 1
         ),
     )
+    if not (Path("dagster.yaml").exists() and Path("workspace.yaml").exists()):
+        raise WestepError(
+            "run 'westep-ops ui' from the project directory (it needs dagster.yaml and workspace.yaml)"
+        )
     home = Path(child.get("DAGSTER_HOME") or ".westep/dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(Path("dagster.yaml").read_text())

@@ -104,11 +104,15 @@ class OpsStore:
             return (row[0] if row else 0), "ops PostgreSQL"
         count = 0
         for rec in self._read_file():
+            try:
+                started = datetime.fromisoformat(rec["started_at"])
+            except (KeyError, TypeError, ValueError):
+                continue  # a damaged record must not switch the limit off for everyone
             if (
                 rec.get("action") == action
                 and not rec.get("dry_run")
                 and rec.get("outcome") != "refused"
-                and datetime.fromisoformat(rec["started_at"]) > since
+                and started > since
             ):
                 count += 1
         return count, f"local audit file ({self.status.detail if self.status else ''})"

@@ -448,3 +448,13 @@ def test_dagster_instance_limits_repairs_per_target(tmp_path: Path) -> None:
     conf = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     limits = conf["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": REPAIR_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+
+
+def test_damaged_audit_lines_do_not_break_the_limit(sandbox: Sandbox, cfg: Path) -> None:
+    audit = Path(os.environ["WESTEP_OPS_LOG_DIR"]) / "repair-attempts.jsonl"
+    audit.write_text(
+        '{"action": "repair_auth"}\nnot json at all\n{"action": "repair_auth", "started_at": 5}\n'
+    )
+    down = {"WESTEP_OPS_STORAGE_URL": "postgresql://westep_ops:x@127.0.0.1:1/westep_ops"}
+    code, (r,), _ = repair(cfg, "repair_auth", env=down)
+    assert code == 0 and r["outcome"] == "nothing_to_do"
