@@ -456,6 +456,118 @@ def _repair_db(rctx: Any) -> Any:
     return cm()
 
 
+# -- monitoring ---------------------------------------------------------------------------
+@cli.command("monitor")
+@click.option(
+    "--fast", is_flag=True, help="Full sweep every minute (default: monitoring.intervals)."
+)
+@click.option("--no-recovery", is_flag=True, help="Alert only; never start a repair.")
+@click.option(
+    "--once", is_flag=True, help="One full sweep, then exit with the health-check exit code."
+)
+@click.pass_context
+def monitor_cmd(ctx: click.Context, fast: bool, no_recovery: bool, once: bool) -> None:
+    """Monitor continuously in the foreground (no Dagster daemon needed); Ctrl-C stops it.
+
+    Cheap probes every monitoring.intervals.performance, the full H1-H7 sweep every
+    monitoring.intervals.health; samples, incidents and alerts go to the ops store
+    (WESTEP_OPS_STORAGE_URL), alerts also to logs/ and Slack (WEBHOOK_URL). Incidents
+    that have a repair trigger it (subject to autoRecovery) unless --no-recovery.
+    """
+    from westep_ops.monitoring import driver
+    from westep_ops.monitoring.history import HistoryUnavailable
+
+    env, config = _env(), _cfg(ctx)
+    env.require("storage_url")
+    if fast:
+        config = driver.fast(config)
+    monitor = driver.build(env, config, recovery=not no_recovery)
+    try:
+        last = driver.run(monitor, once=once, echo=lambda s: click.echo(redact(s)))
+    except HistoryUnavailable as e:
+        raise WestepError(f"ops store unavailable: {redact(e)}", exit_code=3) from None
+    if once:
+        sys.exit(driver.exit_code(last))
+
+
+@cli.group("alerts")
+def alerts_group() -> None:
+    """Alerts from monitoring: list them, acknowledge them, say whether they were real."""
+
+
+@alerts_group.command("list")
+@click.option("--open", "open_only", is_flag=True, help="Only alerts of incidents still open.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def alerts_list(open_only: bool, limit: int, as_json: bool) -> None:
+    """The latest alerts, newest first."""
+    rows = _history_call(lambda h: h.alerts(open_only=open_only, limit=limit))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no alerts")
+        return
+    table = [
+        [
+            str(r["id"]),
+            f"{r['ts']:%Y-%m-%d %H:%M:%S}",
+            r["severity"],
+            r["category"],
+            r["kind"],
+            "yes" if r["acknowledged_at"] else "",
+            {True: "real", False: "false alarm", None: ""}[r["label"]],
+            redact(r["message"])[:80],
+        ]
+        for r in rows
+    ]
+    click.echo(
+        _table(
+            table, ["id", "time (UTC)", "severity", "category", "kind", "ack", "label", "message"]
+        )
+    )
+
+
+@alerts_group.command("ack")
+@click.argument("alert_id", type=int)
+@click.option("--by", default=None, help="Who acknowledges (default: $USER).")
+def alerts_ack(alert_id: int, by: str | None) -> None:
+    """Acknowledge alert ALERT_ID: a person is on it."""
+    from westep_ops.store import now_utc
+
+    who = by or os.environ.get("USER") or "someone"
+    if not _history_call(lambda h: h.acknowledge(alert_id, who, now_utc())):
+        raise WestepError(f"no alert {alert_id}")
+    click.echo(f"alert {alert_id} acknowledged by {who}")
+
+
+@alerts_group.command("label")
+@click.argument("alert_id", type=int)
+@click.option(
+    "--true/--false", "real", required=True, help="--true: a real problem; --false: a false alarm."
+)
+def alerts_label(alert_id: int, real: bool) -> None:
+    """Say whether alert ALERT_ID was real; the monthly alert precision counts these."""
+    from westep_ops.store import now_utc
+
+    if not _history_call(lambda h: h.label(alert_id, real, now_utc())):
+        raise WestepError(f"no alert {alert_id}")
+    click.echo(f"alert {alert_id} labelled {'real' if real else 'a false alarm'}")
+
+
+def _history_call(fn: Any) -> Any:
+    from westep_ops.monitoring.history import HistoryStore, HistoryUnavailable
+
+    env = _env()
+    store = HistoryStore(env.require("storage_url"))
+    try:
+        return fn(store)
+    except HistoryUnavailable as e:
+        raise WestepError(f"ops store unavailable: {redact(e)}") from None
+    finally:
+        store.close()
+
+
 # -- config -------------------------------------------------------------------------------
 @cli.group("config")
 def config_group() -> None:

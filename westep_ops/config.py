@@ -146,8 +146,22 @@ class Repairs(_Model):
     )
 
 
+class Alerting(_Model):
+    """Hysteresis and dedup, like Gatus's thresholds and Alertmanager's repeat interval."""
+
+    failure_threshold: int = Field(2, ge=1, description="failing samples that open an incident")
+    success_threshold: int = Field(2, ge=1, description="passing samples that close it")
+    confirm_delay_seconds: float = Field(
+        5, ge=0, le=30, description="re-probe this soon after a first failure"
+    )
+    reminder_minutes: float = Field(
+        60, gt=0, description="re-notify an open incident at most this often"
+    )
+
+
 class Monitoring(_Model):
     intervals: Intervals = Intervals()
+    alerting: Alerting = Alerting()
     thresholds: Thresholds = Thresholds()
     timeouts: Timeouts = Timeouts()
     auto_recovery: AutoRecovery = AutoRecovery()

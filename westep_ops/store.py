@@ -47,6 +47,81 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS repair_attempts_action_time
         ON westep_ops.repair_attempts (action, started_at);
     """,
+    # 2: monitoring history: samples, performance samples, incidents, alerts
+    """
+    CREATE TABLE westep_ops.samples (
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        ts          timestamptz NOT NULL,
+        kind        text NOT NULL,          -- cheap | full | confirmation | verification
+        category    text NOT NULL,
+        status      text NOT NULL,
+        summary     text NOT NULL,
+        findings    text[] NOT NULL DEFAULT '{}',
+        suspected_cause text,
+        duration_ms real,
+        value       jsonb
+    );
+    CREATE INDEX samples_ts ON westep_ops.samples (ts);
+    CREATE INDEX samples_category_ts ON westep_ops.samples (category, ts);
+    CREATE TABLE westep_ops.performance_samples (
+        id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        ts               timestamptz NOT NULL,
+        mean_api_ms      real,
+        db_round_trip_ms real,
+        http_requests    int NOT NULL,
+        http_failures    int NOT NULL,
+        tps              real,
+        rollback_ratio   real,
+        monitor_rss_mb   real,
+        postgres_pss_mb  real,
+        status           text NOT NULL,
+        problems         text[] NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX performance_samples_ts ON westep_ops.performance_samples (ts);
+    CREATE TABLE westep_ops.incidents (
+        id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        category      text NOT NULL,
+        severity      text NOT NULL,
+        started_at    timestamptz NOT NULL,  -- first failing sample
+        detected_at   timestamptz NOT NULL,  -- confirmed: the alert went out
+        resolved_at   timestamptz,           -- first sample of the passing streak that closed it
+        closed_at     timestamptz,           -- when the streak was long enough
+        recovered_by  text,                  -- auto:<action> | null (recovered by itself or by a person)
+        escalation    smallint,
+        summary       text NOT NULL,
+        last_notified_at timestamptz
+    );
+    CREATE UNIQUE INDEX incidents_one_open ON westep_ops.incidents (category) WHERE closed_at IS NULL;
+    CREATE INDEX incidents_started ON westep_ops.incidents (started_at);
+    CREATE TABLE westep_ops.alerts (
+        id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        incident_id     bigint REFERENCES westep_ops.incidents (id),
+        ts              timestamptz NOT NULL,
+        kind            text NOT NULL,       -- opened | reminder | escalated | resolved | summary
+        severity        text NOT NULL,
+        category        text NOT NULL,
+        message         text NOT NULL,
+        channels        text[] NOT NULL DEFAULT '{}',
+        acknowledged_at timestamptz,
+        acknowledged_by text,
+        label           boolean,             -- true: a real problem; false: a false alarm
+        labeled_at      timestamptz
+    );
+    CREATE INDEX alerts_ts ON westep_ops.alerts (ts);
+    ALTER TABLE westep_ops.repair_attempts ADD COLUMN incident_id bigint;
+    """,
+    # 3: daily rollups written by the daily-partitioned assets (recomputed by backfills)
+    """
+    CREATE TABLE westep_ops.daily_health (
+        day date NOT NULL, category text NOT NULL, samples int NOT NULL, ok int NOT NULL,
+        warning int NOT NULL, critical int NOT NULL, error int NOT NULL, availability real,
+        PRIMARY KEY (day, category)
+    );
+    CREATE TABLE westep_ops.hourly_performance (
+        hour timestamptz PRIMARY KEY, samples int NOT NULL, mean_api_ms real, p95_api_ms real,
+        error_rate real, mean_tps real, max_monitor_rss_mb real, max_postgres_pss_mb real
+    );
+    """,
 ]
 
 
@@ -139,6 +214,7 @@ class OpsStore:
             "before",
             "after",
             "escalation",
+            "incident_id",
         ]
         values = [
             Jsonb(attempt.get(c)) if c in ("changes", "before", "after") else attempt.get(c)

@@ -194,6 +194,7 @@ def run_repair(
     force: bool = False,
     store: OpsStore | None = None,
     verify: bool = True,
+    incident_id: int | None = None,
 ) -> RepairResult:
     """Run one repair with every safety rule applied; always returns a recorded result."""
     from westep_ops.repairs import actions  # noqa: F401 - registers the repairs (imports us)
@@ -263,7 +264,11 @@ def run_repair(
             lock.close()  # type: ignore[union-attr]
         result.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
         record = result.as_dict()
-        record.update(started_at=started.isoformat(), finished_at=now_utc().isoformat())
+        record.update(
+            started_at=started.isoformat(),
+            finished_at=now_utc().isoformat(),
+            incident_id=incident_id,
+        )
         record.pop("duration_ms")
         record.pop("notes")
         try:
