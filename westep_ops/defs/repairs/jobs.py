@@ -24,6 +24,12 @@ class RepairConfig(Config):
     dry_run: bool = False
     force: bool = Field(False, description="run past autoRecovery.maxAttemptsPerHour (recorded)")
     trigger: str = "dagster"
+    incident_id: int | None = Field(
+        None, description="the incident this repair answers (set by the sensor)"
+    )
+    category: str | None = Field(
+        None, description="the incident's category, re-probed after a success"
+    )
 
 
 class RecoveryConfig(Config):
@@ -35,14 +41,25 @@ def run_repair_op(
     context: OpExecutionContext, config: RepairConfig, stack: MonitoredStackResource
 ) -> None:
     action = parse_action(config.action)
+    env, cfg = stack.environment(), stack.config()
     result = run_repair(
         action,
-        stack.environment(),
-        stack.config(),
+        env,
+        cfg,
         dry_run=config.dry_run,
         force=config.force,
         trigger=config.trigger,
+        incident_id=config.incident_id,
     )
+    if result.ok and config.incident_id and config.category and not config.dry_run:
+        # Re-probe now: the passing sample starts the streak that closes the incident.
+        from westep_ops.monitoring.driver import build
+
+        monitor = build(env, cfg, recovery=False)
+        try:
+            monitor.verify(config.category)
+        finally:
+            monitor.close()
     metadata = {
         "outcome": result.outcome,
         "summary": result.summary,

@@ -1,0 +1,120 @@
+"""The seed's routines as Dagster jobs: daily checks, the evening summary, Sunday upkeep."""
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from dagster import OpExecutionContext, job, op
+
+from westep_ops.config import RepairAction, split_name
+from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG
+from westep_ops.monitoring.history import HistoryStore
+from westep_ops.monitoring.notify import Alert, Notifier
+from westep_ops.monitoring.rotation import rotate_logs
+from westep_ops.probes.diagnosis import diagnose
+from westep_ops.repairs.base import RepairContext, run_repair
+from westep_ops.resources import MonitoredStackResource, PostgresResource
+from westep_ops.store import log_dir
+
+
+@op(
+    description="12:00 routine: performance sample and a full diagnosis (logs/diagnosis-report-*.md)."
+)
+def performance_and_diagnosis(context: OpExecutionContext, stack: MonitoredStackResource) -> None:
+    d = diagnose(stack.environment(), stack.config())
+    context.log.info(f"{d.verdict}; {d.performance}; report {d.report}")
+
+
+@op(description="18:00 routine: summary of the day's error/critical alerts, to the log and Slack.")
+def daily_summary(
+    context: OpExecutionContext, stack: MonitoredStackResource, ops_storage: PostgresResource
+) -> None:
+    env, cfg = stack.environment(), stack.config()
+    tz = ZoneInfo(cfg.timezone)
+    now = datetime.now(UTC)
+    start = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    store = HistoryStore(ops_storage.value())
+    try:
+        with store.tx() as conn:
+            rows = conn.execute(
+                "SELECT severity, category, kind, message FROM westep_ops.alerts WHERE ts >= %s"
+                " AND severity IN ('critical', 'error') ORDER BY ts",
+                (start,),
+            ).fetchall()
+            opened = conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE closed_at IS NULL) FROM westep_ops.incidents"
+                " WHERE started_at >= %s",
+                (start,),
+            ).fetchone()
+    finally:
+        store.close()
+    n, still_open = opened or (0, 0)
+    text = (
+        f"today: {len(rows)} critical/error alerts, {n} incidents ({still_open} still open)"
+        + "".join(f"; {c} {k}: {m[:80]}" for _s, c, k, m in rows[:5])
+    )
+    Notifier(env, cfg.timezone).alert(
+        Alert(now, "summary", "critical" if still_open else "info", "daily", text)
+    )
+    context.log.info(text)
+
+
+@op(
+    description="Sunday: optimize_performance (VACUUM/ANALYZE where needed), with the usual safety rules."
+)
+def weekly_optimize(context: OpExecutionContext, stack: MonitoredStackResource) -> None:
+    r = run_repair(
+        RepairAction.optimize_performance,
+        stack.environment(),
+        stack.config(),
+        trigger="weekly maintenance",
+    )
+    context.log.info(f"optimize_performance {r.outcome}: {r.summary}")
+
+
+@op(
+    description="Sunday: statistics update (ANALYZE every configured table; the seed's optimize-database-schema)."
+)
+def update_statistics(context: OpExecutionContext, stack: MonitoredStackResource) -> None:
+    from psycopg import sql
+
+    cfg = stack.config()
+    tables = sorted({t.table for t in cfg.critical_tables} | {r.table for r in cfg.integrity_rules})
+    ctx = RepairContext(stack.environment(), cfg, trigger="weekly maintenance")
+    with ctx.db(autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("SET statement_timeout = {}").format(
+                sql.Literal(int(cfg.repairs.maintenance_timeout_seconds * 1000))
+            )
+        )
+        for t in tables:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*split_name(t))))
+    context.log.info(f"analyzed {len(tables)} tables")
+
+
+@op(description="Sunday: archive older logs into logs-YYYY-MM-DD.tar.gz, verified before removal.")
+def rotate(context: OpExecutionContext, stack: MonitoredStackResource) -> None:
+    today = datetime.now(ZoneInfo(stack.config().timezone)).strftime("%Y-%m-%d")
+    r = rotate_logs(log_dir(), today)
+    context.log.info(
+        f"archived {len(r.files)} files into {r.archive}" if r.archive else "nothing to rotate"
+    )
+
+
+@job(description="12:00: performance check and diagnosis.")
+def performance_diagnosis_job() -> None:
+    performance_and_diagnosis()
+
+
+@job(description="18:00: the day's error/critical events, summarised to the log and Slack.")
+def daily_summary_job() -> None:
+    daily_summary()
+
+
+@job(
+    tags={REPAIR_TAG: DEFAULT_TARGET},
+    description="Sunday maintenance: optimize, statistics, log rotation.",
+)
+def weekly_maintenance_job() -> None:
+    weekly_optimize()
+    update_statistics()
+    rotate()
