@@ -31,6 +31,8 @@ demo: setup sandbox-up
 	@$(DEMO) sandbox fault pool_pause off >/dev/null && $(DEMO) sandbox fault grant_revoke off >/dev/null
 	@echo; echo "== 6. Diagnosis"
 	@$(DEMO) diagnose
+	@echo; echo "== 7. Continuous monitoring: the monitor catches a data fault and repairs it (sandbox data is restored after)"
+	@$(SANDBOX_ENV) && $(BIN)/python -m westep_ops.sandbox.demo
 	@echo
 	@echo "Sandbox running. Next: eval \"\$$($(BIN)/westep-ops sandbox env)\"; $(BIN)/westep-ops --help"
 	@echo "Reports: logs/   |   Dagster UI: make ui   |   stop the sandbox: make sandbox-down"

@@ -43,9 +43,37 @@ def test_definitions_shape() -> None:
         str(key.to_user_string()): sorted(c.name for c in defs.resolve_assets_def(key).check_specs)
         for key in repo.asset_graph.get_all_asset_keys()
     }
-    assert specs == {"health_check": HEALTH_CHECKS}
+    assert specs == {
+        "health_check": HEALTH_CHECKS,
+        "health_samples": sorted(
+            f"{c}_available"
+            for c in ("connection", "pool", "tables", "integrity", "realtime", "auth", "api")
+        ),
+        "performance_metrics": [],
+        "incidents": [],
+        "diagnosis_report": [],
+    }
+    assert {s.name for s in repo.schedule_defs} == {
+        "morning_health_check_schedule",
+        "noon_performance_schedule",
+        "evening_summary_schedule",
+        "weekly_maintenance_schedule",
+        "daily_assets_schedule",
+    }
+    assert all(s.execution_timezone == "Asia/Tokyo" for s in repo.schedule_defs)
+    (sensor,) = repo.sensor_defs
+    assert sensor.name == "monitoring_sensor" and sensor.default_status.value == "RUNNING"
     jobs = {j.name for j in repo.get_all_jobs()} - {"__ASSET_JOB"}
-    assert jobs == {"test_connection_job", "repair_job", "recovery_job"}
+    assert jobs == {
+        "test_connection_job",
+        "repair_job",
+        "recovery_job",
+        "health_check_job",
+        "daily_monitoring_job",
+        "performance_diagnosis_job",
+        "daily_summary_job",
+        "weekly_maintenance_job",
+    }
     assert set(repo.get_top_level_resources()) == {"stack", "ops_storage"}
 
 
