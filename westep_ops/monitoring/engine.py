@@ -223,6 +223,7 @@ class Monitor:
     def _evaluate(self, now: datetime, obs: list[Observation], out: TickResult) -> None:
         a = self.config.monitoring.alerting
         open_ = self.history.open_incidents()
+        to_confirm: list[Observation] = []
         for o in obs:
             incident = open_.get(o.category)
             if incident is not None:
@@ -258,18 +259,23 @@ class Monitor:
             if not o.failing or o.suspected_cause is not None:
                 continue  # healthy, or a symptom of another category's incident
             fails = self._consecutive(o.category, True, a.failure_threshold)
-            if len(fails) < a.failure_threshold:
-                confirmed = self._confirm(o)
-                if confirmed is None:
-                    continue  # a blip: the re-probe passed
-                o = confirmed
-                fails = self._consecutive(o.category, True, a.failure_threshold + 1)
-            started = fails[-1] if fails else now
-            detected = self.clock()
-            iid = self.history.open_incident(o.category, o.severity, started, detected, o.summary)
-            out.opened.append(iid)
-            self._alert(out, detected, "opened", o.severity, o.category, o.summary, iid)
-            self._plan(iid, o, out, detected)
+            if len(fails) >= a.failure_threshold:
+                self._open(o, fails, out)
+            else:
+                to_confirm.append(o)
+        if to_confirm:
+            # One delay and one re-probe for every first failure of this tick (the sensor
+            # has a minute per evaluation, however many things broke at once).
+            for o in self._confirm(to_confirm):
+                self._open(o, self._consecutive(o.category, True, a.failure_threshold + 1), out)
+
+    def _open(self, o: Observation, fails: list[datetime], out: TickResult) -> None:
+        started = fails[-1] if fails else self.clock()
+        detected = self.clock()
+        iid = self.history.open_incident(o.category, o.severity, started, detected, o.summary)
+        out.opened.append(iid)
+        self._alert(out, detected, "opened", o.severity, o.category, o.summary, iid)
+        self._plan(iid, o, out, detected)
 
     def verify(self, category: str) -> Observation | None:
         """Re-probe ``category`` right after a repair; the sample counts toward closing."""
@@ -282,19 +288,18 @@ class Monitor:
         self.history.add_samples(self.clock(), "verification", [x.row() for x in fresh])
         return fresh[0] if fresh else None
 
-    def _confirm(self, o: Observation) -> Observation | None:
-        """Re-probe one failing category after a short delay; the failing result, or None."""
+    def _confirm(self, candidates: list[Observation]) -> list[Observation]:
+        """Re-probe first failures after a short delay; those still failing are confirmed."""
         self.sleep(self.config.monitoring.alerting.confirm_delay_seconds)
-        if o.category == PERFORMANCE:
-            fresh = [
-                x for x in self.probe(CHEAP, with_performance=True) if x.category == PERFORMANCE
-            ]
+        wanted = {o.category for o in candidates}
+        checks = tuple(Category(c) for c in wanted if c != PERFORMANCE)
+        if PERFORMANCE in wanted:
+            fresh = self.probe(tuple(dict.fromkeys((*CHEAP, *checks))), with_performance=True)
         else:
-            fresh = self.probe((Category(o.category),), with_performance=False)
-        now = self.clock()
-        self.history.add_samples(now, "confirmation", [x.row() for x in fresh])
-        f = fresh[0] if fresh else None
-        return f if f is not None and f.failing else None
+            fresh = self.probe(checks, with_performance=False)
+        fresh = [x for x in fresh if x.category in wanted]
+        self.history.add_samples(self.clock(), "confirmation", [x.row() for x in fresh])
+        return [x for x in fresh if x.failing and x.suspected_cause is None]
 
     def _plan(self, iid: int, o: Observation, out: TickResult, now: datetime) -> None:
         if o.result is not None:
