@@ -1,0 +1,1 @@
+"""Pure analysis code (pandas), testable alone: the SLA maths."""
