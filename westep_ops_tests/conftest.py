@@ -2,7 +2,7 @@
 
 Tests talk to real PostgreSQL and pgbouncer processes; nothing is mocked. The session
 sandbox lives in ``.westep/test-sandbox`` (base port ``WESTEP_OPS_TEST_BASE_PORT``,
-default 55530) so it never collides with a demo sandbox, and it is stopped at the end.
+default 25530) so it never collides with a demo sandbox, and it is stopped at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from westep_ops.sandbox.manager import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DIR = ROOT / ".westep" / "test-sandbox"
-BASE_PORT = int(os.environ.get("WESTEP_OPS_TEST_BASE_PORT", "55530"))
+BASE_PORT = int(os.environ.get("WESTEP_OPS_TEST_BASE_PORT", "25530"))
 CLI = [sys.executable, "-m", "westep_ops.cli"]
 # The health asset's checks, one per category H1-H7 (a snapshot: changing it is deliberate).
 HEALTH_CHECKS = [

@@ -106,7 +106,7 @@ def test_env_prints_exports(sandbox: Sandbox) -> None:
 
 
 def _free_base_port() -> int:
-    for base in range(56100, 56900, 10):
+    for base in range(26100, 26900, 10):
         if not any(procs.port_open(base + i) for i in range(5)):
             return base
     raise RuntimeError("no free ports")

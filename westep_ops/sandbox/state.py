@@ -17,7 +17,9 @@ from westep_ops.errors import WestepError
 from westep_ops.redact import register_secret
 
 DEFAULT_DIR = ".westep/sandbox"
-DEFAULT_BASE_PORT = 55430
+# Below Linux's ephemeral range (32768-60999): an outgoing connection can otherwise be
+# handed one of these ports as its source port, and the server then cannot bind it.
+DEFAULT_BASE_PORT = 25430
 DIR_ENV = "WESTEP_OPS_SANDBOX_DIR"
 PORT_ENV = "WESTEP_OPS_SANDBOX_BASE_PORT"
 HOST = "127.0.0.1"
