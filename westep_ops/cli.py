@@ -568,6 +568,76 @@ def _history_call(fn: Any) -> Any:
         store.close()
 
 
+# -- SLA ----------------------------------------------------------------------------------
+@cli.command("trends")
+@click.option(
+    "--month", required=True, help="Month to analyse, e.g. 2026-11 (configured time zone)."
+)
+@click.option(
+    "--thresholds",
+    "thresholds",
+    default=None,
+    help="JSON file of alternative alert settings (what-if).",
+)
+@click.option(
+    "--lang",
+    type=click.Choice(["en", "ja"]),
+    default=None,
+    help="Report language (default: reportLanguage).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.pass_context
+def trends_cmd(
+    ctx: click.Context, month: str, thresholds: str | None, lang: str | None, as_json: bool
+) -> None:
+    """Monthly SLA report: write reports/YYYY-MM/sla-report.md with its charts.
+
+    Availability (gaps never count as up), response time, error rate, incidents, MTTD,
+    MTTR, auto-recovery success, alert precision and false positives, coverage; each
+    against its target and the month before. --thresholds replays alerting over the
+    stored samples under other settings and compares alerts, false positives and misses.
+    """
+    from westep_ops.monitoring import sla as monthly
+    from westep_ops.monitoring.history import HistoryStore, HistoryUnavailable
+
+    env, config = _env(), _cfg(ctx)
+    store = HistoryStore(env.require("storage_url"))
+    try:
+        report = monthly.build(
+            store, config, month, lang=lang or config.report_language, thresholds=thresholds
+        )
+    except HistoryUnavailable as e:
+        raise WestepError(f"ops store unavailable: {redact(e)}") from None
+    finally:
+        store.close()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "report": str(report.path),
+                    "figures": report.figures.as_dict(),
+                    "verdicts": report.figures.verdicts(),
+                    "whatif": report.whatif,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    click.echo(report.path.read_text().split("\n## ")[0])
+    if report.whatif:
+        click.echo(
+            _table(
+                [
+                    [w["name"], str(w["alerts"]), str(w["false_positives"]), str(w["missed"])]
+                    for w in report.whatif
+                ],
+                ["settings", "alerts", "false positives", "missed"],
+            )
+        )
+    click.echo(f"report: {report.path}")
+
+
 # -- config -------------------------------------------------------------------------------
 @cli.group("config")
 def config_group() -> None:
@@ -618,7 +688,7 @@ def sandbox_group() -> None:
     type=int,
     default=None,
     help="First of four ports: target, pgbouncer (+1), ops (+2), app (+3). "
-    "Default $WESTEP_OPS_SANDBOX_BASE_PORT or 55430; fixed once the sandbox exists.",
+    "Default $WESTEP_OPS_SANDBOX_BASE_PORT or 25430; fixed once the sandbox exists.",
 )
 def sandbox_up(sandbox_dir: str | None, base_port: int | None) -> None:
     """Create (first time) and start the sandbox. Safe to run again: running parts are kept."""

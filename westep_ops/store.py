@@ -122,6 +122,21 @@ MIGRATIONS: list[str] = [
         error_rate real, mean_tps real, max_monitor_rss_mb real, max_postgres_pss_mb real
     );
     """,
+    # 4: fault drill ground truth
+    """
+    CREATE TABLE westep_ops.drill_faults (
+        id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        drill        text NOT NULL,
+        fault        text NOT NULL,
+        injected_at  timestamptz NOT NULL,
+        removed_at   timestamptz,
+        detected_at  timestamptz,
+        recovered_at timestamptz,
+        incident_id  bigint,
+        outcome      text,
+        rows_lost    bigint
+    );
+    """,
 ]
 
 

@@ -22,6 +22,7 @@ How each figure is measured (the report repeats this):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -104,7 +105,9 @@ def slot_states(
     samples: pd.DataFrame, start: datetime, end: datetime, interval_s: float
 ) -> pd.Series:
     """Per slot: 'up', 'down' or 'unknown' (index: slot start time)."""
-    n = max(0, int((end - start).total_seconds() // interval_s))
+    n = max(
+        0, math.ceil((end - start).total_seconds() / interval_s)
+    )  # a month in progress ends mid-slot
     index = pd.date_range(start, periods=n, freq=pd.Timedelta(seconds=interval_s))
     states = pd.Series("unknown", index=index, dtype=object)
     if n == 0 or samples.empty:
