@@ -638,6 +638,84 @@ def trends_cmd(
     click.echo(f"report: {report.path}")
 
 
+@cli.command("drill")
+@click.option(
+    "--faults",
+    "fault_names",
+    default=",".join(("pool_pause", "grant_revoke", "orphans", "publication_drop", "pg_down")),
+    show_default=True,
+    help="Comma-separated faults to inject in turn.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(1, 300),
+    default=5,
+    show_default=True,
+    help="Probe interval in seconds during the drill.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def drill_cmd(ctx: click.Context, fault_names: str, interval: float, as_json: bool) -> None:
+    """Fault drill on the sandbox only: inject each fault, time detection and recovery.
+
+    Prints per fault: detected, time to detect, time to recover, repaired automatically
+    or escalated, rows lost (must be 0), alerts raised; and alerts raised with no fault
+    on (false positives). The ground truth goes into the history, so this month's SLA
+    report shows the drill. Exit code 1 if a fault went undetected or rows were lost.
+    """
+    from westep_ops.sandbox import drill
+    from westep_ops.sandbox.manager import Sandbox
+    from westep_ops.sandbox.state import sandbox_dir
+    from westep_ops.store import now_utc
+
+    sb = Sandbox(sandbox_dir())
+    env = _env()
+    env.require("storage_url")
+    start = now_utc()
+    results = drill.run_drill(
+        sb,
+        env,
+        _cfg(ctx),
+        [f.strip() for f in fault_names.split(",") if f.strip()],
+        interval,
+        echo=(lambda s: None) if as_json else click.echo,
+    )
+    fp = drill.false_alerts(env, start)
+    if as_json:
+        click.echo(json.dumps({"results": drill.as_rows(results), "false_positives": fp}, indent=2))
+    else:
+        click.echo(
+            _table(
+                [
+                    [
+                        r.fault,
+                        "yes" if r.detected else click.style("NO", fg="red"),
+                        r.category or "-",
+                        f"{r.detect_s} s" if r.detect_s is not None else "-",
+                        f"{r.recover_s} s" if r.recover_s is not None else "-",
+                        r.outcome,
+                        str(r.rows_lost),
+                        str(r.alerts),
+                    ]
+                    for r in results
+                ],
+                [
+                    "fault",
+                    "detected",
+                    "category",
+                    "to detect",
+                    "to recover",
+                    "outcome",
+                    "rows lost",
+                    "alerts",
+                ],
+            )
+        )
+        click.echo(f"alerts with no fault on (false positives): {fp}")
+    bad = any(not r.detected or r.rows_lost for r in results)
+    sys.exit(1 if bad else 0)
+
+
 # -- config -------------------------------------------------------------------------------
 @cli.group("config")
 def config_group() -> None:

@@ -14,7 +14,11 @@ from westep_ops.defs.maintenance.jobs import (
     performance_diagnosis_job,
     weekly_maintenance_job,
 )
-from westep_ops.defs.maintenance.schedules import daily_monitoring_job, health_check_job, schedules
+from westep_ops.defs.maintenance.schedules import (
+    daily_monitoring_job,
+    health_check_job,
+    schedules,
+)
 from westep_ops.defs.monitoring.assets import (
     diagnosis_report,
     health_samples,
@@ -23,10 +27,18 @@ from westep_ops.defs.monitoring.assets import (
 )
 from westep_ops.defs.monitoring.sensors import monitoring_sensor
 from westep_ops.defs.repairs.jobs import recovery_job, repair_job
+from westep_ops.defs.sla.assets import monthly_sla_report
 from westep_ops.resources import default_resources
 
 defs = Definitions(
-    assets=[health_check, health_samples, performance_metrics, incidents, diagnosis_report],
+    assets=[
+        health_check,
+        health_samples,
+        performance_metrics,
+        incidents,
+        diagnosis_report,
+        monthly_sla_report,
+    ],
     jobs=[
         test_connection_job,
         repair_job,

@@ -52,6 +52,7 @@ def test_definitions_shape() -> None:
         "performance_metrics": [],
         "incidents": [],
         "diagnosis_report": [],
+        "monthly_sla_report": [],
     }
     assert {s.name for s in repo.schedule_defs} == {
         "morning_health_check_schedule",
@@ -59,6 +60,7 @@ def test_definitions_shape() -> None:
         "evening_summary_schedule",
         "weekly_maintenance_schedule",
         "daily_assets_schedule",
+        "monthly_sla_schedule",
     }
     assert all(s.execution_timezone == "Asia/Tokyo" for s in repo.schedule_defs)
     (sensor,) = repo.sensor_defs
@@ -73,6 +75,7 @@ def test_definitions_shape() -> None:
         "performance_diagnosis_job",
         "daily_summary_job",
         "weekly_maintenance_job",
+        "monthly_sla_job",
     }
     assert set(repo.get_top_level_resources()) == {"stack", "ops_storage"}
 

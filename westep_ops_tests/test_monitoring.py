@@ -479,3 +479,17 @@ def test_schedules_fire_in_tokyo_time() -> None:
     assert morning.cron_schedule == "0 9 * * *" and morning.execution_timezone == "Asia/Tokyo"
     weekly = defs.get_schedule_def("weekly_maintenance_schedule")
     assert weekly.cron_schedule == "0 3 * * 0"
+
+
+def test_monthly_schedule_asks_for_last_month() -> None:
+    from dagster import build_schedule_context
+
+    from westep_ops.definitions import defs
+
+    sched = defs.get_schedule_def("monthly_sla_schedule")
+    first = datetime(2026, 11, 30, 17, 0, tzinfo=UTC)  # 2026-12-01 02:00 in Tokyo
+    with build_schedule_context(
+        scheduled_execution_time=first, repository_def=defs.get_repository_def()
+    ) as ctx:
+        (request,) = sched.evaluate_tick(ctx).run_requests or []
+    assert request.partition_key == "2026-11-01"

@@ -147,13 +147,38 @@ def test_precision_with_a_false_alert() -> None:
 def test_drill_ground_truth_judges_unlabelled_alerts() -> None:
     alerts = pd.DataFrame(
         [
-            {"id": 1, "incident_id": 1, "ts": t(10), "kind": "opened", "label": None},
-            {"id": 2, "incident_id": 2, "ts": t(100), "kind": "opened", "label": None},
+            {
+                "id": 1,
+                "incident_id": 1,
+                "ts": t(10),
+                "kind": "opened",
+                "label": None,
+            },  # during a fault
+            {
+                "id": 2,
+                "incident_id": 2,
+                "ts": t(100),
+                "kind": "opened",
+                "label": None,
+            },  # drill on, no fault
+            {
+                "id": 3,
+                "incident_id": 3,
+                "ts": t(900),
+                "kind": "opened",
+                "label": None,
+            },  # no drill running
         ]
     )
-    drill = pd.DataFrame([{"injected_at": t(9), "removed_at": t(15)}])
+    drill = pd.DataFrame(
+        [
+            {"drill": "d1", "injected_at": t(9), "removed_at": t(15)},
+            {"drill": "d1", "injected_at": t(200), "removed_at": t(210)},
+        ]
+    )
     f = compute(DAY, END, **{**EMPTY, "alerts": alerts, "drill": drill})
-    assert f.alert_precision == 0.5 and f.alert_judged_by == {"drill": 2}
+    assert (f.alerts_true, f.alerts_false) == (2, 1)
+    assert f.alert_judged_by == {"drill": 2, "confirmation": 1}
 
 
 def test_an_empty_month() -> None:

@@ -232,6 +232,13 @@ def judge(alert: Any, incidents: pd.DataFrame, drill: pd.DataFrame | None) -> tu
         return bool(label), "label"
     if drill is not None and len(drill):
         ts = alert.ts
-        active = drill[(drill["injected_at"] <= ts) & (drill["removed_at"].fillna(ts) >= ts)]
-        return (len(active) > 0), "drill"
+        # Drill truth only speaks for alerts raised while a drill ran: between its first
+        # injection and a settling minute after its last removal.
+        grace = pd.Timedelta(seconds=60)
+        spans = drill.groupby("drill").agg(first=("injected_at", "min"), last=("removed_at", "max"))
+        if ((spans["first"] <= ts) & (spans["last"].fillna(ts) + grace >= ts)).any():
+            active = drill[
+                (drill["injected_at"] <= ts) & (drill["removed_at"].fillna(ts) + grace / 2 >= ts)
+            ]
+            return (len(active) > 0), "drill"
     return True, "confirmation"

@@ -33,7 +33,8 @@ QUERIES = {
     " WHERE ts >= %s AND ts < %s",
     "repairs": "SELECT incident_id, action, outcome FROM westep_ops.repair_attempts"
     " WHERE incident_id IS NOT NULL AND NOT dry_run AND started_at >= %s AND started_at < %s",
-    "drill": "SELECT fault, injected_at, removed_at FROM westep_ops.drill_faults WHERE injected_at >= %s AND injected_at < %s",
+    "drill": "SELECT drill, fault, injected_at, removed_at FROM westep_ops.drill_faults"
+    " WHERE injected_at >= %s AND injected_at < %s",
 }
 
 
@@ -142,6 +143,12 @@ def ground_truth(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     real = inc[~inc["id"].isin(false_ids)].rename(
         columns={"started_at": "start", "resolved_at": "end"}
     )
+    if len(drill) and len(
+        real
+    ):  # an incident during a drill fault is that fault, not another event
+        now = pd.Timestamp.now(tz="UTC")
+        spans = list(zip(drill["start"], drill["end"].fillna(now), strict=True))
+        real = real[[not any(s <= t <= e for s, e in spans) for t in real["start"]]]
     parts = [p[["start", "end"]] for p in (drill, real) if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["start", "end"])
 

@@ -1,11 +1,17 @@
 """Routines in the team's time zone (the configured one, Asia/Tokyo by default)."""
 
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
 from dagster import (
     AssetSelection,
     DefaultScheduleStatus,
+    RunRequest,
     ScheduleDefinition,
+    ScheduleEvaluationContext,
     build_schedule_from_partitioned_job,
     define_asset_job,
+    schedule,
 )
 
 from westep_ops.defs.maintenance.jobs import (
@@ -28,7 +34,29 @@ daily_monitoring_job = define_asset_job(
     description="Yesterday's daily assets, recomputed from the monitoring history.",
 )
 
+monthly_sla_job = define_asset_job(
+    "monthly_sla_job",
+    selection=AssetSelection.assets("monthly_sla_report"),
+    description="Last month's SLA report.",
+)
+
 RUNNING = DefaultScheduleStatus.RUNNING
+
+
+@schedule(
+    name="monthly_sla_schedule",
+    job=monthly_sla_job,
+    cron_schedule="0 2 1 * *",
+    execution_timezone=TIMEZONE,
+    default_status=RUNNING,
+    description="On the 1st, after the last day's daily assets (00:30) are in: last month's report.",
+)
+def monthly_sla_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    when = context.scheduled_execution_time.astimezone(ZoneInfo(TIMEZONE))
+    last = (when.replace(day=1) - timedelta(days=1)).strftime("%Y-%m-01")
+    return RunRequest(run_key=f"sla-{last}", partition_key=last)
+
+
 schedules = [
     ScheduleDefinition(
         name="morning_health_check_schedule",
@@ -66,4 +94,5 @@ schedules = [
         minute_of_hour=30,
         default_status=RUNNING,
     ),
+    monthly_sla_schedule,
 ]

@@ -1,0 +1,161 @@
+"""A real short fault drill on the sandbox, and the monthly report built from its history."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+
+from westep_ops.monitoring.history import HistoryStore
+from westep_ops.sandbox import faults
+from westep_ops.sandbox.manager import Sandbox
+from westep_ops_tests.conftest import clear_repair_audit, run_cli
+
+TABLES = (
+    "alerts",
+    "incidents",
+    "samples",
+    "performance_samples",
+    "daily_health",
+    "hourly_performance",
+    "drill_faults",
+)
+
+
+@pytest.fixture(scope="module")
+def drill(sandbox: Sandbox) -> dict:
+    """One drill for the module: pool_pause, grant_revoke, orphans, pg_down at 2 s probes."""
+    clear_repair_audit()
+    store = HistoryStore(os.environ["WESTEP_OPS_STORAGE_URL"])
+    with store.tx() as conn:
+        conn.execute("TRUNCATE " + ", ".join(f"westep_ops.{t}" for t in TABLES))  # constant names
+    store.close()
+    res = run_cli(
+        "drill",
+        "--faults",
+        "pool_pause,grant_revoke,orphans,pg_down",
+        "--interval",
+        "2",
+        "--json",
+        timeout=500,
+    )
+    assert "Traceback" not in res.stderr, res.stderr
+    assert faults.active(sandbox) == []
+    return {"code": res.returncode, **json.loads(res.stdout)}
+
+
+def test_drill_detects_repairs_escalates_and_loses_nothing(drill: dict) -> None:
+    by = {r["fault"]: r for r in drill["results"]}
+    assert drill["code"] == 0 and set(by) == {"pool_pause", "grant_revoke", "orphans", "pg_down"}
+    assert all(r["detected"] and r["rows_lost"] == 0 for r in by.values())
+    for fault, category in (
+        ("pool_pause", "pool"),
+        ("grant_revoke", "tables"),
+        ("orphans", "integrity"),
+    ):
+        assert (
+            by[fault]["category"] == category and by[fault]["outcome"] == "repaired automatically"
+        )
+        assert by[fault]["recover_s"] is not None and by[fault]["recover_s"] < 30
+    assert (
+        by["pg_down"]["category"] == "connection"
+        and by["pg_down"]["outcome"] == "escalated (level 2)"
+    )
+    # Detection within one probe interval + the confirmation, plus the probes' own timeouts.
+    assert all(r["detect_s"] < 2 + 1 + 12 for r in by.values())
+    assert drill["false_positives"] == 0
+    with psycopg.connect(os.environ["WESTEP_OPS_STORAGE_URL"]) as conn:
+        truth = conn.execute(
+            "SELECT fault, outcome, rows_lost FROM westep_ops.drill_faults ORDER BY id"
+        ).fetchall()
+    assert [t[0] for t in truth] == ["pool_pause", "grant_revoke", "orphans", "pg_down"]
+    assert all(t[2] == 0 for t in truth)
+
+
+def test_monthly_report_of_this_month_shows_the_drill(
+    sandbox: Sandbox, drill: dict, tmp_path: Path
+) -> None:
+    from dagster import DagsterInstance, materialize
+
+    from westep_ops.defs.sla.assets import monthly_sla_report
+    from westep_ops.resources import default_resources
+
+    month = datetime.now(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m")
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            [monthly_sla_report],
+            resources=default_resources(),
+            instance=instance,
+            partition_key=f"{month}-01",
+            run_config={"ops": {"monthly_sla_report": {"config": {"reports_dir": str(tmp_path)}}}},
+        )
+    assert result.success
+    (mat,) = [
+        e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+    ]
+    meta = mat.metadata
+    assert meta["incidents"].value == 4 and meta["alerts"].value == 4
+    assert meta["alert_precision"].value == "100.0%"  # judged against the drill's ground truth
+    assert meta["auto_recovery_success"].value == "100.0%"  # pg_down had no repair to attempt
+    assert "data:image/png;base64," in meta["availability_chart"].value
+    report = (tmp_path / month / "sla-report.md").read_text()
+    assert report.startswith(f"# SLA report {month} (Asia/Tokyo)") and "**Verdict: " in report
+    assert "| alert accuracy | 100.0% | >= 95.0% | PASS |" in report
+    assert "drill 4" in report  # how the alerts were judged
+    for png in ("availability", "response", "incidents", "alerts"):
+        assert (tmp_path / month / f"{png}.png").stat().st_size > 1000
+        assert f"![{png}]({png}.png)" in report
+
+
+def test_trends_in_japanese_with_a_what_if(sandbox: Sandbox, drill: dict, tmp_path: Path) -> None:
+    month = datetime.now(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m")
+    settings = tmp_path / "th.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "settings": [
+                    {"name": "N=50, no confirmation", "failureThreshold": 50, "confirm": False}
+                ]
+            }
+        )
+    )
+    res = run_cli(
+        "trends", "--month", month, "--lang", "ja", "--thresholds", str(settings), "--json"
+    )
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    current, lax = data["whatif"]
+    assert current == {"name": "current", "alerts": 4, "false_positives": 0, "missed": 0}
+    assert lax["alerts"] == 0 and lax["missed"] == 4  # such settings would have missed every fault
+    text = Path(data["report"]).read_text()
+    assert text.startswith(f"# SLAレポート {month}") and "判定:" in text and "アラート精度" in text
+    assert "閾値の見直し（what-if）" in text
+
+
+def test_trends_bad_input_is_one_line(sandbox: Sandbox, tmp_path: Path) -> None:
+    res = run_cli("trends", "--month", "November")
+    assert (
+        res.returncode == 2
+        and res.stderr.strip() == "error: --month must look like 2026-11 (got 'November')"
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"settings": []}')
+    res = run_cli("trends", "--month", "2026-11", "--thresholds", str(bad))
+    assert res.returncode == 2 and "needs a non-empty 'settings' list" in res.stderr
+
+
+def test_drill_refuses_anything_but_the_sandbox(sandbox: Sandbox) -> None:
+    res = run_cli(
+        "drill",
+        "--faults",
+        "orphans",
+        env={"DIRECT_URL": "postgresql://u:p@db.example.com:5432/postgres"},
+    )
+    assert res.returncode == 2 and "refusing to inject a fault" in res.stderr
+    res = run_cli("drill", "--faults", "meteor")
+    assert res.returncode == 2 and "unknown fault(s): meteor" in res.stderr
