@@ -118,3 +118,24 @@ def write_config(path: Path, **overrides: object) -> Path:
         node[leaf] = value
     path.write_text(json.dumps(data))
     return path
+
+
+HISTORY_TABLES = (
+    "alerts",
+    "incidents",
+    "samples",
+    "performance_samples",
+    "daily_health",
+    "hourly_performance",
+    "drill_faults",
+)
+
+
+def clear_history() -> None:
+    """Start a test with an empty monitoring history (and no repair attempts on record)."""
+    clear_repair_audit()
+    with psycopg.connect(os.environ["WESTEP_OPS_STORAGE_URL"], autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('westep_ops.samples')").fetchone()[0]:
+            conn.execute(
+                "TRUNCATE " + ", ".join(f"westep_ops.{t}" for t in HISTORY_TABLES)
+            )  # constants

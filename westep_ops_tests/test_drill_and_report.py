@@ -11,30 +11,15 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from westep_ops.monitoring.history import HistoryStore
 from westep_ops.sandbox import faults
 from westep_ops.sandbox.manager import Sandbox
-from westep_ops_tests.conftest import clear_repair_audit, run_cli
-
-TABLES = (
-    "alerts",
-    "incidents",
-    "samples",
-    "performance_samples",
-    "daily_health",
-    "hourly_performance",
-    "drill_faults",
-)
+from westep_ops_tests.conftest import clear_history, run_cli
 
 
 @pytest.fixture(scope="module")
 def drill(sandbox: Sandbox) -> dict:
     """One drill for the module: pool_pause, grant_revoke, orphans, pg_down at 2 s probes."""
-    clear_repair_audit()
-    store = HistoryStore(os.environ["WESTEP_OPS_STORAGE_URL"])
-    with store.tx() as conn:
-        conn.execute("TRUNCATE " + ", ".join(f"westep_ops.{t}" for t in TABLES))  # constant names
-    store.close()
+    clear_history()
     res = run_cli(
         "drill",
         "--faults",

@@ -26,28 +26,13 @@ from westep_ops.monitoring.notify import Alert, Notifier
 from westep_ops.monitoring.rotation import rotate_logs
 from westep_ops.sandbox import faults
 from westep_ops.sandbox.manager import Sandbox
-from westep_ops_tests.conftest import clear_repair_audit, run_cli, write_config
-
-TABLES = (
-    "alerts",
-    "incidents",
-    "samples",
-    "performance_samples",
-    "daily_health",
-    "hourly_performance",
-)
+from westep_ops_tests.conftest import clear_history, run_cli, write_config
 
 
 @pytest.fixture
 def cfg(tmp_path: Path, sandbox: Sandbox) -> Path:
     """A clean history, and a short confirmation delay so tests need not wait."""
-    clear_repair_audit()
-    store = HistoryStore(os.environ["WESTEP_OPS_STORAGE_URL"])
-    with store.tx() as conn:
-        conn.execute(
-            "TRUNCATE " + ", ".join(f"westep_ops.{t}" for t in TABLES)
-        )  # our own constant names
-    store.close()
+    clear_history()
     return write_config(tmp_path / "mon.json", monitoring__alerting__confirmDelaySeconds=0.2)
 
 

@@ -26,6 +26,7 @@ from psycopg import sql
 from westep_ops.config import Config, split_name
 from westep_ops.db import connect
 from westep_ops.environment import Environment
+from westep_ops.integrity import violation_condition
 from westep_ops.probes.base import CheckResult, Status
 from westep_ops.probes.health import (
     DB_FAILURES,
@@ -37,7 +38,6 @@ from westep_ops.probes.health import (
 from westep_ops.probes.performance import PerformanceMonitor
 from westep_ops.probes.session import ProbeSession
 from westep_ops.redact import redact
-from westep_ops.repairs.quarantine import violation_condition
 from westep_ops.store import log_dir
 
 SAMPLES = 5

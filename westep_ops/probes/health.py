@@ -22,6 +22,7 @@ from psycopg import sql
 
 from westep_ops.config import Category, Endpoint, split_name
 from westep_ops.db import DeadlineExceeded, describe_error
+from westep_ops.integrity import count_sql
 from westep_ops.probes.base import CheckResult, Status, timed_result
 from westep_ops.probes.metrics import PoolMetrics, fetch_pool_metrics
 from westep_ops.probes.session import ProbeSession, Unavailable
@@ -497,31 +498,8 @@ def _rollback(session: ProbeSession) -> None:
 
 # -- H4 ---------------------------------------------------------------------------------
 def integrity_rule_sql(rule: Any) -> sql.Composable:
-    """A query counting the rows that break ``rule`` (identifiers composed, never formatted)."""
-    schema, table = split_name(rule.table)
-    t = sql.Identifier(schema, table)
-    if rule.kind == "orphans":
-        rschema, rtable = split_name(rule.references or "")
-        ref_cols = rule.referenced_columns or ["id"]
-        match = sql.SQL(" AND ").join(
-            sql.SQL("r.{} = c.{}").format(sql.Identifier(rc), sql.Identifier(cc))
-            for rc, cc in zip(ref_cols, rule.columns, strict=True)
-        )
-        not_null = sql.SQL(" AND ").join(
-            sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c in rule.columns
-        )
-        return sql.SQL(
-            "SELECT count(*) FROM {} AS c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS r WHERE {})"
-        ).format(t, not_null, sql.Identifier(rschema, rtable), match)
-    if rule.kind == "not_null":
-        cond = sql.SQL(" OR ").join(
-            sql.SQL("{} IS NULL").format(sql.Identifier(c)) for c in rule.columns
-        )
-        return sql.SQL("SELECT count(*) FROM {} WHERE {}").format(t, cond)
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in rule.columns)
-    return sql.SQL(
-        "SELECT coalesce(sum(n - 1), 0)::bigint FROM (SELECT count(*) AS n FROM {} GROUP BY {} HAVING count(*) > 1) AS d"
-    ).format(t, cols)
+    """A query counting the rows that break ``rule`` (the rows fix_data_integrity would move)."""
+    return count_sql(rule)
 
 
 def check_integrity(session: ProbeSession) -> CheckResult:
