@@ -214,9 +214,7 @@ def fix_table_permissions(ctx: RepairContext) -> str:
             stmt = sql.SQL("GRANT {} ON {} TO {}").format(
                 sql.SQL(priv), sql.Identifier(schema, name), sql.Identifier(role)
             )
-            ctx.change(stmt.as_string(conn))
-            if not ctx.dry_run:
-                conn.execute(stmt)
+            ctx.apply(conn, stmt)
         conn.commit()
     if not missing:
         return "every declared grant is in place"
@@ -255,9 +253,7 @@ def repair_auth(ctx: RepairContext) -> str:
             for r in no_usage
         ] + [sql.SQL("GRANT {} TO authenticator").format(sql.Identifier(r)) for r in not_member]
         for stmt in stmts:
-            ctx.change(stmt.as_string(conn))
-            if not ctx.dry_run:
-                conn.execute(stmt)
+            ctx.apply(conn, stmt)
         conn.commit()
     if not stmts:
         return "auth schema usage and role memberships are in place"
@@ -399,8 +395,6 @@ def restore_realtime_publication(ctx: RepairContext) -> str:
             stmt = sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(pub, tables)
         else:
             return f"publication {rt.publication} holds every declared table"
-        ctx.change(stmt.as_string(conn))
-        if not ctx.dry_run:
-            conn.execute(stmt)
-            conn.commit()
+        ctx.apply(conn, stmt)
+        conn.commit()
     return f"{'would restore' if ctx.dry_run else 'restored'} publication {rt.publication} ({len(missing)} tables)"
