@@ -8,6 +8,7 @@ drops them), so their timeouts are set per transaction with ``SET LOCAL`` instea
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import threading
@@ -103,38 +104,88 @@ class DeadlineExceeded(Exception):
         )
 
 
+class Watchdog:
+    """One thread that cuts connections whose deadline passed (cheaper than a Timer each).
+
+    Deadlines are seconds long, so the thread polls every 50 ms instead of being woken on
+    every query: arming and disarming are a dict operation, with no thread switch.
+    """
+
+    TICK = 0.05
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[int, tuple[float, psycopg.Connection]] = {}
+        self._fired: set[int] = set()
+        self._ids = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="westep-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, conn: psycopg.Connection, ms: float) -> int:
+        token = next(self._ids)
+        with self._lock:
+            self._armed[token] = (time.monotonic() + ms / 1000, conn)
+        return token
+
+    def disarm(self, token: int) -> bool:
+        """Remove the deadline; True if it had already fired."""
+        with self._lock:
+            self._armed.pop(token, None)
+            if token in self._fired:
+                self._fired.discard(token)
+                return True
+            return False
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            with self._lock:
+                due = [(t, c) for t, (d, c) in self._armed.items() if d <= now]
+                for t, _ in due:
+                    del self._armed[t]
+                    self._fired.add(t)
+            for _, conn in due:
+                _cut(conn)
+
+
+def _cut(conn: psycopg.Connection) -> None:
+    try:
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as s:
+            s.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass
+
+
+_watchdog: Watchdog | None = None
+_watchdog_lock = threading.Lock()
+
+
+def watchdog() -> Watchdog:
+    global _watchdog
+    with _watchdog_lock:
+        if _watchdog is None:
+            _watchdog = Watchdog()
+        return _watchdog
+
+
 @contextmanager
 def deadline(conn: psycopg.Connection, ms: float) -> Iterator[None]:
     """Cut ``conn`` if the block takes longer than ``ms`` and raise :class:`DeadlineExceeded`.
 
     A server-side ``statement_timeout`` cannot help a query that pgbouncer is still
-    holding in its queue, and pgbouncer ignores cancel requests for queued clients, so a
+    holding in its queue, and pgbouncer ignores cancel requests for queued clients, so the
     watchdog shuts the socket down: libpq's blocked read then returns at once. The
     connection is unusable afterwards; callers close it.
     """
-    fired = threading.Event()
-
-    def cut() -> None:
-        fired.set()
-        try:
-            fd = conn.pgconn.socket
-            with socket.socket(fileno=os.dup(fd)) as s:
-                s.shutdown(socket.SHUT_RDWR)
-        except (OSError, psycopg.Error):
-            pass
-
-    timer = threading.Timer(ms / 1000, cut)
-    timer.daemon = True
-    timer.start()
+    token = watchdog().arm(conn, ms)
     try:
         yield
     except psycopg.Error as e:
-        if fired.is_set():
+        if watchdog().disarm(token):
             raise DeadlineExceeded(ms) from e
         raise
-    finally:
-        timer.cancel()
-    if fired.is_set():
+    if watchdog().disarm(token):  # fired just as the block finished: the connection is cut
         raise DeadlineExceeded(ms)
 
 
@@ -172,7 +223,6 @@ def _first_line(exc: BaseException) -> str:
     return redact(text.splitlines()[0] if text else "")
 
 
-@contextmanager
 def timed() -> Iterator[dict[str, float]]:
     """``with timed() as t: ...`` then ``t["ms"]``: wall time of the block in milliseconds."""
     out: dict[str, float] = {}

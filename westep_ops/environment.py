@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from westep_ops.errors import WestepError
@@ -108,7 +108,3 @@ def _check(name: str, raw: str, kind: str) -> None:
     elif kind == "http":
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise WestepError(f"{name} must be an http(s):// URL")
-
-
-def field_names() -> list[str]:
-    return [f.name for f in fields(Environment)]

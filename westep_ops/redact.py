@@ -9,8 +9,7 @@ key still comes out clean.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 MASK = "***"
 _USERINFO = re.compile(
@@ -39,13 +38,7 @@ def register_url(url: str | None) -> None:
     if parts.password:
         register_secret(parts.password)
         # libpq may report the percent-decoded form; urlsplit keeps it encoded.
-        from urllib.parse import unquote
-
         register_secret(unquote(parts.password))
-
-
-def known_secrets() -> Iterable[str]:
-    return tuple(_known)
 
 
 def redact(text: object) -> str:

@@ -22,7 +22,7 @@ from westep_ops.db import (
     describe_error,
     set_local_timeouts,
 )
-from westep_ops.environment import VARIABLES, Environment
+from westep_ops.environment import Environment
 from westep_ops.redact import safe_url
 
 
@@ -122,7 +122,3 @@ def test_connections(env: Environment, config: Config) -> list[ConnectionResult]
         ),
         _probe("ops storage", "WESTEP_OPS_STORAGE_URL", env.storage_url, direct, version, limit),
     ]
-
-
-def describe_variable(env_var: str) -> str:
-    return VARIABLES[env_var][2]

@@ -12,9 +12,6 @@ sweep, because "can a client get in through the pool right now" is part of what 
 
 from __future__ import annotations
 
-import itertools
-import os
-import socket
 import sys
 import threading
 import time
@@ -25,7 +22,7 @@ import httpx
 import psycopg
 
 from westep_ops.config import Config
-from westep_ops.db import DeadlineExceeded, connect, describe_error
+from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
 from westep_ops.environment import Environment
 from westep_ops.redact import redact
 
@@ -40,71 +37,6 @@ class QueryLog:
     text: str
     ms: float
     error: str = ""
-
-
-class Watchdog:
-    """One thread that cuts connections whose deadline passed (cheaper than a Timer each).
-
-    Deadlines are seconds long, so the thread polls every 50 ms instead of being woken on
-    every query: arming and disarming are a dict operation, with no thread switch.
-    """
-
-    TICK = 0.05
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._armed: dict[int, tuple[float, psycopg.Connection]] = {}
-        self._fired: set[int] = set()
-        self._ids = itertools.count()
-        self._thread = threading.Thread(target=self._run, name="westep-watchdog", daemon=True)
-        self._thread.start()
-
-    def arm(self, conn: psycopg.Connection, ms: float) -> int:
-        token = next(self._ids)
-        with self._lock:
-            self._armed[token] = (time.monotonic() + ms / 1000, conn)
-        return token
-
-    def disarm(self, token: int) -> bool:
-        """Remove the deadline; True if it had already fired."""
-        with self._lock:
-            self._armed.pop(token, None)
-            if token in self._fired:
-                self._fired.discard(token)
-                return True
-            return False
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.TICK)
-            now = time.monotonic()
-            with self._lock:
-                due = [(t, c) for t, (d, c) in self._armed.items() if d <= now]
-                for t, _ in due:
-                    del self._armed[t]
-                    self._fired.add(t)
-            for _, conn in due:
-                _cut(conn)
-
-
-def _cut(conn: psycopg.Connection) -> None:
-    try:
-        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as s:
-            s.shutdown(socket.SHUT_RDWR)
-    except (OSError, psycopg.Error):
-        pass
-
-
-_watchdog: Watchdog | None = None
-_watchdog_lock = threading.Lock()
-
-
-def watchdog() -> Watchdog:
-    global _watchdog
-    with _watchdog_lock:
-        if _watchdog is None:
-            _watchdog = Watchdog()
-        return _watchdog
 
 
 class ProbeSession:
@@ -199,38 +131,33 @@ class ProbeSession:
         """
         conn = self._open(target)
         limit = deadline_ms or (self.timeouts.statement + self.timeouts.connect)
-        token = watchdog().arm(conn, limit)
         t0 = time.perf_counter()
         error = ""
         try:
-            cur = (
-                conn.execute(query, params, prepare=False)
-                if params is not None
-                else conn.execute(query)
-            )
-            if not all_results:
-                return _rows(cur, dicts)
-            out = []
-            while True:
-                if cur.description:
-                    out.append(_rows(cur, dicts))
-                if not cur.nextset():
-                    return out
+            with deadline(conn, limit):
+                cur = (
+                    conn.execute(query, params, prepare=False)
+                    if params is not None
+                    else conn.execute(query)
+                )
+                if not all_results:
+                    return _rows(cur, dicts)
+                out = []
+                while True:
+                    if cur.description:
+                        out.append(_rows(cur, dicts))
+                    if not cur.nextset():
+                        return out
+        except DeadlineExceeded as e:
+            error = self._failed[target] = str(e)  # the connection was cut: not again this sweep
+            conn.close()
+            raise
         except psycopg.Error as e:
             error = describe_error(e)
-            if watchdog().disarm(token):
-                token = -1
-                error = str(DeadlineExceeded(limit))
-                self._failed[target] = error
-                conn.close()
-                raise DeadlineExceeded(limit) from None
             if conn.broken:
                 self._failed[target] = error
             raise
         finally:
-            if token >= 0 and watchdog().disarm(token) and not error:
-                # Fired just as the query returned: the connection is cut; drop it.
-                conn.close()
             if self.debug or error:
                 self._log(target, _text(query, conn), (time.perf_counter() - t0) * 1000, error)
 
@@ -290,9 +217,6 @@ class ProbeSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def open_connections(self) -> int:
-        return sum(1 for c in self._conns.values() if not c.closed)
 
 
 def _rows(cur: psycopg.Cursor, dicts: bool) -> list[Any]:
