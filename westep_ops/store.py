@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -154,30 +153,46 @@ class StoreStatus:
 
 
 class OpsStore:
-    """Repair audit and rate limit; PostgreSQL when reachable, the JSONL file otherwise."""
+    """Repair audit and rate limit; PostgreSQL when reachable, the JSONL file otherwise.
+
+    One kept connection serves the count, the advisory lock and the record of every
+    repair it is used for (a recovery runs several): close it with :meth:`close`.
+    """
 
     def __init__(self, url: str | None, *, connect_timeout_ms: int = 3000) -> None:
         self.url = url
         self.connect_timeout_ms = connect_timeout_ms
         self.audit_file = log_dir() / "repair-attempts.jsonl"
-        self._migrated = False
+        self._db: psycopg.Connection | None = None
         self.status = StoreStatus(False, "WESTEP_OPS_STORAGE_URL is not set") if not url else None
 
     def _conn(self) -> psycopg.Connection | None:
+        if self._db is not None and not self._db.closed and not self._db.broken:
+            return self._db
         if not self.url or (self.status is not None and not self.status.ok):
             return None
         try:
-            conn = connect(
+            self._db = connect(
                 self.url, connect_timeout_ms=self.connect_timeout_ms, statement_timeout_ms=5000
             )
+            migrate(self._db)
         except psycopg.Error as e:
+            self._db = None
             self.status = StoreStatus(False, f"ops store unreachable: {describe_error(e)}")
             return None
-        if not self._migrated:
-            migrate(conn)
-            self._migrated = True
         self.status = StoreStatus(True, "ops PostgreSQL")
-        return conn
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> OpsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def attempts_last_hour(self, action: str, now: datetime | None = None) -> tuple[int, str]:
         """Non-dry-run, non-refused attempts of ``action`` in the last hour, and the source."""
@@ -185,12 +200,11 @@ class OpsStore:
         since = now - timedelta(hours=1)
         conn = self._conn()
         if conn is not None:
-            with conn:
-                row = conn.execute(
-                    "SELECT count(*) FROM westep_ops.repair_attempts WHERE action = %s"
-                    " AND started_at > %s AND NOT dry_run AND outcome <> 'refused'",
-                    (action, since),
-                ).fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM westep_ops.repair_attempts WHERE action = %s"
+                " AND started_at > %s AND NOT dry_run AND outcome <> 'refused'",
+                (action, since),
+            ).fetchone()
             return (row[0] if row else 0), "ops PostgreSQL"
         count = 0
         for rec in self._read_file():
@@ -215,62 +229,35 @@ class OpsStore:
         conn = self._conn()
         if conn is None:
             return
-        cols = [
-            "action",
-            "trigger",
-            "target",
-            "started_at",
-            "finished_at",
-            "dry_run",
-            "forced",
-            "outcome",
-            "summary",
-            "changes",
-            "before",
-            "after",
-            "escalation",
-            "incident_id",
-        ]
         values = [
             Jsonb(attempt.get(c)) if c in ("changes", "before", "after") else attempt.get(c)
-            for c in cols
+            for c in ATTEMPT_COLUMNS
         ]
-        with conn:
-            conn.execute(
-                sql.SQL("INSERT INTO westep_ops.repair_attempts ({}) VALUES ({})").format(
-                    sql.SQL(", ").join(map(sql.Identifier, cols)),
-                    sql.SQL(", ").join(sql.Placeholder() * len(cols)),
-                ),
-                values,
-            )
+        conn.execute(
+            sql.SQL("INSERT INTO westep_ops.repair_attempts ({}) VALUES ({})").format(
+                sql.SQL(", ").join(map(sql.Identifier, ATTEMPT_COLUMNS)),
+                sql.SQL(", ").join(sql.Placeholder() * len(ATTEMPT_COLUMNS)),
+            ),
+            values,
+        )
 
-    def try_lock(self, action: str) -> psycopg.Connection | None | bool:
-        """Hold an advisory lock on ``action`` so two processes never run it at once.
+    def try_lock(self, action: str) -> bool | None:
+        """Take the advisory lock on ``action`` so two processes never run it at once.
 
-        Returns the connection holding the lock (close it to release), None when the ops
-        store is unreachable (nothing to lock with), or False when another process holds it.
+        True when taken (release with :meth:`unlock`), False when another process holds
+        it, None when the ops store is unreachable (nothing to lock with).
         """
         conn = self._conn()
         if conn is None:
             return None
         (got,) = conn.execute(
-            "SELECT pg_try_advisory_lock(hashtext(%s))", (f"westep_ops.repair:{action}",)
+            "SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(action),)
         ).fetchone() or (False,)
-        if not got:
-            conn.close()
-            return False
-        return conn
+        return bool(got)
 
-    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
-        conn = self._conn()
-        if conn is None:
-            return list(self._read_file())[-limit:]
-        with conn:
-            cur = conn.execute(
-                "SELECT * FROM westep_ops.repair_attempts ORDER BY id DESC LIMIT %s", (limit,)
-            )
-            cols = [d.name for d in cur.description or []]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()][::-1]
+    def unlock(self, action: str) -> None:
+        if self._db is not None and not self._db.closed and not self._db.broken:
+            self._db.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(action),))
 
     def _read_file(self) -> list[dict[str, Any]]:
         try:
@@ -284,6 +271,28 @@ class OpsStore:
             except ValueError:
                 continue  # a torn line from a crash must not stop the rate limit
         return out
+
+
+ATTEMPT_COLUMNS = (
+    "action",
+    "trigger",
+    "target",
+    "started_at",
+    "finished_at",
+    "dry_run",
+    "forced",
+    "outcome",
+    "summary",
+    "changes",
+    "before",
+    "after",
+    "escalation",
+    "incident_id",
+)
+
+
+def _lock_key(action: str) -> str:
+    return f"westep_ops.repair:{action}"
 
 
 def migrate(conn: psycopg.Connection) -> None:
@@ -305,7 +314,3 @@ def migrate(conn: psycopg.Connection) -> None:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def monotonic_ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 1)

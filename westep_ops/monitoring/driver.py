@@ -42,7 +42,13 @@ def build(env: Environment, config: Config, *, recovery: bool) -> Monitor:
 
 def run_repairs(monitor: Monitor, result: TickResult) -> None:
     """Run the tick's repair requests now, then re-probe what they repaired."""
-    store = OpsStore(monitor.env.storage_url)
+    if not result.repairs:
+        return
+    with OpsStore(monitor.env.storage_url) as store:
+        _run_requests(monitor, result, store)
+
+
+def _run_requests(monitor: Monitor, result: TickResult, store: OpsStore) -> None:
     for req in result.repairs:
         r = run_repair(
             req.action,

@@ -206,6 +206,7 @@ def run_repair(
     from westep_ops.repairs import actions  # noqa: F401 - registers the repairs (imports us)
 
     spec = REGISTRY[action]
+    own_store = store is None
     store = store or OpsStore(
         env.storage_url, connect_timeout_ms=config.monitoring.timeouts.connect
     )
@@ -214,7 +215,7 @@ def run_repair(
     result = RepairResult(
         action.value, trigger, dry_run, "failed", "", target=target_id(env), forced=force
     )
-    lock = None
+    locked = False
     try:
         if not dry_run:
             limit = config.monitoring.auto_recovery.max_attempts_per_hour
@@ -232,6 +233,7 @@ def run_repair(
                 result.outcome = "refused"
                 result.summary = f"refused: another {action.value} is running right now"
                 return result
+            locked = bool(lock)
         before = _probe(env, config, spec.verify)
         result.before = _brief(before)
         ctx = RepairContext(env, config, dry_run=dry_run, trigger=trigger)
@@ -266,8 +268,6 @@ def run_repair(
         result.outcome = "repaired" if ctx.changes else "nothing_to_do"
         return result
     finally:
-        if lock not in (None, False):
-            lock.close()  # type: ignore[union-attr]
         result.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
         record = result.as_dict()
         record.update(
@@ -281,3 +281,8 @@ def run_repair(
             store.record(record)
         except (OSError, psycopg.Error) as e:
             result.notes.append(f"audit not fully written: {describe_error(e)}")
+        # Released only once recorded, so whoever takes the lock next counts this attempt.
+        if locked:
+            store.unlock(action.value)
+        if own_store:
+            store.close()

@@ -238,40 +238,40 @@ def recover(
         # The seed's runbook: on a database connection failure, check the database status too.
         with ProbeSession(env, config) as session:
             report.db_status = db_status(session)
+    own_store = store is None
     store = store or OpsStore(
         env.storage_url, connect_timeout_ms=config.monitoring.timeouts.connect
     )
-    for p in plan:
-        result = run_repair(
-            p.action,
-            env,
-            config,
-            dry_run=dry_run or not enabled,
-            trigger="; ".join(p.triggers)[:500],
-            store=store,
-        )
-        report.repairs.append(result)
-        if result.outcome == "refused" or (result.escalation and not result.ok):
-            report.escalations.append(
-                Escalation(result.escalation or LEVEL_MANUAL, p.action.value, result.summary)
+    try:
+        for p in plan:
+            result = run_repair(
+                p.action,
+                env,
+                config,
+                dry_run=dry_run or not enabled,
+                trigger="; ".join(p.triggers)[:500],
+                store=store,
             )
+            report.repairs.append(result)
+            if result.outcome == "refused" or (result.escalation and not result.ok):
+                report.escalations.append(
+                    Escalation(result.escalation or LEVEL_MANUAL, p.action.value, result.summary)
+                )
+    finally:
+        if own_store:
+            store.close()
     if plan and not dry_run and enabled:
-        report.after, perf_after = sweep(env, config)
-        escalated_categories = {e.category for e in report.escalations}
-        for r in report.after:
-            if (
-                r.status is not Status.ok
-                and r.suspected_cause is None
-                and r.category.value not in escalated_categories
-            ):
-                if not any(e.category == r.category.value for e in escalations):
-                    report.escalations.append(
-                        Escalation(
-                            LEVEL_MANUAL,
-                            r.category.value,
-                            f"still failing after repair: {redact(r.summary)}",
-                        )
-                    )
+        report.after, _ = sweep(env, config)
+        escalated = {e.category for e in report.escalations}
+        report.escalations += [
+            Escalation(
+                LEVEL_MANUAL, r.category.value, f"still failing after repair: {redact(r.summary)}"
+            )
+            for r in report.after
+            if r.status is not Status.ok
+            and r.suspected_cause is None
+            and r.category.value not in escalated
+        ]
     if any(p.action in DIAGNOSE_AFTER for p in plan):
         # The seed's runbook: data integrity and performance warnings get a diagnosis too.
         from westep_ops.probes.diagnosis import diagnose
