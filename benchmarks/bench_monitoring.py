@@ -22,15 +22,14 @@ import statistics
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
 
+from benchmarks.scratch_history import count_rows, scratch_history  # noqa: E402
 from westep_ops.config import load_config  # noqa: E402
 from westep_ops.environment import Environment  # noqa: E402
 from westep_ops.monitoring import driver  # noqa: E402
@@ -39,8 +38,7 @@ from westep_ops.monitoring.history import HistoryStore  # noqa: E402
 from westep_ops.monitoring.notify import Notifier  # noqa: E402
 from westep_ops.sandbox import faults  # noqa: E402
 from westep_ops.sandbox.manager import Sandbox  # noqa: E402
-from westep_ops.sandbox.state import OPS_DB, default_base_port, sandbox_dir  # noqa: E402
-from westep_ops.store import migrate  # noqa: E402
+from westep_ops.sandbox.state import default_base_port, sandbox_dir  # noqa: E402
 
 CATEGORIES = ("connection", "pool", "tables", "integrity", "realtime", "auth", "api", "performance")
 
@@ -95,71 +93,38 @@ def bench_backfill(sb: Sandbox) -> None:
     )
     from westep_ops.resources import default_resources
 
-    s = sb.state
-    admin = s.url("westep_ops", s.ops_port, OPS_DB)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS westep_bench")
-        conn.execute("CREATE DATABASE westep_bench")
-    url = s.url("westep_ops", s.ops_port, "westep_bench")
-    start = datetime(2026, 10, 1, tzinfo=UTC) - timedelta(hours=9)  # Tokyo midnight
-    rng = random.Random(7)
     t0 = time.perf_counter()
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
-        with conn.cursor() as cur:
-            with cur.copy(
-                "COPY westep_ops.samples (ts, kind, category, status, summary) FROM STDIN"
-            ) as copy:
-                for minute in range(30 * 1440):
-                    ts = start + timedelta(minutes=minute)
-                    for cat in CATEGORIES:
-                        status = "critical" if rng.random() < 0.001 else "ok"
-                        copy.write_row((ts, "cheap", cat, status, "generated"))
-            with cur.copy(
-                "COPY westep_ops.performance_samples (ts, mean_api_ms, http_requests, http_failures,"
-                " tps, status) FROM STDIN"
-            ) as copy:
-                for minute in range(30 * 1440):
-                    copy.write_row(
-                        (
-                            start + timedelta(minutes=minute),
-                            rng.uniform(80, 300),
-                            2,
-                            1 if rng.random() < 0.005 else 0,
-                            rng.uniform(5, 50),
-                            "ok",
-                        )
-                    )
-        (n,) = conn.execute("SELECT count(*) FROM westep_ops.samples").fetchone()
-    gen_s = time.perf_counter() - t0
-    saved = os.environ.get("WESTEP_OPS_STORAGE_URL")
-    os.environ["WESTEP_OPS_STORAGE_URL"] = url
-    os.environ["WESTEP_OPS_LOG_DIR"] = "/tmp/westep-bench-logs"
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
-    with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            [health_samples, performance_metrics, incidents, diagnosis_report],
-            resources=default_resources(),
-            instance=instance,
-            tags={
-                "dagster/asset_partition_range_start": "2026-10-01",
-                "dagster/asset_partition_range_end": "2026-10-30",
-            },
+    with scratch_history(sb, "westep_bench", seed=7, critical_share=0.001) as url:
+        n = count_rows(url)
+        gen_s = time.perf_counter() - t0
+        saved = os.environ.get("WESTEP_OPS_STORAGE_URL")
+        os.environ["WESTEP_OPS_STORAGE_URL"] = url
+        os.environ["WESTEP_OPS_LOG_DIR"] = "/tmp/westep-bench-logs"
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        t0 = time.perf_counter()
+        with DagsterInstance.ephemeral() as instance:
+            result = materialize(
+                [health_samples, performance_metrics, incidents, diagnosis_report],
+                resources=default_resources(),
+                instance=instance,
+                tags={
+                    "dagster/asset_partition_range_start": "2026-10-01",
+                    "dagster/asset_partition_range_end": "2026-10-30",
+                },
+            )
+        took = time.perf_counter() - t0
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if saved:
+            os.environ["WESTEP_OPS_STORAGE_URL"] = saved
+        with psycopg.connect(url) as conn:
+            (days,) = conn.execute(
+                "SELECT count(DISTINCT day) FROM westep_ops.daily_health"
+            ).fetchone()
+        print(
+            f"[backfill] {n} sample rows over 30 days (generated in {gen_s:.1f} s); one run over 30 daily partitions: "
+            f"{took:.1f} s, success={result.success}, days rolled up={days}, peak RSS {rss:.0f} MB "
+            f"(process before the run: {rss0:.0f} MB)"
         )
-    took = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if saved:
-        os.environ["WESTEP_OPS_STORAGE_URL"] = saved
-    with psycopg.connect(url) as conn:
-        (days,) = conn.execute("SELECT count(DISTINCT day) FROM westep_ops.daily_health").fetchone()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier("westep_bench")))
-    print(
-        f"[backfill] {n} samples over 30 days (generated in {gen_s:.1f} s); one run over 30 daily partitions: "
-        f"{took:.1f} s, success={result.success}, days rolled up={days}, peak RSS {rss:.0f} MB "
-        f"(process before the run: {rss0:.0f} MB)"
-    )
 
 
 def bench_faults(env: Environment, config, sb: Sandbox, names: list[str]) -> None:

@@ -642,9 +642,9 @@ def trends_cmd(
 @click.option(
     "--faults",
     "fault_names",
-    default=",".join(("pool_pause", "grant_revoke", "orphans", "publication_drop", "pg_down")),
-    show_default=True,
-    help="Comma-separated faults to inject in turn.",
+    default=None,
+    help="Comma-separated faults to inject in turn "
+    "(default: pool_pause,grant_revoke,orphans,publication_drop,pg_down).",
 )
 @click.option(
     "--interval",
@@ -676,7 +676,9 @@ def drill_cmd(ctx: click.Context, fault_names: str, interval: float, as_json: bo
         sb,
         env,
         _cfg(ctx),
-        [f.strip() for f in fault_names.split(",") if f.strip()],
+        [f.strip() for f in fault_names.split(",") if f.strip()]
+        if fault_names
+        else list(drill.DEFAULT_FAULTS),
         interval,
         echo=(lambda s: None) if as_json else click.echo,
     )

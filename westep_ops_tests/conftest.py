@@ -76,10 +76,6 @@ def run_cli(
     )
 
 
-def superuser(sb: Sandbox) -> psycopg.Connection:
-    return sb.superuser_conn()
-
-
 def app_get(sb: Sandbox, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
     """GET from the stand-in that serves ``path``: the app, or the Supabase services."""
     port = sb.state.app_port if path.startswith("/api/") else sb.state.supabase_port

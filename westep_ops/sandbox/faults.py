@@ -135,19 +135,6 @@ def stop_all_holders(sb: Sandbox) -> list[str]:
     return stopped
 
 
-def _wait_pool_idle(sb: Sandbox, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with _admin(sb) as conn:
-            rows = admin_show(conn, "pools")
-        if all(
-            r["sv_active"] == 0 and r["cl_waiting"] == 0 for r in rows if r["database"] == TARGET_DB
-        ):
-            return
-        time.sleep(0.1)
-    raise WestepError("pool did not drain within 15 s after the fault was removed")
-
-
 # -- the faults ---------------------------------------------------------------------------
 def _pool_pause_on(sb: Sandbox, _s: float) -> str:
     with _admin(sb) as conn:
@@ -175,7 +162,7 @@ def _pool_exhaust_on(sb: Sandbox, seconds: float) -> str:
 def _pool_exhaust_off(sb: Sandbox) -> str:
     _stop_holder(sb, "pool_exhaust")
     if procs.port_open(sb.state.bouncer_port):
-        _wait_pool_idle(sb)
+        wait_pool_drained(sb, servers_idle=True)
     return "pool_exhaust off: held connections released"
 
 
@@ -332,19 +319,26 @@ def wait_serving(sb: Sandbox, timeout: float = 20) -> None:
     raise WestepError(f"the app did not answer /api/health within {timeout:.0f} s ({last})")
 
 
-def wait_queue_drained(sb: Sandbox, timeout: float = 15) -> None:
-    """Wait until no client is queued in pgbouncer. Clients that gave up while the
-    database was unavailable stay queued until pgbouncer next serves or times them out
+def wait_pool_drained(sb: Sandbox, *, servers_idle: bool = False, timeout: float = 15) -> None:
+    """Wait until no client is queued in pgbouncer (and, with ``servers_idle``, no server
+    of the app's database is busy). Clients that gave up while the database was
+    unavailable stay queued until pgbouncer next serves or times them out
     (query_wait_timeout, 10 s here): 'off' means the sandbox is as it was, queue included."""
     if not procs.port_open(sb.state.bouncer_port):
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with _admin(sb) as conn:
-            if not any(p["cl_waiting"] for p in admin_show(conn, "pools")):
-                return
-        time.sleep(0.2)
-    raise WestepError(f"clients still queued in pgbouncer after {timeout:.0f} s")
+            pools = admin_show(conn, "pools")
+        busy = [p for p in pools if p["cl_waiting"]] + [
+            p for p in pools if servers_idle and p["database"] == TARGET_DB and p["sv_active"]
+        ]
+        if not busy:
+            return
+        time.sleep(0.1)
+    raise WestepError(
+        f"pgbouncer still busy or queueing {timeout:.0f} s after the fault was removed"
+    )
 
 
 def guard(sb: Sandbox, env: dict[str, str] | None = None) -> None:
@@ -391,7 +385,7 @@ def inject(sb: Sandbox, name: str, on: bool, seconds: float = 300) -> str:
     else:
         marker.unlink(missing_ok=True)
         wait_serving(sb)
-        wait_queue_drained(sb)
+        wait_pool_drained(sb)
     return msg
 
 
