@@ -106,13 +106,19 @@ def _probe_session(ctx: click.Context) -> Any:
     return ProbeSession(_env(), _cfg(ctx))
 
 
-_STATUS_STYLE = {"ok": "green", "warning": "yellow", "error": "magenta", "critical": "red"}
+_STATUS_STYLE = {
+    "ok": "green",
+    "warning": "yellow",
+    "error": "magenta",
+    "critical": "red",
+    "not_configured": "bright_black",
+}
 
 
 def _styled(status: str) -> str:
-    return click.style(
-        status.upper() if status != "ok" else "ok", fg=_STATUS_STYLE[status], bold=status != "ok"
-    )
+    quiet = status in ("ok", "not_configured")
+    word = status.replace("_", " ") if quiet else status.upper()
+    return click.style(word, fg=_STATUS_STYLE[status], bold=not quiet)
 
 
 @cli.command("health-check")

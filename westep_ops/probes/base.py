@@ -24,8 +24,13 @@ H_NUMBER = {
 
 
 class Status(StrEnum):
-    """``error`` means the probe itself could not run (not that the system is broken)."""
+    """``error`` means the probe itself could not run (not that the system is broken):
+    the monitor is degraded, which is never an outage and never triggers a repair.
+    ``not_configured`` means the check does not apply to this target (no endpoints, no
+    auth schema): never ok, never failing, and unknown (not up) in the SLA.
+    """
 
+    not_configured = "not_configured"
     ok = "ok"
     warning = "warning"
     error = "error"
@@ -36,7 +41,19 @@ class Status(StrEnum):
         return _RANK[self]
 
 
-_RANK = {Status.ok: 0, Status.warning: 1, Status.error: 2, Status.critical: 3}
+# not_configured ranks below ok: a category with one configured item that passes is ok.
+_RANK = {
+    Status.not_configured: -1,
+    Status.ok: 0,
+    Status.warning: 1,
+    Status.error: 2,
+    Status.critical: 3,
+}
+
+# The finding of a check that could not run because the server answered and refused the
+# monitor (wrong password, missing database, SSL required, permission denied): the
+# monitor's own misconfiguration, not an outage of the target.
+MONITOR_MISCONFIGURED = "monitor_misconfigured"
 
 
 def worst(statuses: Iterable[Status]) -> Status:
@@ -44,7 +61,10 @@ def worst(statuses: Iterable[Status]) -> Status:
 
 
 def exit_code(statuses: Iterable[Status]) -> int:
-    """0 healthy, 1 warning, 2 critical, 3 a probe could not run (and nothing critical)."""
+    """0 healthy, 1 warning, 2 critical, 3 a probe could not run (and nothing critical).
+
+    ``not_configured`` checks do not change the code.
+    """
     found = set(statuses)
     if Status.critical in found:
         return 2
