@@ -532,8 +532,7 @@ def monitor_cmd(ctx: click.Context, fast: bool, no_recovery: bool, once: bool) -
     that have a repair trigger it (subject to autoRecovery) unless --no-recovery.
 
     With --once the exit code is health-check's: 0 healthy, 1 warning, 2 critical, 3
-    could not run (bad config, flag, URL included). Without it: 2 on bad input, 3 when
-    the ops store is unavailable.
+    could not run (bad config, flag, URL included). Without it: 2 on bad input.
     """
     from westep_ops.monitoring import driver
     from westep_ops.monitoring.history import HistoryUnavailable
@@ -614,7 +613,8 @@ def alerts_ack(alert_id: int, by: str | None) -> None:
 @click.option("--false", "false_alarm", is_flag=True, help="A false alarm.")
 def alerts_label(alert_id: int, real: bool, false_alarm: bool) -> None:
     """Say whether alert ALERT_ID was real (--true) or a false alarm (--false); exactly
-    one of them. The monthly alert precision counts these. Exit code 0, 2 bad input.
+    one of them. The monthly alert precision counts these. Exit code 0, 2 bad input or
+    no such alert.
     """
     from westep_ops.store import now_utc
 
