@@ -48,6 +48,40 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([fmt(header), *(fmt(r) for r in rows)])
 
 
+class HealthStateCommand(click.Command):
+    """A command whose exit code is a health state: 0 ok, 1 warning, 2 critical, 3 could not run.
+
+    Anything that keeps it from running (a bad flag, config, URL or environment) exits 3,
+    never 2: a typo must not read as an outage in cron or a Nagios-style check. With
+    ``state_flag``, only runs with that flag report a health state (``monitor --once``).
+    """
+
+    def __init__(self, *args: Any, state_flag: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state_flag = state_flag
+
+    def _reports_state(self, given: bool) -> bool:
+        return self.state_flag is None or given
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        flag = f"--{self.state_flag}" if self.state_flag else None
+        given = flag in args
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            if self._reports_state(given):
+                e.exit_code = 3
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WestepError as e:
+            if e.exit_code == 2 and self._reports_state(bool(ctx.params.get(self.state_flag))):
+                e.exit_code = 3
+            raise
+
+
 def _status_word(ok: bool) -> str:
     return click.style("ok", fg="green") if ok else click.style("FAIL", fg="red", bold=True)
 
@@ -121,7 +155,7 @@ def _styled(status: str) -> str:
     return click.style(word, fg=_STATUS_STYLE[status], bold=not quiet)
 
 
-@cli.command("health-check")
+@cli.command("health-check", cls=HealthStateCommand)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (for jq).")
 @click.option(
     "--category",
@@ -135,8 +169,9 @@ def health_check(ctx: click.Context, as_json: bool, categories: tuple[str, ...])
     """Run the health checks H1-H7 once and print one line per category.
 
     H1 connection, H2 pool, H3 tables, H4 integrity, H5 realtime, H6 auth, H7 api.
-    Exit code: 0 healthy, 1 warning, 2 critical, 3 a check could not run (including a
-    bad configuration). DEBUG=true prints every query with its timing on stderr.
+    Exit code: 0 healthy, 1 warning, 2 critical, 3 a check could not run or the command
+    could not start (bad config, flag, URL: never 2, which means an outage).
+    DEBUG=true prints every query with its timing on stderr.
     """
     import time
 
@@ -187,17 +222,20 @@ def health_check(ctx: click.Context, as_json: bool, categories: tuple[str, ...])
     sys.exit(code)
 
 
-@cli.command("db-status")
+@cli.command("db-status", cls=HealthStateCommand)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def db_status_cmd(ctx: click.Context, as_json: bool) -> None:
     """Server version, uptime, connections, database size, recovery state, paused project.
 
-    Exit code 0 when the database answers, 2 when it does not.
+    Exit code 0 when the database answers, 2 when it does not, 3 when the command could
+    not start (bad config, flag, URL).
     """
     from westep_ops.probes.db_status import db_status
 
-    with _probe_session(ctx) as session:
+    session = _probe_session(ctx)
+    session.env.require("direct_url")  # unset is "could not run" (3), not "unreachable" (2)
+    with session:
         st = db_status(session)
     if as_json:
         click.echo(json.dumps(st.as_dict(), indent=2))
@@ -227,7 +265,8 @@ def db_status_cmd(ctx: click.Context, as_json: bool) -> None:
 def performance(ctx: click.Context, samples: int, interval: float, as_json: bool) -> None:
     """Performance monitor P1-P4: response time, error rate, throughput, memory.
 
-    Prints the latest metrics and a one-paragraph summary. Exit 1 on a warning.
+    Prints the latest metrics and a one-paragraph summary. Exit code 0 ok, 1 on a
+    warning, 2 on bad input (config, flag, URL).
     """
     import time
 
@@ -263,7 +302,8 @@ def diagnose_cmd(ctx: click.Context, as_json: bool) -> None:
 
     D1 connection timing direct vs pooled, D2 declared vs actual grants and RLS, D3
     integrity rule counts with sample keys, D4 realtime publication and slots. The
-    report starts with the verdict. Exit code 0 when no problem is found, 1 otherwise.
+    report starts with the verdict. Exit code 0 when no problem is found, 1 otherwise,
+    2 on bad input (config, flag, URL).
     """
     from westep_ops.probes.diagnosis import diagnose
 
@@ -311,7 +351,8 @@ def repair_cmd(
     Repairs use WESTEP_OPS_REPAIR_URL / WESTEP_OPS_PGBOUNCER_REPAIR_URL, run under
     lock and statement timeouts, are verified by the matching check afterwards and
     recorded (ops store and logs/repair-attempts.jsonl). Exit code 0 when every repair
-    succeeded (or had nothing to do), 1 when one failed or was refused, 2 on bad input.
+    succeeded (or had nothing to do), 1 when one failed or was refused, 2 on bad input
+    (config, flag, URL, unknown action).
     """
     from westep_ops.repairs.base import parse_action, run_repair
     from westep_ops.repairs.recovery import plan_repairs, sweep
@@ -354,7 +395,8 @@ def recover_cmd(ctx: click.Context, with_health_check: bool, dry_run: bool, as_j
     A recovery always decides on a fresh health check (acting on stale results is how
     repairs do harm). Writes logs/recovery-<timestamp>.md. With
     autoRecovery.enabled = false it only reports. Exit code 0 when everything passes
-    afterwards, 1 when something was escalated to a person or outside help.
+    afterwards, 1 when something was escalated to a person or outside help, 2 on bad
+    input (config, flag, URL).
     """
     from westep_ops.repairs.recovery import recover
 
@@ -413,22 +455,31 @@ def quarantine_list(ctx: click.Context, as_json: bool) -> None:
 
 @quarantine_group.command("restore")
 @click.argument("table")
-@click.option("--rule", help="Only rows quarantined by this rule.")
+@click.option("--rule", help="Only rows quarantined by this rule (its integrityRules name).")
 @click.option(
-    "--id", "ids", type=int, multiple=True, help="Only these quarantine ids (repeatable)."
+    "--id",
+    "ids",
+    type=click.IntRange(min=1),
+    multiple=True,
+    help="Only these quarantine ids (repeatable).",
 )
 @click.option("--dry-run", is_flag=True, help="Count what would go back; change nothing.")
 @click.pass_context
 def quarantine_restore(
     ctx: click.Context, table: str, rule: str | None, ids: tuple[int, ...], dry_run: bool
 ) -> None:
-    """Put quarantined rows of TABLE (e.g. public.step_logs) back exactly as they were."""
-    from westep_ops.config import _qualified
+    """Put quarantined rows of TABLE (e.g. public.step_logs) back exactly as they were.
+
+    Exit code 0 restored (or would restore), 1 the repair database refused, 2 bad input.
+    """
+    from westep_ops.config import _ident, _qualified
     from westep_ops.repairs.base import RepairContext
     from westep_ops.repairs.quarantine import restore
 
     try:
         _qualified(table)
+        if rule is not None:
+            _ident(rule)
     except ValueError as e:
         raise WestepError(str(e)) from None
     config = _cfg(ctx)
@@ -463,7 +514,7 @@ def _repair_db(rctx: Any) -> Any:
 
 
 # -- monitoring ---------------------------------------------------------------------------
-@cli.command("monitor")
+@cli.command("monitor", cls=HealthStateCommand, state_flag="once")
 @click.option(
     "--fast", is_flag=True, help="Full sweep every minute (default: monitoring.intervals)."
 )
@@ -479,6 +530,9 @@ def monitor_cmd(ctx: click.Context, fast: bool, no_recovery: bool, once: bool) -
     monitoring.intervals.health; samples, incidents and alerts go to the ops store
     (WESTEP_OPS_STORAGE_URL), alerts also to logs/ and Slack (WEBHOOK_URL). Incidents
     that have a repair trigger it (subject to autoRecovery) unless --no-recovery.
+
+    With --once the exit code is health-check's: 0 healthy, 1 warning, 2 critical, 3
+    could not run (bad config, flag, URL included). Without it: 2 on bad input.
     """
     from westep_ops.monitoring import driver
     from westep_ops.monitoring.history import HistoryUnavailable
@@ -534,9 +588,15 @@ def alerts_list(open_only: bool, limit: int, as_json: bool) -> None:
     )
 
 
+def _person(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and (not value.strip() or not value.isprintable() or len(value) > 100):
+        raise click.BadParameter("a name of 1-100 printable characters")
+    return value
+
+
 @alerts_group.command("ack")
-@click.argument("alert_id", type=int)
-@click.option("--by", default=None, help="Who acknowledges (default: $USER).")
+@click.argument("alert_id", type=click.IntRange(min=1))
+@click.option("--by", default=None, callback=_person, help="Who acknowledges (default: $USER).")
 def alerts_ack(alert_id: int, by: str | None) -> None:
     """Acknowledge alert ALERT_ID: a person is on it."""
     from westep_ops.store import now_utc
@@ -548,13 +608,21 @@ def alerts_ack(alert_id: int, by: str | None) -> None:
 
 
 @alerts_group.command("label")
-@click.argument("alert_id", type=int)
-@click.option(
-    "--true/--false", "real", required=True, help="--true: a real problem; --false: a false alarm."
-)
-def alerts_label(alert_id: int, real: bool) -> None:
-    """Say whether alert ALERT_ID was real; the monthly alert precision counts these."""
+@click.argument("alert_id", type=click.IntRange(min=1))
+@click.option("--true", "real", is_flag=True, help="A real problem.")
+@click.option("--false", "false_alarm", is_flag=True, help="A false alarm.")
+def alerts_label(alert_id: int, real: bool, false_alarm: bool) -> None:
+    """Say whether alert ALERT_ID was real (--true) or a false alarm (--false); exactly
+    one of them. The monthly alert precision counts these. Exit code 0, 2 bad input or
+    no such alert.
+    """
     from westep_ops.store import now_utc
+
+    # Two flags, not --true/--false: click lets the last of those win silently.
+    if real == false_alarm:
+        raise click.UsageError(
+            "give --true or --false, not both" if real else "give --true or --false"
+        )
 
     if not _history_call(lambda h: h.label(alert_id, real, now_utc())):
         raise WestepError(f"no alert {alert_id}")
@@ -575,9 +643,18 @@ def _history_call(fn: Any) -> Any:
 
 
 # -- SLA ----------------------------------------------------------------------------------
+def _month(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from westep_ops.monitoring.sla import check_month
+
+    return check_month(value)  # before the store is opened; one error: line, exit 2
+
+
 @cli.command("trends")
 @click.option(
-    "--month", required=True, help="Month to analyse, e.g. 2026-11 (configured time zone)."
+    "--month",
+    required=True,
+    callback=_month,
+    help="Month to analyse, YYYY-MM exactly, e.g. 2026-11 (configured time zone).",
 )
 @click.option(
     "--thresholds",
@@ -602,11 +679,13 @@ def trends_cmd(
     MTTR, auto-recovery success, alert precision and false positives, coverage; each
     against its target and the month before. --thresholds replays alerting over the
     stored samples under other settings and compares alerts, false positives and misses.
+    Exit code 0, 2 on bad input (config, month, thresholds file), 3 ops store unavailable.
     """
     from westep_ops.monitoring import sla as monthly
     from westep_ops.monitoring.history import HistoryStore, HistoryUnavailable
 
     env, config = _env(), _cfg(ctx)
+    monthly.parse_settings(thresholds, config)  # a bad file is refused before the store
     store = HistoryStore(env.require("storage_url"))
     try:
         report = monthly.build(
@@ -674,6 +753,13 @@ def drill_cmd(ctx: click.Context, fault_names: str, interval: float, as_json: bo
     from westep_ops.sandbox.state import sandbox_dir
     from westep_ops.store import now_utc
 
+    names = (
+        list(drill.DEFAULT_FAULTS)
+        if fault_names is None
+        else [f.strip() for f in fault_names.split(",") if f.strip()]
+    )
+    if not names:
+        raise click.BadParameter("names no fault", param_hint="'--faults'")
     sb = Sandbox(sandbox_dir())
     env = _env()
     env.require("storage_url")
@@ -682,9 +768,7 @@ def drill_cmd(ctx: click.Context, fault_names: str, interval: float, as_json: bo
         sb,
         env,
         _cfg(ctx),
-        [f.strip() for f in fault_names.split(",") if f.strip()]
-        if fault_names
-        else list(drill.DEFAULT_FAULTS),
+        names,
         interval,
         echo=(lambda s: None) if as_json else click.echo,
     )
@@ -733,7 +817,10 @@ def config_group() -> None:
 @config_group.command("check")
 @click.pass_context
 def config_check(ctx: click.Context) -> None:
-    """Validate the config file; print a one-line summary or the first problem."""
+    """Validate the config file; print a one-line summary or the first problem.
+
+    Exit code 0 valid, 2 the first problem as one line naming the key.
+    """
     from westep_ops.config import config_path
 
     c = _cfg(ctx)
@@ -771,7 +858,7 @@ def sandbox_group() -> None:
 @_sandbox_dir_option
 @click.option(
     "--base-port",
-    type=int,
+    type=click.IntRange(1024, 65535 - 3),
     default=None,
     help="First of four ports: target, pgbouncer (+1), ops (+2), app (+3). "
     "Default $WESTEP_OPS_SANDBOX_BASE_PORT or 25430; fixed once the sandbox exists.",
@@ -891,7 +978,9 @@ def sandbox_faults(sandbox_dir: str | None) -> None:
 
 # -- Dagster UI ---------------------------------------------------------------------------
 @cli.command("ui")
-@click.option("--port", type=int, default=3000, show_default=True, help="Webserver port.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Webserver port."
+)
 def ui(port: int) -> None:
     """Open the Dagster UI (webserver + daemon) on this project, storage in the ops database.
 

@@ -5,6 +5,13 @@ pydantic, so a typo or a wrong type is one line naming the key instead of a cras
 later inside a probe. Unknown keys are rejected for the same reason. Identifiers (tables,
 columns, roles) must be plain SQL names: we compose SQL with ``psycopg.sql.Identifier``
 anyway, but a hostile-looking name in config is a mistake worth stopping at load time.
+
+Values are refused where they are written, not where they fail: types are strict (``true``
+is not a count, ``"yes"`` is not a boolean, ``3.0`` is not a count of milliseconds), every
+float is finite (JSON's ``1e999`` parses to infinity), every number has an upper bound
+that PostgreSQL, ``timedelta`` and ``time.sleep`` accept and that a sane monitor needs,
+no string holds a control character, and the file's shape is checked (nesting depth,
+duplicate keys) before pydantic sees it.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 import zoneinfo
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -22,6 +31,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -33,7 +43,18 @@ from westep_ops.errors import WestepError
 DEFAULT_CONFIG_FILE = "westep-ops.json"
 CONFIG_ENV = "WESTEP_OPS_CONFIG"
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+# \Z, not $: "$" also matches before a trailing newline ("profiles\n" passed).
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}\Z")
+
+# Upper bounds (documented in the README's Configuration section). A probe or repair
+# timeout over 10 minutes is a mistake (a sweep would outlast any sane interval);
+# PostgreSQL itself takes at most INT_MAX ms. An interval over a day is not monitoring,
+# and the bound keeps timedelta/time.sleep far from overflow.
+MAX_PROBE_TIMEOUT_MS = 600_000
+MAX_INTERVAL_MS = 86_400_000
+MAX_SECONDS = 86_400  # ages and maintenance bounds given in seconds
+MAX_SAMPLES = 100  # consecutive samples in hysteresis settings
+MAX_DEPTH = 20  # nesting of the config file; the real shape needs 6
 
 
 class RepairAction(StrEnum):
@@ -60,8 +81,17 @@ class Category(StrEnum):
     api = "api"  # H7
 
 
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
 def _ident(value: str) -> str:
     if not _IDENT.match(value):
+        if value != value.strip() or _has_control(value):
+            raise ValueError(
+                f"{value!r} is not a plain SQL identifier (surrounding whitespace or a "
+                "control character)"
+            )
         raise ValueError(f"{value!r} is not a plain SQL identifier ([A-Za-z_][A-Za-z0-9_$]*)")
     return value
 
@@ -77,6 +107,10 @@ def _qualified(value: str) -> str:
 
 Ident = Annotated[str, AfterValidator(_ident)]
 QualifiedName = Annotated[str, AfterValidator(_qualified)]
+# The models are strict, and a strict enum wants an enum instance; JSON gives its value.
+CategoryName = Annotated[Category, Strict(False)]
+ActionName = Annotated[RepairAction, Strict(False)]
+UrlPath = Annotated[str, Field(pattern=r"^/[^\s\x00-\x1f\x7f]*$", max_length=2000)]
 
 
 def split_name(qualified: str) -> tuple[str, str]:
@@ -86,42 +120,55 @@ def split_name(qualified: str) -> tuple[str, str]:
 
 
 class _Model(BaseModel):
+    # strict: no coercion (true -> 1, "yes" -> True, 3.5 -> int refused); floats finite.
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        allow_inf_nan=False,
     )
+
+
+StrictModel = _Model  # the same rules for other JSON inputs (what-if thresholds files)
 
 
 class Intervals(_Model):
     """Milliseconds, as in the seed's config."""
 
-    health: int = Field(300_000, ge=1_000)
-    performance: int = Field(60_000, ge=1_000)
+    health: int = Field(300_000, ge=1_000, le=MAX_INTERVAL_MS)
+    performance: int = Field(60_000, ge=1_000, le=MAX_INTERVAL_MS)
 
 
 class Thresholds(_Model):
-    response_time: float = Field(2000, gt=0, description="ms; API and DB latency budget")
+    response_time: float = Field(
+        2000, gt=0, le=MAX_PROBE_TIMEOUT_MS, description="ms; API and DB latency budget"
+    )
     error_rate: float = Field(0.05, ge=0, le=1)
-    pool_waiting_clients: int = Field(1, ge=1, description="clients waiting that warn")
-    pool_max_wait_seconds: float = Field(5, gt=0, description="longest wait that is critical")
+    pool_waiting_clients: int = Field(1, ge=1, le=100_000, description="clients waiting that warn")
+    pool_max_wait_seconds: float = Field(
+        5, gt=0, le=3600, description="longest wait that is critical"
+    )
     connection_usage: float = Field(0.8, gt=0, le=1, description="backends/max_connections")
-    idle_in_transaction_seconds: float = Field(60, gt=0)
-    dead_tuple_ratio: float = Field(0.2, gt=0)
-    replication_lag_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    idle_in_transaction_seconds: float = Field(60, gt=0, le=MAX_SECONDS)
+    dead_tuple_ratio: float = Field(0.2, gt=0, le=100, description="dead / live tuples")
+    replication_lag_bytes: int = Field(64 * 1024 * 1024, gt=0, le=2**40)
 
 
 class Timeouts(_Model):
     """Every probe and repair is bounded by these (milliseconds)."""
 
-    connect: int = Field(3000, ge=100)
-    statement: int = Field(5000, ge=100)
-    lock: int = Field(2000, ge=100)
-    http: int = Field(5000, ge=100)
+    connect: int = Field(3000, ge=100, le=MAX_PROBE_TIMEOUT_MS)
+    statement: int = Field(5000, ge=100, le=MAX_PROBE_TIMEOUT_MS)
+    lock: int = Field(2000, ge=100, le=MAX_PROBE_TIMEOUT_MS)
+    http: int = Field(5000, ge=100, le=MAX_PROBE_TIMEOUT_MS)
 
 
 class AutoRecovery(_Model):
     enabled: bool = True
-    max_attempts_per_hour: int = Field(3, ge=0)
-    actions: dict[Category, list[RepairAction]] = Field(
+    max_attempts_per_hour: int = Field(3, ge=0, le=60, description="more is a repair loop")
+    actions: dict[CategoryName, list[ActionName]] = Field(
         default_factory=lambda: {
             Category.connection: [RepairAction.restore_db_connection],
             Category.pool: [RepairAction.restore_connection_pool],
@@ -138,24 +185,32 @@ class Repairs(_Model):
     stuck_query_seconds: float = Field(
         300,
         gt=0,
+        le=MAX_SECONDS,
         description="a query older than this that pins a pool server or blocks others is stuck",
     )
     quarantine_schema: Ident = "westep_quarantine"
     maintenance_timeout_seconds: float = Field(
-        600, gt=0, description="statement_timeout for VACUUM/ANALYZE (longer than a probe's)"
+        600,
+        gt=0,
+        le=MAX_SECONDS,
+        description="statement_timeout for VACUUM/ANALYZE (longer than a probe's)",
     )
 
 
 class Alerting(_Model):
     """Hysteresis and dedup, like Gatus's thresholds and Alertmanager's repeat interval."""
 
-    failure_threshold: int = Field(2, ge=1, description="failing samples that open an incident")
-    success_threshold: int = Field(2, ge=1, description="passing samples that close it")
+    failure_threshold: int = Field(
+        2, ge=1, le=MAX_SAMPLES, description="failing samples that open an incident"
+    )
+    success_threshold: int = Field(
+        2, ge=1, le=MAX_SAMPLES, description="passing samples that close it"
+    )
     confirm_delay_seconds: float = Field(
         5, ge=0, le=30, description="re-probe this soon after a first failure"
     )
     reminder_minutes: float = Field(
-        60, gt=0, description="re-notify an open incident at most this often"
+        60, gt=0, le=7 * 24 * 60, description="re-notify an open incident at most this often"
     )
 
 
@@ -183,7 +238,7 @@ class Grant(_Model):
     @field_validator("privileges", mode="before")
     @classmethod
     def _upper(cls, v: object) -> object:
-        return [p.upper() for p in v] if isinstance(v, list) else v
+        return [p.upper() if isinstance(p, str) else p for p in v] if isinstance(v, list) else v
 
 
 class IntegrityRule(_Model):
@@ -212,10 +267,12 @@ class IntegrityRule(_Model):
 class Endpoint(_Model):
     name: Ident
     base: Literal["app", "supabase"] = "app"
-    path: str = Field(pattern=r"^/[^\s]*$")
+    path: UrlPath
     method: Literal["GET", "HEAD"] = "GET"
     expect_status: int = Field(200, ge=100, le=599)
-    latency_budget_ms: float | None = Field(None, gt=0, description="defaults to responseTime")
+    latency_budget_ms: float | None = Field(
+        None, gt=0, le=MAX_PROBE_TIMEOUT_MS, description="defaults to responseTime"
+    )
 
 
 class Realtime(_Model):
@@ -234,7 +291,7 @@ class Auth(_Model):
         default_factory=lambda: ["anon", "authenticated", "service_role"],
         description="roles that need USAGE on the auth schema and that authenticator switches to",
     )
-    health_path: str = Field("/auth/v1/health", pattern=r"^/[^\s]*$")
+    health_path: UrlPath = "/auth/v1/health"
 
 
 class Config(_Model):
@@ -255,7 +312,7 @@ class Config(_Model):
     def _tz(cls, v: str) -> str:
         try:
             zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # "Asia": a directory
             raise ValueError(f"unknown time zone {v!r}") from None
         return v
 
@@ -271,6 +328,8 @@ class Config(_Model):
 def _loc(loc: tuple[object, ...]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # a bad dict key: the path already ends with it
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -278,7 +337,7 @@ def _loc(loc: tuple[object, ...]) -> str:
     return out or "(top level)"
 
 
-def describe_validation_error(err: ValidationError, source: str) -> str:
+def describe_validation_error(err: ValidationError, source: str, what: str = "config error") -> str:
     """First problem as one line naming the key, with a count of the rest."""
     errors = err.errors(include_url=False)
     first = errors[0]
@@ -287,7 +346,7 @@ def describe_validation_error(err: ValidationError, source: str) -> str:
         msg = "required key is missing"
     elif first["type"] == "extra_forbidden":
         msg = "unknown key"
-    line = f"config error in {source}: {_loc(first['loc'])}: {msg}"
+    line = f"{what} in {source}: {_loc(first['loc'])}: {msg}"
     if first["type"] not in ("missing", "extra_forbidden") and "input" in first:
         shown = json.dumps(first["input"], default=str)
         if len(shown) <= 60:
@@ -307,10 +366,80 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     return default if default.exists() else None
 
 
+class _Object(dict):  # type: ignore[type-arg]
+    """A JSON object that remembers the keys it was given twice (the last one wins)."""
+
+    duplicates: list[str]
+
+
+def _object_pairs(pairs: list[tuple[str, object]]) -> _Object:
+    obj = _Object(pairs)
+    obj.duplicates = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
+    return obj
+
+
+def check_shape(data: object, source: str, what: str = "config error") -> None:
+    """Refuse what pydantic cannot see or cannot survive, naming the key.
+
+    Nesting deeper than :data:`MAX_DEPTH` (pydantic and ``json.dumps`` recurse), a key
+    given twice (JSON keeps the last one silently), and control characters in any key or
+    string (a trailing newline turns a name into another name).
+    """
+    stack: list[tuple[object, tuple[object, ...]]] = [(data, ())]
+    while stack:
+        node, loc = stack.pop()
+        if len(loc) > MAX_DEPTH:
+            shown = _loc(loc[:4]) + "..."
+            raise WestepError(f"{what} in {source}: {shown}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            for k in getattr(node, "duplicates", ()):
+                raise WestepError(f"{what} in {source}: {_loc((*loc, k))}: key given twice")
+            for k, v in node.items():
+                if _has_control(k):
+                    raise WestepError(
+                        f"{what} in {source}: {_loc(loc)}: key {k!r} has a control character"
+                    )
+                stack.append((v, (*loc, k)))
+        elif isinstance(node, list):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(node))
+        elif isinstance(node, str) and _has_control(node):
+            raise WestepError(
+                f"{what} in {source}: {_loc(loc)}: control character in {node[:60]!r}"
+            )
+
+
+def read_json_file(path: Path, what: str = "config error") -> object:
+    """Read and parse a JSON file; every failure is one :class:`WestepError` line.
+
+    Keys given twice are remembered for :func:`check_shape`, which callers run next.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WestepError(f"{what}: {path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or type(e).__name__
+        raise WestepError(f"{what}: {path}: cannot read ({reason})") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_object_pairs)
+    except json.JSONDecodeError as e:
+        raise WestepError(
+            f"{what} in {path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    except RecursionError:
+        raise WestepError(
+            f"{what} in {path}: nested deeper than {MAX_DEPTH} levels (JSON too deep to parse)"
+        ) from None
+    except ValueError as e:  # an integer literal of more than 4300 digits
+        raise WestepError(f"{what} in {path}: invalid JSON: {str(e).split(':')[0]}") from None
+    return data
+
+
 def parse_config(data: object, source: str = "config") -> Config:
     """Validate already-parsed JSON; raise :class:`WestepError` with one line on failure."""
     if not isinstance(data, dict):
         raise WestepError(f"config error in {source}: the top level must be a JSON object")
+    check_shape(data, source)
     try:
         return Config.model_validate(data)
     except ValidationError as e:
@@ -322,17 +451,4 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     p = config_path(path)
     if p is None:
         return Config()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WestepError(f"config error: {p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        reason = getattr(e, "strerror", None) or type(e).__name__
-        raise WestepError(f"config error: {p}: cannot read ({reason})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise WestepError(
-            f"config error in {p}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from None
-    return parse_config(data, str(p))
+    return parse_config(read_json_file(p), str(p))

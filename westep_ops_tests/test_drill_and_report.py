@@ -126,12 +126,13 @@ def test_trends_bad_input_is_one_line(sandbox: Sandbox, tmp_path: Path) -> None:
     res = run_cli("trends", "--month", "November")
     assert (
         res.returncode == 2
-        and res.stderr.strip() == "error: --month must look like 2026-11 (got 'November')"
+        and res.stderr.strip()
+        == "error: --month must be YYYY-MM between 1970-01 and 2999-12 (got 'November')"
     )
     bad = tmp_path / "bad.json"
     bad.write_text('{"settings": []}')
     res = run_cli("trends", "--month", "2026-11", "--thresholds", str(bad))
-    assert res.returncode == 2 and "needs a non-empty 'settings' list" in res.stderr
+    assert res.returncode == 2 and "settings: List should have at least 1 item" in res.stderr
 
 
 def test_drill_refuses_anything_but_the_sandbox(sandbox: Sandbox) -> None:

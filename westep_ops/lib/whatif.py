@@ -11,11 +11,24 @@ incidents not labelled false): how many alerts, how many false ones, how many mi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import pandas as pd
+from pydantic import AfterValidator, Field, ValidationError, field_validator
+
+from westep_ops.config import (
+    MAX_PROBE_TIMEOUT_MS,
+    MAX_SAMPLES,
+    StrictModel,
+    check_shape,
+    describe_validation_error,
+    read_json_file,
+)
+from westep_ops.errors import WestepError
 
 FAILING = {"warning", "critical", "error"}
+CURRENT = "current"  # the name of the setting in force, always compared first
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,50 @@ class Setting:
     success_threshold: int = 2
     confirm: bool = True
     response_time_ms: float | None = None  # re-judge performance samples; None keeps stored status
+
+
+def _label(value: str) -> str:
+    if value != value.strip() or not value.isprintable():
+        raise ValueError("a name without surrounding spaces or control characters")
+    return value
+
+
+class WhatIfSetting(StrictModel):
+    """One alternative in a thresholds file; what it leaves out stays as configured."""
+
+    name: Annotated[str, Field(min_length=1, max_length=60), AfterValidator(_label)]
+    failure_threshold: int | None = Field(None, ge=1, le=MAX_SAMPLES)
+    success_threshold: int | None = Field(None, ge=1, le=MAX_SAMPLES)
+    confirm: bool = True
+    response_time: float | None = Field(None, gt=0, le=MAX_PROBE_TIMEOUT_MS, description="ms")
+
+
+class ThresholdsFile(StrictModel):
+    """``{"settings": [...]}``: strict like the config (unknown keys, bools, bounds)."""
+
+    settings: list[WhatIfSetting] = Field(min_length=1, max_length=20)
+
+    @field_validator("settings")
+    @classmethod
+    def _distinct(cls, settings: list[WhatIfSetting]) -> list[WhatIfSetting]:
+        names = [s.name for s in settings]
+        taken = sorted({n for n in names if names.count(n) > 1 or n == CURRENT})
+        if taken:
+            raise ValueError(f"names must be distinct and not {CURRENT!r}: {', '.join(taken)}")
+        return settings
+
+
+def read_thresholds(path: str | Path) -> list[WhatIfSetting]:
+    """Parse a ``--thresholds`` file; any problem is one line naming the key."""
+    what, source = "thresholds error", str(path)
+    data = read_json_file(Path(path), what)
+    if not isinstance(data, dict):
+        raise WestepError(f"{what} in {source}: the top level must be a JSON object")
+    check_shape(data, source, what)
+    try:
+        return ThresholdsFile.model_validate(data).settings
+    except ValidationError as e:
+        raise WestepError(describe_validation_error(e, source, what)) from None
 
 
 def replay(samples: pd.DataFrame, performance: pd.DataFrame, s: Setting) -> pd.DataFrame:

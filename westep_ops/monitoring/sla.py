@@ -8,7 +8,7 @@ and the month before, draws the charts, optionally replays alerting under other 
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ import pandas as pd
 from westep_ops.config import Config
 from westep_ops.errors import WestepError
 from westep_ops.lib import sla, sla_report
-from westep_ops.lib.whatif import Setting, compare
+from westep_ops.lib.whatif import CURRENT, Setting, compare, read_thresholds
 from westep_ops.monitoring.history import HistoryStore
 
 QUERIES = {
@@ -48,11 +48,21 @@ class MonthlyReport:
     whatif: list[dict[str, Any]] = field(default_factory=list)
 
 
+_MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+
+
+def check_month(month: str) -> str:
+    """``YYYY-MM`` exactly, a real month from 1970-01 to 2999-12: it names the report's folder."""
+    # strptime alone took "2026-1" and the report went to reports/2026-1/.
+    if not _MONTH.fullmatch(month) or not 1970 <= int(month[:4]) <= 2999:
+        raise WestepError(f"--month must be YYYY-MM between 1970-01 and 2999-12 (got {month!r})")
+    return month
+
+
 def month_window(month: str, tz: str) -> tuple[datetime, datetime]:
-    try:
-        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=ZoneInfo(tz))
-    except ValueError:
-        raise WestepError(f"--month must look like 2026-11 (got {month!r})") from None
+    if not _MONTH.fullmatch(month):
+        raise WestepError(f"--month must be YYYY-MM (got {month!r})")
+    start = datetime.strptime(month, "%Y-%m").replace(tzinfo=ZoneInfo(tz))
     end = start.replace(year=start.year + (start.month == 12), month=start.month % 12 + 1)
     return start, end
 
@@ -99,38 +109,30 @@ def figures(
 
 def parse_settings(path: str | None, config: Config) -> list[Setting]:
     """The current setting, then those of the thresholds file (see README)."""
+    if path is None:
+        return []
     a = config.monitoring.alerting
     current = Setting(
-        "current",
+        CURRENT,
         a.failure_threshold,
         a.success_threshold,
         True,
         config.monitoring.thresholds.response_time,
     )
-    if path is None:
-        return []
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise WestepError(f"thresholds file {path}: {getattr(e, 'strerror', None) or e}") from None
-    entries = data.get("settings") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise WestepError(f"thresholds file {path}: needs a non-empty 'settings' list")
-    out = [current]
-    for i, e in enumerate(entries):
-        try:
-            out.append(
-                Setting(
-                    str(e["name"]),
-                    int(e.get("failureThreshold", a.failure_threshold)),
-                    int(e.get("successThreshold", a.success_threshold)),
-                    bool(e.get("confirm", True)),
-                    float(e["responseTime"]) if "responseTime" in e else current.response_time_ms,
-                )
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise WestepError(f"thresholds file {path}: settings[{i}]: {err}") from None
-    return out
+
+    def given(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    return [current] + [
+        Setting(
+            e.name,
+            given(e.failure_threshold, current.failure_threshold),
+            given(e.success_threshold, current.success_threshold),
+            e.confirm,
+            given(e.response_time, current.response_time_ms),
+        )
+        for e in read_thresholds(path)
+    ]
 
 
 def ground_truth(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -163,7 +165,7 @@ def build(
     reports_dir: Path = Path("reports"),
 ) -> MonthlyReport:
     settings = parse_settings(thresholds, config)
-    start, end = month_window(month, config.timezone)
+    start, end = month_window(check_month(month), config.timezone)
     pstart, _ = month_window(
         (start.replace(day=1) - pd.Timedelta(days=1)).strftime("%Y-%m"), config.timezone
     )
