@@ -668,10 +668,23 @@ def _month(ctx: click.Context, param: click.Parameter, value: str) -> str:
     default=None,
     help="Report language (default: reportLanguage).",
 )
+@click.option(
+    "--reports-dir",
+    envvar="WESTEP_OPS_REPORTS_DIR",
+    default="reports",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the month's folder is written (or $WESTEP_OPS_REPORTS_DIR).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.pass_context
 def trends_cmd(
-    ctx: click.Context, month: str, thresholds: str | None, lang: str | None, as_json: bool
+    ctx: click.Context,
+    month: str,
+    thresholds: str | None,
+    lang: str | None,
+    reports_dir: str,
+    as_json: bool,
 ) -> None:
     """Monthly SLA report: write reports/YYYY-MM/sla-report.md with its charts.
 
@@ -689,7 +702,12 @@ def trends_cmd(
     store = HistoryStore(env.require("storage_url"))
     try:
         report = monthly.build(
-            store, config, month, lang=lang or config.report_language, thresholds=thresholds
+            store,
+            config,
+            month,
+            lang=lang or config.report_language,
+            thresholds=thresholds,
+            reports_dir=Path(reports_dir),
         )
     except HistoryUnavailable as e:
         raise WestepError(f"ops store unavailable: {redact(e)}") from None

@@ -47,6 +47,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     os.environ["WESTEP_OPS_CONFIG"] = str(ROOT / "westep-ops.json")
     # Reports and audit files of the tests go to a scratch folder, not the repo's logs/.
     os.environ["WESTEP_OPS_LOG_DIR"] = str(tmp_path_factory.mktemp("logs"))
+    os.environ["WESTEP_OPS_REPORTS_DIR"] = str(tmp_path_factory.mktemp("reports"))
     for name in faults.active(sb):  # left on by an interrupted earlier run
         faults.inject(sb, name, False)
     try:

@@ -359,13 +359,12 @@ def test_a_valid_thresholds_file_fills_what_it_leaves_out(tmp_path: Path) -> Non
         "２０２６-11",
     ],
 )
-def test_month_must_be_yyyy_mm_exactly(month: str) -> None:
-    folder = ROOT / "reports" / month
-    existed = folder.exists()
-    res = run_cli("trends", "--month", month, env={"WESTEP_OPS_STORAGE_URL": ""})
+def test_month_must_be_yyyy_mm_exactly(month: str, tmp_path: Path) -> None:
+    env = {"WESTEP_OPS_STORAGE_URL": "", "WESTEP_OPS_REPORTS_DIR": str(tmp_path)}
+    res = run_cli("trends", "--month", month, env=env)
     assert res.returncode == 2
     assert _one_error_line(res).startswith("error: --month must be YYYY-MM")
-    assert folder.exists() == existed  # "2026-1" used to write reports/2026-1/
+    assert list(tmp_path.iterdir()) == []  # "2026-1" used to write reports/2026-1/
 
 
 def test_month_window_of_a_valid_month() -> None:
