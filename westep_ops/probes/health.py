@@ -21,9 +21,9 @@ import psycopg
 from psycopg import sql
 
 from westep_ops.config import Category, Endpoint, split_name
-from westep_ops.db import DeadlineExceeded, describe_error
+from westep_ops.db import DeadlineExceeded, describe_error, refusal
 from westep_ops.integrity import count_sql
-from westep_ops.probes.base import CheckResult, Status, timed_result
+from westep_ops.probes.base import MONITOR_MISCONFIGURED, CheckResult, Status, timed_result
 from westep_ops.probes.metrics import PoolMetrics, fetch_pool_metrics
 from westep_ops.probes.session import ProbeSession, Unavailable
 
@@ -35,6 +35,13 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, Unavailable | DeadlineExceeded):
         return str(exc)
     return describe_error(exc)
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """The one-line cause when the server answered and refused the monitor, else None."""
+    if isinstance(exc, Unavailable):
+        return exc.refusal
+    return refusal(exc)
 
 
 def _bytes(n: float) -> str:
@@ -107,6 +114,11 @@ def connection_outcome(session: ProbeSession, target: str) -> Outcome:
             )
     except DB_FAILURES as e:
         values[f"{target}_error"] = _reason(e)
+        refused = _refusal(e)
+        if refused:
+            # The server answered and refused the monitor: the monitor is misconfigured,
+            # the target is up. An error (monitor degraded), never an outage.
+            return values, [(Status.error, f"{target}: {refused}", MONITOR_MISCONFIGURED)]
         return values, [(Status.critical, f"{target}: {_reason(e)}", f"{target}_connection_failed")]
     total = session.connect_ms.get(target, 0.0) + _ms(t0)
     values[f"{target}_connect_ms"] = session.connect_ms.get(target)
@@ -130,10 +142,10 @@ def check_connection(session: ProbeSession, pooled: Outcome | None = None) -> Ch
     )
     with timed_result(res):
         failed = []
-        for target, outcome in (
-            ("direct", connection_outcome(session, "direct")),
-            ("pooled", pooled if pooled is not None else connection_outcome(session, "pooled")),
-        ):
+        direct = connection_outcome(session, "direct")
+        pooled = pooled if pooled is not None else connection_outcome(session, "pooled")
+        pooled = _pooled_symptom(direct, pooled)
+        for target, outcome in (("direct", direct), ("pooled", pooled)):
             values, problems = outcome
             res.values.update(values)
             for status, text, finding in problems:
@@ -149,7 +161,37 @@ def check_connection(session: ProbeSession, pooled: Outcome | None = None) -> Ch
         res.finish(
             f"direct {res.values.get('direct_ms', '-')} ms, pooled {res.values.get('pooled_ms', '-')} ms"
         )
+        if res.status is Status.error and MONITOR_MISCONFIGURED in res.findings:
+            causes = [t for st, t in res.problems if st is Status.error]
+            res.summary = "monitoring is misconfigured: " + "; ".join(causes)
     return res
+
+
+# Pooled failures that say pgbouncer itself is unreachable or paused: outages whatever
+# the direct connection says.
+_POOLER_DOWN = ("connection refused", "connect timeout", "unknown host", "pool paused")
+
+
+def _pooled_symptom(direct: Outcome, pooled: Outcome) -> Outcome:
+    """When PostgreSQL refused the monitor's direct login, a pooled failure behind a
+    pgbouncer that answered is the same refusal: pgbouncer logs in to PostgreSQL as the
+    same login (the monitor's own pool), and its clients then queue until a timeout.
+    Report it as such instead of as an outage that would override the real cause."""
+    if not any(f == MONITOR_MISCONFIGURED for _, _, f in direct[1]):
+        return pooled
+    values, problems = pooled
+    reason = str(values.get("pooled_error", ""))
+    if not reason or reason.startswith(_POOLER_DOWN):
+        return pooled
+    if not any(s is Status.critical for s, _, _ in problems):
+        return pooled
+    return values, [
+        (
+            Status.error,
+            f"pooled: fails too, as pgbouncer logs in with the same refused login ({reason})",
+            MONITOR_MISCONFIGURED,
+        )
+    ]
 
 
 def _supabase_paused(session: ProbeSession) -> str | None:
@@ -205,7 +247,13 @@ def _pool_from_admin(session: ProbeSession, res: CheckResult) -> None:
         pools = [p for p in admin_show(session, "pools") if p["database"] == name]
     except Unavailable as e:
         reason = str(e)
-        if "authentication failed" in reason or "not configured" in reason:
+        if e.refusal:
+            res.problem(
+                Status.error,
+                f"monitoring is misconfigured: pgbouncer admin console: {e.refusal}",
+                MONITOR_MISCONFIGURED,
+            )
+        elif "authentication failed" in reason or "not configured" in reason:
             res.problem(Status.error, f"pgbouncer admin console: {reason}")
         else:
             res.problem(Status.critical, f"pgbouncer not answering: {reason}", "pgbouncer_down")
