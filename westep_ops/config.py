@@ -216,6 +216,12 @@ class Endpoint(_Model):
     method: Literal["GET", "HEAD"] = "GET"
     expect_status: int = Field(200, ge=100, le=599)
     latency_budget_ms: float | None = Field(None, gt=0, description="defaults to responseTime")
+    auth: Literal["anon", "service_role", "none"] | None = Field(
+        None,
+        description="which Supabase key to send (apikey + Authorization: Bearer, as supabase-js):"
+        " anon by default for base supabase, so grants and RLS apply as for the app's clients;"
+        " service_role only for endpoints that need it; none by default for base app",
+    )
 
 
 class Realtime(_Model):
