@@ -254,7 +254,7 @@ def test_recover_runs_no_repair_for_a_misconfigured_monitor(
 def test_test_connection_names_the_refusal(sandbox: Sandbox, all_secrets: list[str]) -> None:
     res = run_cli("test-connection", env=_monitor_env(password=WRONG_PASSWORD))
     direct = next(line for line in res.stdout.splitlines() if line.lstrip().startswith("direct"))
-    assert "misconfigured: wrong password" in direct
+    assert "misconfigured: authentication failed (wrong user or password)" in direct
     _no_secret(res.stdout + res.stderr, all_secrets)
 
 

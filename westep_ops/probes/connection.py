@@ -57,7 +57,7 @@ def _probe(
         conn = opener(dsn)
     except psycopg.Error as e:
         refused = refusal(e)  # the server answered and refused: name the cause, not an outage
-        res.detail = f"misconfigured: {refused}" if refused else describe_error(e)
+        res.detail = f"misconfigured: {describe_error(e)}" if refused else describe_error(e)
         return res
     try:
         t1 = time.perf_counter()

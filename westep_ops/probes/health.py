@@ -1066,13 +1066,19 @@ def _safe(
 def attribute_causes(results: list[CheckResult]) -> None:
     """Mark failures explained by another failing category, so alerts point at the cause.
 
-    - database unreachable directly -> everything else that failed is a symptom of it;
+    - database unreachable directly (down, or refusing the monitor) -> everything else
+      that failed is a symptom of it;
     - pgbouncer down, paused or exhausted -> pooled-connection and API failures follow.
     """
     by = {r.category: r for r in results}
     conn = by.get(Category.connection)
     pool = by.get(Category.pool)
-    db_down = conn is not None and "direct_connection_failed" in conn.findings
+    # The direct login failing, for an outage or for a refusal of the monitor, blinds
+    # every direct-connection probe: their errors are symptoms of H1.
+    db_down = conn is not None and (
+        "direct_connection_failed" in conn.findings
+        or (MONITOR_MISCONFIGURED in conn.findings and "direct_error" in conn.values)
+    )
     pool_broken = (
         pool is not None
         and pool.status is Status.critical
