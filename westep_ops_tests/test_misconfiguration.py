@@ -226,18 +226,29 @@ def test_refusal_is_only_about_logins_and_grants(sandbox: Sandbox) -> None:
     assert refusal(denied.value) is not None and "permission denied" in refusal(denied.value)
 
 
+@pytest.mark.parametrize("case", [*CASES, "no_connect"])
 def test_recover_runs_no_repair_for_a_misconfigured_monitor(
-    sandbox: Sandbox, all_secrets: list[str], tmp_path: Path
+    sandbox: Sandbox,
+    all_secrets: list[str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    case: str,
 ) -> None:
+    if case == "no_connect":
+        request.getfixturevalue("no_connect")
+        env, cause = {}, "direct: permission denied"
+    else:
+        make_env, names = CASES[case]
+        env, cause = make_env(), f"direct: {names[0]}"
     clear_repair_audit()
     logs = tmp_path / "logs"
     logs.mkdir()
-    env = {**_monitor_env(password=WRONG_PASSWORD), "WESTEP_OPS_LOG_DIR": str(logs)}
+    env["WESTEP_OPS_LOG_DIR"] = str(logs)
     res = run_cli("recover", env=env)
     out = res.stdout + res.stderr
     assert res.returncode == 1, out  # escalated to a person: the monitor must be fixed
     assert "MONITOR MISCONFIGURED: no repair ran" in res.stdout
-    assert "monitoring is misconfigured: direct: wrong password" in res.stdout
+    assert f"monitoring is misconfigured: {cause}" in res.stdout
     assert "does not accept connections" not in out
     assert _repair_attempts() == 0
     assert not (logs / "repair-attempts.jsonl").exists()

@@ -828,6 +828,7 @@ def _http_probe(
                 "SUPABASE_ANON_KEY" if key == session.env.anon_key else "SUPABASE_SERVICE_ROLE_KEY"
             )
             out["refused"] = f"{which} is not accepted (HTTP 401 Invalid API key)"
+            out["unconfigured"] = True  # not a measurement of the API: P2 leaves it out
         return out
     out["ok"] = True
     if budget is not None and out["ms"] > budget:
