@@ -215,6 +215,25 @@ def test_connection_refused_stays_an_outage(sandbox: Sandbox) -> None:
     assert "misconfigured" not in res.stderr
 
 
+def test_an_outage_the_monitor_still_sees_is_not_hidden_by_its_misconfiguration(
+    sandbox: Sandbox,
+) -> None:
+    """H7 is measured over HTTP, not with the refused login: the app down stays critical."""
+    from westep_ops.sandbox import faults
+
+    faults.inject(sandbox, "api_down", True)
+    try:
+        res = run_cli("health-check", "--json", env=_monitor_env(password=WRONG_PASSWORD))
+    finally:
+        faults.inject(sandbox, "api_down", False)
+    assert res.returncode == 2, res.stdout + res.stderr
+    checks = {c["check"]: c for c in json.loads(res.stdout)["checks"]}
+    assert checks["H1 connection"]["status"] == "error"
+    assert checks["H7 api"]["status"] == "critical"
+    assert checks["H7 api"]["suspected_cause"] is None  # not a symptom of the refusal
+    assert checks["H3 tables"]["suspected_cause"] == "connection"  # blind: a symptom
+
+
 def test_refusal_is_only_about_logins_and_grants(sandbox: Sandbox) -> None:
     """A query error that is about the target (no such table) is not a refusal."""
     with psycopg.connect(os.environ["DIRECT_URL"], autocommit=True) as conn:
@@ -259,7 +278,13 @@ def test_recover_runs_no_repair_for_a_misconfigured_monitor(
 
     as_json = json.loads(run_cli("recover", "--json", env=env).stdout)
     assert as_json["plan"] == [] and as_json["repairs"] == []
-    assert [e["category"] for e in as_json["escalations"]] == ["monitor"]
+    first, *others = as_json["escalations"]
+    assert first["category"] == "monitor"
+    # Anything else that fails meanwhile (e.g. the monitor's own pooled probe queued
+    # behind a pgbouncer that cannot log in as it) is escalated, never repaired.
+    assert all(
+        e["reason"].startswith("not repaired while the monitor is misconfigured") for e in others
+    )
 
 
 def test_test_connection_names_the_refusal(sandbox: Sandbox, all_secrets: list[str]) -> None:

@@ -1067,18 +1067,20 @@ def _safe(
 def attribute_causes(results: list[CheckResult]) -> None:
     """Mark failures explained by another failing category, so alerts point at the cause.
 
-    - database unreachable directly (down, or refusing the monitor) -> everything else
-      that failed is a symptom of it;
+    - database unreachable directly -> everything else that failed is a symptom of it;
+      refusing the monitor's direct login -> every other check that could not run;
     - pgbouncer down, paused or exhausted -> pooled-connection and API failures follow.
     """
     by = {r.category: r for r in results}
     conn = by.get(Category.connection)
     pool = by.get(Category.pool)
-    # The direct login failing, for an outage or for a refusal of the monitor, blinds
-    # every direct-connection probe: their errors are symptoms of H1.
-    db_down = conn is not None and (
-        "direct_connection_failed" in conn.findings
-        or (MONITOR_MISCONFIGURED in conn.findings and "direct_error" in conn.values)
+    db_down = conn is not None and "direct_connection_failed" in conn.findings
+    # A direct login refused to the monitor blinds the direct-connection probes: their
+    # errors are symptoms of H1 (what they measure independently, e.g. HTTP, stands).
+    monitor_blind = (
+        conn is not None
+        and MONITOR_MISCONFIGURED in conn.findings
+        and "direct_error" in conn.values
     )
     pool_broken = (
         pool is not None
@@ -1098,6 +1100,8 @@ def attribute_causes(results: list[CheckResult]) -> None:
         if r.status is Status.ok:
             continue
         if db_down and r.category is not Category.connection:
+            r.suspected_cause = Category.connection
+        elif monitor_blind and r.status is Status.error and r.category is not Category.connection:
             r.suspected_cause = Category.connection
         elif pool_broken and r.category in (Category.connection, Category.api):
             if r.category is Category.connection and "direct_connection_failed" in r.findings:

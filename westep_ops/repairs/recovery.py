@@ -7,7 +7,8 @@ repaired themselves. Repairs run in a safe order, the stack is re-checked, and w
 is still failing is escalated: level 2 (a person must act) or level 3 (outside help).
 A check that could not run (``error``) is never repaired; when the server answered and
 refused the monitor (wrong password, missing database, SSL, permission denied) recovery
-says "monitoring is misconfigured: ..." once instead of escalating an outage.
+says "monitoring is misconfigured: ..." once instead of escalating an outage, and while
+the monitor's database logins are refused it repairs nothing (the picture is partial).
 With ``autoRecovery.enabled = false`` recovery only reports what it would do.
 """
 
@@ -194,12 +195,25 @@ def plan_repairs(
                 f"{MISCONFIGURED_PREFIX}{causes}",
             )
         )
+    # With the monitor's own database logins refused, the picture is partial and what
+    # else fails may be a symptom of the refusal (e.g. its pooled probe queued behind a
+    # pgbouncer that cannot log in as it): repairing on it could make things worse.
+    blind = any(r.category is Category.connection for r in refused)
     for r in results:
         if r.status is Status.ok or r.suspected_cause is not None:
             continue
         if r.status is Status.not_configured:
             continue
         if r.status is Status.error and refused:
+            continue
+        if blind:
+            escalations.append(
+                Escalation(
+                    LEVEL_MANUAL,
+                    r.category.value,
+                    f"not repaired while the monitor is misconfigured: {redact(r.summary)}",
+                )
+            )
             continue
         if r.status is Status.error:
             escalations.append(
@@ -232,7 +246,12 @@ def plan_repairs(
             )
         for a in dict.fromkeys(chosen):
             by_action.setdefault(a, []).append(f"{r.category.value}: {redact(r.summary)}")
-    if perf is not None and perf.problems and any("dead tuples" in p for p in perf.problems):
+    if (
+        not blind
+        and perf is not None
+        and perf.problems
+        and any("dead tuples" in p for p in perf.problems)
+    ):
         by_action.setdefault(RepairAction.optimize_performance, []).append(
             "performance: " + "; ".join(p for p in perf.problems if "dead tuples" in p)
         )
