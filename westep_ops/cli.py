@@ -136,9 +136,7 @@ def health_check(ctx: click.Context, as_json: bool, categories: tuple[str, ...])
 
     H1 connection, H2 pool, H3 tables, H4 integrity, H5 realtime, H6 auth, H7 api.
     Exit code: 0 healthy, 1 warning, 2 critical, 3 a check could not run (including a
-    bad configuration, and a server that refused the monitor: then one line
-    "error: monitoring is misconfigured: <cause>" on stderr). DEBUG=true prints every
-    query with its timing on stderr.
+    bad configuration). DEBUG=true prints every query with its timing on stderr.
     """
     import time
 
