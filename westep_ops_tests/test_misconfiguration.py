@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,8 +111,6 @@ def no_connect(sandbox: Sandbox) -> Iterator[None]:
 
 def _wait_pooled_ok(timeout_s: float = 15) -> None:
     """pgbouncer retries a failed server login after server_login_retry: wait for it."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while True:
         try:
