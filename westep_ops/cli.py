@@ -176,7 +176,7 @@ def health_check(ctx: click.Context, as_json: bool, categories: tuple[str, ...])
     import time
 
     from westep_ops.config import Category
-    from westep_ops.probes.base import exit_code
+    from westep_ops.probes.base import MONITOR_MISCONFIGURED, exit_code
     from westep_ops.probes.health import run_health_check
 
     try:
@@ -219,6 +219,16 @@ def health_check(ctx: click.Context, as_json: bool, categories: tuple[str, ...])
             f" (of which {shared:.0f} ms in the batched queries the checks share)" if shared else ""
         )
         click.echo(f"{len(results)} checks in {total_ms:.0f} ms{batches}")
+    if code == 3:
+        # The server answered and refused the monitor: say so in one line (exit 3, not an outage).
+        prefix = "monitoring is misconfigured: "
+        causes = [
+            r.summary.removeprefix(prefix)
+            for r in results
+            if MONITOR_MISCONFIGURED in r.findings and r.summary.startswith(prefix)
+        ]
+        if causes:
+            click.echo(f"error: {prefix}{redact('; '.join(causes))}", err=True)
     sys.exit(code)
 
 

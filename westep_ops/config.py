@@ -269,6 +269,12 @@ class Endpoint(_Model):
     base: Literal["app", "supabase"] = "app"
     path: UrlPath
     method: Literal["GET", "HEAD"] = "GET"
+    auth: Literal["anon", "service_role", "none"] | None = Field(
+        None,
+        description="which Supabase key to send (apikey + Authorization: Bearer, as supabase-js):"
+        " anon by default for base supabase, so grants and RLS apply as for the app's clients;"
+        " service_role only for endpoints that need it; none by default for base app",
+    )
     expect_status: int = Field(200, ge=100, le=599)
     latency_budget_ms: float | None = Field(
         None, gt=0, le=MAX_PROBE_TIMEOUT_MS, description="defaults to responseTime"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import socket
 import threading
 import time
@@ -212,6 +213,57 @@ def describe_error(exc: BaseException) -> str:
             return f"pool paused: {text}"
         return text
     return _first_line(exc) or type(exc).__name__
+
+
+# SQLSTATEs with which a server that answered refuses the login or the query.
+_WRONG_PASSWORD = "wrong password (or user)"
+_REFUSAL_SQLSTATES = {
+    "28P01": _WRONG_PASSWORD,
+    "28000": "the server refuses the login",
+    "3D000": "the database does not exist",
+    "42501": "permission denied",
+}
+# The same refusals recognised by their text, for errors without a telling SQLSTATE:
+# libpq does not always carry the SQLSTATE of a failed login, pgbouncer words its own
+# refusals (class 08), and SSL negotiation fails client-side after the server said "no".
+_REFUSAL_TEXTS = (
+    (r"password authentication failed|sasl authentication failed", _WRONG_PASSWORD),
+    (r"no such user", "the pooler does not know the login"),
+    (r"no pg_hba\.conf entry|is not permitted to log in", "the server refuses the login"),
+    (r"no such database|database \".*\" does not exist", "the database does not exist"),
+    (r"role \".*\" does not exist", "the login role does not exist"),
+    (r"permission denied", "permission denied"),
+    (
+        r"does not support ssl|ssl was required|ssl is required",
+        "SSL is required but the server does not offer it",
+    ),
+    (
+        r"certificate verify failed|root certificate file",
+        "the server's SSL certificate cannot be verified",
+    ),
+)
+
+
+def refusal(exc: BaseException) -> str | None:
+    """Why the server *answered* and refused us (wrong password, missing database, SSL
+    required, permission denied), as one line; None for anything else.
+
+    Apply it to the monitor's own logins and queries only: a ``permission denied`` after
+    ``SET LOCAL ROLE anon`` is a finding about the target, not about the monitor.
+    Connection refused, timeouts, "too many clients" and a server starting up or shutting
+    down are not refusals: they stay outages.
+    """
+    if isinstance(exc, DeadlineExceeded) or not isinstance(exc, psycopg.Error):
+        return None
+    detail = _first_line(exc)
+    state = exc.sqlstate or ""
+    cause = _REFUSAL_SQLSTATES.get(state)
+    if cause is None and (not state or state.startswith("08")):
+        low = detail.lower()
+        cause = next((c for pattern, c in _REFUSAL_TEXTS if re.search(pattern, low)), None)
+    if cause is None:
+        return None
+    return f"{cause} ({detail})" if detail else cause
 
 
 def _first_line(exc: BaseException) -> str:

@@ -32,7 +32,16 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "NEXT_PUBLIC_SUPABASE_URL": ("supabase_url", "http", "Supabase project (auth, REST) URL"),
     "WESTEP_OPS_APP_URL": ("app_url", "http", "the app's base URL (/api/health)"),
     "WESTEP_OPS_METRICS_URL": ("metrics_url", "http", "Prometheus metrics endpoint (hosted)"),
-    "SUPABASE_SERVICE_ROLE_KEY": ("service_role_key", "secret", "Supabase service role key"),
+    "SUPABASE_ANON_KEY": (
+        "anon_key",
+        "secret",
+        "Supabase anon key: what the API probe sends, as the app's clients do",
+    ),
+    "SUPABASE_SERVICE_ROLE_KEY": (
+        "service_role_key",
+        "secret",
+        "Supabase service role key (only for endpoints configured with auth service_role)",
+    ),
     "WEBHOOK_URL": ("webhook_url", "webhook", "Slack incoming webhook URL"),
     "ALERT_CHANNEL": ("alert_channel", "text", "Slack channel, e.g. #westep-alerts"),
 }
@@ -49,6 +58,7 @@ class Environment:
     supabase_url: str | None = None
     app_url: str | None = None
     metrics_url: str | None = None
+    anon_key: str | None = None
     service_role_key: str | None = None
     webhook_url: str | None = None
     alert_channel: str | None = None

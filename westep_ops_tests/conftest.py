@@ -62,7 +62,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 def secrets(sandbox: Sandbox) -> list[str]:
     """Every secret the sandbox has: none may appear in output other than `sandbox env`."""
     s = sandbox.state
-    return [*s.passwords.values(), s.ops_password, s.service_role_key]
+    return [*s.passwords.values(), s.ops_password, s.service_role_key, s.anon_key]
 
 
 def run_cli(

@@ -160,7 +160,7 @@ def test_wrong_password_unreachable_and_wrong_admin_password(
     bad_pw = {"DIRECT_URL": s.url("westep_monitor").replace(pw, "not-the-password")}
     code, report, err = health(health_config, env=bad_pw)
     checks = by_category(report)
-    assert code == 2
+    assert code == 3  # the server answered and refused the monitor: not an outage (issue 9)
     assert (
         checks["connection"]["values"]["direct_error"]
         == "authentication failed (wrong user or password)"
@@ -188,7 +188,8 @@ def test_wrong_password_unreachable_and_wrong_admin_password(
 
     # The human table says the same in one screen, without a traceback or password.
     res = run_cli("--config", str(health_config), "health-check", env=bad_pw)
-    assert res.returncode == 2 and "H1 connection" in res.stdout and "CRITICAL" in res.stdout
+    assert res.returncode == 3 and "H1 connection" in res.stdout and "ERROR" in res.stdout
+    assert "error: monitoring is misconfigured: direct: wrong password" in res.stderr
     _secrets_absent(res.stdout + res.stderr, sandbox)
 
 

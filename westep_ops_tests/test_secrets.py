@@ -73,7 +73,7 @@ def test_wrong_password_and_unreachable_are_clear(sandbox: Sandbox) -> None:
         env={"DIRECT_URL": s.url("westep_monitor").replace("@", "x@", 1)},
     )
     assert res.returncode == 1
-    assert '"authentication failed (wrong user or password)"' in res.stdout
+    assert '"misconfigured: authentication failed (wrong user or password)"' in res.stdout
     res = run_cli("test-connection", env={"DIRECT_URL": "postgresql://u:p@127.0.0.1:1/postgres"})
     assert res.returncode == 1 and "connection refused" in res.stdout
     res = run_cli(

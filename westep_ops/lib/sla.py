@@ -2,11 +2,14 @@
 
 How each figure is measured (the report repeats this):
 
-- **availability**: the month is cut into slots of one probe interval. A slot is *up*
-  when a scheduled sample in it shows H1 (connection) and H7 (API) not critical, *down*
-  when one of them is critical, *unknown* when no sample exists (the monitor itself was
-  down). Availability = up / all slots: unknown time is never counted as up. The share
-  of slots with a sample is reported as the measured share.
+- **availability**: the month is cut into slots of one probe interval. A scheduled
+  sample is *down* when H1 (connection) or H7 (API) is critical; otherwise *unknown*
+  when one of them is ``error`` (the monitor could not look, e.g. it is misconfigured)
+  or ``not_configured``; otherwise *up* (ok or warning). A slot is down when one of its
+  samples is down, else up when one is up, else unknown (also when it has no sample:
+  the monitor itself was down). Availability = up / all slots: unknown time is never
+  counted as up, and never as down. The share of slots measured (up or down) is
+  reported as the measured share.
 - **response time** and **error rate**: from the performance samples (P1, P2).
 - **MTTD** = alert time - first failing sample; **MTTR** = first passing sample after the
   alert - alert time; each incident counts on its own, overlapping or not.
@@ -31,6 +34,9 @@ import pandas as pd
 
 H_CATEGORIES = ("connection", "pool", "tables", "integrity", "realtime", "auth", "api")
 SERVICE = ("connection", "api")
+# A check that could not look (error) or does not apply (not_configured) says nothing
+# about the service: such a sample is unknown, neither up nor down.
+BLIND = ("error", "not_configured")
 
 
 @dataclass(frozen=True)
@@ -116,9 +122,20 @@ def slot_states(
     s = s[(s["ts"] >= start) & (s["ts"] < end)]
     if s.empty:
         return states
-    slot = ((s["ts"] - start).dt.total_seconds() // interval_s).astype(int)
-    down = (s["status"] == "critical").groupby(slot).any()
-    states.iloc[down.index.to_numpy()] = ["down" if d else "up" for d in down.to_numpy()]
+    # One sample = one sweep (its rows share ts and kind): down beats blind beats up.
+    per_sample = (
+        s.assign(down=s["status"] == "critical", blind=s["status"].isin(BLIND))
+        .groupby(["ts", "kind"])[["down", "blind"]]
+        .any()
+    )
+    ts = per_sample.index.get_level_values("ts")
+    per_sample["slot"] = ((ts - start).total_seconds() // interval_s).astype(int)
+    per_sample["up"] = ~per_sample["down"] & ~per_sample["blind"]
+    by_slot = per_sample.groupby("slot")[["down", "up"]].any()
+    states.iloc[by_slot.index.to_numpy()] = [
+        "down" if d else "up" if u else "unknown"
+        for d, u in zip(by_slot["down"].to_numpy(), by_slot["up"].to_numpy(), strict=True)
+    ]
     return states
 
 

@@ -36,9 +36,11 @@ TEXT = {
         "judged": "alerts judged by",
         "whatif": "What-if: other thresholds",
         "how_text": (
-            "Time is cut into slots of one probe interval. A slot is up when a scheduled sample shows the "
-            "connection (H1) and the API (H7) not critical, down when one is critical, unknown when there is "
-            "no sample; availability = up / all slots, so missing data never counts as up. MTTD = alert - first "
+            "Time is cut into slots of one probe interval. A slot is down when a scheduled sample shows the "
+            "connection (H1) or the API (H7) critical, up when one shows both ok or warning, unknown when "
+            "there is no sample or the monitor could not look (a check in error, e.g. the monitor is "
+            "misconfigured, or not configured); availability = up / all slots, so missing data never counts "
+            "as up. MTTD = alert - first "
             "failing sample; MTTR = first passing sample after the alert - alert. Auto-recovery success = "
             "incidents recovered by an automatic repair / incidents with one attempted. An alert is judged by "
             "a person's label, else by drill ground truth, else by its confirmation probe."
@@ -66,8 +68,9 @@ TEXT = {
         "judged": "アラートの判定方法",
         "whatif": "閾値の見直し（what-if）",
         "how_text": (
-            "期間を監視間隔ごとの枠に分け、定期サンプルで接続（H1）とAPI（H7）がcriticalでなければ稼働、"
-            "criticalなら停止、サンプルがなければ不明とします。稼働率＝稼働枠／全枠で、欠測は稼働に数えません。"
+            "期間を監視間隔ごとの枠に分け、定期サンプルで接続（H1）かAPI（H7）がcriticalなら停止、"
+            "両方がokかwarningなら稼働、サンプルがないか監視側が確認できなかった場合（チェックがerror、"
+            "例えば監視の設定誤り、または未設定）は不明とします。稼働率＝稼働枠／全枠で、欠測は稼働に数えません。"
             "検出時間（MTTD）＝アラート時刻－最初の失敗サンプル、復旧時間（MTTR）＝アラート後最初の成功サンプル－"
             "アラート時刻。自動復旧成功率＝自動修復で復旧したインシデント／自動修復を試みたインシデント。"
             "アラートは担当者のラベル、なければ訓練の正解記録、なければ確認プローブで判定します。"

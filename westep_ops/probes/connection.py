@@ -20,6 +20,7 @@ from westep_ops.db import (
     connect,
     deadline,
     describe_error,
+    refusal,
     set_local_timeouts,
 )
 from westep_ops.environment import Environment
@@ -55,7 +56,8 @@ def _probe(
     try:
         conn = opener(dsn)
     except psycopg.Error as e:
-        res.detail = describe_error(e)
+        refused = refusal(e)  # the server answered and refused: name the cause, not an outage
+        res.detail = f"misconfigured: {describe_error(e)}" if refused else describe_error(e)
         return res
     try:
         t1 = time.perf_counter()

@@ -21,11 +21,12 @@ import psycopg
 from psycopg import sql
 
 from westep_ops.config import Category, Endpoint, split_name
-from westep_ops.db import DeadlineExceeded, describe_error
+from westep_ops.db import DeadlineExceeded, describe_error, refusal
 from westep_ops.integrity import count_sql
-from westep_ops.probes.base import CheckResult, Status, timed_result
+from westep_ops.probes.base import MONITOR_MISCONFIGURED, CheckResult, Status, timed_result
 from westep_ops.probes.metrics import PoolMetrics, fetch_pool_metrics
 from westep_ops.probes.session import ProbeSession, Unavailable
+from westep_ops.redact import redact
 
 DB_FAILURES = (psycopg.Error, Unavailable, DeadlineExceeded)
 PAUSED_HTTP_STATUS = 540  # what the Supabase platform answers for a paused project
@@ -35,6 +36,13 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, Unavailable | DeadlineExceeded):
         return str(exc)
     return describe_error(exc)
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """The one-line cause when the server answered and refused the monitor, else None."""
+    if isinstance(exc, Unavailable):
+        return exc.refusal
+    return refusal(exc)
 
 
 def _bytes(n: float) -> str:
@@ -107,6 +115,11 @@ def connection_outcome(session: ProbeSession, target: str) -> Outcome:
             )
     except DB_FAILURES as e:
         values[f"{target}_error"] = _reason(e)
+        refused = _refusal(e)
+        if refused:
+            # The server answered and refused the monitor: the monitor is misconfigured,
+            # the target is up. An error (monitor degraded), never an outage.
+            return values, [(Status.error, f"{target}: {refused}", MONITOR_MISCONFIGURED)]
         return values, [(Status.critical, f"{target}: {_reason(e)}", f"{target}_connection_failed")]
     total = session.connect_ms.get(target, 0.0) + _ms(t0)
     values[f"{target}_connect_ms"] = session.connect_ms.get(target)
@@ -130,10 +143,10 @@ def check_connection(session: ProbeSession, pooled: Outcome | None = None) -> Ch
     )
     with timed_result(res):
         failed = []
-        for target, outcome in (
-            ("direct", connection_outcome(session, "direct")),
-            ("pooled", pooled if pooled is not None else connection_outcome(session, "pooled")),
-        ):
+        direct = connection_outcome(session, "direct")
+        pooled = pooled if pooled is not None else connection_outcome(session, "pooled")
+        pooled = _pooled_symptom(direct, pooled)
+        for target, outcome in (("direct", direct), ("pooled", pooled)):
             values, problems = outcome
             res.values.update(values)
             for status, text, finding in problems:
@@ -149,7 +162,37 @@ def check_connection(session: ProbeSession, pooled: Outcome | None = None) -> Ch
         res.finish(
             f"direct {res.values.get('direct_ms', '-')} ms, pooled {res.values.get('pooled_ms', '-')} ms"
         )
+        if res.status is Status.error and MONITOR_MISCONFIGURED in res.findings:
+            causes = [t for st, t in res.problems if st is Status.error]
+            res.summary = "monitoring is misconfigured: " + "; ".join(causes)
     return res
+
+
+# Pooled failures that say pgbouncer itself is unreachable or paused: outages whatever
+# the direct connection says.
+_POOLER_DOWN = ("connection refused", "connect timeout", "unknown host", "pool paused")
+
+
+def _pooled_symptom(direct: Outcome, pooled: Outcome) -> Outcome:
+    """When PostgreSQL refused the monitor's direct login, a pooled failure behind a
+    pgbouncer that answered is the same refusal: pgbouncer logs in to PostgreSQL as the
+    same login (the monitor's own pool), and its clients then queue until a timeout.
+    Report it as such instead of as an outage that would override the real cause."""
+    if not any(f == MONITOR_MISCONFIGURED for _, _, f in direct[1]):
+        return pooled
+    values, problems = pooled
+    reason = str(values.get("pooled_error", ""))
+    if not reason or reason.startswith(_POOLER_DOWN):
+        return pooled
+    if not any(s is Status.critical for s, _, _ in problems):
+        return pooled
+    return values, [
+        (
+            Status.error,
+            f"pooled: fails too, as pgbouncer logs in with the same refused login ({reason})",
+            MONITOR_MISCONFIGURED,
+        )
+    ]
 
 
 def _supabase_paused(session: ProbeSession) -> str | None:
@@ -205,7 +248,13 @@ def _pool_from_admin(session: ProbeSession, res: CheckResult) -> None:
         pools = [p for p in admin_show(session, "pools") if p["database"] == name]
     except Unavailable as e:
         reason = str(e)
-        if "authentication failed" in reason or "not configured" in reason:
+        if e.refusal:
+            res.problem(
+                Status.error,
+                f"monitoring is misconfigured: pgbouncer admin console: {e.refusal}",
+                MONITOR_MISCONFIGURED,
+            )
+        elif "authentication failed" in reason or "not configured" in reason:
             res.problem(Status.error, f"pgbouncer admin console: {reason}")
         else:
             res.problem(Status.critical, f"pgbouncer not answering: {reason}", "pgbouncer_down")
@@ -738,15 +787,27 @@ def _http_probe(
     budget: float | None,
     method: str = "GET",
     base: str = "supabase",
+    auth: str | None = None,
 ) -> dict[str, Any]:
+    """One HTTP request, judged by status and latency.
+
+    ``auth`` names the Supabase key to send ("anon", "service_role" or "none"); None
+    (the auth health endpoint) sends the anon key, else the service key, to Supabase.
+    """
     out: dict[str, Any] = {"name": name, "ok": False, "status": None, "ms": None}
     if not url:
         out["error"] = "not configured (no base URL)"
         out["unconfigured"] = True
         return out
-    headers = {}
-    if base == "supabase" and session.env.service_role_key:
-        headers["apikey"] = session.env.service_role_key
+    key, missing = _api_key(session, base, auth)
+    if missing:
+        out["error"] = f"not configured ({missing} is not set)"
+        out["unconfigured"] = True
+        return out
+    # As supabase-js sends it: the gateway wants the apikey, PostgREST reads the role
+    # from the bearer JWT.
+    headers = {"apikey": key, "Authorization": f"Bearer {key}"} if key else {}
+    out["auth"] = "none" if not key else "anon" if key == session.env.anon_key else "service_role"
     t0 = time.perf_counter()
     try:
         r = session.http().request(method, url, headers=headers)
@@ -760,12 +821,52 @@ def _http_probe(
         return out
     out.update(status=r.status_code, ms=_ms(t0))
     if r.status_code != expect:
-        out["error"] = f"HTTP {r.status_code} (expected {expect})"
+        out["error"] = f"HTTP {r.status_code} (expected {expect})" + _message(r)
+        if key and r.status_code == 401 and _key_rejected(r):
+            # The gateway refused the key itself: the monitor's key is wrong, not the API.
+            which = (
+                "SUPABASE_ANON_KEY" if key == session.env.anon_key else "SUPABASE_SERVICE_ROLE_KEY"
+            )
+            out["refused"] = f"{which} is not accepted (HTTP 401 Invalid API key)"
+            out["unconfigured"] = True  # not a measurement of the API: P2 leaves it out
         return out
     out["ok"] = True
     if budget is not None and out["ms"] > budget:
         out["slow"] = True
     return out
+
+
+def _api_key(session: ProbeSession, base: str, auth: str | None) -> tuple[str | None, str | None]:
+    """(the key to send, or None; the variable that must be set but is not, or None)."""
+    env = session.env
+    if auth is None:
+        return (env.anon_key or env.service_role_key if base == "supabase" else None), None
+    if auth == "anon":
+        return env.anon_key, (None if env.anon_key else "SUPABASE_ANON_KEY")
+    if auth == "service_role":
+        return env.service_role_key, (None if env.service_role_key else "SUPABASE_SERVICE_ROLE_KEY")
+    return None, None
+
+
+def _message(r: httpx.Response) -> str:
+    """': <message>' from a JSON error body (PostgREST, GoTrue), so the line says why."""
+    try:
+        body = r.json()
+    except ValueError:
+        return ""
+    message = body.get("message") if isinstance(body, dict) else None
+    return f": {redact(' '.join(str(message).split())[:200])}" if message else ""
+
+
+def _key_rejected(r: httpx.Response) -> bool:
+    """Supabase's gateway answers a wrong key with 401 "Invalid API key" (PostgREST's own
+    401 for a missing grant carries an SQLSTATE code instead)."""
+    try:
+        body = r.json()
+    except ValueError:
+        return False
+    message = str(body.get("message", "")).lower() if isinstance(body, dict) else ""
+    return "invalid api key" in message or "no api key" in message
 
 
 def check_api(session: ProbeSession) -> CheckResult:
@@ -780,7 +881,13 @@ def check_api(session: ProbeSession) -> CheckResult:
         results = [_endpoint(session, ep) for ep in cfg.endpoints]
         res.values["endpoints"] = results
         for r, ep in zip(results, cfg.endpoints, strict=True):
-            if r.get("unconfigured"):
+            if r.get("refused"):
+                res.problem(
+                    Status.error,
+                    f"monitoring is misconfigured: {ep.name}: {r['refused']}",
+                    MONITOR_MISCONFIGURED,
+                )
+            elif r.get("unconfigured"):
                 res.problem(Status.error, f"{ep.name}: {r['error']}")
             elif not r["ok"]:
                 res.problem(Status.critical, f"{ep.name}: {r['error']}", "endpoint_down")
@@ -791,12 +898,21 @@ def check_api(session: ProbeSession) -> CheckResult:
                     f"{ep.name}: {r['ms']:.0f} ms > {budget:.0f} ms",
                     "endpoint_slow",
                 )
-        res.finish(", ".join(f"{r['name']} {r['status']} {r['ms']} ms" for r in results))
+        res.finish(
+            ", ".join(
+                f"{r['name']} {r['status']} {r['ms']} ms"
+                + (f" as {r['auth']}" if r.get("auth", "none") != "none" else "")
+                for r in results
+            )
+        )
     return res
 
 
 def _endpoint(session: ProbeSession, ep: Endpoint) -> dict[str, Any]:
     budget = ep.latency_budget_ms or session.config.monitoring.thresholds.response_time
+    # Probe as the app's clients do: Supabase endpoints with the anon key (grants and RLS
+    # apply), the service role only where configured; the app gets no Supabase key.
+    auth = ep.auth or ("anon" if ep.base == "supabase" else "none")
     return _http_probe(
         session,
         ep.name,
@@ -805,6 +921,7 @@ def _endpoint(session: ProbeSession, ep: Endpoint) -> dict[str, Any]:
         budget,
         ep.method,
         ep.base,
+        auth,
     )
 
 
@@ -951,12 +1068,20 @@ def attribute_causes(results: list[CheckResult]) -> None:
     """Mark failures explained by another failing category, so alerts point at the cause.
 
     - database unreachable directly -> everything else that failed is a symptom of it;
+      refusing the monitor's direct login -> every other check that could not run;
     - pgbouncer down, paused or exhausted -> pooled-connection and API failures follow.
     """
     by = {r.category: r for r in results}
     conn = by.get(Category.connection)
     pool = by.get(Category.pool)
     db_down = conn is not None and "direct_connection_failed" in conn.findings
+    # A direct login refused to the monitor blinds the direct-connection probes: their
+    # errors are symptoms of H1 (what they measure independently, e.g. HTTP, stands).
+    monitor_blind = (
+        conn is not None
+        and MONITOR_MISCONFIGURED in conn.findings
+        and "direct_error" in conn.values
+    )
     pool_broken = (
         pool is not None
         and pool.status is Status.critical
@@ -975,6 +1100,8 @@ def attribute_causes(results: list[CheckResult]) -> None:
         if r.status is Status.ok:
             continue
         if db_down and r.category is not Category.connection:
+            r.suspected_cause = Category.connection
+        elif monitor_blind and r.status is Status.error and r.category is not Category.connection:
             r.suspected_cause = Category.connection
         elif pool_broken and r.category in (Category.connection, Category.api):
             if r.category is Category.connection and "direct_connection_failed" in r.findings:

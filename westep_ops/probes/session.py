@@ -22,13 +22,21 @@ import httpx
 import psycopg
 
 from westep_ops.config import Config
-from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
+from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error, refusal
 from westep_ops.environment import Environment
 from westep_ops.redact import redact
 
 
 class Unavailable(Exception):
-    """A target could not be reached in this sweep; ``str()`` is the one-line reason."""
+    """A target could not be reached in this sweep; ``str()`` is the one-line reason.
+
+    ``refusal`` is set when the server answered and refused the login (see
+    :func:`westep_ops.db.refusal`): the monitor is misconfigured, the target is up.
+    """
+
+    def __init__(self, reason: str, refusal: str | None = None) -> None:
+        super().__init__(reason)
+        self.refusal = refusal
 
 
 @dataclass
@@ -52,6 +60,7 @@ class ProbeSession:
         self.connect_ms: dict[str, float] = {}
         self._conns: dict[str, psycopg.Connection] = {}
         self._failed: dict[str, str] = {}
+        self._refused: dict[str, str | None] = {}
         self._http: httpx.Client | None = None
         self._cache: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -63,7 +72,7 @@ class ProbeSession:
         if conn is not None and not conn.closed and not conn.broken:
             return conn
         if target in self._failed:
-            raise Unavailable(self._failed[target])
+            raise Unavailable(self._failed[target], self._refused.get(target))
         dsn = {
             "direct": self.env.direct_url,
             "pooled": self.env.database_url,
@@ -85,8 +94,9 @@ class ProbeSession:
         except psycopg.Error as e:
             reason = describe_error(e)
             self._failed[target] = reason
+            self._refused[target] = refusal(e)
             self._log(target, "<connect>", (time.perf_counter() - t0) * 1000, reason)
-            raise Unavailable(reason) from None
+            raise Unavailable(reason, self._refused[target]) from None
         self.connect_ms[target] = round((time.perf_counter() - t0) * 1000, 2)
         self._log(target, "<connect>", self.connect_ms[target])
         self._conns[target] = conn
@@ -198,6 +208,7 @@ class ProbeSession:
     def end_sweep(self) -> None:
         """Forget this sweep's failures and memo; close what must not be kept."""
         self._failed.clear()
+        self._refused.clear()
         self._cache.clear()
         self.connect_ms.clear()
         self.stats.clear()

@@ -5,6 +5,10 @@ check found: a pgbouncer that is down or a paused Supabase project has no repair
 an escalation). Symptoms explained by another failure (``suspected_cause``) are not
 repaired themselves. Repairs run in a safe order, the stack is re-checked, and whatever
 is still failing is escalated: level 2 (a person must act) or level 3 (outside help).
+A check that could not run (``error``) is never repaired; when the server answered and
+refused the monitor (wrong password, missing database, SSL, permission denied) recovery
+says "monitoring is misconfigured: ..." once instead of escalating an outage, and while
+the monitor's database logins are refused it repairs nothing (the picture is partial).
 With ``autoRecovery.enabled = false`` recovery only reports what it would do.
 """
 
@@ -19,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from westep_ops.config import Category, Config, RepairAction
 from westep_ops.environment import Environment
-from westep_ops.probes.base import CheckResult, Status
+from westep_ops.probes.base import MONITOR_MISCONFIGURED, CheckResult, Status
 from westep_ops.probes.db_status import DbStatus, db_status
 from westep_ops.probes.health import run_health_check
 from westep_ops.probes.performance import PerformanceMonitor, PerformanceSample
@@ -28,6 +32,10 @@ from westep_ops.redact import redact
 from westep_ops.repairs import actions as _actions  # noqa: F401 - registers the repairs
 from westep_ops.repairs.base import LEVEL_EXTERNAL, LEVEL_MANUAL, RepairResult, run_repair
 from westep_ops.store import OpsStore, log_dir
+
+# The escalation "category" of the monitor's own misconfiguration (not a category H1-H7).
+MONITOR_CATEGORY = "monitor"
+MISCONFIGURED_PREFIX = "monitoring is misconfigured: "
 
 # Repairs that unblock others go first; data changes and VACUUM last.
 SAFE_ORDER = [
@@ -125,11 +133,21 @@ class RecoveryReport:
     path: Path | None = None
 
     @property
+    def misconfigured(self) -> str | None:
+        """The monitor's own misconfiguration, when a check found one (no repair for it)."""
+        return next((e.reason for e in self.escalations if e.category == MONITOR_CATEGORY), None)
+
+    @property
     def verdict(self) -> str:
+        if self.misconfigured and not self.plan:
+            return (
+                "MONITOR MISCONFIGURED: no repair ran and the target was not judged;"
+                " a person must fix the monitor's connection settings or grants"
+            )
         if (
             not self.plan
             and not self.escalations
-            and all(r.status is Status.ok for r in self.before)
+            and all(r.status.rank <= Status.ok.rank for r in self.before)
         ):
             return "healthy: nothing to recover"
         if self.escalations:
@@ -165,8 +183,37 @@ def plan_repairs(
     by_action: dict[RepairAction, list[str]] = {}
     escalations: list[Escalation] = []
     defaults = config.monitoring.auto_recovery.actions
+    refused = [r for r in results if MONITOR_MISCONFIGURED in r.findings]
+    if refused:
+        # The server answered and refused the monitor: nothing on the target to repair,
+        # and the checks that could not run are blind, not failing. One escalation says so.
+        causes = "; ".join(redact(r.summary.removeprefix(MISCONFIGURED_PREFIX)) for r in refused)
+        escalations.append(
+            Escalation(
+                LEVEL_MANUAL,
+                MONITOR_CATEGORY,
+                f"{MISCONFIGURED_PREFIX}{causes}",
+            )
+        )
+    # With the monitor's own database logins refused, the picture is partial and what
+    # else fails may be a symptom of the refusal (e.g. its pooled probe queued behind a
+    # pgbouncer that cannot log in as it): repairing on it could make things worse.
+    blind = any(r.category is Category.connection for r in refused)
     for r in results:
         if r.status is Status.ok or r.suspected_cause is not None:
+            continue
+        if r.status is Status.not_configured:
+            continue
+        if r.status is Status.error and refused:
+            continue
+        if blind:
+            escalations.append(
+                Escalation(
+                    LEVEL_MANUAL,
+                    r.category.value,
+                    f"not repaired while the monitor is misconfigured: {redact(r.summary)}",
+                )
+            )
             continue
         if r.status is Status.error:
             escalations.append(
@@ -199,7 +246,12 @@ def plan_repairs(
             )
         for a in dict.fromkeys(chosen):
             by_action.setdefault(a, []).append(f"{r.category.value}: {redact(r.summary)}")
-    if perf is not None and perf.problems and any("dead tuples" in p for p in perf.problems):
+    if (
+        not blind
+        and perf is not None
+        and perf.problems
+        and any("dead tuples" in p for p in perf.problems)
+    ):
         by_action.setdefault(RepairAction.optimize_performance, []).append(
             "performance: " + "; ".join(p for p in perf.problems if "dead tuples" in p)
         )
@@ -268,8 +320,9 @@ def recover(
                 LEVEL_MANUAL, r.category.value, f"still failing after repair: {redact(r.summary)}"
             )
             for r in report.after
-            if r.status is not Status.ok
+            if r.status.rank > Status.ok.rank
             and r.suspected_cause is None
+            and MONITOR_MISCONFIGURED not in r.findings
             and r.category.value not in escalated
         ]
     if any(p.action in DIAGNOSE_AFTER for p in plan):

@@ -9,8 +9,11 @@ and nothing else. They really query the database and fail the way the real servi
 
 - site ``app``:      ``GET /api/health`` -- ``SELECT 1`` through pgbouncer
 - site ``supabase``: ``GET /auth/v1/health`` -- GoTrue-style, reads ``auth.users`` as the
-  auth service role; ``GET /rest/v1/steps`` -- PostgREST-style read as ``anon``
-  (``authenticated`` with a bearer token, ``service_role`` with the service key as ``apikey``)
+  auth service role; ``GET /rest/v1/steps`` -- PostgREST-style read as the role the keys
+  say, as Supabase maps them: the JWT in ``Authorization: Bearer`` (else the ``apikey``)
+  is the anon key -> ``anon``, the service role key -> ``service_role``, any other bearer
+  token -> ``authenticated``; an ``apikey`` that is neither key -> 401 "Invalid API key";
+  no key at all -> ``anon`` (lenient, for quick manual tries)
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class Handler(BaseHTTPRequestHandler):
     db_url = ""
     auth_db_url = ""
     service_key = ""
+    anon_key = ""
 
     def log_message(self, fmt: str, *args: Any) -> None:  # one line per request
         _log(f"{self.address_string()} {fmt % args}")
@@ -126,6 +130,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if self.site == "supabase" and self._role() is None:
+            self._send(
+                401,
+                {
+                    "message": "Invalid API key",
+                    "hint": "Double check your Supabase `anon` or `service_role` API key.",
+                },
+            )
+            return
         try:
             if self.site == "app" and url.path == "/api/health":
                 self._send(200, self._api_health())
@@ -165,19 +178,28 @@ class Handler(BaseHTTPRequestHandler):
             "description": "westep sandbox auth stand-in",
         }
 
-    def _role(self) -> str:
-        if self.headers.get("apikey") and self.headers.get("apikey") == self.service_key:
-            return "service_role"
-        if (self.headers.get("Authorization") or "").startswith("Bearer "):
-            return "authenticated"
-        return "anon"
+    def _role(self) -> str | None:
+        """The database role the request's keys map to; None for an unknown ``apikey``."""
+        keys = {
+            k: role
+            for k, role in ((self.anon_key, "anon"), (self.service_key, "service_role"))
+            if k
+        }
+        apikey = self.headers.get("apikey")
+        if apikey and apikey not in keys:
+            return None
+        auth = self.headers.get("Authorization") or ""
+        bearer = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
+        if bearer is not None:
+            return keys.get(bearer, "authenticated")  # a user's JWT: authenticated
+        return keys.get(apikey or "", "anon")
 
     def _steps(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         try:
             limit = max(1, min(100, int(query.get("limit", ["10"])[0])))
         except ValueError:
             raise DbError(400, {"message": "limit must be an integer"}) from None
-        role = self._role()
+        role = self._role() or "anon"
 
         def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
             with conn.cursor() as cur:
@@ -202,6 +224,7 @@ def main() -> None:
     Handler.db_url = os.environ["APP_DATABASE_URL"]
     Handler.auth_db_url = os.environ.get("APP_AUTH_DATABASE_URL", "")
     Handler.service_key = os.environ.get("APP_SERVICE_ROLE_KEY", "")
+    Handler.anon_key = os.environ.get("APP_ANON_KEY", "")
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
 

@@ -25,6 +25,7 @@ from westep_ops.sandbox.state import (
     TARGET_LOGINS,
     Layout,
     SandboxState,
+    new_anon_key,
 )
 
 BOUNCER_USERS = ("authenticator", "supabase_auth_admin", "westep_monitor", "postgres")
@@ -75,6 +76,9 @@ class Sandbox:
         root.mkdir(parents=True, exist_ok=True)
         if self._state is None:
             self._state = SandboxState.new(base_port)
+            self.layout.save(self._state)
+        elif not self._state.anon_key:  # made before the stand-in knew an anon key
+            self._state.anon_key = new_anon_key()
             self.layout.save(self._state)
         self._state.register_secrets()
         self._start_cluster("target", run_as)
@@ -329,6 +333,7 @@ pidfile = {self.bouncer_pidfile()}
             "PATH": os.environ.get("PATH", ""),
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
             "APP_SERVICE_ROLE_KEY": state.service_role_key,
+            "APP_ANON_KEY": state.anon_key,
         }
         if site == "app":
             # The app reaches the database through pgbouncer (Prisma's DATABASE_URL).

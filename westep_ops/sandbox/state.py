@@ -42,12 +42,18 @@ def _password() -> str:
     return secrets.token_urlsafe(18)
 
 
+def new_anon_key() -> str:
+    """The stand-in's anon key: it maps to role ``anon``, as Supabase's anon JWT does."""
+    return "sandbox-anon-" + secrets.token_urlsafe(24)
+
+
 @dataclass
 class SandboxState:
     base_port: int = DEFAULT_BASE_PORT
     passwords: dict[str, str] = field(default_factory=dict)
     ops_password: str = ""
     service_role_key: str = ""
+    anon_key: str = ""
     target_initialized: bool = False
     ops_initialized: bool = False
 
@@ -80,11 +86,18 @@ class SandboxState:
             passwords={r: _password() for r in (*TARGET_LOGINS, *BOUNCER_ONLY)},
             ops_password=_password(),
             service_role_key="sandbox-service-" + secrets.token_urlsafe(24),
+            anon_key=new_anon_key(),
         )
 
     def register_secrets(self) -> None:
-        for pw in (*self.passwords.values(), self.ops_password, self.service_role_key):
-            register_secret(pw)
+        for pw in (
+            *self.passwords.values(),
+            self.ops_password,
+            self.service_role_key,
+            self.anon_key,
+        ):
+            if pw:
+                register_secret(pw)
 
     def url(self, user: str, port: int | None = None, db: str = TARGET_DB) -> str:
         pw = self.ops_password if user == "westep_ops" else self.passwords[user]
@@ -104,6 +117,7 @@ class SandboxState:
             "NEXT_PUBLIC_SUPABASE_URL": f"http://{HOST}:{self.supabase_port}",
             "WESTEP_OPS_APP_URL": f"http://{HOST}:{self.app_port}",
             "SUPABASE_SERVICE_ROLE_KEY": self.service_role_key,
+            "SUPABASE_ANON_KEY": self.anon_key,
             "WESTEP_OPS_STORAGE_URL": ops,
             # Dagster's storage needs the psycopg2 driver spelled out (SQLAlchemy 2.1 maps a
             # bare postgresql:// to psycopg 3, which dagster-postgres 0.29 cannot use).

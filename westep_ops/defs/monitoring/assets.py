@@ -52,7 +52,9 @@ def daily_health_frame(samples: pd.DataFrame) -> pd.DataFrame:
     """Per day and category: sample counts by status and availability (ok share).
 
     Only scheduled samples (cheap/full) count; confirmation and verification re-probes
-    would weight failures twice.
+    would weight failures twice. Availability is the ok share of the *measured* samples:
+    an ``error`` sample (the monitor could not look, e.g. it is misconfigured) and a
+    ``not_configured`` one are unknown, neither up nor down; no measured sample -> None.
     """
     s = samples[samples["kind"].isin(["cheap", "full"])]
     if s.empty:
@@ -76,7 +78,9 @@ def daily_health_frame(samples: pd.DataFrame) -> pd.DataFrame:
             counts[col] = 0
     out = counts[["ok", "warning", "critical", "error"]].reset_index()
     out["samples"] = out[["ok", "warning", "critical", "error"]].sum(axis=1)
-    out["availability"] = out["ok"] / out["samples"]
+    measured = out[["ok", "warning", "critical"]].sum(axis=1)
+    out["availability"] = (out["ok"] / measured.where(measured > 0)).astype(object)
+    out.loc[measured == 0, "availability"] = None
     return out[["day", "category", "samples", "ok", "warning", "critical", "error", "availability"]]
 
 
@@ -114,12 +118,19 @@ def health_samples(
     finally:
         store.close()
     by_cat = (
-        frame.groupby("category")[["samples", "ok"]].sum() if not frame.empty else pd.DataFrame()
+        frame.groupby("category")[["samples", "ok", "warning", "critical"]].sum()
+        if not frame.empty
+        else pd.DataFrame()
     )
     checks = []
     for c in Category:
-        if c.value in by_cat.index and by_cat.loc[c.value, "samples"]:
-            avail = float(by_cat.loc[c.value, "ok"] / by_cat.loc[c.value, "samples"])
+        measured = (
+            int(by_cat.loc[c.value, ["ok", "warning", "critical"]].sum())
+            if c.value in by_cat.index
+            else 0
+        )
+        if measured:
+            avail = float(by_cat.loc[c.value, "ok"] / measured)
             checks.append(
                 AssetCheckResult(
                     check_name=f"{c.value}_available",
@@ -137,7 +148,13 @@ def health_samples(
                     check_name=f"{c.value}_available",
                     passed=False,
                     severity=AssetCheckSeverity.WARN,
-                    metadata={"samples": 0, "note": "no samples: not monitored"},
+                    metadata={
+                        "samples": int(by_cat.loc[c.value, "samples"])
+                        if c.value in by_cat.index
+                        else 0,
+                        "note": "no measured samples: not monitored, or the monitor could not"
+                        " look (error) or the check is not configured",
+                    },
                 )
             )
     worst = (
