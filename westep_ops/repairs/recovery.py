@@ -80,6 +80,10 @@ NO_REPAIR: dict[str, tuple[int, str]] = {
         "a critical table is missing: restore it from a migration or backup",
     ),
     "role_missing": (LEVEL_MANUAL, "a declared role is missing: recreate it"),
+    "table_locked": (
+        LEVEL_MANUAL,
+        "a critical table is held in ACCESS EXCLUSIVE: end or wait for the session named",
+    ),
 }
 
 # findings that pick a specific repair instead of the category's default
@@ -129,7 +133,7 @@ class RecoveryReport:
         if (
             not self.plan
             and not self.escalations
-            and all(r.status is Status.ok for r in self.before)
+            and all(r.status in (Status.ok, Status.not_configured) for r in self.before)
         ):
             return "healthy: nothing to recover"
         if self.escalations:
@@ -166,7 +170,7 @@ def plan_repairs(
     escalations: list[Escalation] = []
     defaults = config.monitoring.auto_recovery.actions
     for r in results:
-        if r.status is Status.ok or r.suspected_cause is not None:
+        if r.status in (Status.ok, Status.not_configured) or r.suspected_cause is not None:
             continue
         if r.status is Status.error:
             escalations.append(
@@ -268,7 +272,7 @@ def recover(
                 LEVEL_MANUAL, r.category.value, f"still failing after repair: {redact(r.summary)}"
             )
             for r in report.after
-            if r.status is not Status.ok
+            if r.status not in (Status.ok, Status.not_configured)
             and r.suspected_cause is None
             and r.category.value not in escalated
         ]
