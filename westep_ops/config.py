@@ -170,6 +170,9 @@ class Monitoring(_Model):
 class CriticalTable(_Model):
     table: QualifiedName
     roles: list[Ident] = Field(min_length=1, description="roles that must be able to read it")
+    rls: bool | None = Field(
+        None, description="row-level security must be on (true) or off (false); null: not checked"
+    )
 
 
 Privilege = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]

@@ -620,6 +620,7 @@ def check_tables(session: ProbeSession) -> CheckResult:
                 else:
                     res.problem(status, text, finding)
             items.append(item)
+        items += _rls_items(session, rows, res)
         all_locks: dict[str, str] = session.memo("locks", dict)
         for t, roles in locked.items():
             res.problem(
@@ -629,7 +630,7 @@ def check_tables(session: ProbeSession) -> CheckResult:
             )
         res.values.update(
             pairs=len(pairs),
-            readable=sum(1 for i in items if i["status"] is Status.ok),
+            readable=sum(1 for i in items if "role" in i and i["status"] is Status.ok),
             rows_visible={
                 f"{i['role']}@{i['table']}": i["rows_visible"] for i in items if "rows_visible" in i
             },
@@ -637,6 +638,32 @@ def check_tables(session: ProbeSession) -> CheckResult:
         )
         res.finish(f"{len(pairs)} table/role pairs readable")
     return res
+
+
+def _rls_items(
+    session: ProbeSession, rows: list[dict[str, Any]], res: CheckResult
+) -> list[dict[str, Any]]:
+    """Row-level security as declared (``criticalTables[].rls``): off where it must be on
+    exposes every row to the API roles; on where declared off makes clients see none."""
+    declared = {t.table: t.rls for t in session.config.critical_tables if t.rls is not None}
+    actual = {r["t"]: r["rls"] for r in rows if r["table_exists"]}
+    items = []
+    for table, want in declared.items():
+        if table not in actual:
+            continue  # a missing table is already reported
+        item: dict[str, Any] = {"table": table, "kind": "rls", "rls": actual[table]}
+        if actual[table] == want:
+            item.update(status=Status.ok, detail=f"RLS {'on' if want else 'off'} as declared")
+        elif want:
+            text = f"row-level security is OFF on {table} (declared on)"
+            item.update(status=Status.critical, detail=text)
+            res.problem(Status.critical, text, "rls_disabled")
+        else:
+            text = f"row-level security is ON on {table} (declared off)"
+            item.update(status=Status.warning, detail=text)
+            res.problem(Status.warning, text, "rls_enabled")
+        items.append(item)
+    return items
 
 
 def _read_as_roles(

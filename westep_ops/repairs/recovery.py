@@ -80,6 +80,15 @@ NO_REPAIR: dict[str, tuple[int, str]] = {
         "a critical table is missing: restore it from a migration or backup",
     ),
     "role_missing": (LEVEL_MANUAL, "a declared role is missing: recreate it"),
+    "rls_disabled": (
+        LEVEL_MANUAL,
+        "row-level security is off on a table declared with it on: every row is exposed; "
+        "ENABLE ROW LEVEL SECURITY after checking why it was turned off",
+    ),
+    "rls_enabled": (
+        LEVEL_MANUAL,
+        "row-level security is on where the config declares it off: clients may see no rows",
+    ),
     "table_locked": (
         LEVEL_MANUAL,
         "a critical table is held in ACCESS EXCLUSIVE: end or wait for the session named",
