@@ -803,7 +803,13 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     if path is None:
         src = "built-in defaults (no --config, no $WESTEP_OPS_CONFIG, no ./westep-ops.json)"
     else:
-        how = "--config" if explicit else (f"${CONFIG_ENV}" if os.environ.get(CONFIG_ENV) else "./")
+        how = (
+            "--config"
+            if explicit
+            else f"${CONFIG_ENV}"
+            if os.environ.get(CONFIG_ENV)
+            else "the working directory"
+        )
         src = f"{path.resolve()} (from {how})"
     data = c.model_dump(by_alias=True, mode="json")
     if as_json:

@@ -433,7 +433,7 @@ def table_locks(session: ProbeSession, tables: list[str]) -> dict[str, str]:
     checked: set[str] = session.memo("locks_checked", set)
     todo = [t for t in dict.fromkeys(tables) if t not in checked]
     if todo:
-        _record_locks(
+        record_locks(
             session, todo, session.run("direct", LOCKS_SQL, _names_params(todo), dicts=True)
         )
     return locks
@@ -448,10 +448,11 @@ def _refresh_locks(session: ProbeSession, tables: list[str]) -> None:
         )
     except DB_FAILURES:
         return
-    _record_locks(session, tables, rows)
+    record_locks(session, tables, rows)
 
 
-def _record_locks(session: ProbeSession, tables: list[str], rows: list[dict[str, Any]]) -> None:
+def record_locks(session: ProbeSession, tables: list[str], rows: list[dict[str, Any]]) -> None:
+    """Remember LOCKS_SQL ``rows`` for this sweep; ``tables`` count as looked at."""
     locks: dict[str, str] = session.memo("locks", dict)
     for t, text in _group_locks(rows).items():
         locks.setdefault(t, text)
@@ -976,7 +977,7 @@ def _lock_table_of(session: ProbeSession, rule: IntegrityRule) -> str:
     except DB_FAILURES:
         rows = []
     if rows:
-        _record_locks(session, [], rows)
+        record_locks(session, [], rows)
         return rows[0]["t"]
     return tables[0]
 
@@ -1387,7 +1388,7 @@ def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:
         session.forget(*(k for k, _, _ in parts))
         return
     if lock_tables:
-        _record_locks(session, lock_tables, session.memo("q:locks", list))
+        record_locks(session, lock_tables, session.memo("q:locks", list))
     locks: dict[str, str] = session.memo("locks", dict)
     readable = _to_read(session.memo("q:privs", list), locks) if pairs else []
     runnable = (
