@@ -179,7 +179,7 @@ def test_queued_exclusive_lock_is_reported_with_who_it_waits_for(
     assert elapsed < 8
     h3 = checks["tables"]
     assert f"blocked behind pid {migration_pid}" in h3["summary"], h3
-    assert f"that pid {reader_pid} holds" in h3["summary"]
+    assert f"queued for an ACCESS EXCLUSIVE lock and waits for pid {reader_pid}" in h3["summary"]
 
 
 def _try(conn: psycopg.Connection, text: str) -> None:

@@ -408,10 +408,12 @@ def blocker_text(rows: list[dict[str, Any]]) -> str:
         facts.append(str(r["state"]))
     if held:
         return f"blocked by a lock held by {who} ({', '.join(facts)})"
+    # Lock requests queue in order: a waiting ACCESS EXCLUSIVE (a migration) blocks new
+    # readers too. Name it and the sessions it waits for.
     behind = ", ".join(str(p) for p in r["behind"] or []) or "?"
     return (
-        f"blocked behind {who} ({', '.join(facts)}), queued for an ACCESS EXCLUSIVE lock "
-        f"that pid {behind} holds"
+        f"blocked behind {who} ({', '.join(facts)}), which is queued for an ACCESS EXCLUSIVE "
+        f"lock and waits for pid {behind}"
     )
 
 
@@ -597,14 +599,14 @@ def check_tables(session: ProbeSession) -> CheckResult:
             t, r = row["t"], row["r"]
             item: dict[str, Any] = {"table": t, "role": r, "rls": row["rls"]}
             verdict = _catalog_verdict(row)
-            if verdict is None and t in locks:
-                verdict = (Status.warning, f"{r} on {t}: {locks[t]}", "table_locked")
-            elif verdict is None and not row["switchable"]:
+            if verdict is None and not row["switchable"]:
                 item.update(status=Status.ok, verified="catalog")
                 item["detail"] = (
                     f"SELECT granted (catalog only: the monitoring login {row['monitor']} "
                     f"is not a member of {r}, so it cannot read as {r})"
                 )
+            elif verdict is None and (t, r) not in read and t in locks:  # left out: locked
+                verdict = (Status.warning, f"{r} on {t}: {locks[t]}", "table_locked")
             elif verdict is None:
                 verdict = read.get((t, r)) or (Status.error, f"{r} on {t}: not read", None)
                 if verdict[0] is Status.ok:
@@ -680,7 +682,7 @@ def _read_as_roles(
     if not pairs:
         return {}
     prefetched = session.memo("q:visible", lambda: None)
-    if prefetched is not None:
+    if prefetched is not None and all(f"{r}@{t}" in prefetched for t, r in pairs):
         return {p: (Status.ok, prefetched[f"{p[1]}@{p[0]}"]) for p in pairs}
     try:
         results = session.run(
@@ -884,8 +886,6 @@ def check_integrity(session: ProbeSession) -> CheckResult:
                     f"{r.name}: cannot run: {problem}",
                     MONITOR_MISCONFIGURED,
                 )
-            elif locked is not None:
-                verdict = (Status.warning, f"{r.name}: {locked}: {locks[locked]}", "table_locked")
             elif isinstance(outcome, int):
                 item["count"] = outcome
                 verdict = (
@@ -897,6 +897,8 @@ def check_integrity(session: ProbeSession) -> CheckResult:
                     if outcome
                     else (Status.ok, "no violations", None)
                 )
+            elif outcome is None and locked is not None:  # left out: locked before the count
+                verdict = (Status.warning, f"{r.name}: {locked}: {locks[locked]}", "table_locked")
             else:
                 verdict = outcome or (Status.error, f"{r.name}: not run", None)
             status, text, finding = verdict
