@@ -773,11 +773,10 @@ def config_init(output: str, force: bool, schemas: tuple[str, ...]) -> None:
     Exit code 0 written, 1 the target could not be read, 2 the file exists (without
     --force) or the set-up is wrong.
     """
+    from westep_ops.config import _IDENT
     from westep_ops.config_init import init_config
 
     for name in schemas:
-        from westep_ops.config import _IDENT
-
         if not _IDENT.match(name):
             raise WestepError(f"--schema {name!r} is not a plain SQL identifier")
     found = init_config(_env(), Path(output), force=force, schemas=list(schemas) or None)

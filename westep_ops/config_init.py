@@ -165,7 +165,6 @@ def discover(
     flavour = "supabase" if supabase else "postgresql"
     notes: list[str] = []
     tables = _dicts(conn, TABLES_SQL, {"schemas": schemas})
-    oids = [t["oid"] for t in tables]
     qualified = {t["oid"]: f"{t['schema']}.{t['name']}" for t in tables}
     skipped = [q for q in qualified.values() if not all(_IDENT.match(p) for p in q.split("."))]
     if skipped:
