@@ -257,6 +257,66 @@ def test_one_unreadable_table_among_several(
     assert code == 1
 
 
+def test_an_item_failing_at_run_time_is_isolated_by_the_one_by_one_rerun(
+    sandbox: Sandbox, private_schema: None, tmp_path: Path
+) -> None:
+    """Nothing in the catalog predicts this failure: a view whose rows raise an error when
+    read. The batch fails; the re-run finds which item it was, the others keep theirs."""
+    with sandbox.superuser_conn() as conn:
+        conn.execute("SET ROLE postgres")
+        conn.execute(
+            "CREATE VIEW westep_private.broken AS SELECT id, note FROM westep_private.notes"
+            " WHERE 1 / (id - id) = 1"
+        )
+        conn.execute("GRANT SELECT ON westep_private.broken TO anon, westep_monitor")
+        conn.execute("GRANT USAGE ON SCHEMA westep_private TO westep_monitor")
+    cfg = shipped(
+        tmp_path,
+        criticalTables=[{"table": "westep_private.broken", "roles": ["anon"]}],
+        integrityRules=[
+            {
+                "name": "broken_not_null",
+                "kind": "not_null",
+                "table": "westep_private.broken",
+                "columns": ["note"],
+            }
+        ],
+    )
+    code, checks, elapsed = health(cfg, "--category", "tables", "--category", "integrity")
+    assert elapsed < 8
+    pairs = {(i["table"], i["role"]): i for i in checks["tables"]["values"]["items"]}
+    broken = pairs.pop(("westep_private.broken", "anon"))
+    assert broken["status"] == "error" and "division by zero" in broken["detail"]
+    assert {i["status"] for i in pairs.values()} == {"ok"} and len(pairs) == 8
+    rules = {i["rule"]: i for i in checks["integrity"]["values"]["items"]}
+    assert rules["broken_not_null"]["status"] == "error"
+    assert "division by zero" in rules["broken_not_null"]["detail"]
+    assert [rules[n]["count"] for n in rules if n != "broken_not_null"] == [0, 0, 0]
+    assert code == 3
+
+
+def test_rls_switched_off_where_declared_on_is_critical(sandbox: Sandbox, tmp_path: Path) -> None:
+    data = json.loads((ROOT / "westep-ops.json").read_text())
+    for t in data["criticalTables"]:
+        t["rls"] = True
+    cfg = tmp_path / "rls.json"
+    cfg.write_text(json.dumps(data))
+    with sandbox.superuser_conn() as conn:
+        conn.execute("ALTER TABLE public.step_logs DISABLE ROW LEVEL SECURITY")
+    try:
+        code, checks, _ = health(cfg, "--category", "tables")
+    finally:
+        with sandbox.superuser_conn() as conn:
+            conn.execute("ALTER TABLE public.step_logs ENABLE ROW LEVEL SECURITY")
+    h3 = checks["tables"]
+    assert code == 2 and "rls_disabled" in h3["findings"]
+    assert "row-level security is OFF on public.step_logs (declared on)" in h3["summary"]
+    rls = {i["table"]: i["status"] for i in h3["values"]["items"] if i.get("kind") == "rls"}
+    assert rls == {"public.profiles": "ok", "public.steps": "ok", "public.step_logs": "critical"}
+    code, checks, _ = health(cfg, "--category", "tables")
+    assert code == 0, checks["tables"]
+
+
 def test_a_role_that_lost_select_is_one_critical_pair(sandbox: Sandbox, tmp_path: Path) -> None:
     faults.inject(sandbox, "grant_revoke", True, 120)
     try:

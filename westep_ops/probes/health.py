@@ -784,6 +784,9 @@ SELECT x.s || '.' || x.t AS t, n.oid IS NOT NULL AS schema_exists, c.oid IS NOT 
        CASE WHEN c.oid IS NOT NULL THEN has_table_privilege(c.oid, 'SELECT') END AS can_select,
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+               AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS readable_columns,
        session_user::text AS monitor
 FROM unnest(%s::text[], %s::text[]) AS x(s, t)
 LEFT JOIN pg_namespace n ON n.nspname = x.s
@@ -823,7 +826,9 @@ def rule_problem(rule: IntegrityRule, catalog: dict[str, dict[str, Any]]) -> str
         missing = [c for c in dict.fromkeys(cols) if c not in row["columns"]]
         if missing:
             return f"column {', '.join(missing)} does not exist in {table}"
-        if not row["can_select"]:
+        # Column grants are enough, except for duplicates (they read ctid).
+        unreadable = [c for c in dict.fromkeys(cols) if c not in row["readable_columns"]]
+        if not row["can_select"] and (unreadable or rule.kind == "duplicates"):
             return (
                 f"the monitoring login {row['monitor']} lacks SELECT on {table}: "
                 f"GRANT SELECT ON {table} TO {row['monitor']}"
