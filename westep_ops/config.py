@@ -225,6 +225,9 @@ class Monitoring(_Model):
 class CriticalTable(_Model):
     table: QualifiedName
     roles: list[Ident] = Field(min_length=1, description="roles that must be able to read it")
+    rls: bool | None = Field(
+        None, description="row-level security must be on (true) or off (false); null: not checked"
+    )
 
 
 Privilege = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]
@@ -282,16 +285,32 @@ class Endpoint(_Model):
 
 
 class Realtime(_Model):
+    """H5. A ``realtime`` section in the file makes the publication required (critical when
+    it is missing); without one, H5 checks the default publication only if the target has
+    it, and otherwise says "not configured" (plain PostgreSQL has no realtime)."""
+
+    required: bool = Field(
+        True, description="the publication must exist; false: not configured when it is absent"
+    )
     publication: Ident = "supabase_realtime"
     tables: list[QualifiedName] = Field(default_factory=list)
     notify_channel: Ident = "westep_ops_probe"
 
 
 class Auth(_Model):
+    """H6. An ``auth`` section in the file makes the auth schema required; without one, H6
+    checks these defaults only if the target has the schema, and otherwise says "not
+    configured". ``authenticator`` is not a default role: stacks without PostgREST lack it
+    (when it exists, H6 checks that it can switch to ``apiRoles``)."""
+
+    required: bool = Field(
+        True, description="the auth schema must exist; false: not configured when it is absent"
+    )
     schema_name: Ident = Field("auth", alias="schema")
     tables: list[QualifiedName] = Field(default_factory=lambda: ["auth.users"])
     roles: list[Ident] = Field(
-        default_factory=lambda: ["anon", "authenticated", "service_role", "authenticator"]
+        default_factory=lambda: ["anon", "authenticated", "service_role"],
+        description="roles that must exist",
     )
     api_roles: list[Ident] = Field(
         default_factory=lambda: ["anon", "authenticated", "service_role"],
@@ -308,8 +327,9 @@ class Config(_Model):
     grants: list[Grant] = Field(default_factory=list)
     integrity_rules: list[IntegrityRule] = Field(default_factory=list)
     endpoints: list[Endpoint] = Field(default_factory=list)
-    realtime: Realtime = Realtime()
-    auth: Auth = Auth()
+    # No section in the file: checked only where the target has them (see Realtime, Auth).
+    realtime: Realtime = Realtime(required=False)
+    auth: Auth = Auth(required=False)
     repairs: Repairs = Repairs()
     report_language: Literal["en", "ja"] = "en"
 

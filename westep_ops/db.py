@@ -1,7 +1,7 @@
 """Connections to the monitored database, pgbouncer's admin console and the ops store.
 
-Every connection has a connect timeout and a server-side statement timeout, so nothing
-the monitor does can hang. Pooled connections disable prepared statements (transaction
+Every connection has a connect timeout and a server-side statement timeout (and, for
+the probes, a lock timeout), so nothing the monitor does can hang. Pooled connections disable prepared statements (transaction
 pooling shares server sessions) and pass no startup ``options`` (pgbouncer rejects or
 drops them), so their timeouts are set per transaction with ``SET LOCAL`` instead.
 """
@@ -30,6 +30,7 @@ def connect(
     *,
     connect_timeout_ms: int = 3000,
     statement_timeout_ms: int | None = 5000,
+    lock_timeout_ms: int | None = None,
     pooled: bool = False,
     admin_console: bool = False,
     autocommit: bool = True,
@@ -48,8 +49,13 @@ def connect(
         kwargs["application_name"] = application_name
     else:
         kwargs["application_name"] = application_name
+        options = []
         if statement_timeout_ms is not None:
-            kwargs["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+            options.append(f"-c statement_timeout={int(statement_timeout_ms)}")
+        if lock_timeout_ms is not None:  # a lock wait must not cost the statement timeout
+            options.append(f"-c lock_timeout={int(lock_timeout_ms)}")
+        if options:
+            kwargs["options"] = " ".join(options)
     return psycopg.connect(dsn, **kwargs)  # type: ignore[arg-type]
 
 

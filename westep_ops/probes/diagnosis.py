@@ -241,7 +241,9 @@ def diagnose(env: Environment, config: Config) -> Diagnosis:
                 value,
             )
     diag.problems = [
-        f"{h['check']}: {h['summary']}" for h in diag.health if h["status"] != Status.ok.value
+        f"{h['check']}: {h['summary']}"
+        for h in diag.health
+        if h["status"] not in (Status.ok.value, Status.not_configured.value)
     ]
     latest = monitor.latest()
     if latest and latest.problems:

@@ -20,7 +20,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from westep_ops.config import Category, Endpoint, split_name
+from westep_ops.config import Auth, Category, Endpoint, IntegrityRule, Realtime, split_name
 from westep_ops.db import DeadlineExceeded, describe_error, refusal
 from westep_ops.integrity import count_sql
 from westep_ops.probes.base import MONITOR_MISCONFIGURED, CheckResult, Status, timed_result
@@ -407,15 +407,175 @@ def _pool_summary(res: CheckResult) -> str:
     return ", ".join(parts) + f" ({res.source})"
 
 
+# -- locks shared by H3 and H4 -------------------------------------------------------------
+# ACCESS EXCLUSIVE is the only lock mode a plain SELECT waits for. Asked of the catalog in
+# the first round trip, so a locked table costs the sweep nothing; a lock taken between
+# that look and the read still costs at most lock_timeout, once per table.
+LOCKS_SQL = """
+SELECT x.s || '.' || x.t AS t, l.pid, l.granted, a.usename::text AS usename, a.state,
+       extract(epoch FROM clock_timestamp() - a.query_start)::float AS query_age_s,
+       CASE WHEN NOT l.granted THEN pg_blocking_pids(l.pid) END AS behind
+FROM unnest(%s::text[], %s::text[]) AS x(s, t)
+JOIN pg_namespace n ON n.nspname = x.s
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = x.t
+JOIN pg_locks l ON l.locktype = 'relation' AND l.relation = c.oid
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+     AND l.mode = 'AccessExclusiveLock'
+LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.pid IS DISTINCT FROM pg_backend_pid()
+ORDER BY l.granted DESC, a.query_start NULLS LAST
+"""
+
+
+def _locked_tables_wanted(session: ProbeSession, wanted: set[Category]) -> list[str]:
+    cfg = session.config
+    tables: list[str] = []
+    if Category.tables in wanted:
+        tables += [t.table for t in cfg.critical_tables]
+    if Category.integrity in wanted:
+        for r in cfg.integrity_rules:
+            tables += [r.table] + ([r.references] if r.references else [])
+    return list(dict.fromkeys(tables))
+
+
+def _names_params(tables: list[str]) -> tuple[list[str], list[str]]:
+    parts = [split_name(t) for t in tables]
+    return [p[0] for p in parts], [p[1] for p in parts]
+
+
+def blocker_text(rows: list[dict[str, Any]]) -> str:
+    """``blocked by a lock held by pid N (user, query age)`` from LOCKS_SQL rows of one table."""
+    held = [r for r in rows if r["granted"]]
+    r = (held or rows)[0]
+    who = f"pid {r['pid']}" if r["pid"] is not None else "a prepared transaction"
+    facts = [f"user {r['usename']}" if r["usename"] else "user not visible"]
+    if r["query_age_s"] is not None:
+        facts.append(f"query age {r['query_age_s']:.0f} s")
+    else:
+        facts.append("query age not visible: the monitor lacks pg_read_all_stats")
+    if r["state"]:
+        facts.append(str(r["state"]))
+    if held:
+        return f"blocked by a lock held by {who} ({', '.join(facts)})"
+    # Lock requests queue in order: a waiting ACCESS EXCLUSIVE (a migration) blocks new
+    # readers too. Name it and the sessions it waits for.
+    behind = ", ".join(str(p) for p in r["behind"] or []) or "?"
+    return (
+        f"blocked behind {who} ({', '.join(facts)}), which is queued for an ACCESS EXCLUSIVE "
+        f"lock and waits for pid {behind}"
+    )
+
+
+def _group_locks(rows: list[dict[str, Any]]) -> dict[str, str]:
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["t"], []).append(r)
+    return {t: blocker_text(rs) for t, rs in by.items()}
+
+
+def table_locks(session: ProbeSession, tables: list[str]) -> dict[str, str]:
+    """Configured tables a SELECT would wait on right now -> who holds the lock.
+
+    Looked up once per table per sweep (the prefetch asks for every table of H3 and H4 in
+    its first round trip); tables found locked later, when a read hit lock_timeout, are
+    added by :func:`_note_lock`.
+    """
+    locks: dict[str, str] = session.memo("locks", dict)
+    checked: set[str] = session.memo("locks_checked", set)
+    todo = [t for t in dict.fromkeys(tables) if t not in checked]
+    if todo:
+        record_locks(
+            session, todo, session.run("direct", LOCKS_SQL, _names_params(todo), dicts=True)
+        )
+    return locks
+
+
+def _refresh_locks(session: ProbeSession, tables: list[str]) -> None:
+    """A batch hit lock_timeout: look again (one bounded query) so the retry skips the
+    locked tables instead of waiting lock_timeout once more per item."""
+    try:
+        rows = session.run(
+            "direct", LOCKS_SQL, _names_params(tables), dicts=True, deadline_ms=_budget(session)
+        )
+    except DB_FAILURES:
+        return
+    record_locks(session, tables, rows)
+
+
+def record_locks(session: ProbeSession, tables: list[str], rows: list[dict[str, Any]]) -> None:
+    """Remember LOCKS_SQL ``rows`` for this sweep; ``tables`` count as looked at."""
+    locks: dict[str, str] = session.memo("locks", dict)
+    for t, text in _group_locks(rows).items():
+        locks.setdefault(t, text)
+    session.memo("locks_checked", set).update(tables)
+
+
+def _note_lock(session: ProbeSession, table: str) -> str:
+    """A read of ``table`` hit lock_timeout: find who holds the lock (bounded) and remember."""
+    locks: dict[str, str] = session.memo("locks", dict)
+    if table not in locks:
+        try:
+            rows = session.run(
+                "direct",
+                LOCKS_SQL,
+                _names_params([table]),
+                dicts=True,
+                deadline_ms=_budget(session),
+            )
+        except DB_FAILURES:
+            rows = []
+        locks[table] = (
+            blocker_text(rows)
+            if rows
+            else f"blocked by a lock (waited lock_timeout {session.timeouts.lock} ms; holder gone)"
+        )
+    return locks[table]
+
+
+def _budget(session: ProbeSession) -> float:
+    """Time one category may spend re-running its items one by one after a batch failed."""
+    return float(session.timeouts.statement)
+
+
+def _tx_head(session: ProbeSession) -> list[sql.Composable]:
+    """A read-only transaction bounded by statement_timeout and lock_timeout (SET LOCAL:
+    the only kind that survives transaction pooling)."""
+    t = session.timeouts
+    return [
+        sql.SQL("BEGIN READ ONLY"),
+        sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(t.statement))),
+        sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(int(t.lock))),
+    ]
+
+
+def _is_lock_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.errors.LockNotAvailable)
+
+
+def _failure(session: ProbeSession, exc: BaseException) -> str:
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return f"timed out after {session.timeouts.statement} ms (statement_timeout)"
+    return _reason(exc)
+
+
 # -- H3 ---------------------------------------------------------------------------------
+# Names are matched in pg_namespace/pg_class, not with to_regclass(): that raises
+# "permission denied for schema" when the monitor lacks USAGE, which would blind every pair.
 PRIVS_SQL = """
-SELECT x.t, x.r, c.oid IS NOT NULL AS table_exists,
-       EXISTS (SELECT 1 FROM pg_roles WHERE rolname = x.r) AS role_exists,
-       CASE WHEN c.oid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = x.r)
-            THEN has_table_privilege(x.r, c.oid, 'SELECT') END AS can_select,
+SELECT x.t, x.r, c.oid IS NOT NULL AS table_exists, ro.oid IS NOT NULL AS role_exists,
+       CASE WHEN c.oid IS NOT NULL AND ro.oid IS NOT NULL
+            THEN has_table_privilege(ro.oid, c.oid, 'SELECT') END AS can_select,
+       CASE WHEN n.oid IS NOT NULL AND ro.oid IS NOT NULL
+            THEN has_schema_privilege(ro.oid, n.oid, 'USAGE') END AS schema_usage,
+       CASE WHEN ro.oid IS NOT NULL THEN pg_has_role(session_user, ro.oid, 'MEMBER') END
+            AS switchable,
+       session_user::text AS monitor,
        c.relrowsecurity AS rls
-FROM unnest(%s::text[], %s::text[]) AS x(t, r)
-LEFT JOIN pg_class c ON c.oid = to_regclass(x.t)
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS x(t, s, n, r, i)
+LEFT JOIN pg_namespace n ON n.nspname = x.s
+LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = x.n AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+LEFT JOIN pg_roles ro ON ro.rolname = x.r
+ORDER BY x.i
 """
 
 
@@ -423,23 +583,51 @@ def _pairs(session: ProbeSession) -> list[tuple[str, str]]:
     return [(t.table, r) for t in session.config.critical_tables for r in t.roles]
 
 
-def _privs_params(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+def _privs_params(pairs: list[tuple[str, str]]) -> tuple[list[str], ...]:
+    names = [split_name(p[0]) for p in pairs]
+    return (
+        [p[0] for p in pairs],
+        [s for s, _ in names],
+        [n for _, n in names],
+        [p[1] for p in pairs],
+    )
 
 
-def _readable(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def _catalog_verdict(row: dict[str, Any]) -> tuple[Status, str, str | None] | None:
+    """What the catalog alone says about one pair; None when it can be read as the role."""
+    t, r = row["t"], row["r"]
+    if not row["table_exists"]:
+        return Status.critical, f"table {t} does not exist", "table_missing"
+    if not row["role_exists"]:
+        return Status.critical, f"role {r} does not exist", "role_missing"
+    if not row["can_select"]:
+        return Status.critical, f"{r} has no SELECT on {t}", "grant_missing"
+    if not row["schema_usage"]:
+        schema = split_name(t)[0]
+        return Status.critical, f"{r} has no USAGE on schema {schema}", "schema_usage_missing"
+    return None
+
+
+def _to_read(rows: list[dict[str, Any]], locks: dict[str, str]) -> list[tuple[str, str]]:
+    """Pairs to read for real as the role: granted, switchable, and not behind a lock."""
     return [
-        (r["t"], r["r"]) for r in rows if r["table_exists"] and r["role_exists"] and r["can_select"]
+        (r["t"], r["r"])
+        for r in rows
+        if _catalog_verdict(r) is None and r["switchable"] and r["t"] not in locks
     ]
 
 
 def check_tables(session: ProbeSession) -> CheckResult:
-    """H3: every critical table is readable by every role that must read it."""
+    """H3: every critical table is readable by every role that must read it.
+
+    Each table/role pair gets its own verdict in ``values["items"]``; the category is the
+    worst of them, so one bad pair never hides the others.
+    """
     res = CheckResult(Category.tables)
     pairs = _pairs(session)
     with timed_result(res):
         if not pairs:
-            return res.finish("no critical tables configured")
+            return _not_configured(res, "no criticalTables in the config")
         try:
             rows = session.memo(
                 "q:privs",
@@ -448,86 +636,171 @@ def check_tables(session: ProbeSession) -> CheckResult:
         except DB_FAILURES as e:
             res.problem(Status.error, f"could not check: {_reason(e)}")
             return res.finish("")
-        readable = []
+        try:
+            locks = table_locks(session, list(dict.fromkeys(t for t, _ in pairs)))
+        except DB_FAILURES as e:
+            locks = {}
+            res.values["locks_error"] = _reason(e)
+        read = _read_as_roles(session, _to_read(rows, locks))
+        items: list[dict[str, Any]] = []
+        locked: dict[str, list[str]] = {}  # one line per locked table, not per pair
         for row in rows:
-            if not row["table_exists"]:
-                res.problem(Status.critical, f"table {row['t']} does not exist", "table_missing")
-            elif not row["role_exists"]:
-                res.problem(Status.critical, f"role {row['r']} does not exist", "role_missing")
-            elif not row["can_select"]:
-                res.problem(
-                    Status.critical, f"{row['r']} has no SELECT on {row['t']}", "grant_missing"
+            t, r = row["t"], row["r"]
+            item: dict[str, Any] = {"table": t, "role": r, "rls": row["rls"]}
+            verdict = _catalog_verdict(row)
+            if verdict is None and not row["switchable"]:
+                item.update(status=Status.ok, verified="catalog")
+                item["detail"] = (
+                    f"SELECT granted (catalog only: the monitoring login {row['monitor']} "
+                    f"is not a member of {r}, so it cannot read as {r})"
                 )
-            else:
-                readable.append((row["t"], row["r"]))
-        visible = _select_as_roles(session, readable, res)
-        res.values.update(pairs=len(pairs), readable=len(readable), rows_visible=visible)
+            elif verdict is None and (t, r) not in read and t in locks:  # left out: locked
+                verdict = (Status.warning, f"{r} on {t}: {locks[t]}", "table_locked")
+            elif verdict is None:
+                verdict = read.get((t, r)) or (Status.error, f"{r} on {t}: not read", None)
+                if verdict[0] is Status.ok:
+                    n = verdict[1]
+                    item.update(status=Status.ok, verified="select", rows_visible=n)
+                    item["detail"] = f"read as {r}" + (
+                        " (0 rows visible: empty, or RLS filters)" if n == 0 else ""
+                    )
+            if verdict is not None and verdict[0] is not Status.ok:
+                status, text, finding = verdict
+                item.update(status=status, detail=text)
+                if finding == "table_locked":
+                    locked.setdefault(t, []).append(r)
+                else:
+                    res.problem(status, text, finding)
+            items.append(item)
+        items += _rls_items(session, rows, res)
+        all_locks: dict[str, str] = session.memo("locks", dict)
+        for t, roles in locked.items():
+            res.problem(
+                Status.warning,
+                f"{t} ({', '.join(roles)}): {all_locks.get(t, 'blocked by a lock')}",
+                "table_locked",
+            )
+        res.values.update(
+            pairs=len(pairs),
+            readable=sum(1 for i in items if "role" in i and i["status"] is Status.ok),
+            rows_visible={
+                f"{i['role']}@{i['table']}": i["rows_visible"] for i in items if "rows_visible" in i
+            },
+            items=items,
+        )
         res.finish(f"{len(pairs)} table/role pairs readable")
     return res
 
 
-def _select_as_roles(
-    session: ProbeSession, pairs: list[tuple[str, str]], res: CheckResult
-) -> dict[str, int]:
-    """A real ``SELECT ... LIMIT 1`` as each role, in one read-only transaction.
+def _rls_items(
+    session: ProbeSession, rows: list[dict[str, Any]], res: CheckResult
+) -> list[dict[str, Any]]:
+    """Row-level security as declared (``criticalTables[].rls``): off where it must be on
+    exposes every row to the API roles; on where declared off makes clients see none."""
+    declared = {t.table: t.rls for t in session.config.critical_tables if t.rls is not None}
+    actual = {r["t"]: r["rls"] for r in rows if r["table_exists"]}
+    items = []
+    for table, want in declared.items():
+        if table not in actual:
+            continue  # a missing table is already reported
+        item: dict[str, Any] = {"table": table, "kind": "rls", "rls": actual[table]}
+        if actual[table] == want:
+            item.update(status=Status.ok, detail=f"RLS {'on' if want else 'off'} as declared")
+        elif want:
+            text = f"row-level security is OFF on {table} (declared on)"
+            item.update(status=Status.critical, detail=text)
+            res.problem(Status.critical, text, "rls_disabled")
+        else:
+            text = f"row-level security is ON on {table} (declared off)"
+            item.update(status=Status.warning, detail=text)
+            res.problem(Status.warning, text, "rls_enabled")
+        items.append(item)
+    return items
+
+
+def _read_as_roles(
+    session: ProbeSession, pairs: list[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """A real ``SELECT ... LIMIT 1`` as each role: (ok, rows visible) or (status, text, finding).
 
     ``SET LOCAL ROLE`` (never plain ``SET ROLE``: it would leak to other clients under
-    transaction pooling), all pairs sent as one multi-statement round trip; if that
-    fails, one transaction per pair finds which. 0 visible rows is not an error: RLS
-    filters silently.
+    transaction pooling), all pairs in one read-only transaction and one round trip; if
+    that fails, each pair runs alone (bounded in total), so one failure stays one item.
+    0 visible rows is not an error: RLS filters silently.
     """
     if not pairs:
         return {}
-    st = int(session.config.monitoring.timeouts.statement)
     prefetched = session.memo("q:visible", lambda: None)
-    if prefetched is not None:
-        return prefetched
+    if prefetched is not None and all(f"{r}@{t}" in prefetched for t, r in pairs):
+        return {p: (Status.ok, prefetched[f"{p[1]}@{p[0]}"]) for p in pairs}
     try:
         results = session.run(
-            "direct", sql.SQL("; ").join(role_select_statements(pairs, st)), all_results=True
+            "direct", sql.SQL("; ").join(role_select_statements(session, pairs)), all_results=True
         )
-        return {f"{r}@{t}": rows[0][0] for (t, r), rows in zip(pairs, results, strict=True)}
-    except DB_FAILURES:
+        return {p: (Status.ok, rows[0][0]) for p, rows in zip(pairs, results, strict=True)}
+    except DB_FAILURES as e:
         _rollback(session)
-    # Something failed: find which pair, one transaction each (the rare path).
-    visible: dict[str, int] = {}
+        if _is_lock_timeout(e):
+            _refresh_locks(session, list(dict.fromkeys(t for t, _ in pairs)))
+    out: dict[tuple[str, str], tuple[Any, ...]] = {}
+    stop = time.perf_counter() + _budget(session) / 1000
     for table, role in pairs:
-        schema, name = split_name(table)
-        one = sql.SQL("; ").join(
-            [
-                sql.SQL("BEGIN READ ONLY"),
-                sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(st)),
-                sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)),
-                sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1) AS s").format(
-                    sql.Identifier(schema, name)
-                ),
-                sql.SQL("ROLLBACK"),
-            ]
-        )
+        locks: dict[str, str] = session.memo("locks", dict)
+        if table in locks:
+            out[(table, role)] = (
+                Status.warning,
+                f"{role} on {table}: {locks[table]}",
+                "table_locked",
+            )
+            continue
+        if time.perf_counter() > stop:
+            out[(table, role)] = (
+                Status.error,
+                f"{role} on {table}: not read (H3's {_budget(session):.0f} ms for re-reading "
+                "pairs one by one was spent)",
+                None,
+            )
+            continue
         try:
-            visible[f"{role}@{table}"] = session.run("direct", one, all_results=True)[0][0][0]
+            rows = session.run(
+                "direct",
+                sql.SQL("; ").join(role_select_statements(session, [(table, role)])),
+                all_results=True,
+            )
+            out[(table, role)] = (Status.ok, rows[0][0][0])
         except DB_FAILURES as e:
             _rollback(session)
-            status = (
-                Status.error if isinstance(e, Unavailable | DeadlineExceeded) else Status.critical
-            )
-            res.problem(status, f"{role} cannot read {table}: {_reason(e)}", "select_failed")
-    return visible
+            if _is_lock_timeout(e):
+                blocker = _note_lock(session, table)
+                out[(table, role)] = (
+                    Status.warning,
+                    f"{role} on {table}: {blocker}",
+                    "table_locked",
+                )
+            elif isinstance(e, psycopg.errors.InsufficientPrivilege):
+                out[(table, role)] = (
+                    Status.critical,
+                    f"{role} cannot read {table}: {_reason(e)}",
+                    "select_failed",
+                )
+            else:  # timeout, connection lost: the probe could not run, nothing is known
+                out[(table, role)] = (
+                    Status.error,
+                    f"{role} on {table}: could not read: {_failure(session, e)}",
+                    None,
+                )
+    return out
 
 
 def role_select_statements(
-    pairs: list[tuple[str, str]], statement_timeout_ms: int
+    session: ProbeSession, pairs: list[tuple[str, str]]
 ) -> list[sql.Composable]:
     """One read-only transaction: per pair, SET LOCAL ROLE and a SELECT as that role."""
-    stmts: list[sql.Composable] = [
-        sql.SQL("BEGIN READ ONLY"),
-        sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(statement_timeout_ms)),
-    ]
+    stmts = _tx_head(session)
     for table, role in pairs:
         schema, name = split_name(table)
         # SET LOCAL ROLE may go straight from one API role to the next: membership is
-        # checked against the session user. Any error fails the batch, and the caller
-        # then checks pair by pair to say which one.
+        # checked against the session user.
         stmts += [
             sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)),
             sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1) AS s").format(
@@ -545,54 +818,235 @@ def _rollback(session: ProbeSession) -> None:
         pass
 
 
+def _not_configured(res: CheckResult, why: str) -> CheckResult:
+    res.status = Status.not_configured
+    res.summary = f"not configured ({why})"
+    return res
+
+
 # -- H4 ---------------------------------------------------------------------------------
+# What each rule needs, checked as the monitor before anything runs: a typo or a missing
+# grant becomes that rule's own error instead of failing the whole batch.
+RULE_CATALOG_SQL = """
+SELECT x.s || '.' || x.t AS t, n.oid IS NOT NULL AS schema_exists, c.oid IS NOT NULL AS table_exists,
+       CASE WHEN n.oid IS NOT NULL THEN has_schema_privilege(n.oid, 'USAGE') END AS usage,
+       CASE WHEN c.oid IS NOT NULL THEN has_table_privilege(c.oid, 'SELECT') END AS can_select,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+               AND has_column_privilege(c.oid, a.attnum, 'SELECT')) AS readable_columns,
+       session_user::text AS monitor
+FROM unnest(%s::text[], %s::text[]) AS x(s, t)
+LEFT JOIN pg_namespace n ON n.nspname = x.s
+LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = x.t AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+"""
+
+
 def integrity_rule_sql(rule: Any) -> sql.Composable:
     """A query counting the rows that break ``rule`` (the rows fix_data_integrity would move)."""
     return count_sql(rule)
 
 
+def _rule_tables(rules: Iterable[IntegrityRule]) -> list[str]:
+    out: list[str] = []
+    for r in rules:
+        out += [r.table] + ([r.references] if r.references else [])
+    return list(dict.fromkeys(out))
+
+
+def rule_problem(rule: IntegrityRule, catalog: dict[str, dict[str, Any]]) -> str | None:
+    """Why ``rule`` cannot run as the monitor (exactly what is missing), or None."""
+    needs = [(rule.table, [*rule.columns, *(rule.key or [])])]
+    if rule.references:
+        needs.append((rule.references, rule.referenced_columns or ["id"]))
+    for table, cols in needs:
+        row = catalog[table]
+        schema = split_name(table)[0]
+        if not row["schema_exists"]:
+            return f"schema {schema} does not exist (rule names {table})"
+        if not row["usage"]:
+            return (
+                f"the monitoring login {row['monitor']} lacks USAGE on schema {schema}: "
+                f"GRANT USAGE ON SCHEMA {schema} TO {row['monitor']}"
+            )
+        if not row["table_exists"]:
+            return f"table {table} does not exist"
+        missing = [c for c in dict.fromkeys(cols) if c not in row["columns"]]
+        if missing:
+            return f"column {', '.join(missing)} does not exist in {table}"
+        # Column grants are enough, except for duplicates (they read ctid).
+        unreadable = [c for c in dict.fromkeys(cols) if c not in row["readable_columns"]]
+        if not row["can_select"] and (unreadable or rule.kind == "duplicates"):
+            return (
+                f"the monitoring login {row['monitor']} lacks SELECT on {table}: "
+                f"GRANT SELECT ON {table} TO {row['monitor']}"
+            )
+    return None
+
+
+def _rule_catalog(session: ProbeSession) -> dict[str, dict[str, Any]]:
+    tables = _rule_tables(session.config.integrity_rules)
+    rows = session.memo(
+        "q:rulecat",
+        lambda: session.run("direct", RULE_CATALOG_SQL, _names_params(tables), dicts=True),
+    )
+    return {r["t"]: r for r in rows}
+
+
+def _runnable(
+    rules: Iterable[IntegrityRule], catalog: dict[str, dict[str, Any]], locks: dict[str, str]
+) -> list[IntegrityRule]:
+    return [
+        r
+        for r in rules
+        if rule_problem(r, catalog) is None and not any(t in locks for t in _rule_tables([r]))
+    ]
+
+
 def check_integrity(session: ProbeSession) -> CheckResult:
-    """H4: count the rows breaking each configured integrity rule (bounded by statement_timeout)."""
+    """H4: count the rows breaking each configured integrity rule.
+
+    Each rule gets its own verdict in ``values["items"]``: a rule that cannot run (a typo,
+    a missing grant, a locked table) is that rule's error or warning, and the others
+    still count. Bounded by statement_timeout and lock_timeout.
+    """
     cfg = session.config
     res = CheckResult(Category.integrity)
     rules = cfg.integrity_rules
     with timed_result(res):
         if not rules:
-            return res.finish("no integrity rules configured")
-        query = sql.SQL("; ").join(integrity_statements(session))
+            return _not_configured(res, "no integrityRules in the config")
         try:
-            (row,) = session.memo(
-                "q:violations", lambda: session.run("direct", query, all_results=True)[0]
-            )
+            catalog = _rule_catalog(session)
         except DB_FAILURES as e:
-            _rollback(session)
             res.problem(Status.error, f"integrity rules could not run: {_reason(e)}")
             return res.finish("")
-        counts = {r.name: int(n) for r, n in zip(rules, row, strict=True)}
-        res.values["violations"] = counts
+        try:
+            locks = table_locks(session, _rule_tables(rules))
+        except DB_FAILURES as e:
+            locks = {}
+            res.values["locks_error"] = _reason(e)
+        counts = _count_rules(session, _runnable(rules, catalog, locks))
+        items: list[dict[str, Any]] = []
         for r in rules:
-            if counts[r.name]:
-                res.problem(
-                    Status(r.severity),
-                    f"{r.name}: {counts[r.name]} rows ({r.kind} in {r.table})",
-                    f"integrity:{r.name}",
+            item: dict[str, Any] = {"rule": r.name, "kind": r.kind, "table": r.table}
+            problem = rule_problem(r, catalog)
+            locked = next((t for t in _rule_tables([r]) if t in locks), None)
+            outcome = counts.get(r.name)
+            if problem is not None:
+                verdict: tuple[Status, str, str | None] = (
+                    Status.error,
+                    f"{r.name}: cannot run: {problem}",
+                    MONITOR_MISCONFIGURED,
                 )
+            elif isinstance(outcome, int):
+                item["count"] = outcome
+                verdict = (
+                    (
+                        Status(r.severity),
+                        f"{r.name}: {outcome} rows ({r.kind} in {r.table})",
+                        f"integrity:{r.name}",
+                    )
+                    if outcome
+                    else (Status.ok, "no violations", None)
+                )
+            elif outcome is None and locked is not None:  # left out: locked before the count
+                verdict = (Status.warning, f"{r.name}: {locked}: {locks[locked]}", "table_locked")
+            else:
+                verdict = outcome or (Status.error, f"{r.name}: not run", None)
+            status, text, finding = verdict
+            item.update(status=status, detail=text)
+            if status is not Status.ok:
+                res.problem(status, text, finding)
+            items.append(item)
+        res.values["violations"] = {i["rule"]: i["count"] for i in items if "count" in i}
+        res.values["items"] = items
         res.finish(f"{len(rules)} rules, no violations")
     return res
 
 
-def integrity_statements(session: ProbeSession) -> list[sql.Composable]:
-    """One read-only transaction counting every rule's violations in a single SELECT."""
-    st = int(session.config.monitoring.timeouts.statement)
+def _count_rules(
+    session: ProbeSession, rules: list[IntegrityRule]
+) -> dict[str, int | tuple[Status, str, str | None]]:
+    """Violation counts per rule: all rules in one SELECT; if that fails, one by one."""
+    if not rules:
+        return {}
+    prefetched = session.memo("q:violations", lambda: None)
+    if prefetched is not None and all(r.name in prefetched for r in rules):
+        return {r.name: prefetched[r.name] for r in rules}
+    try:
+        (row,) = session.run(
+            "direct", sql.SQL("; ").join(integrity_statements(session, rules)), all_results=True
+        )[0]
+        return {r.name: int(n) for r, n in zip(rules, row, strict=True)}
+    except DB_FAILURES as e:
+        _rollback(session)
+        if _is_lock_timeout(e):
+            _refresh_locks(session, _rule_tables(rules))
+    out: dict[str, int | tuple[Status, str, str | None]] = {}
+    stop = time.perf_counter() + _budget(session) / 1000
+    for r in rules:
+        locks: dict[str, str] = session.memo("locks", dict)
+        locked = next((t for t in _rule_tables([r]) if t in locks), None)
+        if locked is not None:
+            out[r.name] = (Status.warning, f"{r.name}: {locked}: {locks[locked]}", "table_locked")
+            continue
+        if time.perf_counter() > stop:
+            out[r.name] = (
+                Status.error,
+                f"{r.name}: not run (H4's {_budget(session):.0f} ms for re-running rules one "
+                "by one was spent)",
+                None,
+            )
+            continue
+        try:
+            (row,) = session.run(
+                "direct", sql.SQL("; ").join(integrity_statements(session, [r])), all_results=True
+            )[0]
+            out[r.name] = int(row[0])
+        except DB_FAILURES as e:
+            _rollback(session)
+            if _is_lock_timeout(e):
+                table = _lock_table_of(session, r)
+                out[r.name] = (
+                    Status.warning,
+                    f"{r.name}: {table}: {_note_lock(session, table)}",
+                    "table_locked",
+                )
+            else:
+                out[r.name] = (
+                    Status.error,
+                    f"{r.name}: could not run: {_failure(session, e)}",
+                    None,
+                )
+    return out
+
+
+def _lock_table_of(session: ProbeSession, rule: IntegrityRule) -> str:
+    """Which of the rule's tables is locked now (the first one if none is seen any more)."""
+    tables = _rule_tables([rule])
+    try:
+        rows = session.run(
+            "direct", LOCKS_SQL, _names_params(tables), dicts=True, deadline_ms=_budget(session)
+        )
+    except DB_FAILURES:
+        rows = []
+    if rows:
+        record_locks(session, [], rows)
+        return rows[0]["t"]
+    return tables[0]
+
+
+def integrity_statements(
+    session: ProbeSession, rules: list[IntegrityRule] | None = None
+) -> list[sql.Composable]:
+    """One read-only transaction counting the given rules' violations in a single SELECT."""
+    rules = session.config.integrity_rules if rules is None else rules
     select = sql.SQL("SELECT ") + sql.SQL(", ").join(
-        sql.SQL("({})").format(integrity_rule_sql(r)) for r in session.config.integrity_rules
+        sql.SQL("({})").format(integrity_rule_sql(r)) for r in rules
     )
-    return [
-        sql.SQL("BEGIN READ ONLY"),
-        sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(st)),
-        select,
-        sql.SQL("ROLLBACK"),
-    ]
+    return [*_tx_head(session), select, sql.SQL("ROLLBACK")]
 
 
 # -- H5 ---------------------------------------------------------------------------------
@@ -627,6 +1081,12 @@ def check_realtime(session: ProbeSession) -> CheckResult:
         except DB_FAILURES as e:
             res.problem(Status.error, f"could not check: {_reason(e)}")
             return res.finish("")
+        if not _realtime_applies(rt, [row]):
+            return _not_configured(
+                res,
+                f"no realtime section in the config and no publication {rt.publication} "
+                "on the target",
+            )
         res.values.update(
             wal_level=row["wal_level"],
             publication=row["publication"],
@@ -670,6 +1130,11 @@ def check_realtime(session: ProbeSession) -> CheckResult:
     return res
 
 
+def _realtime_applies(rt: Realtime, rows: list[dict[str, Any]]) -> bool:
+    """H5 applies when the config asks for realtime, or the default publication exists."""
+    return rt.required or bool(rows and rows[0]["publication"])
+
+
 def _notify_round_trip(session: ProbeSession, res: CheckResult) -> None:
     """LISTEN/NOTIFY on the direct connection (LISTEN does not survive transaction pooling)."""
     channel = session.config.realtime.notify_channel
@@ -703,9 +1168,12 @@ def notify_statement(channel: str, token: str) -> sql.Composable:
 
 
 # -- H6 ---------------------------------------------------------------------------------
+# Tables are matched in pg_namespace/pg_class (to_regclass raises without USAGE on auth).
 AUTH_SQL = """
 SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s) AS schema_exists,
-       ARRAY(SELECT t FROM unnest(%(tables)s::text[]) AS t WHERE to_regclass(t) IS NULL) AS missing_tables,
+       ARRAY(SELECT x.s || '.' || x.t FROM unnest(%(tschemas)s::text[], %(tnames)s::text[]) AS x(s, t)
+             WHERE NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                               WHERE n.nspname = x.s AND c.relname = x.t)) AS missing_tables,
        ARRAY(SELECT r FROM unnest(%(roles)s::text[]) AS r
              WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)) AS missing_roles,
        ARRAY(SELECT r FROM unnest(%(api)s::text[]) AS r
@@ -717,6 +1185,17 @@ SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s) AS schema_
                AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticator')
                AND NOT pg_has_role('authenticator', r, 'MEMBER')) AS not_switchable
 """
+
+
+def _auth_params(a: Auth) -> dict[str, Any]:
+    schemas, names = _names_params(a.tables)
+    return {
+        "schema": a.schema_name,
+        "tschemas": schemas,
+        "tnames": names,
+        "roles": a.roles,
+        "api": a.api_roles,
+    }
 
 
 # column of AUTH_SQL -> what its non-empty list means, and the finding it raises
@@ -744,23 +1223,32 @@ def check_auth(session: ProbeSession, endpoint: dict[str, Any] | str | None = No
     a = session.config.auth
     res = CheckResult(Category.auth)
     with timed_result(res):
-        params = {"schema": a.schema_name, "tables": a.tables, "roles": a.roles, "api": a.api_roles}
+        params = _auth_params(a)
+        ep = endpoint if endpoint is not None else auth_endpoint(session)
         try:
             (row,) = session.memo(
                 "q:auth", lambda: session.run("direct", AUTH_SQL, params, dicts=True)
             )
+            if not row["schema_exists"] and not a.required:
+                res.values["schema_exists"] = False
+                if not (isinstance(ep, dict) and not ep["ok"]):
+                    return _not_configured(
+                        res,
+                        f"no auth section in the config and no schema {a.schema_name} on the "
+                        "target",
+                    )
+                row = {}  # only the endpoint (it is configured and failing) is judged below
             res.values.update(row)
-            if not row["schema_exists"]:
+            if row and not row["schema_exists"]:
                 res.problem(
                     Status.critical, f"schema {a.schema_name} does not exist", "auth_schema_missing"
                 )
-            for key, text, finding in AUTH_PROBLEMS:
+            for key, text, finding in AUTH_PROBLEMS if row else ():
                 if row[key]:
                     what = text.format(schema=a.schema_name)
                     res.problem(Status.critical, f"{what}: {', '.join(row[key])}", finding)
         except DB_FAILURES as e:
             res.problem(Status.error, f"could not check the auth schema: {_reason(e)}")
-        ep = endpoint if endpoint is not None else auth_endpoint(session)
         res.values["health_endpoint"] = ep
         if isinstance(ep, dict) and not ep["ok"]:
             res.problem(
@@ -877,7 +1365,7 @@ def check_api(session: ProbeSession) -> CheckResult:
     )
     with timed_result(res):
         if not cfg.endpoints:
-            return res.finish("no endpoints configured")
+            return _not_configured(res, "no endpoints in the config")
         results = [_endpoint(session, ep) for ep in cfg.endpoints]
         res.values["endpoints"] = results
         for r, ep in zip(results, cfg.endpoints, strict=True):
@@ -977,11 +1465,14 @@ def run_health_check(
 def prefetch(session: ProbeSession, wanted: set[Category]) -> None:
     """Fetch what the direct-connection probes need in two round trips instead of nine.
 
-    Round trip 1 carries the catalog queries of H2 (backends), H3 (privileges), H5 and H6,
-    bound client-side by psycopg; round trip 2 the per-role SELECTs of H3, the counts of
-    H4 and the NOTIFY of H5. On a hosted database 20-50 ms away, round trips are the sweep
-    time. If a batch fails, nothing is remembered and each probe runs its own queries,
-    which also finds out exactly what failed.
+    Round trip 1 carries the catalog queries of H2 (backends), H3 (privileges), H4 (what
+    each rule needs), the ACCESS EXCLUSIVE locks on H3/H4's tables, H5 and H6, bound
+    client-side by psycopg; round trip 2 the per-role SELECTs of H3, the counts of H4 and
+    the NOTIFY of H5, leaving out the items round trip 1 already judged (missing, not
+    granted, locked), so a predictable failure never fails the batch. On a hosted database
+    20-50 ms away, round trips are the sweep time. If a batch still fails, nothing is
+    remembered and each probe re-runs its own items one by one (bounded), which also
+    finds out exactly which item failed.
     """
     if not session.configured("direct"):
         return
@@ -994,23 +1485,22 @@ def prefetch(session: ProbeSession, wanted: set[Category]) -> None:
 
 def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:
     cfg = session.config
-    pairs = _pairs(session)
-    a = cfg.auth
+    pairs = _pairs(session) if Category.tables in wanted else []
+    rules = list(cfg.integrity_rules) if Category.integrity in wanted else []
+    lock_tables = _locked_tables_wanted(session, wanted)
     parts: list[tuple[str, Any, Any]] = []
     if Category.pool in wanted:
         parts.append(("q:backends", BACKENDS_SQL, None))
-    if Category.tables in wanted and pairs:
+    if pairs:
         parts.append(("q:privs", PRIVS_SQL, _privs_params(pairs)))
+    if rules:
+        parts.append(("q:rulecat", RULE_CATALOG_SQL, _names_params(_rule_tables(rules))))
+    if lock_tables:
+        parts.append(("q:locks", LOCKS_SQL, _names_params(lock_tables)))
     if Category.realtime in wanted:
         parts.append(("q:realtime", REALTIME_SQL, {"pub": cfg.realtime.publication}))
     if Category.auth in wanted:
-        parts.append(
-            (
-                "q:auth",
-                AUTH_SQL,
-                {"schema": a.schema_name, "tables": a.tables, "roles": a.roles, "api": a.api_roles},
-            )
-        )
+        parts.append(("q:auth", AUTH_SQL, _auth_params(cfg.auth)))
     try:
         if parts:
             text = ";\n".join(q if p is None else session.bind("direct", q, p) for _, q, p in parts)
@@ -1021,23 +1511,35 @@ def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:
     except DB_FAILURES:
         session.forget(*(k for k, _, _ in parts))
         return
-    st = int(cfg.monitoring.timeouts.statement)
-    readable = _readable(session.memo("q:privs", lambda: [])) if Category.tables in wanted else []
+    if lock_tables:
+        record_locks(session, lock_tables, session.memo("q:locks", list))
+    locks: dict[str, str] = session.memo("locks", dict)
+    readable = _to_read(session.memo("q:privs", list), locks) if pairs else []
+    runnable = (
+        _runnable(rules, {r["t"]: r for r in session.memo("q:rulecat", list)}, locks)
+        if rules
+        else []
+    )
     stmts: list[sql.Composable] = []
     if readable:
-        stmts += role_select_statements(readable, st)
-    if Category.integrity in wanted and cfg.integrity_rules:
-        stmts += integrity_statements(session)
+        stmts += role_select_statements(session, readable)
+    if runnable:
+        stmts += integrity_statements(session, runnable)
     token = secrets.token_hex(8)
-    if Category.realtime in wanted:
+    notify = Category.realtime in wanted and _realtime_applies(
+        cfg.realtime, session.memo("q:realtime", list)
+    )
+    if notify:
         stmts.append(notify_statement(cfg.realtime.notify_channel, token))
     if not stmts:
         return
     t0 = time.perf_counter()
     try:
         sets = session.run("direct", sql.SQL("; ").join(stmts), all_results=True)
-    except DB_FAILURES:
-        _rollback(session)
+    except DB_FAILURES as e:
+        _rollback(session)  # each probe re-runs its own items, one by one where needed
+        if _is_lock_timeout(e):
+            _refresh_locks(session, lock_tables)
         return
     if readable:
         session.remember(
@@ -1047,9 +1549,12 @@ def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:
                 for (t, r), rows in zip(readable, sets[: len(readable)], strict=True)
             },
         )
-    if Category.integrity in wanted and cfg.integrity_rules:
-        session.remember("q:violations", sets[len(readable)])
-    if Category.realtime in wanted:
+    if runnable:
+        (row,) = sets[len(readable)]
+        session.remember(
+            "q:violations", {r.name: int(n) for r, n in zip(runnable, row, strict=True)}
+        )
+    if notify:
         session.remember("q:notify", (token, t0))
 
 

@@ -8,6 +8,12 @@ the sweep; later probes get the recorded reason at once instead of waiting again
 For a long-running monitor the session can be kept across sweeps (``keep_open``): the
 direct and admin connections stay open, while the pooled connection is made afresh each
 sweep, because "can a client get in through the pool right now" is part of what H1 checks.
+
+Direct connections carry ``statement_timeout`` and ``lock_timeout`` from the start
+(``monitoring.timeouts``); the probes' transactions set both again with ``SET LOCAL``,
+which is what survives transaction pooling. A read behind an ``ACCESS EXCLUSIVE`` lock
+thus fails after ``lock_timeout`` with ``lock_not_available`` instead of waiting the
+statement timeout.
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ class ProbeSession:
                 dsn,
                 connect_timeout_ms=self.timeouts.connect,
                 statement_timeout_ms=self.timeouts.statement,
+                lock_timeout_ms=self.timeouts.lock,
                 pooled=target == "pooled",
                 admin_console=target == "admin",
                 application_name="westep-ops-monitor",

@@ -257,7 +257,11 @@ def run_repair(
         if verify and spec.verify:
             after = _probe(env, config, spec.verify)
             result.after = _brief(after)
-            still = [r for r in after if r.status is not Status.ok and r.suspected_cause is None]
+            still = [
+                r
+                for r in after
+                if r.status not in (Status.ok, Status.not_configured) and r.suspected_cause is None
+            ]
             if still:
                 result.outcome = "verify_failed"
                 result.escalation = LEVEL_MANUAL

@@ -88,6 +88,19 @@ NO_REPAIR: dict[str, tuple[int, str]] = {
         "a critical table is missing: restore it from a migration or backup",
     ),
     "role_missing": (LEVEL_MANUAL, "a declared role is missing: recreate it"),
+    "rls_disabled": (
+        LEVEL_MANUAL,
+        "row-level security is off on a table declared with it on: every row is exposed; "
+        "ENABLE ROW LEVEL SECURITY after checking why it was turned off",
+    ),
+    "rls_enabled": (
+        LEVEL_MANUAL,
+        "row-level security is on where the config declares it off: clients may see no rows",
+    ),
+    "table_locked": (
+        LEVEL_MANUAL,
+        "a critical table is held in ACCESS EXCLUSIVE: end or wait for the session named",
+    ),
 }
 
 # findings that pick a specific repair instead of the category's default
@@ -200,7 +213,7 @@ def plan_repairs(
     # pgbouncer that cannot log in as it): repairing on it could make things worse.
     blind = any(r.category is Category.connection for r in refused)
     for r in results:
-        if r.status is Status.ok or r.suspected_cause is not None:
+        if r.status in (Status.ok, Status.not_configured) or r.suspected_cause is not None:
             continue
         if r.status is Status.not_configured:
             continue

@@ -52,7 +52,7 @@ def check_result(r: CheckResult) -> AssetCheckResult:
         metadata["suspected_cause"] = r.suspected_cause.value
     return AssetCheckResult(
         check_name=check_name(r.category),
-        passed=r.status is Status.ok,
+        passed=r.status in (Status.ok, Status.not_configured),  # not configured: nothing to fail
         severity=AssetCheckSeverity.WARN
         if r.status is Status.warning
         else AssetCheckSeverity.ERROR,

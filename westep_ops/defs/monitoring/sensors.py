@@ -56,7 +56,7 @@ def monitoring_sensor(
         AssetCheckEvaluation(
             asset_key=AssetKey("health_check"),
             check_name=check_name(o.result.category),
-            passed=o.result.status is Status.ok,
+            passed=o.result.status in (Status.ok, Status.not_configured),
             severity=AssetCheckSeverity.WARN
             if o.result.status is Status.warning
             else AssetCheckSeverity.ERROR,

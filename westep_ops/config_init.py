@@ -1,0 +1,382 @@
+"""``westep-ops config init``: a starting config written from what the target has now.
+
+A config written from the README alone guesses (and a wrong guess pages someone: the old
+default role ``authenticator`` gave a false H6 CRITICAL on a stack without PostgREST).
+This module asks the target instead, read-only, with the monitor's own DIRECT_URL:
+
+- the tables of the exposed schemas become ``criticalTables``, each with the roles that
+  can read it now, and its RLS state (``rls``);
+- the API roles' current table grants become the declared ``grants`` (R3 re-applies
+  exactly these);
+- columns named ``<x>_id`` with no foreign key, whose referenced table exists (``x``,
+  ``xs``, ``xes``, ``xies``; its ``id`` of the same type), become ``orphans`` rules;
+  columns covered by a declared foreign key need none;
+- the realtime publication and its tables become ``realtime``;
+- Supabase (schema ``auth`` and the API roles present) gets an ``auth`` section; plain
+  PostgreSQL gets none, so H6 says "not configured";
+- endpoints only for URLs the environment has, and only those that answer 200 now.
+
+What is written is validated with the same model as every config, so it always loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+
+from westep_ops.config import _IDENT, Config, parse_config
+from westep_ops.db import connect, describe_error
+from westep_ops.environment import Environment
+from westep_ops.errors import WestepError
+
+API_ROLES = ("anon", "authenticated", "service_role")
+PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+PUBLICATION = "supabase_realtime"
+MAX_REST_PROBES = 10  # tables tried for a REST endpoint that answers (each bounded)
+
+TABLES_SQL = """
+SELECT n.nspname AS schema, c.relname AS name, c.relrowsecurity AS rls, c.oid
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ORDER BY 1, 2
+"""
+
+# Direct grants (aclexplode of relacl), what R3 can re-apply; roles by name.
+GRANTS_SQL = """
+SELECT c.oid, r.rolname AS role, a.privilege_type AS privilege
+FROM pg_class c, aclexplode(c.relacl) AS a
+JOIN pg_roles r ON r.oid = a.grantee
+WHERE c.oid = ANY(%(oids)s) AND r.rolname = ANY(%(roles)s)
+ORDER BY 1, 2, 3
+"""
+
+READERS_SQL = """
+SELECT c.oid, r.rolname AS role
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, pg_roles r
+WHERE c.oid = ANY(%(oids)s) AND r.rolname = ANY(%(roles)s)
+  AND has_table_privilege(r.oid, c.oid, 'SELECT') AND has_schema_privilege(r.oid, n.oid, 'USAGE')
+ORDER BY 1, 2
+"""
+
+# Roles other than the owner that hold grants on these tables (plain PostgreSQL: the app's).
+GRANTEES_SQL = """
+SELECT DISTINCT r.rolname
+FROM pg_class c, aclexplode(c.relacl) AS a
+JOIN pg_roles r ON r.oid = a.grantee
+WHERE c.oid = ANY(%(oids)s) AND a.grantee <> c.relowner AND NOT r.rolsuper
+  AND r.rolname <> session_user AND r.rolname NOT LIKE 'pg\\_%%'
+ORDER BY 1
+"""
+
+# <x>_id columns not covered by any foreign key of their table.
+CANDIDATES_SQL = """
+SELECT c.oid, n.nspname AS schema, c.relname AS name, a.attname AS column, a.atttypid AS type,
+       ARRAY(SELECT k.attname::text FROM pg_index i
+             JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = ANY(i.indkey)
+             WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.attnum) AS pkey
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.oid = ANY(%(oids)s) AND a.attname ~ '^[a-z0-9_]+_id$'
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k
+                  WHERE k.conrelid = c.oid AND k.contype = 'f' AND a.attnum = ANY(k.conkey))
+ORDER BY 2, 3, a.attnum
+"""
+
+# Possible referenced tables: schema.name with an "id" column, and its type.
+TARGETS_SQL = """
+SELECT n.nspname AS schema, c.relname AS name, a.atttypid AS type,
+       has_table_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE') AS readable
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'id' AND NOT a.attisdropped
+WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p')
+"""
+
+PUBLICATIONS_SQL = """
+SELECT p.pubname,
+       ARRAY(SELECT t.schemaname || '.' || t.tablename FROM pg_publication_tables t
+             WHERE t.pubname = p.pubname ORDER BY 1) AS tables
+FROM pg_publication p ORDER BY 1
+"""
+
+TARGET_SQL = """
+SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'auth') AS auth_schema,
+       EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'auth' AND c.relname = 'users') AS auth_users,
+       ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(api)s) ORDER BY 1) AS api_roles,
+       EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticator') AS authenticator,
+       current_setting('server_version') AS version, current_database() AS database
+"""
+
+
+@dataclass
+class Discovery:
+    """What config init found, and the notes it prints about it."""
+
+    config: dict[str, Any]
+    flavour: str  # "supabase" or "postgresql"
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> list[str]:
+        c = self.config
+        rt = c.get("realtime")
+        lines = [
+            f"target: {self.flavour}",
+            f"{len(c.get('criticalTables', []))} critical tables, {len(c.get('grants', []))} "
+            f"grants, {len(c.get('integrityRules', []))} integrity rules (orphans), "
+            f"{len(c.get('endpoints', []))} endpoints",
+            f"realtime: {rt['publication']} with {len(rt['tables'])} tables"
+            if rt
+            else "realtime: not configured (no publication on the target)",
+            "auth: schema auth, roles " + ", ".join(c["auth"]["roles"])
+            if "auth" in c
+            else "auth: not configured (plain PostgreSQL: no auth schema or API roles)",
+        ]
+        return lines + self.notes
+
+
+def _plural_candidates(stem: str) -> list[str]:
+    out = [stem, stem + "s", stem + "es"]
+    if stem.endswith("y"):
+        out.append(stem[:-1] + "ies")
+    return out
+
+
+def _rule_name(table: str, column: str) -> str:
+    name = f"{table}_{column}_orphans"
+    return name if len(name) <= 63 else name[:63]
+
+
+def discover(
+    conn: psycopg.Connection,
+    env: Environment,
+    schemas: list[str],
+    http: httpx.Client | None = None,
+) -> Discovery:
+    """Read the target (read-only) and build the starting config as JSON-ready data."""
+    (target,) = _dicts(conn, TARGET_SQL, {"api": list(API_ROLES)})
+    supabase = target["auth_schema"] and set(target["api_roles"]) == set(API_ROLES)
+    flavour = "supabase" if supabase else "postgresql"
+    notes: list[str] = []
+    tables = _dicts(conn, TABLES_SQL, {"schemas": schemas})
+    qualified = {t["oid"]: f"{t['schema']}.{t['name']}" for t in tables}
+    skipped = [q for q in qualified.values() if not all(_IDENT.match(p) for p in q.split("."))]
+    if skipped:
+        notes.append(f"skipped (not plain SQL names): {', '.join(skipped)}")
+    plain = [t for t in tables if qualified[t["oid"]] not in skipped]
+    oids = [t["oid"] for t in plain]
+    if supabase:
+        roles = list(API_ROLES)
+    else:
+        roles = [r for (r,) in conn.execute(GRANTEES_SQL, {"oids": oids}).fetchall()]
+        roles = [r for r in roles if _IDENT.match(r)]
+    readers: dict[int, list[str]] = {}
+    for row in _dicts(conn, READERS_SQL, {"oids": oids, "roles": roles}):
+        readers.setdefault(row["oid"], []).append(row["role"])
+    grants: dict[tuple[int, str], list[str]] = {}
+    for row in _dicts(conn, GRANTS_SQL, {"oids": oids, "roles": roles}):
+        if row["privilege"] in PRIVILEGES:
+            grants.setdefault((row["oid"], row["role"]), []).append(row["privilege"])
+
+    config: dict[str, Any] = {}
+    if env.database_url:
+        db = urlsplit(env.database_url).path.lstrip("/")
+        if db and _IDENT.match(db):
+            config["databaseName"] = db  # pgbouncer's name for the pool
+    critical = []
+    for t in plain:
+        entry: dict[str, Any] = {"table": qualified[t["oid"]]}
+        if readers.get(t["oid"]):
+            entry["roles"] = readers[t["oid"]]
+            entry["rls"] = bool(t["rls"])
+            critical.append(entry)
+        else:
+            notes.append(f"{qualified[t['oid']]}: no role of {roles or '(none)'} can read it now")
+    config["criticalTables"] = critical
+    config["grants"] = [
+        {"table": qualified[oid], "role": role, "privileges": [p for p in PRIVILEGES if p in privs]}
+        for (oid, role), privs in sorted(
+            grants.items(), key=lambda kv: (qualified[kv[0][0]], kv[0][1])
+        )
+    ]
+    config["integrityRules"] = _orphan_rules(conn, oids, schemas, supabase, notes)
+    config["endpoints"] = _endpoints(env, critical, readers, http, notes)
+
+    pubs = {p["pubname"]: p["tables"] for p in _dicts(conn, PUBLICATIONS_SQL)}
+    pub = PUBLICATION if PUBLICATION in pubs else (next(iter(pubs)) if len(pubs) == 1 else None)
+    if pub is not None and _IDENT.match(pub):
+        config["realtime"] = {"publication": pub, "tables": pubs[pub]}
+    elif len(pubs) > 1:
+        notes.append(f"realtime: several publications ({', '.join(pubs)}), none chosen")
+    if supabase:
+        auth_roles = list(API_ROLES) + (["authenticator"] if target["authenticator"] else [])
+        config["auth"] = {
+            "schema": "auth",
+            "tables": ["auth.users"] if target["auth_users"] else [],
+            "roles": auth_roles,
+            "apiRoles": list(API_ROLES),
+        }
+    return Discovery(config, flavour, notes)
+
+
+def _orphan_rules(
+    conn: psycopg.Connection,
+    oids: list[int],
+    schemas: list[str],
+    supabase: bool,
+    notes: list[str],
+) -> list[dict[str, Any]]:
+    search = list(dict.fromkeys([*schemas, *(["auth"] if supabase else [])]))
+    targets = {(t["schema"], t["name"]): t for t in _dicts(conn, TARGETS_SQL, {"schemas": search})}
+    rules: list[dict[str, Any]] = []
+    for c in _dicts(conn, CANDIDATES_SQL, {"oids": oids}):
+        stem = c["column"][: -len("_id")]
+        # The same schema first, then the other exposed ones, then auth (user_id -> auth.users).
+        order = [c["schema"], *(s for s in search if s != c["schema"])]
+        ref = next(
+            (
+                targets[(s, n)]
+                for s in order
+                for n in _plural_candidates(stem)
+                if (s, n) in targets and (s, n) != (c["schema"], c["name"])
+            ),
+            None,
+        )
+        if ref is None:
+            continue
+        where = f"{c['schema']}.{c['name']}.{c['column']}"
+        refname = f"{ref['schema']}.{ref['name']}"
+        if ref["type"] != c["type"]:
+            notes.append(f"{where}: not checked against {refname}.id (different types)")
+            continue
+        if not ref["readable"]:
+            notes.append(
+                f"{where}: not checked against {refname}.id (the monitoring login cannot read it)"
+            )
+            continue
+        if not all(_IDENT.match(x) for x in (c["column"], ref["name"], ref["schema"])):
+            continue
+        rule = {
+            "name": _rule_name(c["name"], c["column"]),
+            "kind": "orphans",
+            "table": f"{c['schema']}.{c['name']}",
+            "columns": [c["column"]],
+            "references": refname,
+            "referencedColumns": ["id"],
+        }
+        if c["pkey"] and all(_IDENT.match(k) for k in c["pkey"]):
+            rule["key"] = c["pkey"]  # lets diagnosis show sample rows by their key
+        rules.append(rule)
+    return rules
+
+
+def _endpoints(
+    env: Environment,
+    critical: list[dict[str, Any]],
+    readers: dict[int, list[str]],
+    http: httpx.Client | None,
+    notes: list[str],
+) -> list[dict[str, Any]]:
+    """Endpoints for the URLs the environment has, kept only if they answer 200 now."""
+    if http is None:
+        return []
+    out: list[dict[str, Any]] = []
+    if env.app_url:
+        url = env.app_url.rstrip("/") + "/api/health"
+        if _answers(http, url, {}):
+            out.append({"name": "api_health", "base": "app", "path": "/api/health"})
+        else:
+            notes.append(
+                "WESTEP_OPS_APP_URL is set but /api/health does not answer 200: no app endpoint"
+            )
+    if env.supabase_url:
+        headers = {"apikey": env.service_role_key} if env.service_role_key else {}
+        anon_tables = [t["table"] for t in critical if "anon" in t["roles"]]
+        for table in anon_tables[:MAX_REST_PROBES]:
+            schema, name = table.split(".")
+            if schema != "public":
+                continue
+            path = f"/rest/v1/{name}?limit=1"
+            if _answers(http, env.supabase_url.rstrip("/") + path, headers):
+                out.append({"name": f"rest_{name}", "base": "supabase", "path": path})
+                break
+        else:
+            notes.append("no REST endpoint answered 200 for a table anon reads: none configured")
+    return out
+
+
+def _answers(http: httpx.Client, url: str, headers: dict[str, str]) -> bool:
+    try:
+        return http.get(url, headers=headers).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _dicts(conn: psycopg.Connection, query: str, params: Any = None) -> list[dict[str, Any]]:
+    cur = conn.execute(query, params)
+    cols = [d.name for d in cur.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def init_config(
+    env: Environment,
+    output: Path,
+    *,
+    force: bool = False,
+    schemas: list[str] | None = None,
+    timeouts: Any = None,
+) -> Discovery:
+    """Connect read-only with DIRECT_URL, discover, validate and write ``output``.
+
+    Refuses (exit 2) to overwrite an existing file unless ``force``.
+    """
+    if output.exists() and not force:
+        raise WestepError(f"{output} already exists (use --force to overwrite it)")
+    dsn = env.require("direct_url")
+    t = timeouts or Config().monitoring.timeouts
+    try:
+        conn = connect(
+            dsn,
+            connect_timeout_ms=t.connect,
+            statement_timeout_ms=t.statement,
+            lock_timeout_ms=t.lock,
+            autocommit=False,
+            application_name="westep-ops-config-init",
+        )
+    except psycopg.Error as e:
+        raise WestepError(f"cannot connect with DIRECT_URL: {describe_error(e)}", 1) from None
+    try:
+        conn.read_only = True  # every transaction of this connection is READ ONLY
+        with httpx.Client(timeout=t.http / 1000, follow_redirects=False, trust_env=False) as http:
+            found = discover(conn, env, schemas or ["public"], http)
+        conn.rollback()
+    except psycopg.Error as e:
+        raise WestepError(f"could not read the target: {describe_error(e)}", 1) from None
+    finally:
+        conn.close()
+    parse_config(found.config, "the discovered config")  # what is written always loads
+    _write(output, json.dumps(found.config, indent=2) + "\n", force)
+    return found
+
+
+def _write(path: Path, text: str, force: bool) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        if force:
+            tmp.replace(path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if the file appeared meanwhile: never overwrite
+            except FileExistsError:
+                raise WestepError(f"{path} already exists (use --force to overwrite it)") from None
+    except OSError as e:
+        raise WestepError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
