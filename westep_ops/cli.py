@@ -487,7 +487,7 @@ def quarantine_restore(
     from westep_ops.repairs.quarantine import restore
 
     try:
-        _qualified(table)
+        table = _qualified(table)
         if rule is not None:
             _ident(rule)
     except ValueError as e:

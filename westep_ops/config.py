@@ -3,8 +3,11 @@
 Loaded from JSON (``WESTEP_OPS_CONFIG`` or ``./westep-ops.json``) and validated with
 pydantic, so a typo or a wrong type is one line naming the key instead of a crash hours
 later inside a probe. Unknown keys are rejected for the same reason. Identifiers (tables,
-columns, roles) must be plain SQL names: we compose SQL with ``psycopg.sql.Identifier``
-anyway, but a hostile-looking name in config is a mistake worth stopping at load time.
+columns, roles) are exact, case-sensitive catalog names (Prisma's ``public.Step`` is the
+table ``Step``, never folded to ``step``); a part holding anything but letters, digits,
+``_`` and ``$`` is written in double quotes (``public."Step Log"``, ``""`` for a quote).
+Every use composes them with ``psycopg.sql.Identifier`` or matches them in the catalogs,
+never through ``to_regclass(text)``, which folds case.
 
 Values are refused where they are written, not where they fail: types are strict (``true``
 is not a count, ``"yes"`` is not a boolean, ``3.0`` is not a count of milliseconds), every
@@ -45,6 +48,7 @@ CONFIG_ENV = "WESTEP_OPS_CONFIG"
 
 # \Z, not $: "$" also matches before a trailing newline ("profiles\n" passed).
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}\Z")
+_IDENT_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}(?![A-Za-z0-9_$])")
 
 # Upper bounds (documented in the README's Configuration section). A probe or repair
 # timeout over 10 minutes is a mistake (a sweep would outlast any sane interval);
@@ -86,23 +90,74 @@ def _has_control(text: str) -> bool:
 
 
 def _ident(value: str) -> str:
-    if not _IDENT.match(value):
-        if value != value.strip() or _has_control(value):
+    """A column or role name: exact; quotes allowed (and removed) around any other name."""
+    (name,) = _parts(value, 1)
+    return name
+
+
+def _parts(value: str, count: int) -> list[str]:
+    """Split ``value`` into ``count`` dot-separated identifiers, unquoting quoted ones."""
+    if value != value.strip() or _has_control(value):
+        raise ValueError(
+            f"{value!r} is not a SQL identifier (surrounding whitespace or a control character)"
+        )
+    parts: list[str] = []
+    i = 0
+    while True:
+        if value.startswith('"', i):
+            j, buf = i + 1, []
+            while True:
+                k = value.find('"', j)
+                if k < 0:
+                    raise ValueError(f"{value!r}: unterminated quoted identifier")
+                buf.append(value[j:k])
+                if value.startswith('"', k + 1):  # "" inside quotes is one quote
+                    buf.append('"')
+                    j = k + 2
+                    continue
+                i = k + 1
+                break
+            name = "".join(buf)
+            if not name or len(name.encode()) > 63:
+                raise ValueError(f"{value!r}: a quoted identifier must have 1-63 bytes")
+        else:
+            m = _IDENT_PART.match(value, i)
+            if not m:
+                raise ValueError(
+                    f"{value!r} is not a SQL identifier ([A-Za-z_][A-Za-z0-9_$]*, or in "
+                    'double quotes, e.g. public."Step")'
+                )
+            name, i = m.group(0), m.end()
+        parts.append(name)
+        if i == len(value):
+            break
+        if value[i] != ".":
             raise ValueError(
-                f"{value!r} is not a plain SQL identifier (surrounding whitespace or a "
-                "control character)"
+                f"{value!r} is not a SQL identifier ([A-Za-z_][A-Za-z0-9_$]*, or in "
+                'double quotes, e.g. public."Step")'
             )
-        raise ValueError(f"{value!r} is not a plain SQL identifier ([A-Za-z_][A-Za-z0-9_$]*)")
-    return value
+        if len(parts) >= count:
+            break
+        i += 1
+    if len(parts) != count or i != len(value):
+        if count == 2:
+            raise ValueError(f"{value!r} must be schema-qualified, like public.profiles")
+        raise ValueError(f"{value!r} is not a single SQL identifier")
+    return parts
+
+
+def quote_part(name: str) -> str:
+    """``Step`` -> ``Step``; ``step log`` -> ``"step log"`` (the config's spelling)."""
+    return name if _IDENT.match(name) else '"' + name.replace('"', '""') + '"'
+
+
+def qualified_name(schema: str, name: str) -> str:
+    """The config's canonical spelling of ``schema.name`` (quotes only where needed)."""
+    return f"{quote_part(schema)}.{quote_part(name)}"
 
 
 def _qualified(value: str) -> str:
-    parts = value.split(".")
-    if len(parts) != 2:
-        raise ValueError(f"{value!r} must be schema-qualified, like public.profiles")
-    for p in parts:
-        _ident(p)
-    return value
+    return qualified_name(*_parts(value, 2))
 
 
 Ident = Annotated[str, AfterValidator(_ident)]
@@ -114,8 +169,12 @@ UrlPath = Annotated[str, Field(pattern=r"^/[^\s\x00-\x1f\x7f]*$", max_length=200
 
 
 def split_name(qualified: str) -> tuple[str, str]:
-    """``"public.steps"`` -> ``("public", "steps")`` (names are validated at load time)."""
-    schema, _, name = qualified.partition(".")
+    """``"public.steps"`` -> ``("public", "steps")``; ``'public."Step"'`` -> ``("public", "Step")``.
+
+    The parts are exact catalog names, for ``sql.Identifier(*parts)`` or for matching
+    ``pg_namespace.nspname`` / ``pg_class.relname`` (names are validated at load time).
+    """
+    schema, name = _parts(qualified, 2)
     return schema, name
 
 

@@ -72,7 +72,7 @@ CASES = [
         _broken(
             lambda d: d["criticalTables"][0].__setitem__("table", "public.steps; DROP TABLE x")
         ),
-        "criticalTables[0].table: 'steps; DROP TABLE x' is not a plain SQL identifier",
+        "criticalTables[0].table: 'public.steps; DROP TABLE x' is not a SQL identifier",
     ),
     (
         "bad time zone",

@@ -400,12 +400,12 @@ FLAG_CASES = [
     (
         "quarantine rule not a name",
         ["quarantine", "restore", "public.step_logs", "--rule", "a b"],
-        "'a b' is not a plain SQL identifier",
+        "'a b' is not a SQL identifier",
     ),
     (
         "quarantine table with newline",
         ["quarantine", "restore", "public.step_logs\n"],
-        "is not a plain SQL identifier",
+        "is not a SQL identifier",
     ),
     ("alerts list limit 0", ["alerts", "list", "--limit", "0"], "'--limit'"),
 ]
