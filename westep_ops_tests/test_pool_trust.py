@@ -361,3 +361,28 @@ def test_test_connection_skips_an_unset_admin_console(sandbox: Sandbox) -> None:
     res = run_cli("test-connection", "--json", env={"PGBOUNCER_ADMIN_URL": wrong})
     assert res.returncode == 1
     assert not {r["target"]: r for r in json.loads(res.stdout)}["pgbouncer admin"]["skipped"]
+
+
+def test_without_a_console_an_api_failing_on_a_full_app_pool_blames_the_pool(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Before any server has been pinned for poolMaxWaitSeconds (5 s here), the app's API
+    failing while every server of its pool is busy already says the pool is exhausted."""
+    cfg = write_config(tmp_path / "hosted.json")
+    hosted = {"PGBOUNCER_ADMIN_URL": "", "WESTEP_OPS_METRICS_URL": ""}
+    faults.inject(sandbox, "pool_exhaust", True, 60)
+    try:
+        code, checks = health(cfg, "--category", "pool", "--category", "api", env=hosted)
+    finally:
+        faults.inject(sandbox, "pool_exhaust", False)
+    pool, api = checks["pool"], checks["api"]
+    assert code == 2 and pool["status"] == "critical" and "pool_exhausted" in pool["findings"]
+    assert "app pool authenticator full (10/10 servers busy) while api_health" in pool["summary"]
+    assert api["status"] == "critical" and api["suspected_cause"] == "pool"
+    # The same API failure with the pool idle is the API's own (app stopped).
+    faults.inject(sandbox, "api_down", True)
+    try:
+        code, checks = health(cfg, "--category", "pool", "--category", "api", env=hosted)
+    finally:
+        faults.inject(sandbox, "api_down", False)
+    assert checks["pool"]["status"] == "ok" and checks["api"]["suspected_cause"] is None

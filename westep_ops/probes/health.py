@@ -1069,6 +1069,31 @@ def _safe(
         )
 
 
+def _pool_from_api_latency(pool: CheckResult, api: CheckResult) -> None:
+    """Without an admin console, an API timing out (or 502-504) while every server of the
+    app's pool is busy is the pool failing its clients, even before a server has been pinned for
+    ``poolMaxWaitSeconds``. (The admin console sees the queue itself.)"""
+    if pool.status is not Status.ok or pool.source == "pgbouncer-admin":
+        return
+    full = [p for p in pool.values.get("pool_servers", []) if p["size"] and p["busy"] >= p["size"]]
+    timed_out = [
+        e["name"]
+        for e in api.values.get("endpoints", [])
+        if not e.get("ok")
+        and (e.get("status") in (502, 503, 504) or "timed out" in str(e.get("error", "")))
+    ]
+    if not full or not timed_out:
+        return
+    p = full[0]
+    pool.problem(
+        Status.critical,
+        f"app pool {p['user']} full ({p['busy']}/{p['size']} servers busy) while "
+        f"{', '.join(timed_out)} timed out or unavailable ({pool.source})",
+        "pool_exhausted",
+    )
+    pool.finish("")
+
+
 def attribute_causes(results: list[CheckResult]) -> None:
     """Mark failures explained by another failing category, so alerts point at the cause.
 
@@ -1078,6 +1103,8 @@ def attribute_causes(results: list[CheckResult]) -> None:
     by = {r.category: r for r in results}
     conn = by.get(Category.connection)
     pool = by.get(Category.pool)
+    if pool is not None and by.get(Category.api) is not None:
+        _pool_from_api_latency(pool, by[Category.api])
     db_down = conn is not None and "direct_connection_failed" in conn.findings
     pool_broken = (
         pool is not None
