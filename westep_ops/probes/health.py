@@ -468,9 +468,10 @@ def _pool_summary(res: CheckResult) -> str:
         parts += [
             f"app pool {p['user']}: {p['busy']}/{p['size'] or '?'} servers busy, "
             f"longest {p['longest_busy_s']:.1f} s"
+            + (f" ({p['hidden']} sessions hidden: partial)" if p["hidden"] else "")
             for p in servers
         ]
-    elif not servers and "pool_size" not in v and "metrics_server_active" not in v:
+    elif not servers and res.source == "pg_stat_activity":
         parts.append(
             "app pool not watched (no admin console, no metrics endpoint, no pool.appUsers); "
             f"the monitor's pooled check rides its own pool {v.get('monitor_pool')}"
