@@ -170,6 +170,7 @@ class Alerting(_Model):
     group_grace_intervals: int = Field(
         3,
         ge=0,
+        le=100,
         description="cheap-probe intervals after an incident closes during which the"
         " failures it explains (an outage's tail) open nothing of their own",
     )
@@ -191,7 +192,9 @@ class Pool(_Model):
         default_factory=list,
         description="if set, only server sessions with these application_name values count",
     )
-    size: int | None = Field(None, ge=1, description="server connections per pool login")
+    size: int | None = Field(
+        None, ge=1, le=100_000, description="server connections per pool login"
+    )
 
     @field_validator("application_names")
     @classmethod

@@ -402,3 +402,20 @@ def test_without_a_console_an_api_failing_on_a_full_app_pool_blames_the_pool(
     finally:
         faults.inject(sandbox, "api_down", False)
     assert checks["pool"]["status"] == "ok" and checks["api"]["suspected_cause"] is None
+
+
+@pytest.mark.parametrize(
+    ("pool", "key"),
+    [
+        ({"size": 0}, "pool.size"),
+        ({"appUsers": ["bad name"]}, "pool.appUsers[0]"),
+        ({"applicationNames": ["Supavisor\n"]}, "pool.applicationNames"),
+        ({"appUser": ["authenticator"]}, "pool.appUser"),
+    ],
+)
+def test_bad_pool_keys_are_one_line_naming_the_key(tmp_path: Path, pool: dict, key: str) -> None:
+    cfg = write_config(tmp_path / "bad.json", pool=pool)
+    res = run_cli("--config", str(cfg), "config", "check")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: ") and f": {key}" in line, line
