@@ -82,7 +82,9 @@ class HealthStateCommand(click.Command):
             raise
 
 
-def _status_word(ok: bool) -> str:
+def _status_word(ok: bool, skipped: bool = False) -> str:
+    if skipped:
+        return click.style("skipped", fg="bright_black")
     return click.style("ok", fg="green") if ok else click.style("FAIL", fg="red", bold=True)
 
 
@@ -113,7 +115,8 @@ def test_connection(ctx: click.Context, as_json: bool) -> None:
     """Reach the database directly, through pgbouncer, pgbouncer's admin console and the
     ops storage; print each one's latency or why it failed.
 
-    Exit code 0 when all four answer, 1 when any does not, 2 on bad configuration.
+    Exit code 0 when all four answer, 1 when any does not, 2 on bad configuration. The
+    admin console is optional: with PGBOUNCER_ADMIN_URL unset it is skipped, not failed.
     """
     from westep_ops.probes.connection import test_connections
 
@@ -127,10 +130,17 @@ def test_connection(ctx: click.Context, as_json: bool) -> None:
             lat = "" if r.connect_ms is None else f"{r.connect_ms:.1f} ms"
             q = "" if r.query_ms is None else f"{r.query_ms:.1f} ms"
             rows.append(
-                [r.target, _status_word(r.ok), lat, q, r.where or r.env_var, redact(r.detail)]
+                [
+                    r.target,
+                    _status_word(r.ok, r.skipped),
+                    lat,
+                    q,
+                    r.where or r.env_var,
+                    redact(r.detail),
+                ]
             )
         click.echo(_table(rows, ["target", "status", "connect", "query", "where", "detail"]))
-    sys.exit(0 if all(r.ok for r in results) else 1)
+    sys.exit(0 if all(r.passed for r in results) else 1)
 
 
 # -- health -------------------------------------------------------------------------------

@@ -205,9 +205,21 @@ class Thresholds(_Model):
         2000, gt=0, le=MAX_PROBE_TIMEOUT_MS, description="ms; API and DB latency budget"
     )
     error_rate: float = Field(0.05, ge=0, le=1)
-    pool_waiting_clients: int = Field(1, ge=1, le=100_000, description="clients waiting that warn")
+    # Transaction pooling is built for many more clients than servers: under normal load
+    # every server is busy and clients queue for milliseconds. Only a long wait, or a
+    # queue far deeper than any pool serves in a moment, means users feel it.
+    pool_waiting_clients: int = Field(
+        50,
+        ge=1,
+        le=100_000,
+        description="clients queued at once that warn (a queue this deep is felt)",
+    )
     pool_max_wait_seconds: float = Field(
-        5, gt=0, le=3600, description="longest wait that is critical"
+        5,
+        gt=0,
+        le=3600,
+        description="critical when the oldest client now waiting has waited this long, or when"
+        " every server of a pool has been busy this long (no server freed: cannot serve)",
     )
     connection_usage: float = Field(0.8, gt=0, le=1, description="backends/max_connections")
     idle_in_transaction_seconds: float = Field(60, gt=0, le=MAX_SECONDS)
@@ -271,6 +283,42 @@ class Alerting(_Model):
     reminder_minutes: float = Field(
         60, gt=0, le=7 * 24 * 60, description="re-notify an open incident at most this often"
     )
+    group_grace_intervals: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="cheap-probe intervals after an incident closes during which the"
+        " failures it explains (an outage's tail) open nothing of their own",
+    )
+
+
+class Pool(_Model):
+    """The app's pooler as PostgreSQL sees it, for targets without an admin console.
+
+    Pools are per (database, user): the pooler's server connections to PostgreSQL log in
+    as the app's login (``appUsers``), optionally told apart by ``applicationNames``
+    (Supavisor sets ``Supavisor``). ``size`` is the pool size of each such login
+    (pgbouncer's ``default_pool_size``; on Supabase, the dashboard's pool size).
+    """
+
+    app_users: list[Ident] = Field(
+        default_factory=list, description="logins the app's pooler uses for its servers"
+    )
+    application_names: list[str] = Field(
+        default_factory=list,
+        description="if set, only server sessions with these application_name values count",
+    )
+    size: int | None = Field(
+        None, ge=1, le=100_000, description="server connections per pool login"
+    )
+
+    @field_validator("application_names")
+    @classmethod
+    def _printable(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name or not name.isprintable() or len(name) > 63:
+                raise ValueError(f"{name!r} is not a valid application_name")
+        return v
 
 
 class Monitoring(_Model):
@@ -390,6 +438,7 @@ class Config(_Model):
     realtime: Realtime = Realtime(required=False)
     auth: Auth = Auth(required=False)
     repairs: Repairs = Repairs()
+    pool: Pool = Pool()
     report_language: Literal["en", "ja"] = "en"
 
     @field_validator("timezone")

@@ -28,9 +28,11 @@ ALL = [c.value for c in Category]
 
 @pytest.fixture(scope="module")
 def health_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped sandbox config with a 1 s idle-in-transaction limit (so tests need not wait)."""
+    """The shipped sandbox config with 1 s idle-in-transaction and pool-wait limits (so
+    tests need not wait)."""
     data = json.loads((ROOT / "westep-ops.json").read_text())
     data["monitoring"]["thresholds"]["idleInTransactionSeconds"] = 1
+    data["monitoring"]["thresholds"]["poolMaxWaitSeconds"] = 1
     p = tmp_path_factory.mktemp("cfg") / "health.json"
     p.write_text(json.dumps(data))
     return p
@@ -101,8 +103,8 @@ def test_fault_turns_the_right_category(sandbox: Sandbox, health_config: Path, f
     root, root_status, finding, symptoms = EXPECTED[fault]
     faults.inject(sandbox, fault, True, 120)
     try:
-        if fault == "idle_in_tx":
-            time.sleep(1.2)  # older than the 1 s limit of the test config
+        if fault in ("idle_in_tx", "pool_exhaust"):
+            time.sleep(1.2)  # older than the 1 s limits of the test config
         code, report, _ = health(health_config)
     finally:
         faults.inject(sandbox, fault, False)
@@ -129,6 +131,7 @@ def test_pool_exhaustion_is_reported_within_the_probe_timeout(
     cfg = load_config(health_config)
     faults.inject(sandbox, "pool_exhaust", True, 60)
     try:
+        time.sleep(1.2)  # every server pinned longer than the 1 s limit of the test config
         with ProbeSession(Environment.from_env(), cfg) as session:
             t0 = time.perf_counter()
             (pool,) = run_health_check(session, [Category.pool])
@@ -136,7 +139,8 @@ def test_pool_exhaustion_is_reported_within_the_probe_timeout(
     finally:
         faults.inject(sandbox, "pool_exhaust", False)
     assert pool.status is Status.critical
-    assert "pool exhausted for authenticator: 10/10 servers busy" in pool.summary
+    assert "pool authenticator cannot serve: all 10 servers busy for over 1 s" in pool.summary
+    assert "pool_exhausted" in pool.findings
     # Read from the admin console: it never waits for a server connection, so the verdict
     # comes before the probe's own timeout would have fired.
     assert elapsed_ms < cfg.monitoring.timeouts.connect
@@ -396,12 +400,21 @@ def test_pool_from_the_metrics_endpoint(sandbox: Sandbox, health_config: Path, s
     assert pool["values"]["metrics_client_active"] == 15  # the pgbouncer admin db is not counted
     assert pool["values"]["metrics_pool_size"] == 15
 
+    # Every server busy, 7 queued for 4 ms: load, not exhaustion.
+    loaded = server({path: (200, _expo(7, 15, 0.004))}, auth=auth)
+    code, report, _ = health(
+        health_config, "--category", "pool", env=_metrics_env(loaded.url + path, key)
+    )
+    pool = by_category(report)["pool"]
+    assert code == 0 and pool["values"]["utilisation"] == 1.0, pool
+
     busy = server({path: (200, _expo(7, 15, 9.5))}, auth=auth)
     code, report, err = health(
         health_config, "--category", "pool", env=_metrics_env(busy.url + path, key)
     )
     pool = by_category(report)["pool"]
-    assert code == 2 and {"pool_exhausted", "pool_wait"} <= set(pool["findings"])
+    assert code == 2 and "pool_wait" in pool["findings"]
+    assert "has waited 9.5 s" in pool["summary"]
     assert key not in json.dumps(report) + err
 
     code, report, _ = health(

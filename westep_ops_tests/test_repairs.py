@@ -32,6 +32,7 @@ def cfg(tmp_path: Path, sandbox: Sandbox) -> Path:
         tmp_path / "repair.json",
         repairs__stuckQuerySeconds=1,
         monitoring__thresholds__idleInTransactionSeconds=1,
+        monitoring__thresholds__poolMaxWaitSeconds=1,
     )
 
 

@@ -8,7 +8,9 @@ alert state machine per category:
 - an incident opens after ``failureThreshold`` failing samples in a row, or at once when
   an immediate re-probe ``confirmDelaySeconds`` later confirms a first failure, so
   detection does not wait for the next interval and a single blip opens nothing;
-- symptoms explained by another failure (``suspected_cause``) open nothing of their own;
+- symptoms explained by another failure (``suspected_cause``) open nothing of their own,
+  nor do those that follow an open or just-closed incident that explains them (the tail
+  of an outage: clients that queued through it, requests that failed meanwhile);
 - an open incident is re-notified at most every ``reminderMinutes``;
 - it closes after ``successThreshold`` passing samples; its recovery time is the first
   passing sample of that streak;
@@ -38,6 +40,15 @@ from westep_ops.repairs.recovery import plan_repairs
 CHEAP = (Category.connection, Category.pool, Category.api)
 PERFORMANCE = "performance"
 FAILING = {Status.warning.value, Status.critical.value, Status.error.value}
+# category -> the categories whose incident, open or just closed, explains its failures
+EXPLAINED_BY = {
+    Category.pool.value: (Category.connection.value,),
+    Category.connection.value: (Category.pool.value,),
+    Category.api.value: (Category.connection.value, Category.pool.value),
+    PERFORMANCE: (Category.connection.value, Category.pool.value, Category.api.value),
+}
+# Findings that are a fault of their own whatever came before them.
+OWN_FAULTS = {"direct_connection_failed", "pool_paused", "pool_disabled", "pgbouncer_down"}
 
 
 @dataclass
@@ -223,6 +234,7 @@ class Monitor:
     def _evaluate(self, now: datetime, obs: list[Observation], out: TickResult) -> None:
         a = self.config.monitoring.alerting
         open_ = self.history.open_incidents()
+        self._group_with_recent(now, obs, open_)
         to_confirm: list[Observation] = []
         for o in obs:
             incident = open_.get(o.category)
@@ -268,6 +280,36 @@ class Monitor:
             # has a minute per evaluation, however many things broke at once).
             for o in self._confirm(to_confirm):
                 self._open(o, self._consecutive(o.category, True, a.failure_threshold + 1), out)
+
+    def _group_with_recent(
+        self, now: datetime, obs: list[Observation], open_: dict[str, dict]
+    ) -> None:
+        """Mark failures that follow an open or just-closed incident explaining them.
+
+        After PostgreSQL comes back, pgbouncer may still hold a client that queued through
+        the outage: that is the outage's tail, not a new incident. "Just closed" is within
+        ``alerting.groupGraceIntervals`` cheap-probe intervals; a failure that outlasts the
+        grace opens its own incident. Faults that are their own (the database down, a
+        paused pool) are never grouped.
+        """
+        a = self.config.monitoring.alerting
+        grace = timedelta(
+            milliseconds=self.config.monitoring.intervals.performance * a.group_grace_intervals
+        )
+        candidates = [
+            o
+            for o in obs
+            if o.failing
+            and o.suspected_cause is None
+            and o.category not in open_
+            and o.category in EXPLAINED_BY
+            and not (o.result is not None and OWN_FAULTS & set(o.result.findings))
+        ]
+        if not candidates:
+            return
+        causes = set(open_) | (set(self.history.recently_closed(now - grace)) if grace else set())
+        for o in candidates:
+            o.suspected_cause = next((c for c in EXPLAINED_BY[o.category] if c in causes), None)
 
     def _open(self, o: Observation, fails: list[datetime], out: TickResult) -> None:
         started = fails[-1] if fails else self.clock()

@@ -175,6 +175,16 @@ class HistoryStore:
             cols = [d.name for d in cur.description or []]
             return {r[1]: dict(zip(cols, r, strict=True)) for r in cur.fetchall()}
 
+    def recently_closed(self, since: datetime) -> dict[str, datetime]:
+        """Categories whose incident closed after ``since``: category -> latest close."""
+        with self.tx() as conn:
+            rows = conn.execute(
+                "SELECT category, max(closed_at) FROM westep_ops.incidents"
+                " WHERE closed_at > %s GROUP BY category",
+                (since,),
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
     def recent_statuses(self, category: str, limit: int) -> list[tuple[datetime, str]]:
         """The latest samples of ``category``, newest first: (ts, status)."""
         with self.tx() as conn:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from westep_ops.config import Auth, Category, Endpoint, IntegrityRule, Realtime, split_name
 from westep_ops.db import DeadlineExceeded, describe_error, refusal
@@ -159,6 +160,10 @@ def check_connection(session: ProbeSession, pooled: Outcome | None = None) -> Ch
                 res.values["project_paused"] = True
                 res.problem(Status.critical, paused, "project_paused")
         res.source = "direct+pooled"
+        # Pools are per (database, user): this SELECT 1 says nothing about the app's pool.
+        res.values["pooled_pool"] = (
+            f"{monitor_pool(session)} (the monitor's own pool, not the app's)"
+        )
         res.finish(
             f"direct {res.values.get('direct_ms', '-')} ms, pooled {res.values.get('pooled_ms', '-')} ms"
         )
@@ -214,7 +219,15 @@ def _supabase_paused(session: ProbeSession) -> str | None:
 
 # -- H2 ---------------------------------------------------------------------------------
 def check_pool(session: ProbeSession) -> CheckResult:
-    """H2: pgbouncer pools (admin console, else metrics endpoint) and PostgreSQL backends."""
+    """H2: is the app's pool serving? Busy is not exhausted.
+
+    Exhausted means clients wait too long (the oldest client *now* waiting, pgbouncer's
+    ``maxwait``), the pool is paused/disabled, or every server of a pool has been busy
+    longer than ``poolMaxWaitSeconds`` (no server freed: it cannot serve). All servers
+    busy with short waits is load: utilisation, waiting and longest wait are figures.
+    Sources: the admin console, else the metrics endpoint, and always the pooler's server
+    sessions in ``pg_stat_activity`` (the only source on hosted Supabase without metrics).
+    """
     th = session.config.monitoring.thresholds
     res = CheckResult(
         Category.pool,
@@ -226,21 +239,44 @@ def check_pool(session: ProbeSession) -> CheckResult:
         },
     )
     with timed_result(res):
+        row = _backends(session, res)
+        res.values["monitor_pool"] = monitor_pool(session)
+        pools: dict[str, int] | None = None  # pgbouncer's sv_active per pool login
+        size = session.config.pool.size
         if session.configured("admin"):
             res.source = "pgbouncer-admin"
-            _pool_from_admin(session, res)
+            pools = _pool_from_admin(session, res, row)
+            size = res.values.get("pool_size") or size
         elif session.env.metrics_url:
             res.source = "metrics-endpoint"
             _pool_from_metrics(session, res)
+            size = _int(res.values.get("metrics_pool_size")) or size  # the pooler's own figure
         else:
             res.source = "pg_stat_activity"
-            res.values["note"] = "no pgbouncer admin console or metrics endpoint: backends only"
-        _backends(session, res)
+        logins = list(pools) if pools is not None else list(session.config.pool.app_users)
+        if row is not None and logins:
+            _pool_servers(session, res, row, logins, size, pools)
         res.finish(_pool_summary(res))
     return res
 
 
-def _pool_from_admin(session: ProbeSession, res: CheckResult) -> None:
+def _int(v: Any) -> int | None:
+    return int(v) if v else None
+
+
+def monitor_pool(session: ProbeSession) -> str:
+    """The pgbouncer pool the monitor's own pooled connection rides: (database, login)."""
+    try:
+        info = conninfo_to_dict(session.env.database_url or "")
+    except psycopg.ProgrammingError:
+        return "unknown"
+    return f"{info.get('dbname', session.config.database_name)}/{info.get('user', '?')}"
+
+
+def _pool_from_admin(
+    session: ProbeSession, res: CheckResult, backends: dict[str, Any] | None
+) -> dict[str, int] | None:
+    """SHOW DATABASES/POOLS: paused, disabled, waits. Returns sv_active per pool login."""
     th = session.config.monitoring.thresholds
     name = session.config.database_name
     try:
@@ -258,60 +294,52 @@ def _pool_from_admin(session: ProbeSession, res: CheckResult) -> None:
             res.problem(Status.error, f"pgbouncer admin console: {reason}")
         else:
             res.problem(Status.critical, f"pgbouncer not answering: {reason}", "pgbouncer_down")
-        return
+        return None
     except DB_FAILURES as e:
         res.problem(Status.error, f"pgbouncer admin console: {_reason(e)}")
-        return
+        return None
     db = next((d for d in databases if d.get("name") == name), None)
     if db is None:
         res.problem(Status.critical, f"pgbouncer has no database {name!r}", "pool_missing")
-        return
+        return None
     pool_size = int(db.get("pool_size") or 0)
+    keys = ("user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "maxwait")
     res.values.update(
         pool_size=pool_size,
         paused=bool(db.get("paused")),
         disabled=bool(db.get("disabled")),
-        pools=[
-            {
-                k: p[k]
-                for k in (
-                    "user",
-                    "cl_active",
-                    "cl_waiting",
-                    "sv_active",
-                    "sv_idle",
-                    "sv_used",
-                    "maxwait",
-                )
-            }
-            for p in pools
-        ],
-    )
-    waiting = sum(p["cl_waiting"] for p in pools)
-    maxwait = max((p["maxwait"] + p.get("maxwait_us", 0) / 1e6 for p in pools), default=0.0)
-    res.values.update(
-        cl_waiting=waiting,
-        max_wait_s=round(maxwait, 3),
-        sv_active=sum(p["sv_active"] for p in pools),
+        pools=[{k: p[k] for k in keys} for p in pools],
     )
     if db.get("paused"):
         res.problem(Status.critical, f"database {name!r} is PAUSED in pgbouncer", "pool_paused")
     if db.get("disabled"):
         res.problem(Status.critical, f"database {name!r} is DISABLED in pgbouncer", "pool_disabled")
-    for p in pools:
-        if pool_size and p["sv_active"] >= pool_size:
-            res.problem(
-                Status.critical,
-                f"pool exhausted for {p['user']}: {p['sv_active']}/{pool_size} servers busy, "
-                f"{p['cl_waiting']} waiting",
-                "pool_exhausted",
-            )
-    if maxwait >= th.pool_max_wait_seconds:
+    waiting = sum(p["cl_waiting"] for p in pools)
+    # maxwait is how long the oldest client *now* in the queue has waited; it says nothing
+    # of clients already served. A client queued since before PostgreSQL (re)started has
+    # waited through an outage that H1 reports: only the time since the start counts here.
+    maxwait = max((p["maxwait"] + p.get("maxwait_us", 0) / 1e6 for p in pools), default=0.0)
+    since_start = backends.get("server_up_s") if backends else None
+    judged = min(maxwait, since_start) if since_start is not None else maxwait
+    busiest = max(pools, key=lambda p: p["sv_active"], default=None)
+    res.values.update(
+        cl_waiting=waiting,
+        max_wait_s=round(maxwait, 3),
+        sv_active=sum(p["sv_active"] for p in pools),
+        utilisation=round(busiest["sv_active"] / pool_size, 3) if busiest and pool_size else None,
+        busiest_pool=busiest["user"] if busiest else None,
+    )
+    if judged < maxwait:
+        res.values["max_wait_since_server_start_s"] = round(judged, 3)
+    if judged >= th.pool_max_wait_seconds:
         res.problem(
-            Status.critical, f"a client has waited {maxwait:.1f} s for a server", "pool_wait"
+            Status.critical,
+            f"the oldest client now waiting has waited {judged:.1f} s for a server",
+            "pool_wait",
         )
     elif waiting >= th.pool_waiting_clients:
-        res.problem(Status.warning, f"{waiting} clients waiting for a server", "pool_wait")
+        res.problem(Status.warning, f"{waiting} clients queued for a server", "pool_queue")
+    return {p["user"]: int(p["sv_active"]) for p in pools}
 
 
 def _pool_from_metrics(session: ProbeSession, res: CheckResult) -> None:
@@ -328,22 +356,83 @@ def _pool_from_metrics(session: ProbeSession, res: CheckResult) -> None:
         return
     res.source = f"metrics-endpoint ({m.flavour})"
     res.values.update(m.as_values())
+    if m.pool_size and m.server_active is not None:
+        res.values["utilisation"] = round(m.server_active / m.pool_size, 3)
     if m.paused:
         res.problem(Status.critical, "pooler reports the database paused", "pool_paused")
-    if m.pool_size and m.server_active is not None and m.server_active >= m.pool_size:
+    if m.max_wait_s is not None and m.max_wait_s >= th.pool_max_wait_seconds:
         res.problem(
             Status.critical,
-            f"pool exhausted: {m.server_active}/{m.pool_size} servers busy",
-            "pool_exhausted",
+            f"the oldest client now waiting has waited {m.max_wait_s:.1f} s for a server",
+            "pool_wait",
         )
-    if m.max_wait_s is not None and m.max_wait_s >= th.pool_max_wait_seconds:
-        res.problem(Status.critical, f"clients wait {m.max_wait_s:.1f} s for a server", "pool_wait")
     elif m.client_waiting is not None and m.client_waiting >= th.pool_waiting_clients:
-        res.problem(Status.warning, f"{m.client_waiting} clients waiting for a server", "pool_wait")
+        res.problem(
+            Status.warning, f"{m.client_waiting:.0f} clients queued for a server", "pool_queue"
+        )
     if m.join_failures:
         res.problem(
             Status.warning, f"{m.join_failures:.0f} failed client joins reported by the pooler"
         )
+
+
+def _pool_servers(
+    session: ProbeSession,
+    res: CheckResult,
+    row: dict[str, Any],
+    logins: list[str],
+    size: int | None,
+    sv_active: dict[str, int] | None,
+) -> None:
+    """Judge each pool login on its server sessions in pg_stat_activity.
+
+    A pool cannot serve when at least ``size`` of its server sessions have each been busy
+    (in a transaction) longer than ``poolMaxWaitSeconds``: no server was freed for that
+    long, so every new client waits. Under heavy but normal load servers turn over in
+    milliseconds and none stays busy that long.
+    """
+    limit = session.config.monitoring.thresholds.pool_max_wait_seconds
+    names = set(session.config.pool.application_names)
+    per_login: list[dict[str, Any]] = []
+    for login in logins:
+        groups = [
+            g
+            for g in row.get("sessions_by_login") or []
+            if g["user"] == login and (not names or g["app"] in names)
+        ]
+        ages = sorted((a for g in groups for a in g["busy_ages"] or []), reverse=True)
+        stuck = [a for a in ages if a >= limit]
+        item = {
+            "user": login,
+            "size": size,
+            "sessions": sum(g["sessions"] for g in groups),
+            "busy": len(ages),
+            "busy_over_limit": len(stuck),
+            "longest_busy_s": round(ages[0], 1) if ages else 0.0,
+            "lock_waiting": sum(g["lock_waiting"] for g in groups),
+            "hidden": sum(g["hidden"] for g in groups),
+        }
+        per_login.append(item)
+        if not size:
+            continue
+        # With the admin console, pgbouncer must agree that all its servers are active
+        # (other sessions of the same login, e.g. PostgREST's, are not the pool's).
+        pooler_full = sv_active is None or sv_active.get(login, 0) >= size
+        if pooler_full and len(stuck) >= size:
+            res.problem(
+                Status.critical,
+                f"pool {login} cannot serve: all {size} servers busy for over {limit:g} s "
+                f"(longest {ages[0]:.0f} s, pg_stat_activity)",
+                "pool_exhausted",
+            )
+    res.values["pool_servers"] = per_login
+    app = [p for p in per_login if sv_active is None or p["user"] in session.config.pool.app_users]
+    if sv_active is None and app and size:
+        # the pooler's own figure, when there is one, stands
+        res.values.setdefault("utilisation", round(max(p["busy"] for p in app) / size, 3))
+    res.values["servers_busy_over_limit"] = max(
+        (p["busy_over_limit"] for p in per_login), default=0
+    )
 
 
 BACKENDS_SQL = """
@@ -354,18 +443,31 @@ SELECT count(*) FILTER (WHERE backend_type = 'client backend') AS backends,
        coalesce(extract(epoch FROM max(now() - state_change)
                 FILTER (WHERE state = 'idle in transaction')), 0)::float AS idle_in_tx_max_s,
        count(*) FILTER (WHERE backend_type = 'client backend' AND state IS NULL) AS hidden,
-       pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS full_view
+       pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS full_view,
+       extract(epoch FROM clock_timestamp() - pg_postmaster_start_time())::float AS server_up_s,
+       (SELECT coalesce(json_agg(s), '[]'::json) FROM (
+          SELECT usename AS "user", application_name AS app, count(*) AS sessions,
+                 count(*) FILTER (WHERE state IS NULL) AS hidden,
+                 count(*) FILTER (WHERE wait_event_type = 'Lock') AS lock_waiting,
+                 array_agg(round(extract(epoch FROM clock_timestamp()
+                                 - coalesce(xact_start, query_start, backend_start))::numeric, 3))
+                   FILTER (WHERE state <> 'idle') AS busy_ages
+          FROM pg_stat_activity
+          WHERE backend_type = 'client backend' AND usename IS NOT NULL
+            AND pid <> pg_backend_pid()
+          GROUP BY usename, application_name) AS s) AS sessions_by_login
 FROM pg_stat_activity
 """
 
 
-def _backends(session: ProbeSession, res: CheckResult) -> None:
+def _backends(session: ProbeSession, res: CheckResult) -> dict[str, Any] | None:
+    """PostgreSQL's side: backends vs max_connections, idle in transaction; the row."""
     th = session.config.monitoring.thresholds
     try:
         (row,) = session.memo("q:backends", lambda: session.run("direct", BACKENDS_SQL, dicts=True))
     except DB_FAILURES as e:
         res.values["backends_error"] = _reason(e)
-        return  # H1 reports the database itself; the pool figures above still stand
+        return None  # H1 reports the database itself; the pool figures still stand
     usable = max(1, row["max_connections"] - row["reserved"])
     usage = row["backends"] / usable
     res.values.update(
@@ -393,6 +495,7 @@ def _backends(session: ProbeSession, res: CheckResult) -> None:
             f"{row['idle_in_tx']} sessions idle in transaction (oldest {row['idle_in_tx_max_s']:.0f} s)",
             "idle_in_transaction",
         )
+    return row
 
 
 def _pool_summary(res: CheckResult) -> str:
@@ -400,7 +503,27 @@ def _pool_summary(res: CheckResult) -> str:
     parts = []
     if "pool_size" in v:
         parts.append(
-            f"{v.get('sv_active', 0)}/{v['pool_size']} servers active, {v.get('cl_waiting', 0)} waiting"
+            f"{v.get('sv_active', 0)} servers active (pool size {v['pool_size']}, busiest "
+            f"{v.get('busiest_pool') or '-'} {(v.get('utilisation') or 0):.0%}), "
+            f"{v.get('cl_waiting', 0)} waiting, oldest wait {v.get('max_wait_s', 0):.3f} s"
+        )
+    elif "metrics_server_active" in v or "metrics_client_active" in v:
+        parts.append(
+            f"{v.get('metrics_server_active', '-')} servers active, "
+            f"{v.get('metrics_client_waiting', '-')} waiting"
+        )
+    servers = v.get("pool_servers")
+    if servers and "pool_size" not in v:
+        parts += [
+            f"app pool {p['user']}: {p['busy']}/{p['size'] or '?'} servers busy, "
+            f"longest {p['longest_busy_s']:.1f} s"
+            + (f" ({p['hidden']} sessions hidden: partial)" if p["hidden"] else "")
+            for p in servers
+        ]
+    elif not servers and res.source == "pg_stat_activity":
+        parts.append(
+            "app pool not watched (no admin console, no metrics endpoint, no pool.appUsers); "
+            f"the monitor's pooled check rides its own pool {v.get('monitor_pool')}"
         )
     if "backends" in v:
         parts.append(f"{v['backends']}/{v['max_connections']} backends")
@@ -1569,6 +1692,31 @@ def _safe(
         )
 
 
+def _pool_from_api_latency(pool: CheckResult, api: CheckResult) -> None:
+    """Without an admin console, an API timing out (or 502-504) while every server of the
+    app's pool is busy is the pool failing its clients, even before a server has been pinned for
+    ``poolMaxWaitSeconds``. (The admin console sees the queue itself.)"""
+    if pool.status is not Status.ok or pool.source == "pgbouncer-admin":
+        return
+    full = [p for p in pool.values.get("pool_servers", []) if p["size"] and p["busy"] >= p["size"]]
+    timed_out = [
+        e["name"]
+        for e in api.values.get("endpoints", [])
+        if not e.get("ok")
+        and (e.get("status") in (502, 503, 504) or "timed out" in str(e.get("error", "")))
+    ]
+    if not full or not timed_out:
+        return
+    p = full[0]
+    pool.problem(
+        Status.critical,
+        f"app pool {p['user']} full ({p['busy']}/{p['size']} servers busy) while "
+        f"{', '.join(timed_out)} timed out or unavailable ({pool.source})",
+        "pool_exhausted",
+    )
+    pool.finish("")
+
+
 def attribute_causes(results: list[CheckResult]) -> None:
     """Mark failures explained by another failing category, so alerts point at the cause.
 
@@ -1579,6 +1727,8 @@ def attribute_causes(results: list[CheckResult]) -> None:
     by = {r.category: r for r in results}
     conn = by.get(Category.connection)
     pool = by.get(Category.pool)
+    if pool is not None and by.get(Category.api) is not None:
+        _pool_from_api_latency(pool, by[Category.api])
     db_down = conn is not None and "direct_connection_failed" in conn.findings
     # A direct login refused to the monitor blinds the direct-connection probes: their
     # errors are symptoms of H1 (what they measure independently, e.g. HTTP, stands).

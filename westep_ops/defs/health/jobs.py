@@ -20,12 +20,12 @@ def test_connection(
         env = replace(env, storage_url=ops_storage.value())
     results = test_connections(env, stack.config())
     table = "| target | ok | connect ms | query ms | detail |\n|---|---|---|---|---|\n" + "\n".join(
-        f"| {r.target} | {'yes' if r.ok else 'NO'} | {r.connect_ms or ''} | {r.query_ms or ''} "
+        f"| {r.target} | {'yes' if r.ok else 'skipped' if r.skipped else 'NO'} | {r.connect_ms or ''} | {r.query_ms or ''} "
         f"| {redact(r.detail)} |"
         for r in results
     )
     context.log.info(table)
-    failed = [r for r in results if not r.ok]
+    failed = [r for r in results if not r.passed]
     if failed:
         raise Failure(
             description="; ".join(f"{r.target}: {redact(r.detail)}" for r in failed),
