@@ -35,6 +35,15 @@ def _env() -> Any:
     return Environment.from_env()
 
 
+def _separate_store(env: Any) -> None:
+    """Exit 2 with one line when WESTEP_OPS_STORAGE_URL is the monitored database itself."""
+    from westep_ops.store import refuse_monitored_store
+
+    refuse_monitored_store(
+        env.storage_url, {"DIRECT_URL": env.direct_url, "WESTEP_OPS_REPAIR_URL": env.repair_url}
+    )
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [
         max(len(click.unstyle(str(r[i]))) for r in [header, *rows]) for i in range(len(header))
@@ -317,6 +326,7 @@ def repair_cmd(
     from westep_ops.repairs.recovery import plan_repairs, sweep
 
     env, config = _env(), _cfg(ctx)
+    _separate_store(env)
     if action is not None:
         actions = [parse_action(action)]
         trigger = "manual"
@@ -358,7 +368,9 @@ def recover_cmd(ctx: click.Context, with_health_check: bool, dry_run: bool, as_j
     """
     from westep_ops.repairs.recovery import recover
 
-    report = recover(_env(), _cfg(ctx), dry_run=dry_run)
+    env = _env()
+    _separate_store(env)
+    report = recover(env, _cfg(ctx), dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
         sys.exit(1 if report.escalations else 0)
@@ -485,6 +497,7 @@ def monitor_cmd(ctx: click.Context, fast: bool, no_recovery: bool, once: bool) -
 
     env, config = _env(), _cfg(ctx)
     env.require("storage_url")
+    _separate_store(env)
     if fast:
         config = driver.fast(config)
     monitor = driver.build(env, config, recovery=not no_recovery)
@@ -566,6 +579,7 @@ def _history_call(fn: Any) -> Any:
 
     env = _env()
     store = HistoryStore(env.require("storage_url"))
+    _separate_store(env)
     try:
         return fn(store)
     except HistoryUnavailable as e:
@@ -608,6 +622,7 @@ def trends_cmd(
 
     env, config = _env(), _cfg(ctx)
     store = HistoryStore(env.require("storage_url"))
+    _separate_store(env)
     try:
         report = monthly.build(
             store, config, month, lang=lang or config.report_language, thresholds=thresholds
@@ -677,6 +692,7 @@ def drill_cmd(ctx: click.Context, fault_names: str, interval: float, as_json: bo
     sb = Sandbox(sandbox_dir())
     env = _env()
     env.require("storage_url")
+    _separate_store(env)
     start = now_utc()
     results = drill.run_drill(
         sb,
@@ -901,6 +917,7 @@ def ui(port: int) -> None:
 
     env = _env()
     storage = env.require("storage_url")
+    _separate_store(env)
     child = dict(os.environ)
     child.setdefault(
         "WESTEP_OPS_DAGSTER_STORAGE_URL",
