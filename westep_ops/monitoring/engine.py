@@ -177,6 +177,7 @@ class Monitor:
         self._last: dict[str, datetime] = {}
         self._local: dict[str, Any] = {}  # local state when the history has no spool
         self._resent_at = 0.0
+        self.resend_every_s = RESEND_EVERY_S
 
     def close(self, wait_s: float = 2.0) -> None:
         """Give queued Slack sends up to ``wait_s`` (the rest is resent later), then close."""
@@ -261,7 +262,7 @@ class Monitor:
         self._record_deliveries()
         if not (self.env.webhook_url and self.notifier.background):
             return
-        if time.monotonic() - self._resent_at < RESEND_EVERY_S:
+        if time.monotonic() - self._resent_at < self.resend_every_s:
             return
         self._resent_at = time.monotonic()
         self.notifier.retry_failed()
