@@ -158,6 +158,10 @@ class Spool:
         for seq, op, args in self.pending(limit=limit):
             args = self.map_ids(args)
             with conn.transaction():
+                # Two monitors sharing a spool replay one after the other, never the same entry.
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"westep_ops.spool:{source}",)
+                )
                 row = conn.execute(
                     "SELECT real_id FROM westep_ops.spool_applied WHERE source = %s AND seq = %s",
                     (source, seq),

@@ -274,11 +274,16 @@ class OpsStore:
             f.write(line + "\n")
         conn = self._conn()
         if conn is not None:
-            spool = Spool()
-            try:
-                mapped = spool.map_ids({"record": attempt})["record"]
-            finally:
-                spool.close()
+            mapped = attempt
+            if (attempt.get("incident_id") or 0) < 0:  # an incident opened while the store was down
+                spool = Spool()
+                try:
+                    mapped = spool.map_ids({"record": attempt})["record"]
+                finally:
+                    spool.close()
+            if (mapped.get("incident_id") or 0) < 0:
+                conn = None  # its incident is still in the spool: queue behind it, in order
+        if conn is not None:
             try:
                 with deadline(conn, self.STATEMENT_MS + 1000):
                     insert_attempt(conn, mapped)

@@ -174,8 +174,8 @@ def test_monitor_keeps_watching_while_the_ops_store_is_stopped(
                 e["type"] == "alert" and e["category"] == "tables" and e["kind"] == "opened"
                 for e in events(logs)
             )
-            degraded = [x for x in alert_lines(logs) if "[monitor]" in x and " degraded " in x]
-            assert len(degraded) == 1 and "history unavailable" in degraded[0]
+            degraded = [x for x in alert_lines(logs) if "[monitor] degraded " in x]
+            assert len(degraded) == 1 and "history unavailable" in degraded[0], degraded
             time.sleep(max(0.0, OUTAGE_S - (datetime.now(UTC) - stopped).total_seconds()))
         finally:
             faults.inject(sandbox, "grant_revoke", False)
@@ -227,8 +227,10 @@ def test_a_frozen_ops_store_does_not_stall_the_monitor(
         out = stop_monitor(proc)
     assert "Traceback" not in out
     assert_every_interval_sampled(frozen, thawed)
-    (line,) = [x for x in alert_lines(logs) if "[monitor]" in x and " degraded " in x]
-    assert "history unavailable" in line
+    monitor_alerts = [x for x in alert_lines(logs) if "[monitor]" in x]
+    assert len(monitor_alerts) == 2, monitor_alerts  # degraded once, then resolved
+    assert "] degraded " in monitor_alerts[0] and "history unavailable" in monitor_alerts[0]
+    assert "] resolved " in monitor_alerts[1]
 
 
 def test_an_ops_store_that_is_the_monitored_database_is_refused(sandbox: Sandbox) -> None:

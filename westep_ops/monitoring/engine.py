@@ -367,7 +367,9 @@ class Monitor:
         self.history.add_samples(self.clock(), "verification", [x.row() for x in fresh])
         return fresh[0] if fresh else None
 
-    def _confirm(self, candidates: list[Observation]) -> list[Observation]:
+    def _confirm(
+        self, candidates: list[Observation], still: Callable[[Observation], bool] | None = None
+    ) -> list[Observation]:
         """Re-probe first failures after a short delay; those still failing are confirmed."""
         self.sleep(self.config.monitoring.alerting.confirm_delay_seconds)
         wanted = {o.category for o in candidates}
@@ -378,6 +380,8 @@ class Monitor:
             fresh = self.probe(checks, with_performance=False)
         fresh = [x for x in fresh if x.category in wanted]
         self.history.add_samples(self.clock(), "confirmation", [x.row() for x in fresh])
+        if still is not None:
+            return [x for x in fresh if still(x)]
         return [x for x in fresh if x.failing and x.suspected_cause is None]
 
     def _plan_for(self, o: Observation) -> tuple[list[Any], list[Any]]:
@@ -499,30 +503,56 @@ class Monitor:
 
     # -- monitor degraded ---------------------------------------------------------------------
     def _degraded(self, now: datetime, obs: list[Observation], out: TickResult) -> None:
-        """One alert per cause of blindness, reminded like an incident, resolved when it ends."""
+        """One alert per cause of blindness, reminded like an incident, resolved when it ends.
+
+        Confirmed first, as outages are: checks that could not run are re-probed once
+        ``confirmDelaySeconds`` later, and the history must stay unavailable that long
+        (the spool loses nothing meanwhile, so a blip needs nobody).
+        """
         errors = [o for o in obs if o.status == UNKNOWN]
         seen = {o.category for o in obs}
         checks = self._state("degraded:checks")
+        if errors and checks is None:
+            wanted = {o.category for o in errors}
+            errors = self._confirm(errors, still=lambda x: x.status == UNKNOWN)
+            seen |= wanted
         if errors:
             cause = "; ".join(f"{o.category}: {o.summary}" for o in errors)
             cats = sorted({o.category for o in errors} | set((checks or {}).get("categories", [])))
             self._degrade(now, out, "checks", cause, cats)
         elif checks and set(checks["categories"]) <= seen:
             self._undegrade(now, out, "checks", "the checks run again")
+        history = self._state("degraded:history")
         if self.history.error:
-            self._degrade(
-                now,
-                out,
-                "history",
-                f"history unavailable ({self.history.error}); samples, incidents and alerts "
-                "are spooled locally until the ops store returns",
-                [],
-            )
-        elif self._state("degraded:history"):
-            self._undegrade(now, out, "history", "history available again; spooled writes replayed")
+            hold = timedelta(seconds=self.config.monitoring.alerting.confirm_delay_seconds)
+            since = history["since"] if history else self._state("history:failing_since")
+            if since is None:
+                self._set_state("history:failing_since", now)
+            elif history or now - since >= hold:
+                self._degrade(
+                    now,
+                    out,
+                    "history",
+                    f"history unavailable ({self.history.error}); samples, incidents and "
+                    "alerts are spooled locally until the ops store returns",
+                    [],
+                    since=since,
+                )
+        else:
+            self._set_state("history:failing_since", None)
+            if history:
+                self._undegrade(
+                    now, out, "history", "history available again; spooled writes replayed"
+                )
 
     def _degrade(
-        self, now: datetime, out: TickResult, key: str, cause: str, categories: list[str]
+        self,
+        now: datetime,
+        out: TickResult,
+        key: str,
+        cause: str,
+        categories: list[str],
+        since: datetime | None = None,
     ) -> None:
         state = self._state(f"degraded:{key}")
         reminder = timedelta(minutes=self.config.monitoring.alerting.reminder_minutes)
@@ -530,7 +560,7 @@ class Monitor:
             self._alert(
                 out, now, "degraded", "warning", MONITOR, f"monitor degraded: {cause}", None
             )
-            state = {"since": now, "last_notified": now}
+            state = {"since": since or now, "last_notified": now}
         elif now - state["last_notified"] >= reminder:
             self._alert(
                 out, now, "reminder", "warning", MONITOR, f"monitor still degraded: {cause}", None
