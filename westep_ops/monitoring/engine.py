@@ -426,8 +426,8 @@ class Monitor:
         requested again once the hourly limit has room. A failed repair is not retried:
         it escalated, and a person decides.
         """
-        if not self.recovery:
-            return
+        if not self.recovery or o.suspected_cause is not None:
+            return  # off, or now a symptom of another failure: that one's repair comes first
         plan, _escalations = self._plan_for(o)
         if not plan:
             return
