@@ -15,7 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-FAILING = {"warning", "critical", "error"}
+FAILING = {"warning", "critical"}
+# A check that could not run ("error": the monitor's own problem) says nothing either
+# way: as in the engine it opens nothing and ends a run of failing or passing samples.
+UNKNOWN = "error"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,12 @@ def replay(samples: pd.DataFrame, performance: pd.DataFrame, s: Setting) -> pd.D
         fails, passes, start, open_at = 0, 0, None, None
         for ts, kind, status in zip(g["ts"], g["kind"], g["status"], strict=True):
             failing = status in FAILING
+            if status == UNKNOWN:
+                if open_at is None:
+                    fails, start = 0, None
+                else:
+                    passes = 0
+                continue
             if open_at is None:
                 if failing:
                     fails += 1

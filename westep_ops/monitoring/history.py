@@ -214,7 +214,7 @@ class HistoryStore:
     def repair_outcomes(self, incident_id: int) -> list[dict[str, Any]]:
         with self.tx() as conn:
             cur = conn.execute(
-                "SELECT action, outcome, summary, escalation, started_at FROM westep_ops.repair_attempts"
+                "SELECT action, outcome, summary, escalation FROM westep_ops.repair_attempts"
                 " WHERE incident_id = %s AND NOT dry_run ORDER BY id",
                 (incident_id,),
             )
@@ -402,12 +402,14 @@ _LAST_ANSWERS: dict[tuple[str, str], Any] = {}
 class ResilientHistory(HistoryStore):
     """The monitor's history: never raises because the ops store is down, frozen or slow.
 
-    Writes that cannot be made go to the spool (rows they create get local ids) and are
-    replayed, in order, before the next write that reaches the store. Reads answer from
-    the store, else from its last answers plus what the spool holds. After a failure the
-    store is tried again only every ``retry_seconds``, so a dead store costs one connect
-    timeout per retry, not one per write. :attr:`error` says why the store is unusable
-    (None when it works).
+    Writes that cannot be made go to the spool (rows they create get local ids). When
+    the store answers again the spool is replayed, in order, within a time budget
+    (``replay_budget_s`` per ``retry_seconds``) so a long backlog never makes one tick
+    long; until it is empty new writes queue behind it, keeping their order. Reads are
+    the store's answer (or, while it is down, its last answer) merged with what the
+    spool still holds. After a failure the store is tried again only every
+    ``retry_seconds``, so a dead store costs one connect timeout per retry, not one per
+    write. :attr:`error` says why the store is unusable (None when it works).
     """
 
     def __init__(
@@ -418,15 +420,18 @@ class ResilientHistory(HistoryStore):
         connect_timeout_ms: int = 2000,
         statement_timeout_ms: int = 2000,
         retry_seconds: float = 10.0,
+        replay_budget_s: float = 2.0,
     ) -> None:
         super().__init__(
             url, connect_timeout_ms=connect_timeout_ms, statement_timeout_ms=statement_timeout_ms
         )
         self.spool = spool or Spool()
         self.retry_seconds = retry_seconds
+        self.replay_budget_s = replay_budget_s
         self.error: str | None = None
         self.replayed = 0
         self._retry_at = 0.0
+        self._window = (0.0, 0.0)  # (start, seconds spent replaying in it)
 
     def close(self) -> None:
         super().close()
@@ -453,40 +458,58 @@ class ResilientHistory(HistoryStore):
         return out
 
     def _flush(self) -> None:
-        """Replay the spool into the store, in bounded batches, each under a deadline."""
-        while self.spool.count():
-            conn = self._connect()
-            try:
-                with deadline(conn, self.deadline_ms + 5000):
-                    n = self.spool.replay(conn, apply_entry, limit=200)
-            except _UNAVAILABLE as e:
-                conn.close()
-                raise HistoryUnavailable(_why(e)) from None
-            self.replayed += n
-            if not n:
-                break
+        """Replay the spool into the store, in batches under a deadline, within the budget."""
+        start, spent = self._window
+        if time.monotonic() - start > self.retry_seconds:
+            start, spent = time.monotonic(), 0.0
+        try:
+            while spent < self.replay_budget_s and self.spool.count():
+                conn = self._connect()
+                t0 = time.monotonic()
+                try:
+                    with deadline(conn, self.deadline_ms + 5000):
+                        n = self.spool.replay(conn, apply_entry, limit=100)
+                except _UNAVAILABLE as e:
+                    conn.close()
+                    raise HistoryUnavailable(_why(e)) from None
+                finally:
+                    spent += time.monotonic() - t0
+                self.replayed += n
+                if not n:
+                    break
+        finally:
+            self._window = (start, spent)
 
     # -- writes ---------------------------------------------------------------------------
     def _write(self, op: str, args: dict[str, Any]) -> int | None:
-        try:
-            return self._try(
-                lambda: super(ResilientHistory, self)._write(op, self.spool.map_ids(args))
-            )
-        except HistoryUnavailable:
-            return self.spool.add(op, args, new_id=op in ("open_incident", "add_alert"))
+        queue = object()
 
-    # -- reads ----------------------------------------------------------------------------
+        def write() -> Any:
+            if self.spool.count():
+                return queue  # still catching up: behind the backlog, in order
+            return super(ResilientHistory, self)._write(op, self.spool.map_ids(args))
+
+        try:
+            out = self._try(write)
+            if out is not queue:
+                return out
+        except HistoryUnavailable:
+            pass
+        return self.spool.add(op, args, new_id=op in ("open_incident", "add_alert"))
+
+    # -- reads: the store's (or its last) answer, plus what is still spooled ---------------
+    def _pending(self, op: str) -> list[dict[str, Any]]:
+        return [self.spool.map_ids(a) for _seq, _op, a in self.spool.pending(op)]
+
     def open_incidents(self) -> dict[str, dict[str, Any]]:
         try:
-            out = self._try(lambda: HistoryStore.open_incidents(self))
+            known = self._try(lambda: HistoryStore.open_incidents(self))
+            self.spool.put("open_incidents", known)
         except HistoryUnavailable:
-            return self._incidents_from_spool(self.spool.get("open_incidents") or {})
-        self.spool.put("open_incidents", out)
-        return out
-
-    def _incidents_from_spool(self, known: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+            known = self.spool.get("open_incidents") or {}
         out = {c: dict(i) for c, i in known.items()}
         for _seq, op, a in self.spool.pending():
+            a = self.spool.map_ids(a)
             if op == "open_incident":
                 out[a["category"]] = {
                     "id": a["local_id"],
@@ -509,46 +532,41 @@ class ResilientHistory(HistoryStore):
                         i.update(a["fields"])
         return out
 
-    def recent_statuses(self, category: str, limit: int) -> list[tuple[datetime, str]]:
-        key = f"recent:{category}"
+    def _base(self, key: str, fn: Any) -> Any:
         try:
-            return self._remember(
-                key, self._try(lambda: HistoryStore.recent_statuses(self, category, limit))
-            )
+            return self._remember(key, self._try(fn))
         except HistoryUnavailable:
-            spooled = [
-                (a["ts"], r["status"])
-                for _seq, _op, a in reversed(self.spool.pending("samples"))
-                for r in a["rows"]
-                if r["category"] == category
-            ]
-            return (spooled + list(self._answers(key) or []))[:limit]
+            return self._answers(key)
+
+    def recent_statuses(self, category: str, limit: int) -> list[tuple[datetime, str]]:
+        known = self._base(
+            f"recent:{category}", lambda: HistoryStore.recent_statuses(self, category, limit)
+        )
+        spooled = [
+            (a["ts"], r["status"])
+            for a in reversed(self._pending("samples"))
+            for r in a["rows"]
+            if r["category"] == category
+        ]
+        return (spooled + list(known or []))[:limit]
 
     def last_sample_at(self, kinds: tuple[str, ...]) -> datetime | None:
-        key = "last:" + ",".join(kinds)
-        try:
-            return self._remember(key, self._try(lambda: HistoryStore.last_sample_at(self, kinds)))
-        except HistoryUnavailable:
-            times = [a["ts"] for _s, _o, a in self.spool.pending("samples") if a["kind"] in kinds]
-            known = self._answers(key)
-            return max([*times, *([known] if known else [])], default=None)
+        known = self._base(
+            "last:" + ",".join(kinds), lambda: HistoryStore.last_sample_at(self, kinds)
+        )
+        times = [a["ts"] for a in self._pending("samples") if a["kind"] in kinds]
+        return max([*times, *([known] if known else [])], default=None)
 
     def repair_outcomes(self, incident_id: int) -> list[dict[str, Any]]:
-        key = f"repairs:{incident_id}"
-        try:
-            return self._remember(
-                key, self._try(lambda: HistoryStore.repair_outcomes(self, incident_id))
-            )
-        except HistoryUnavailable:
-            spooled = [
-                {
-                    k: a["record"].get(k)
-                    for k in ("action", "outcome", "summary", "escalation", "started_at")
-                }
-                for _s, _o, a in self.spool.pending("repair_attempt")
-                if a["record"].get("incident_id") == incident_id and not a["record"].get("dry_run")
-            ]
-            return list(self._answers(key) or []) + spooled
+        known = self._base(
+            f"repairs:{incident_id}", lambda: HistoryStore.repair_outcomes(self, incident_id)
+        )
+        spooled = [
+            {k: a["record"].get(k) for k in ("action", "outcome", "summary", "escalation")}
+            for a in self._pending("repair_attempt")
+            if a["record"].get("incident_id") == incident_id and not a["record"].get("dry_run")
+        ]
+        return list(known or []) + spooled
 
     def undelivered(self, channel: str, since: datetime, limit: int) -> list[dict[str, Any]]:
         try:
