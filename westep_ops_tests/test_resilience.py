@@ -131,6 +131,13 @@ def assert_every_interval_sampled(since: datetime, until: datetime) -> None:
     gaps = [b - a for a, b in zip([since, *times], [*times, until], strict=True)]
     assert max(gaps) <= step + slack, (max(gaps), len(times))
     assert len(times) >= (until - since) / (step + timedelta(seconds=1)) * 0.8
+    # Replayed exactly once: no sample of a sweep written twice.
+    assert not rows(
+        "SELECT ts, category FROM westep_ops.samples WHERE ts >= %s AND ts < %s"
+        " GROUP BY ts, kind, category HAVING count(*) > 1",
+        since,
+        until,
+    )
 
 
 def ops_pids(sb: Sandbox) -> list[int]:
