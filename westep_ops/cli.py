@@ -487,14 +487,16 @@ def _repair_db(rctx: Any) -> Any:
 def monitor_cmd(ctx: click.Context, fast: bool, no_recovery: bool, once: bool) -> None:
     """Monitor continuously in the foreground (no Dagster daemon needed); Ctrl-C stops it.
 
+    It keeps watching through failures of its own parts: while the ops store is down it
+    spools to monitor-spool.sqlite3 ($WESTEP_OPS_STATE_DIR, default the log dir) and
+    replays it when the store returns; Slack is sent in the background and resent until
+    delivered; open incidents left by an earlier monitor get their repair. An ops store
+    that is the monitored database is refused (exit 2).
+
     Cheap probes every monitoring.intervals.performance, the full H1-H7 sweep every
     monitoring.intervals.health; samples, incidents and alerts go to the ops store
-    (WESTEP_OPS_STORAGE_URL), alerts also to logs/ and Slack (WEBHOOK_URL, sent in the
-    background and resent until delivered). Open incidents that call for a repair get
-    it (subject to autoRecovery) unless --no-recovery, including incidents left open by
-    an earlier monitor. While the ops store is down it keeps going and spools to
-    monitor-spool.sqlite3 ($WESTEP_OPS_STATE_DIR, default the log dir), replayed when
-    the store returns. An ops store that is the monitored database is refused (exit 2).
+    (WESTEP_OPS_STORAGE_URL), alerts also to logs/ and Slack (WEBHOOK_URL). Incidents
+    that have a repair trigger it (subject to autoRecovery) unless --no-recovery.
     """
     from westep_ops.monitoring import driver
     from westep_ops.monitoring.history import HistoryUnavailable

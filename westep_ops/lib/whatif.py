@@ -15,10 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-FAILING = {"warning", "critical"}
-# A check that could not run ("error": the monitor's own problem) says nothing either
-# way: as in the engine it opens nothing and ends a run of failing or passing samples.
-UNKNOWN = "error"
+FAILING = {"warning", "critical", "error"}
 
 
 @dataclass(frozen=True)
@@ -50,13 +47,15 @@ def replay(samples: pd.DataFrame, performance: pd.DataFrame, s: Setting) -> pd.D
     for cat, g in data.groupby("category", sort=False):
         fails, passes, start, open_at = 0, 0, None, None
         for ts, kind, status in zip(g["ts"], g["kind"], g["status"], strict=True):
-            failing = status in FAILING
-            if status == UNKNOWN:
+            if status == "error":
+                # The check could not run (the monitor's own problem): as in the engine it
+                # opens nothing and ends a run of failing or passing samples.
                 if open_at is None:
                     fails, start = 0, None
                 else:
                     passes = 0
                 continue
+            failing = status in FAILING
             if open_at is None:
                 if failing:
                     fails += 1

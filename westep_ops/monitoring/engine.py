@@ -149,6 +149,8 @@ def observations(results: list[CheckResult], perf: PerformanceSample | None) -> 
         # Slow or failing requests while a check is failing are that failure's symptom;
         # dead tuples are not anyone's symptom.
         roots = [o.category for o in out if o.failing and o.suspected_cause is None]
+        # ...and so are they while a check could not run: the monitor is half blind then.
+        roots += [o.category for o in out if o.status == Status.error.value]
         own = any("dead tuples" in p for p in perf.problems)
         cause = roots[0] if roots and not own else None
         summary = "; ".join(perf.problems) or "ok"
