@@ -35,6 +35,15 @@ def _env() -> Any:
     return Environment.from_env()
 
 
+def _separate_store(env: Any) -> None:
+    """Exit 2 with one line when WESTEP_OPS_STORAGE_URL is the monitored database itself."""
+    from westep_ops.store import refuse_monitored_store
+
+    refuse_monitored_store(
+        env.storage_url, {"DIRECT_URL": env.direct_url, "WESTEP_OPS_REPAIR_URL": env.repair_url}
+    )
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [
         max(len(click.unstyle(str(r[i]))) for r in [header, *rows]) for i in range(len(header))
@@ -378,6 +387,7 @@ def repair_cmd(
     from westep_ops.repairs.recovery import plan_repairs, sweep
 
     env, config = _env(), _cfg(ctx)
+    _separate_store(env)
     if action is not None:
         actions = [parse_action(action)]
         trigger = "manual"
@@ -420,7 +430,9 @@ def recover_cmd(ctx: click.Context, with_health_check: bool, dry_run: bool, as_j
     """
     from westep_ops.repairs.recovery import recover
 
-    report = recover(_env(), _cfg(ctx), dry_run=dry_run)
+    env = _env()
+    _separate_store(env)
+    report = recover(env, _cfg(ctx), dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
         sys.exit(1 if report.escalations else 0)
@@ -546,6 +558,12 @@ def _repair_db(rctx: Any) -> Any:
 def monitor_cmd(ctx: click.Context, fast: bool, no_recovery: bool, once: bool) -> None:
     """Monitor continuously in the foreground (no Dagster daemon needed); Ctrl-C stops it.
 
+    It keeps watching through failures of its own parts: while the ops store is down it
+    spools to monitor-spool.sqlite3 ($WESTEP_OPS_STATE_DIR, default the log dir) and
+    replays it when the store returns; Slack is sent in the background and resent until
+    delivered; open incidents left by an earlier monitor get their repair. An ops store
+    that is the monitored database is refused (exit 2).
+
     Cheap probes every monitoring.intervals.performance, the full H1-H7 sweep every
     monitoring.intervals.health; samples, incidents and alerts go to the ops store
     (WESTEP_OPS_STORAGE_URL), alerts also to logs/ and Slack (WEBHOOK_URL). Incidents
@@ -559,6 +577,7 @@ def monitor_cmd(ctx: click.Context, fast: bool, no_recovery: bool, once: bool) -
 
     env, config = _env(), _cfg(ctx)
     env.require("storage_url")
+    _separate_store(env)
     if fast:
         config = driver.fast(config)
     monitor = driver.build(env, config, recovery=not no_recovery)
@@ -654,6 +673,7 @@ def _history_call(fn: Any) -> Any:
 
     env = _env()
     store = HistoryStore(env.require("storage_url"))
+    _separate_store(env)
     try:
         return fn(store)
     except HistoryUnavailable as e:
@@ -720,6 +740,7 @@ def trends_cmd(
     env, config = _env(), _cfg(ctx)
     monthly.parse_settings(thresholds, config)  # a bad file is refused before the store
     store = HistoryStore(env.require("storage_url"))
+    _separate_store(env)
     try:
         report = monthly.build(
             store,
@@ -801,6 +822,7 @@ def drill_cmd(ctx: click.Context, fault_names: str, interval: float, as_json: bo
     sb = Sandbox(sandbox_dir())
     env = _env()
     env.require("storage_url")
+    _separate_store(env)
     start = now_utc()
     results = drill.run_drill(
         sb,
@@ -1102,6 +1124,7 @@ def ui(port: int) -> None:
 
     env = _env()
     storage = env.require("storage_url")
+    _separate_store(env)
     child = dict(os.environ)
     child.setdefault(
         "WESTEP_OPS_DAGSTER_STORAGE_URL",

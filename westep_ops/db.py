@@ -106,6 +106,7 @@ class DeadlineExceeded(Exception):
     """The client-side deadline of :func:`deadline` fired and the connection was cut."""
 
     def __init__(self, ms: float) -> None:
+        self.ms = ms
         super().__init__(
             f"no answer within {ms:.0f} ms (queued behind a paused or exhausted pool?)"
         )

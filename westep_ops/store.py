@@ -5,7 +5,11 @@ the target is down its outage must still be recorded. Today it holds the audit o
 repair attempt, which is also what the per-action hourly rate limit counts, across
 processes and restarts. Every attempt is appended to ``logs/repair-attempts.jsonl`` as
 well, so that when the ops database itself is unreachable repairs are still audited and
-still rate-limited (from that file, and the report says so).
+still rate-limited (from that file, and the report says so); such an attempt is also
+queued in the monitor's spool and reaches the history when the store returns. Every
+query has a client-side deadline: a frozen ops server cannot hold a repair.
+
+:func:`refuse_monitored_store` refuses an ops store that is the monitored database.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from westep_ops.db import connect, describe_error
+from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
+from westep_ops.errors import WestepError
+
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, DeadlineExceeded)
 
 SCHEMA = "westep_ops"
 MIGRATIONS: list[str] = [
@@ -136,6 +143,16 @@ MIGRATIONS: list[str] = [
         rows_lost    bigint
     );
     """,
+    # 5: history writes replayed from a monitor's local spool (exactly once per entry)
+    """
+    CREATE TABLE westep_ops.spool_applied (
+        source     text NOT NULL,
+        seq        bigint NOT NULL,
+        real_id    bigint,
+        applied_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (source, seq)
+    );
+    """,
 ]
 
 
@@ -156,15 +173,23 @@ class OpsStore:
     """Repair audit and rate limit; PostgreSQL when reachable, the JSONL file otherwise.
 
     One kept connection serves the count, the advisory lock and the record of every
-    repair it is used for (a recovery runs several): close it with :meth:`close`.
+    repair it is used for (a recovery runs several): close it with :meth:`close`. Once
+    the database fails (down, frozen, timed out) this object uses the file for the rest
+    of its life, so one repair never waits on a dead store twice.
     """
 
-    def __init__(self, url: str | None, *, connect_timeout_ms: int = 3000) -> None:
+    STATEMENT_MS = 5000
+
+    def __init__(
+        self, url: str | None, *, connect_timeout_ms: int = 3000, unreachable: str | None = None
+    ) -> None:
         self.url = url
         self.connect_timeout_ms = connect_timeout_ms
         self.audit_file = log_dir() / "repair-attempts.jsonl"
         self._db: psycopg.Connection | None = None
         self.status = StoreStatus(False, "WESTEP_OPS_STORAGE_URL is not set") if not url else None
+        if url and unreachable:  # the caller already knows: do not wait for it again
+            self.status = StoreStatus(False, f"ops store unreachable: {unreachable}")
 
     def _conn(self) -> psycopg.Connection | None:
         if self._db is not None and not self._db.closed and not self._db.broken:
@@ -173,15 +198,35 @@ class OpsStore:
             return None
         try:
             self._db = connect(
-                self.url, connect_timeout_ms=self.connect_timeout_ms, statement_timeout_ms=5000
+                self.url,
+                connect_timeout_ms=self.connect_timeout_ms,
+                statement_timeout_ms=self.STATEMENT_MS,
             )
-            migrate(self._db)
-        except psycopg.Error as e:
-            self._db = None
-            self.status = StoreStatus(False, f"ops store unreachable: {describe_error(e)}")
+            with deadline(self._db, self.STATEMENT_MS + 1000):
+                migrate(self._db)
+        except (psycopg.Error, DeadlineExceeded) as e:
+            self._fail(e)
             return None
         self.status = StoreStatus(True, "ops PostgreSQL")
         return self._db
+
+    def _fail(self, e: BaseException) -> None:
+        if self._db is not None:
+            self._db.close()
+        self._db = None
+        self.status = StoreStatus(False, f"ops store unreachable: {describe_error(e)}")
+
+    def _query(self, query: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One statement on the store under a deadline; None (and the file from now on) on failure."""
+        conn = self._conn()
+        if conn is None:
+            return None
+        try:
+            with deadline(conn, self.STATEMENT_MS + 1000):
+                return conn.execute(query, params).fetchone() or ()  # type: ignore[arg-type]
+        except _UNAVAILABLE as e:
+            self._fail(e)
+            return None
 
     def close(self) -> None:
         if self._db is not None:
@@ -198,13 +243,12 @@ class OpsStore:
         """Non-dry-run, non-refused attempts of ``action`` in the last hour, and the source."""
         now = now or datetime.now(UTC)
         since = now - timedelta(hours=1)
-        conn = self._conn()
-        if conn is not None:
-            row = conn.execute(
-                "SELECT count(*) FROM westep_ops.repair_attempts WHERE action = %s"
-                " AND started_at > %s AND NOT dry_run AND outcome <> 'refused'",
-                (action, since),
-            ).fetchone()
+        row = self._query(
+            "SELECT count(*) FROM westep_ops.repair_attempts WHERE action = %s"
+            " AND started_at > %s AND NOT dry_run AND outcome <> 'refused'",
+            (action, since),
+        )
+        if row is not None:
             return (row[0] if row else 0), "ops PostgreSQL"
         count = 0
         for rec in self._read_file():
@@ -222,24 +266,36 @@ class OpsStore:
         return count, f"local audit file ({self.status.detail if self.status else ''})"
 
     def record(self, attempt: dict[str, Any]) -> None:
-        """Append one attempt to the audit file and, when reachable, the ops database."""
+        """Append one attempt to the audit file and to the ops database, or to the spool."""
+        from westep_ops.spool import Spool
+
         line = json.dumps(attempt, default=str, sort_keys=True)
         with open(self.audit_file, "a", encoding="utf-8") as f:
             f.write(line + "\n")
         conn = self._conn()
-        if conn is None:
-            return
-        values = [
-            Jsonb(attempt.get(c)) if c in ("changes", "before", "after") else attempt.get(c)
-            for c in ATTEMPT_COLUMNS
-        ]
-        conn.execute(
-            sql.SQL("INSERT INTO westep_ops.repair_attempts ({}) VALUES ({})").format(
-                sql.SQL(", ").join(map(sql.Identifier, ATTEMPT_COLUMNS)),
-                sql.SQL(", ").join(sql.Placeholder() * len(ATTEMPT_COLUMNS)),
-            ),
-            values,
-        )
+        if conn is not None:
+            mapped = attempt
+            if (attempt.get("incident_id") or 0) < 0:  # an incident opened while the store was down
+                spool = Spool()
+                try:
+                    mapped = spool.map_ids({"record": attempt})["record"]
+                finally:
+                    spool.close()
+            if (mapped.get("incident_id") or 0) < 0:
+                conn = None  # its incident is still in the spool: queue behind it, in order
+        if conn is not None:
+            try:
+                with deadline(conn, self.STATEMENT_MS + 1000):
+                    insert_attempt(conn, mapped)
+                return
+            except _UNAVAILABLE as e:
+                self._fail(e)
+        if self.url:  # replayed into the history by the monitor when the store returns
+            spool = Spool()
+            try:
+                spool.add("repair_attempt", {"record": attempt})
+            finally:
+                spool.close()
 
     def try_lock(self, action: str) -> bool | None:
         """Take the advisory lock on ``action`` so two processes never run it at once.
@@ -247,17 +303,14 @@ class OpsStore:
         True when taken (release with :meth:`unlock`), False when another process holds
         it, None when the ops store is unreachable (nothing to lock with).
         """
-        conn = self._conn()
-        if conn is None:
+        row = self._query("SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(action),))
+        if row is None:
             return None
-        (got,) = conn.execute(
-            "SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(action),)
-        ).fetchone() or (False,)
-        return bool(got)
+        return bool(row and row[0])
 
     def unlock(self, action: str) -> None:
         if self._db is not None and not self._db.closed and not self._db.broken:
-            self._db.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(action),))
+            self._query("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(action),))
 
     def _read_file(self) -> list[dict[str, Any]]:
         try:
@@ -291,6 +344,21 @@ ATTEMPT_COLUMNS = (
 )
 
 
+def insert_attempt(conn: psycopg.Connection, attempt: dict[str, Any]) -> None:
+    """Insert one repair attempt record (a dict of :data:`ATTEMPT_COLUMNS`)."""
+    values = [
+        Jsonb(attempt.get(c)) if c in ("changes", "before", "after") else attempt.get(c)
+        for c in ATTEMPT_COLUMNS
+    ]
+    conn.execute(
+        sql.SQL("INSERT INTO westep_ops.repair_attempts ({}) VALUES ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, ATTEMPT_COLUMNS)),
+            sql.SQL(", ").join(sql.Placeholder() * len(ATTEMPT_COLUMNS)),
+        ),
+        values,
+    )
+
+
 def _lock_key(action: str) -> str:
     return f"westep_ops.repair:{action}"
 
@@ -314,3 +382,67 @@ def migrate(conn: psycopg.Connection) -> None:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+_SEPARATE: set[tuple[str, str]] = set()  # (store, target) pairs already found distinct
+
+
+def _identity(url: str, timeout_ms: int) -> tuple[str | None, str | None, int | None, str] | None:
+    """(system identifier or None, server address, port, database), or None if unreachable."""
+    try:
+        conn = connect(url, connect_timeout_ms=timeout_ms, statement_timeout_ms=timeout_ms)
+    except psycopg.Error:
+        return None
+    try:
+        with deadline(conn, timeout_ms + 1000):
+            db, addr, port = conn.execute(
+                "SELECT current_database(), host(inet_server_addr()), inet_server_port()"
+            ).fetchone() or (None, None, None)
+            try:
+                row = conn.execute("SELECT system_identifier::text FROM pg_control_system()")
+                sysid = (row.fetchone() or (None,))[0]
+            except psycopg.errors.InsufficientPrivilege:
+                sysid = None  # pg_monitor or superuser reads it; compare addresses instead
+        return sysid, addr, port, db
+    except (psycopg.Error, DeadlineExceeded):
+        return None
+    finally:
+        conn.close()
+
+
+def refuse_monitored_store(
+    storage_url: str | None, targets: dict[str, str | None], *, timeout_ms: int = 3000
+) -> None:
+    """Raise :class:`WestepError` (exit 2) when the ops store is one of the monitored databases.
+
+    ``targets`` maps an environment name (``DIRECT_URL``, ``WESTEP_OPS_REPAIR_URL``) to its
+    URL. Same server (``pg_control_system().system_identifier``; the server's address and
+    port when the login may not read it) and same database means the same database. A
+    server that does not answer cannot be compared and is not refused: the monitor must
+    start while the target is down.
+    """
+    if not storage_url:
+        return
+    store: tuple[str | None, str | None, int | None, str] | None = None
+    for name, url in targets.items():
+        if not url or (storage_url, url) in _SEPARATE:
+            continue
+        if store is None:
+            store = _identity(storage_url, timeout_ms)
+            if store is None:
+                return  # the store is down: nothing to compare with (the monitor spools)
+        other = _identity(url, timeout_ms)
+        if other is None:
+            continue
+        same_server = (
+            store[0] == other[0]
+            if store[0] and other[0]
+            else (store[1], store[2]) == (other[1], other[2])
+        )
+        if same_server and store[3] == other[3]:
+            raise WestepError(
+                f"WESTEP_OPS_STORAGE_URL is the monitored database ({name}: same server and "
+                f"database {other[3]!r}): the ops store must be a separate PostgreSQL, or an "
+                "outage of the target would take its own history with it"
+            )
+        _SEPARATE.add((storage_url, url))

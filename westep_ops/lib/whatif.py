@@ -104,6 +104,14 @@ def replay(samples: pd.DataFrame, performance: pd.DataFrame, s: Setting) -> pd.D
     for cat, g in data.groupby("category", sort=False):
         fails, passes, start, open_at = 0, 0, None, None
         for ts, kind, status in zip(g["ts"], g["kind"], g["status"], strict=True):
+            if status == "error":
+                # The check could not run (the monitor's own problem): as in the engine it
+                # opens nothing and ends a run of failing or passing samples.
+                if open_at is None:
+                    fails, start = 0, None
+                else:
+                    passes = 0
+                continue
             failing = status in FAILING
             if open_at is None:
                 if failing:

@@ -3,6 +3,11 @@
 For places that cannot run a daemon. It writes to the same history store, alerts the same
 way, and runs repairs itself (through the same runner, rate limit included). Ctrl-C or
 SIGTERM stops it between ticks.
+
+It keeps watching whatever breaks: with the ops store down or frozen the history spools
+locally (``ResilientHistory``) and repairs count their hourly limit from the local audit
+file; Slack is sent in the background; an exception in a tick or a repair is logged (a
+line, and a ``monitor_error`` event) and the next tick runs.
 """
 
 from __future__ import annotations
@@ -10,13 +15,15 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 
 from westep_ops.config import Config
 from westep_ops.environment import Environment
 from westep_ops.monitoring.engine import Monitor, TickResult
-from westep_ops.monitoring.history import HistoryStore, HistoryUnavailable
+from westep_ops.monitoring.history import HistoryUnavailable, ResilientHistory
 from westep_ops.monitoring.notify import Notifier
+from westep_ops.redact import redact
 from westep_ops.repairs.base import run_repair
 from westep_ops.store import OpsStore, now_utc
 
@@ -34,8 +41,8 @@ def build(env: Environment, config: Config, *, recovery: bool) -> Monitor:
     return Monitor(
         env,
         config,
-        HistoryStore(env.storage_url),
-        Notifier(env, config.timezone),
+        ResilientHistory(env.storage_url),
+        Notifier(env, config.timezone, background=True),
         recovery=recovery,
     )
 
@@ -44,31 +51,53 @@ def run_repairs(monitor: Monitor, result: TickResult) -> None:
     """Run the tick's repair requests now, then re-probe what they repaired."""
     if not result.repairs:
         return
-    with OpsStore(monitor.env.storage_url) as store:
+    # The history knows when the store is down: then the runner goes straight to the file.
+    with OpsStore(
+        monitor.env.storage_url,
+        connect_timeout_ms=monitor.config.monitoring.timeouts.connect,
+        unreachable=monitor.history.error,
+    ) as store:
         _run_requests(monitor, result, store)
+
+
+def _error(monitor: Monitor, echo: Callable[[str], None], where: str, e: BaseException) -> None:
+    """Log an unexpected exception in one line (a traceback with DEBUG) and carry on."""
+    text = redact(f"{type(e).__name__}: {e}".splitlines()[0])
+    echo(f"{now_utc():%H:%M:%S} error in {where} ({text}); monitoring goes on")
+    if monitor.env.debug:
+        echo(redact(traceback.format_exc()))
+    try:
+        monitor.notifier.event(
+            now_utc(), type="monitor_error", severity="error", where=where, reason=text
+        )
+    except OSError:
+        pass  # the log dir itself failing must not stop the next tick either
 
 
 def _run_requests(monitor: Monitor, result: TickResult, store: OpsStore) -> None:
     for req in result.repairs:
-        r = run_repair(
-            req.action,
-            monitor.env,
-            monitor.config,
-            trigger=f"incident #{req.incident_id}",
-            incident_id=req.incident_id,
-            store=store,
-        )
-        monitor.notifier.event(
-            now_utc(),
-            type="repair",
-            action=r.action,
-            outcome=r.outcome,
-            severity="info" if r.ok else "critical",
-            incident=req.incident_id,
-            summary=r.summary,
-        )
-        if r.ok:
-            monitor.verify(req.category)
+        try:
+            r = run_repair(
+                req.action,
+                monitor.env,
+                monitor.config,
+                trigger=f"incident #{req.incident_id}",
+                incident_id=req.incident_id,
+                store=store,
+            )
+            monitor.notifier.event(
+                now_utc(),
+                type="repair",
+                action=r.action,
+                outcome=r.outcome,
+                severity="info" if r.ok else "critical",
+                incident=req.incident_id,
+                summary=r.summary,
+            )
+            if r.ok:
+                monitor.verify(req.category)
+        except Exception as e:  # noqa: BLE001 - one repair's crash must not skip the others
+            _error(monitor, print, f"repair {req.action.value}", e)
 
 
 def run(monitor: Monitor, *, once: bool, echo: Callable[[str], None] = print) -> TickResult | None:
@@ -80,7 +109,7 @@ def run(monitor: Monitor, *, once: bool, echo: Callable[[str], None] = print) ->
             try:
                 result = monitor.tick(force="full" if once else None)
             except HistoryUnavailable as e:
-                # Keep watching; without the history there is no hysteresis to apply.
+                # Only a plain HistoryStore raises this; ResilientHistory spools instead.
                 echo(f"history unavailable ({e}); retrying")
                 monitor.notifier.event(
                     now_utc(), type="history_unavailable", severity="warning", reason=str(e)
@@ -89,16 +118,30 @@ def run(monitor: Monitor, *, once: bool, echo: Callable[[str], None] = print) ->
                     raise
                 stop.wait(5)
                 continue
+            except Exception as e:  # one bad tick must not end monitoring
+                if once:
+                    raise
+                _error(monitor, echo, "tick", e)
+                stop.wait(5)
+                continue
             if result.ran:
                 last = result
                 bad = [f"{o.category}={o.status}" for o in result.observations if o.status != "ok"]
                 echo(
                     f"{now_utc():%H:%M:%S} {result.ran} sweep {result.duration_ms:.0f} ms: "
                     + (", ".join(bad) if bad else "all ok")
+                    + (
+                        f" (history unavailable, {result.spooled} spooled)"
+                        if result.history_error
+                        else ""
+                    )
                 )
                 for a in result.alerts:
                     echo(f"  ALERT {a.line(monitor.notifier.tz)}")
-                run_repairs(monitor, result)
+                try:
+                    run_repairs(monitor, result)
+                except Exception as e:  # noqa: BLE001 - nor one bad repair
+                    _error(monitor, echo, "repairs", e)
             if once:
                 break
             stop.wait(1)

@@ -14,9 +14,18 @@ alert state machine per category:
 - an open incident is re-notified at most every ``reminderMinutes``;
 - it closes after ``successThreshold`` passing samples; its recovery time is the first
   passing sample of that streak;
-- a new incident whose checks call for a repair yields :class:`RepairRequest`s (unless
-  recovery is off); how repairs then ran is read back from the repair audit, and a
-  failed or refused repair escalates the incident (level 2/3) with an alert.
+- repairs are requested from the state, not only when an incident opens: every tick,
+  an open incident whose planned repair has no attempt yet (left by ``--no-recovery``, a
+  crash, a preview), or whose last attempt was refused by a limit that has since freed
+  up, yields a :class:`RepairRequest` (unless recovery is off); how repairs then ran is
+  read back from the repair audit, and a failed or refused repair escalates the incident
+  (level 2/3) with an alert;
+- a check that could not run (``Status.error``: the monitor's own problem, e.g. its login
+  is refused) is neither failing nor passing: it opens, closes and repairs nothing, and
+  raises one "monitor degraded" alert (category ``monitor``, kind ``degraded``), reminded
+  like an incident and resolved when the checks run again. So does a history that cannot
+  be written (``ResilientHistory`` spools meanwhile). That state is local (the spool), as
+  it must outlive the ops store.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from westep_ops.config import Category, Config, RepairAction
 from westep_ops.environment import Environment
@@ -39,7 +49,12 @@ from westep_ops.repairs.recovery import plan_repairs
 
 CHEAP = (Category.connection, Category.pool, Category.api)
 PERFORMANCE = "performance"
-FAILING = {Status.warning.value, Status.critical.value, Status.error.value}
+MONITOR = "monitor"  # the category of "monitor degraded" alerts
+# Failing means the target is unhealthy; an error (the check could not run) is unknown.
+FAILING = {Status.warning.value, Status.critical.value}
+UNKNOWN = Status.error.value
+RESEND_WINDOW = timedelta(hours=1)  # undelivered alerts older than this are not resent
+RESEND_EVERY_S = 10.0
 # category -> the categories whose incident, open or just closed, explains its failures
 EXPLAINED_BY = {
     Category.pool.value: (Category.connection.value,),
@@ -108,6 +123,12 @@ class RepairRequest:
     incident_id: int
     category: str
     action: RepairAction
+    attempt: int = 0  # attempts of this action already on record for the incident
+
+    @property
+    def key(self) -> str:
+        """Unique per incident, action and attempt: the sensor's run key."""
+        return f"incident-{self.incident_id}-{self.action.value}-{self.attempt}"
 
 
 @dataclass
@@ -120,6 +141,7 @@ class TickResult:
     repairs: list[RepairRequest] = field(default_factory=list)
     duration_ms: float = 0.0
     history_error: str | None = None
+    spooled: int = 0  # history writes waiting in the local spool after this tick
 
 
 def observations(results: list[CheckResult], perf: PerformanceSample | None) -> list[Observation]:
@@ -138,6 +160,8 @@ def observations(results: list[CheckResult], perf: PerformanceSample | None) -> 
         # Slow or failing requests while a check is failing are that failure's symptom;
         # dead tuples are not anyone's symptom.
         roots = [o.category for o in out if o.failing and o.suspected_cause is None]
+        # ...and so are they while a check could not run: the monitor is half blind then.
+        roots += [o.category for o in out if o.status == Status.error.value]
         own = any("dead tuples" in p for p in perf.problems)
         cause = roots[0] if roots and not own else None
         summary = "; ".join(perf.problems) or "ok"
@@ -164,10 +188,30 @@ class Monitor:
         self.session = ProbeSession(env, config, keep_open=True)
         self.performance = PerformanceMonitor()
         self._last: dict[str, datetime] = {}
+        self._local: dict[str, Any] = {}  # local state when the history has no spool
+        self._resent_at = 0.0
+        self.resend_every_s = RESEND_EVERY_S
 
-    def close(self) -> None:
-        self.session.close()
-        self.history.close()
+    def close(self, wait_s: float = 2.0) -> None:
+        """Give queued Slack sends up to ``wait_s`` (the rest is resent later), then close."""
+        try:
+            self.notifier.flush(wait_s)
+            self._record_deliveries()
+        finally:
+            self.session.close()
+            self.history.close()
+
+    # -- local state (outlives the ops store) ---------------------------------------------
+    def _state(self, key: str) -> Any:
+        spool = getattr(self.history, "spool", None)
+        return spool.get(key) if spool is not None else self._local.get(key)
+
+    def _set_state(self, key: str, value: Any) -> None:
+        spool = getattr(self.history, "spool", None)
+        if spool is not None:
+            spool.put(key, value)
+        else:
+            self._local[key] = value
 
     # -- cadence --------------------------------------------------------------------------
     def due(self, now: datetime) -> str | None:
@@ -202,6 +246,7 @@ class Monitor:
         t0 = time.perf_counter()
         now = self.clock()
         out = TickResult()
+        self._deliveries(now)
         kind = force or self.due(now)
         if kind is None:
             return out
@@ -213,8 +258,41 @@ class Monitor:
             self._last["full"] = now
         self._store(now, kind, obs)
         self._evaluate(now, obs, out)
+        self._degraded(now, obs, out)
+        out.history_error = self.history.error
+        spool = getattr(self.history, "spool", None)
+        out.spooled = spool.count() if spool is not None else 0
         out.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
         return out
+
+    # -- alert delivery ---------------------------------------------------------------------
+    def _record_deliveries(self) -> None:
+        for alert_id, channel in self.notifier.delivered():
+            self.history.mark_delivered(alert_id, channel)
+
+    def _deliveries(self, now: datetime) -> None:
+        """Record what Slack took in the background; queue again what it has not taken."""
+        self._record_deliveries()
+        if not (self.env.webhook_url and self.notifier.background):
+            return
+        if time.monotonic() - self._resent_at < self.resend_every_s:
+            return
+        self._resent_at = time.monotonic()
+        self.notifier.retry_failed()
+        # Alerts of earlier processes (a sensor evaluation, a monitor that was killed).
+        for r in self.history.undelivered("slack", now - RESEND_WINDOW, 20):
+            if not self.notifier.in_flight(r["id"]):
+                self.notifier.send(
+                    Alert(
+                        r["ts"],
+                        r["kind"],
+                        r["severity"],
+                        r["category"],
+                        r["message"],
+                        r["incident_id"],
+                        r["id"],
+                    )
+                )
 
     def _store(self, ts: datetime, kind: str, obs: list[Observation]) -> None:
         self.history.add_samples(ts, kind, [o.row() for o in obs])
@@ -226,8 +304,8 @@ class Monitor:
         """Timestamps of the latest run of samples that are (not) failing, newest first."""
         run = []
         for ts, status in self.history.recent_statuses(category, limit):
-            if (status in FAILING) != failing:
-                break
+            if status == UNKNOWN or (status in FAILING) != failing:
+                break  # an error sample says nothing either way: it ends the run
             run.append(ts)
         return run
 
@@ -237,10 +315,13 @@ class Monitor:
         self._group_with_recent(now, obs, open_)
         to_confirm: list[Observation] = []
         for o in obs:
+            if o.status == UNKNOWN:
+                continue  # the check could not run: see _degraded
             incident = open_.get(o.category)
             if incident is not None:
                 self._follow_repairs(incident, out)
                 if o.failing:
+                    self._request_repairs(incident, o, out)
                     if now - incident["last_notified_at"] >= timedelta(minutes=a.reminder_minutes):
                         self._alert(
                             out,
@@ -330,7 +411,9 @@ class Monitor:
         self.history.add_samples(self.clock(), "verification", [x.row() for x in fresh])
         return fresh[0] if fresh else None
 
-    def _confirm(self, candidates: list[Observation]) -> list[Observation]:
+    def _confirm(
+        self, candidates: list[Observation], still: Callable[[Observation], bool] | None = None
+    ) -> list[Observation]:
         """Re-probe first failures after a short delay; those still failing are confirmed."""
         self.sleep(self.config.monitoring.alerting.confirm_delay_seconds)
         wanted = {o.category for o in candidates}
@@ -341,13 +424,17 @@ class Monitor:
             fresh = self.probe(checks, with_performance=False)
         fresh = [x for x in fresh if x.category in wanted]
         self.history.add_samples(self.clock(), "confirmation", [x.row() for x in fresh])
+        if still is not None:
+            return [x for x in fresh if still(x)]
         return [x for x in fresh if x.failing and x.suspected_cause is None]
 
-    def _plan(self, iid: int, o: Observation, out: TickResult, now: datetime) -> None:
+    def _plan_for(self, o: Observation) -> tuple[list[Any], list[Any]]:
         if o.result is not None:
-            plan, escalations = plan_repairs([o.result], None, self.config)
-        else:
-            plan, escalations = plan_repairs([], o.performance, self.config)
+            return plan_repairs([o.result], None, self.config)
+        return plan_repairs([], o.performance, self.config)
+
+    def _plan(self, iid: int, o: Observation, out: TickResult, now: datetime) -> None:
+        plan, escalations = self._plan_for(o)
         for e in escalations:
             self.history.update_incident(iid, escalation=e.level)
             self._alert(
@@ -376,16 +463,54 @@ class Monitor:
             return
         out.repairs += [RepairRequest(iid, o.category, p.action) for p in plan]
 
+    def _request_repairs(self, incident: dict, o: Observation, out: TickResult) -> None:
+        """Ask again for what the open incident's plan still lacks (level-triggered).
+
+        An action with no attempt yet is requested; one whose last attempt was refused is
+        requested again once the hourly limit has room. A failed repair is not retried:
+        it escalated, and a person decides.
+        """
+        if not self.recovery or o.suspected_cause is not None:
+            return  # off, or now a symptom of another failure: that one's repair comes first
+        plan, _escalations = self._plan_for(o)
+        if not plan:
+            return
+        attempts = self.history.repair_outcomes(incident["id"])
+        for p in plan:
+            mine = [a for a in attempts if a["action"] == p.action.value]
+            if mine and not (mine[-1]["outcome"] == "refused" and self._limit_free(p.action)):
+                continue
+            out.repairs.append(RepairRequest(incident["id"], o.category, p.action, len(mine)))
+
+    def _limit_free(self, action: RepairAction) -> bool:
+        from westep_ops.store import OpsStore
+
+        # The file fallback counts while the ops store is down, as the runner will.
+        with OpsStore(
+            self.env.storage_url,
+            connect_timeout_ms=self.config.monitoring.timeouts.connect,
+            unreachable=self.history.error,
+        ) as store:
+            count, _source = store.attempts_last_hour(action.value)
+        return count < self.config.monitoring.auto_recovery.max_attempts_per_hour
+
     def _follow_repairs(self, incident: dict, out: TickResult) -> None:
-        """Read back how the incident's repairs went: record success, escalate failure."""
-        if incident["escalation"] or incident["recovered_by"]:
+        """Read back how the incident's repairs went: record success, escalate failure.
+
+        The latest attempt of each action counts, so a repair that succeeds after an
+        earlier refusal still marks the incident as recovered by it.
+        """
+        if incident["recovered_by"]:
             return
         attempts = self.history.repair_outcomes(incident["id"])
         if not attempts:
             return
-        bad = [a for a in attempts if a["outcome"] not in ("repaired", "nothing_to_do")]
+        latest = list({a["action"]: a for a in attempts}.values())
+        bad = [a for a in latest if a["outcome"] not in ("repaired", "nothing_to_do")]
         now = self.clock()
         if bad:
+            if incident["escalation"]:
+                return  # already escalated: one alert, then reminders
             level = max(a["escalation"] or 2 for a in bad)
             self.history.update_incident(incident["id"], escalation=level)
             self._alert(
@@ -400,7 +525,7 @@ class Monitor:
             )
         else:
             self.history.update_incident(
-                incident["id"], recovered_by="auto:" + ",".join(a["action"] for a in attempts)
+                incident["id"], recovered_by="auto:" + ",".join(a["action"] for a in latest)
             )
 
     def _alert(
@@ -419,3 +544,84 @@ class Monitor:
         )
         self.history.set_alert_channels(a.alert_id, self.notifier.alert(a))
         out.alerts.append(a)
+
+    # -- monitor degraded ---------------------------------------------------------------------
+    def _degraded(self, now: datetime, obs: list[Observation], out: TickResult) -> None:
+        """One alert per cause of blindness, reminded like an incident, resolved when it ends.
+
+        Confirmed first, as outages are: checks that could not run are re-probed once
+        ``confirmDelaySeconds`` later, and the history must stay unavailable that long
+        (the spool loses nothing meanwhile, so a blip needs nobody).
+        """
+        errors = [o for o in obs if o.status == UNKNOWN]
+        seen = {o.category for o in obs}
+        checks = self._state("degraded:checks")
+        if errors and checks is None:
+            wanted = {o.category for o in errors}
+            errors = self._confirm(errors, still=lambda x: x.status == UNKNOWN)
+            seen |= wanted
+        if errors:
+            cause = "; ".join(f"{o.category}: {o.summary}" for o in errors)
+            cats = sorted({o.category for o in errors} | set((checks or {}).get("categories", [])))
+            self._degrade(now, out, "checks", cause, cats)
+        elif checks and set(checks["categories"]) <= seen:
+            self._undegrade(now, out, "checks", "the checks run again")
+        history = self._state("degraded:history")
+        if self.history.error:
+            hold = timedelta(seconds=self.config.monitoring.alerting.confirm_delay_seconds)
+            since = history["since"] if history else self._state("history:failing_since")
+            if since is None:
+                self._set_state("history:failing_since", now)
+            elif history or now - since >= hold:
+                self._degrade(
+                    now,
+                    out,
+                    "history",
+                    f"history unavailable ({self.history.error}); samples, incidents and "
+                    "alerts are spooled locally until the ops store returns",
+                    [],
+                    since=since,
+                )
+        else:
+            self._set_state("history:failing_since", None)
+            if history:
+                self._undegrade(
+                    now, out, "history", "history available again; spooled writes replayed"
+                )
+
+    def _degrade(
+        self,
+        now: datetime,
+        out: TickResult,
+        key: str,
+        cause: str,
+        categories: list[str],
+        since: datetime | None = None,
+    ) -> None:
+        state = self._state(f"degraded:{key}")
+        reminder = timedelta(minutes=self.config.monitoring.alerting.reminder_minutes)
+        if state is None:
+            self._alert(
+                out, now, "degraded", "warning", MONITOR, f"monitor degraded: {cause}", None
+            )
+            state = {"since": since or now, "last_notified": now}
+        elif now - state["last_notified"] >= reminder:
+            self._alert(
+                out, now, "reminder", "warning", MONITOR, f"monitor still degraded: {cause}", None
+            )
+            state["last_notified"] = now
+        self._set_state(f"degraded:{key}", {**state, "cause": cause, "categories": categories})
+
+    def _undegrade(self, now: datetime, out: TickResult, key: str, why: str) -> None:
+        state = self._state(f"degraded:{key}")
+        took = (now - state["since"]).total_seconds()
+        self._alert(
+            out,
+            now,
+            "resolved",
+            "info",
+            MONITOR,
+            f"monitor no longer degraded ({why}) after {took:.0f} s: was {state['cause']}",
+            None,
+        )
+        self._set_state(f"degraded:{key}", None)

@@ -2,10 +2,18 @@
 
 It is what daily assets and backfills read, so a past day recomputes to the same answer.
 Samples are append-only; an incident row is updated only to close or escalate it.
+
+:class:`HistoryStore` raises :class:`HistoryUnavailable` when the ops PostgreSQL does not
+answer in time (every transaction runs under a client-side deadline as well as
+``statement_timeout``: a frozen server accepts TCP and then never answers). The monitor
+uses :class:`ResilientHistory`, which never raises for that: writes it cannot make go to
+the local :class:`~westep_ops.spool.Spool` and are replayed when the store returns, and
+reads fall back to what the spool and the last answers of the store know.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,49 +22,78 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from westep_ops.db import connect
+from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
 from westep_ops.probes.performance import PerformanceSample
 from westep_ops.redact import redact
+from westep_ops.spool import Spool
 from westep_ops.store import migrate
+
+# What a dead, frozen or unreachable ops store raises; anything else is a bug and propagates.
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, DeadlineExceeded)
 
 
 class HistoryUnavailable(Exception):
     pass
 
 
-class HistoryStore:
-    """One kept connection to the ops database, reopened when it breaks."""
+def _why(e: BaseException) -> str:
+    if isinstance(e, DeadlineExceeded):
+        return f"no answer within {e.ms:.0f} ms: server stopped, frozen or overloaded"
+    return describe_error(e) or type(e).__name__
 
-    def __init__(self, url: str | None, *, connect_timeout_ms: int = 3000) -> None:
+
+class HistoryStore:
+    """One kept connection to the ops database, reopened when it breaks.
+
+    Every transaction has ``statement_timeout`` on the server and a client-side deadline
+    a little longer (``db.deadline``), so a stopped server costs at most that long.
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        connect_timeout_ms: int = 3000,
+        statement_timeout_ms: int = 30_000,
+    ) -> None:
         self.url = url
         self.connect_timeout_ms = connect_timeout_ms
+        self.statement_timeout_ms = statement_timeout_ms
+        self.deadline_ms = statement_timeout_ms + 1000
         self._conn: psycopg.Connection | None = None
+        self.error: str | None = None  # set by ResilientHistory; a plain store raises instead
 
-    @contextmanager
-    def tx(self) -> Iterator[psycopg.Connection]:
+    def _connect(self) -> psycopg.Connection:
         if not self.url:
             raise HistoryUnavailable("WESTEP_OPS_STORAGE_URL is not set")
         if self._conn is None or self._conn.closed or self._conn.broken:
+            conn = None
             try:
-                self._conn = connect(
+                conn = connect(
                     self.url,
                     connect_timeout_ms=self.connect_timeout_ms,
-                    statement_timeout_ms=30_000,
+                    statement_timeout_ms=self.statement_timeout_ms,
                     autocommit=False,
                 )
-                migrate(self._conn)
-            except psycopg.Error as e:
+                with deadline(conn, self.deadline_ms):
+                    migrate(conn)
+            except (psycopg.Error, DeadlineExceeded) as e:
+                if conn is not None:
+                    conn.close()
                 self._conn = None
-                raise HistoryUnavailable(
-                    str(e).splitlines()[0] if str(e) else type(e).__name__
-                ) from None
-        conn = self._conn
+                raise HistoryUnavailable(_why(e)) from None
+            self._conn = conn
+        return self._conn
+
+    @contextmanager
+    def tx(self) -> Iterator[psycopg.Connection]:
+        conn = self._connect()
         try:
-            with conn.transaction():
+            with deadline(conn, self.deadline_ms), conn.transaction():
                 yield conn
-        except psycopg.OperationalError as e:
+        except _UNAVAILABLE as e:
             conn.close()
-            raise HistoryUnavailable(str(e).splitlines()[0]) from None
+            raise HistoryUnavailable(_why(e)) from None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -64,84 +101,50 @@ class HistoryStore:
             self._conn = None
 
     # -- writes ---------------------------------------------------------------------------
+    def _write(self, op: str, args: dict[str, Any]) -> int | None:
+        with self.tx() as conn:
+            return apply_entry(conn, op, args)
+
     def add_samples(self, ts: datetime, kind: str, rows: list[dict[str, Any]]) -> None:
         """Rows with category, status, summary, findings, suspected_cause, duration_ms, value."""
-        if not rows:
-            return
-        with self.tx() as conn, conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO westep_ops.samples (ts, kind, category, status, summary, findings,"
-                " suspected_cause, duration_ms, value) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        ts,
-                        kind,
-                        r["category"],
-                        r["status"],
-                        redact(r["summary"]),
-                        r.get("findings") or [],
-                        r.get("suspected_cause"),
-                        r.get("duration_ms"),
-                        Jsonb(_json_safe(r.get("value") or {})),
-                    )
-                    for r in rows
-                ],
-            )
+        if rows:
+            self._write("samples", {"ts": ts, "kind": kind, "rows": _json_safe(rows)})
 
     def add_performance(self, p: PerformanceSample, ts: datetime) -> None:
-        with self.tx() as conn:
-            conn.execute(
-                "INSERT INTO westep_ops.performance_samples (ts, mean_api_ms, db_round_trip_ms,"
-                " http_requests, http_failures, tps, rollback_ratio, monitor_rss_mb, postgres_pss_mb,"
-                " status, problems) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    ts,
-                    p.mean_api_ms,
-                    p.db_round_trip_ms,
-                    p.http_requests,
-                    p.http_failures,
-                    p.tps,
-                    p.db_rollback_ratio,
-                    p.monitor_rss_mb,
-                    p.postgres_pss_mb,
-                    p.status,
-                    p.problems,
-                ),
-            )
+        self._write("performance", {"ts": ts, "p": _perf_row(p)})
 
     def open_incident(
         self, category: str, severity: str, started: datetime, detected: datetime, summary: str
     ) -> int:
-        with self.tx() as conn:
-            row = conn.execute(
-                "INSERT INTO westep_ops.incidents (category, severity, started_at, detected_at, summary,"
-                " last_notified_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (category, severity, started, detected, redact(summary), detected),
-            ).fetchone()
-        assert row is not None
-        return int(row[0])
+        iid = self._write(
+            "open_incident",
+            {
+                "category": category,
+                "severity": severity,
+                "started": started,
+                "detected": detected,
+                "summary": redact(summary),
+            },
+        )
+        assert iid is not None
+        return iid
 
     def close_incident(
         self, incident_id: int, resolved: datetime, closed: datetime, recovered_by: str | None
     ) -> None:
-        with self.tx() as conn:
-            conn.execute(
-                "UPDATE westep_ops.incidents SET resolved_at = %s, closed_at = %s,"
-                " recovered_by = coalesce(recovered_by, %s) WHERE id = %s",
-                (resolved, closed, recovered_by, incident_id),
-            )
+        self._write(
+            "close_incident",
+            {
+                "incident_id": incident_id,
+                "resolved": resolved,
+                "closed": closed,
+                "recovered_by": recovered_by,
+            },
+        )
 
     def update_incident(self, incident_id: int, **fields: Any) -> None:
-        allowed = {"escalation", "last_notified_at", "recovered_by", "severity", "summary"}
-        assert set(fields) <= allowed, fields
-        with self.tx() as conn:
-            for k, v in fields.items():
-                conn.execute(
-                    psycopg.sql.SQL("UPDATE westep_ops.incidents SET {} = %s WHERE id = %s").format(
-                        psycopg.sql.Identifier(k)
-                    ),
-                    (v, incident_id),
-                )
+        assert set(fields) <= _INCIDENT_FIELDS, fields
+        self._write("update_incident", {"incident_id": incident_id, "fields": fields})
 
     def add_alert(
         self,
@@ -153,20 +156,27 @@ class HistoryStore:
         message: str,
         channels: list[str],
     ) -> int:
-        with self.tx() as conn:
-            row = conn.execute(
-                "INSERT INTO westep_ops.alerts (incident_id, ts, kind, severity, category, message, channels)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (incident_id, ts, kind, severity, category, redact(message), channels),
-            ).fetchone()
-        assert row is not None
-        return int(row[0])
+        aid = self._write(
+            "add_alert",
+            {
+                "incident_id": incident_id,
+                "ts": ts,
+                "kind": kind,
+                "severity": severity,
+                "category": category,
+                "message": redact(message),
+                "channels": channels,
+            },
+        )
+        assert aid is not None
+        return aid
 
     def set_alert_channels(self, alert_id: int, channels: list[str]) -> None:
-        with self.tx() as conn:
-            conn.execute(
-                "UPDATE westep_ops.alerts SET channels = %s WHERE id = %s", (channels, alert_id)
-            )
+        self._write("set_alert_channels", {"alert_id": alert_id, "channels": channels})
+
+    def mark_delivered(self, alert_id: int, channel: str) -> None:
+        """Add ``channel`` to the channels that took alert ``alert_id`` (idempotent)."""
+        self._write("mark_delivered", {"alert_id": alert_id, "channel": channel})
 
     # -- reads ----------------------------------------------------------------------------
     def open_incidents(self) -> dict[str, dict[str, Any]]:
@@ -199,6 +209,17 @@ class HistoryStore:
                 "SELECT max(ts) FROM westep_ops.samples WHERE kind = ANY(%s)", (list(kinds),)
             ).fetchone()
         return row[0] if row else None
+
+    def undelivered(self, channel: str, since: datetime, limit: int) -> list[dict[str, Any]]:
+        """Alerts since ``since`` that ``channel`` has not taken yet, oldest first."""
+        with self.tx() as conn:
+            cur = conn.execute(
+                "SELECT id, incident_id, ts, kind, severity, category, message FROM westep_ops.alerts"
+                " WHERE ts >= %s AND NOT %s = ANY(channels) ORDER BY id LIMIT %s",
+                (since, channel, limit),
+            )
+            cols = [d.name for d in cur.description or []]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     def repair_outcomes(self, incident_id: int) -> list[dict[str, Any]]:
         with self.tx() as conn:
@@ -242,7 +263,334 @@ class HistoryStore:
             )
 
 
+_INCIDENT_FIELDS = {"escalation", "last_notified_at", "recovered_by", "severity", "summary"}
+
+
+def _perf_row(p: PerformanceSample) -> dict[str, Any]:
+    return {
+        "mean_api_ms": p.mean_api_ms,
+        "db_round_trip_ms": p.db_round_trip_ms,
+        "http_requests": p.http_requests,
+        "http_failures": p.http_failures,
+        "tps": p.tps,
+        "rollback_ratio": p.db_rollback_ratio,
+        "monitor_rss_mb": p.monitor_rss_mb,
+        "postgres_pss_mb": p.postgres_pss_mb,
+        "status": p.status,
+        "problems": list(p.problems),
+    }
+
+
+def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int | None:
+    """Perform one history write in ``conn``'s open transaction; the new row's id, if any.
+
+    Shared by the live path and the spool's replay, so both write exactly the same rows.
+    """
+    if op == "samples":
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO westep_ops.samples (ts, kind, category, status, summary, findings,"
+                " suspected_cause, duration_ms, value) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        args["ts"],
+                        args["kind"],
+                        r["category"],
+                        r["status"],
+                        redact(r["summary"]),
+                        r.get("findings") or [],
+                        r.get("suspected_cause"),
+                        r.get("duration_ms"),
+                        Jsonb(r.get("value") or {}),
+                    )
+                    for r in args["rows"]
+                ],
+            )
+        return None
+    if op == "performance":
+        p = args["p"]
+        cols = list(p)
+        conn.execute(
+            psycopg.sql.SQL(
+                "INSERT INTO westep_ops.performance_samples (ts, {}) VALUES (%s, {})"
+            ).format(
+                psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, cols)),
+                psycopg.sql.SQL(", ").join(psycopg.sql.Placeholder() * len(cols)),
+            ),
+            [args["ts"], *p.values()],
+        )
+        return None
+    if op == "open_incident":
+        try:
+            with conn.transaction():  # a savepoint: the conflict below must not end the tx
+                row = conn.execute(
+                    "INSERT INTO westep_ops.incidents (category, severity, started_at, detected_at,"
+                    " summary, last_notified_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    (
+                        args["category"],
+                        args["severity"],
+                        args["started"],
+                        args["detected"],
+                        args["summary"],
+                        args["detected"],
+                    ),
+                ).fetchone()
+        except psycopg.errors.UniqueViolation:
+            # Replayed while another process had opened one for the category: it is the same
+            # outage, so what was spooled about it joins that incident.
+            row = conn.execute(
+                "SELECT id FROM westep_ops.incidents WHERE category = %s AND closed_at IS NULL",
+                (args["category"],),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+    if op == "close_incident":
+        conn.execute(
+            "UPDATE westep_ops.incidents SET resolved_at = %s, closed_at = %s,"
+            " recovered_by = coalesce(recovered_by, %s) WHERE id = %s AND closed_at IS NULL",
+            (args["resolved"], args["closed"], args["recovered_by"], args["incident_id"]),
+        )
+        return None
+    if op == "update_incident":
+        for k, v in args["fields"].items():
+            assert k in _INCIDENT_FIELDS, k
+            conn.execute(
+                psycopg.sql.SQL("UPDATE westep_ops.incidents SET {} = %s WHERE id = %s").format(
+                    psycopg.sql.Identifier(k)
+                ),
+                (v, args["incident_id"]),
+            )
+        return None
+    if op == "add_alert":
+        row = conn.execute(
+            "INSERT INTO westep_ops.alerts (incident_id, ts, kind, severity, category, message, channels)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (
+                args["incident_id"] if (args["incident_id"] or 0) >= 0 else None,
+                args["ts"],
+                args["kind"],
+                args["severity"],
+                args["category"],
+                args["message"],
+                args["channels"],
+            ),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+    if op == "set_alert_channels":
+        conn.execute(
+            "UPDATE westep_ops.alerts SET channels = %s WHERE id = %s",
+            (args["channels"], args["alert_id"]),
+        )
+        return None
+    if op == "mark_delivered":
+        conn.execute(
+            "UPDATE westep_ops.alerts SET channels = array_append(channels, %s)"
+            " WHERE id = %s AND NOT %s = ANY(channels)",
+            (args["channel"], args["alert_id"], args["channel"]),
+        )
+        return None
+    if op == "repair_attempt":
+        from westep_ops.store import insert_attempt
+
+        insert_attempt(conn, args["record"])
+        return None
+    raise ValueError(f"unknown history write {op!r}")
+
+
 def _json_safe(value: Any) -> Any:
     import json
 
     return json.loads(redact(json.dumps(value, default=str)))
+
+
+# Last answers of the store per (url, question), kept for the process's lifetime so that
+# a sensor evaluation (a new object each tick) still knows them while the store is down.
+_LAST_ANSWERS: dict[tuple[str, str], Any] = {}
+
+
+class ResilientHistory(HistoryStore):
+    """The monitor's history: never raises because the ops store is down, frozen or slow.
+
+    Writes that cannot be made go to the spool (rows they create get local ids). When
+    the store answers again the spool is replayed, in order, within a time budget
+    (``replay_budget_s`` per ``retry_seconds``) so a long backlog never makes one tick
+    long; until it is empty new writes queue behind it, keeping their order. Reads are
+    the store's answer (or, while it is down, its last answer) merged with what the
+    spool still holds. After a failure the store is tried again only every
+    ``retry_seconds``, so a dead store costs one connect timeout per retry, not one per
+    write. :attr:`error` says why the store is unusable (None when it works).
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        spool: Spool | None = None,
+        connect_timeout_ms: int = 2000,
+        statement_timeout_ms: int = 2000,
+        retry_seconds: float = 10.0,
+        replay_budget_s: float = 2.0,
+    ) -> None:
+        super().__init__(
+            url, connect_timeout_ms=connect_timeout_ms, statement_timeout_ms=statement_timeout_ms
+        )
+        self.spool = spool or Spool()
+        self.retry_seconds = retry_seconds
+        self.replay_budget_s = replay_budget_s
+        self.error: str | None = None
+        self.replayed = 0
+        self._retry_at = 0.0
+        self._window = (0.0, 0.0)  # (start, seconds spent replaying in it)
+
+    def close(self) -> None:
+        super().close()
+        self.spool.close()
+
+    def _answers(self, key: str) -> Any:
+        return _LAST_ANSWERS.get((self.url or "", key))
+
+    def _remember(self, key: str, value: Any) -> Any:
+        _LAST_ANSWERS[(self.url or "", key)] = value
+        return value
+
+    def _try(self, fn: Any) -> Any:
+        if self.error is not None and time.monotonic() < self._retry_at:
+            raise HistoryUnavailable(self.error)
+        try:
+            self._flush()
+            out = fn()
+        except HistoryUnavailable as e:
+            self.error = str(e) or "ops store unavailable"
+            self._retry_at = time.monotonic() + self.retry_seconds
+            raise
+        self.error = None
+        return out
+
+    def _flush(self) -> None:
+        """Replay the spool into the store, in batches under a deadline, within the budget."""
+        start, spent = self._window
+        if time.monotonic() - start > self.retry_seconds:
+            start, spent = time.monotonic(), 0.0
+        try:
+            while spent < self.replay_budget_s and self.spool.count():
+                conn = self._connect()
+                t0 = time.monotonic()
+                try:
+                    with deadline(conn, self.deadline_ms + 5000):
+                        n = self.spool.replay(conn, apply_entry, limit=100)
+                except _UNAVAILABLE as e:
+                    conn.close()
+                    raise HistoryUnavailable(_why(e)) from None
+                finally:
+                    spent += time.monotonic() - t0
+                self.replayed += n
+                if not n:
+                    break
+        finally:
+            self._window = (start, spent)
+
+    # -- writes ---------------------------------------------------------------------------
+    def _write(self, op: str, args: dict[str, Any]) -> int | None:
+        queue = object()
+
+        def write() -> Any:
+            if self.spool.count():
+                return queue  # still catching up: behind the backlog, in order
+            return super(ResilientHistory, self)._write(op, self.spool.map_ids(args))
+
+        try:
+            out = self._try(write)
+            if out is not queue:
+                return out
+        except HistoryUnavailable:
+            pass
+        return self.spool.add(op, args, new_id=op in ("open_incident", "add_alert"))
+
+    # -- reads: the store's (or its last) answer, plus what is still spooled ---------------
+    def _pending(self, op: str) -> list[dict[str, Any]]:
+        return [self.spool.map_ids(a) for _seq, _op, a in self.spool.pending(op)]
+
+    def open_incidents(self) -> dict[str, dict[str, Any]]:
+        try:
+            known = self._try(lambda: HistoryStore.open_incidents(self))
+            self.spool.put("open_incidents", known)
+        except HistoryUnavailable:
+            known = self.spool.get("open_incidents") or {}
+        out = {c: dict(i) for c, i in known.items()}
+        for _seq, op, a in self.spool.pending():
+            a = self.spool.map_ids(a)
+            if op == "open_incident":
+                out[a["category"]] = {
+                    "id": a["local_id"],
+                    "category": a["category"],
+                    "severity": a["severity"],
+                    "started_at": a["started"],
+                    "detected_at": a["detected"],
+                    "resolved_at": None,
+                    "closed_at": None,
+                    "recovered_by": None,
+                    "escalation": None,
+                    "summary": a["summary"],
+                    "last_notified_at": a["detected"],
+                }
+            elif op == "close_incident":
+                out = {c: i for c, i in out.items() if i["id"] != a["incident_id"]}
+            elif op == "update_incident":
+                for i in out.values():
+                    if i["id"] == a["incident_id"]:
+                        i.update(a["fields"])
+        return out
+
+    def _base(self, key: str, fn: Any) -> Any:
+        try:
+            return self._remember(key, self._try(fn))
+        except HistoryUnavailable:
+            return self._answers(key)
+
+    def recently_closed(self, since: datetime) -> dict[str, datetime]:
+        known = dict(self._base("closed", lambda: HistoryStore.recently_closed(self, since)) or {})
+        incidents = {a["local_id"]: a["category"] for a in self._pending("open_incident")}
+        for i in (self.spool.get("open_incidents") or {}).values():
+            incidents.setdefault(i["id"], i["category"])
+        for a in self._pending("close_incident"):
+            category, closed = incidents.get(a["incident_id"]), a.get("closed")
+            if category and closed and closed > since:
+                known[category] = max(closed, known.get(category, closed))
+        return {c: t for c, t in known.items() if t > since}
+
+    def recent_statuses(self, category: str, limit: int) -> list[tuple[datetime, str]]:
+        known = self._base(
+            f"recent:{category}", lambda: HistoryStore.recent_statuses(self, category, limit)
+        )
+        spooled = [
+            (a["ts"], r["status"])
+            for a in reversed(self._pending("samples"))
+            for r in a["rows"]
+            if r["category"] == category
+        ]
+        return (spooled + list(known or []))[:limit]
+
+    def last_sample_at(self, kinds: tuple[str, ...]) -> datetime | None:
+        known = self._base(
+            "last:" + ",".join(kinds), lambda: HistoryStore.last_sample_at(self, kinds)
+        )
+        times = [a["ts"] for a in self._pending("samples") if a["kind"] in kinds]
+        return max([*times, *([known] if known else [])], default=None)
+
+    def repair_outcomes(self, incident_id: int) -> list[dict[str, Any]]:
+        known = self._base(
+            f"repairs:{incident_id}", lambda: HistoryStore.repair_outcomes(self, incident_id)
+        )
+        spooled = [
+            {k: a["record"].get(k) for k in ("action", "outcome", "summary", "escalation")}
+            for a in self._pending("repair_attempt")
+            if a["record"].get("incident_id") == incident_id and not a["record"].get("dry_run")
+        ]
+        return list(known or []) + spooled
+
+    def undelivered(self, channel: str, since: datetime, limit: int) -> list[dict[str, Any]]:
+        try:
+            return self._try(lambda: HistoryStore.undelivered(self, channel, since, limit))
+        except HistoryUnavailable:
+            return []  # alerts raised meanwhile are still queued in this process

@@ -4,7 +4,19 @@ Every 30 s it asks the engine what is due (cheap probes every
 ``monitoring.intervals.performance``, the full sweep every ``monitoring.intervals.health``),
 stores the samples, reports the H1-H7 results as asset check evaluations of
 ``health_check`` (visible in the UI without a run), and requests a run only for work that
-needs one: a repair for a new incident, once (the run key is the incident and action).
+needs one: a repair the state of an open incident calls for. Requests are level-triggered
+(see the engine): the run key is incident + action + attempts already on record, so the
+same request is never launched twice, and a request after a refused attempt whose limit
+has freed up is a new key.
+
+"Preview tick result" in the UI (GraphQL ``sensorDryRun``) runs this function for real,
+and Dagster 1.13 tells it nothing about being a preview: a preview takes real samples and
+may open an incident and send its (true) alert; only its run requests are dropped. Since
+repairs are requested from the state, the next real tick requests the same repair again
+under the same key: a preview never loses a repair.
+
+Slack is sent by one process-wide background sender, so an evaluation never waits for
+a slow webhook; what it has not delivered is resent by a later evaluation.
 """
 
 from dagster import (
@@ -21,12 +33,24 @@ from dagster import (
 
 from westep_ops.defs.health.assets import check_name
 from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG, repair_job
+from westep_ops.environment import Environment
 from westep_ops.monitoring.engine import Monitor
-from westep_ops.monitoring.history import HistoryStore, HistoryUnavailable
+from westep_ops.monitoring.history import HistoryUnavailable, ResilientHistory
 from westep_ops.monitoring.notify import Notifier
 from westep_ops.probes.base import Status
 from westep_ops.redact import redact
 from westep_ops.resources import MonitoredStackResource, PostgresResource
+from westep_ops.store import refuse_monitored_store
+
+_notifiers: dict[tuple[str | None, str], Notifier] = {}
+
+
+def _notifier(env: Environment, tz: str) -> Notifier:
+    """One background sender per webhook for the code server's lifetime."""
+    key = (env.webhook_url, tz)
+    if key not in _notifiers:
+        _notifiers[key] = Notifier(env, tz, background=True)
+    return _notifiers[key]
 
 
 @sensor(
@@ -41,15 +65,21 @@ def monitoring_sensor(
 ) -> SensorResult | SkipReason:
     env = stack.environment()
     config = stack.config()
+    # Raises (the tick fails with one clear message) when the store is the target itself.
+    refuse_monitored_store(
+        ops_storage.value(),
+        {"DIRECT_URL": env.direct_url, "WESTEP_OPS_REPAIR_URL": env.repair_url},
+        timeout_ms=config.monitoring.timeouts.connect,
+    )
     monitor = Monitor(
-        env, config, HistoryStore(ops_storage.value()), Notifier(env, config.timezone)
+        env, config, ResilientHistory(ops_storage.value()), _notifier(env, config.timezone)
     )
     try:
         result = monitor.tick()
     except HistoryUnavailable as e:
         return SkipReason(f"ops store unavailable: {redact(e)}")
     finally:
-        monitor.close()
+        monitor.close(wait_s=0)
     if result.ran is None:
         return SkipReason("nothing due yet")
     evaluations = [
@@ -72,7 +102,7 @@ def monitoring_sensor(
     ]
     runs = [
         RunRequest(
-            run_key=f"incident-{r.incident_id}-{r.action.value}",
+            run_key=r.key,
             job_name=repair_job.name,
             run_config={
                 "ops": {
@@ -93,5 +123,10 @@ def monitoring_sensor(
     context.log.info(
         f"{result.ran} sweep in {result.duration_ms:.0f} ms; opened {result.opened}, closed {result.closed}, "
         f"{len(runs)} repair run(s) requested"
+        + (
+            f"; history unavailable, {result.spooled} writes spooled"
+            if result.history_error
+            else ""
+        )
     )
     return SensorResult(run_requests=runs, asset_events=evaluations)
