@@ -293,7 +293,6 @@ def test_test_connection_names_the_refusal(sandbox: Sandbox, all_secrets: list[s
     _no_secret(res.stdout + res.stderr, all_secrets)
 
 
-@pytest.mark.xfail(strict=False, reason="engine side lands with the resilience branch")
 def test_monitor_raises_one_monitor_degraded_alert_and_repairs_nothing(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
