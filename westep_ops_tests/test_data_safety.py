@@ -398,6 +398,31 @@ def test_mixed_case_quoted_tables_work_end_to_end(
         assert fingerprint(conn, "public", "step") == lower_before
 
 
+def test_config_init_writes_mixed_case_and_quoted_names(
+    sandbox: Sandbox, tmp_path: Path, prisma_tables: None
+) -> None:
+    with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+        conn.execute('CREATE TABLE public."step log" (id bigint PRIMARY KEY, step_id bigint)')
+    try:
+        out = tmp_path / "init.json"
+        res = run_cli("config", "init", "--output", str(out))
+        assert res.returncode == 0, res.stderr
+        assert "skipped" not in res.stdout
+        data = json.loads(out.read_text())
+        config = parse_config(data)  # what init writes loads again
+    finally:
+        with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+            conn.execute('DROP TABLE public."step log"')
+    tables = {t["table"] for t in data["criticalTables"]}
+    assert {"public.Step", "public.User", "public.step", 'public."step log"'} <= tables
+    assert any(g["table"] == "public.Step" for g in data["grants"])
+    # public."step log".step_id has no foreign key and public.step (the fixture's, tried
+    # before public.steps) has an id: a rule with a plain name, naming the table exactly.
+    (r,) = [r for r in config.integrity_rules if r.table == 'public."step log"']
+    assert r.name == "step_log_step_id_orphans" and r.references == "public.step"
+    assert r.repair == "report"
+
+
 # -- 3. weekly maintenance in order ------------------------------------------------------
 def test_weekly_maintenance_runs_vacuum_before_analyze(sandbox: Sandbox) -> None:
     from dagster import DagsterInstance
