@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -421,6 +422,43 @@ def test_config_init_writes_mixed_case_and_quoted_names(
     (r,) = [r for r in config.integrity_rules if r.table == 'public."step log"']
     assert r.name == "step_log_step_id_orphans" and r.references == "public.step"
     assert r.repair == "report"
+
+
+def test_optimize_performance_vacuums_a_quoted_table(sandbox: Sandbox, tmp_path: Path) -> None:
+    """public."step log" (a name that needs quotes) with dead tuples gets its VACUUM."""
+    clear_repair_audit()
+    with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+        conn.execute(
+            'CREATE TABLE public."step log" (id bigint PRIMARY KEY) WITH (autovacuum_enabled = false)'
+        )
+        conn.execute('INSERT INTO public."step log" SELECT g FROM generate_series(1, 3000) g')
+        conn.execute('DELETE FROM public."step log" WHERE id > 10')
+    try:
+        with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+            for _ in range(50):  # the backend reports its dead tuples a moment later
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                row = conn.execute(
+                    "SELECT n_dead_tup FROM pg_stat_user_tables"
+                    " WHERE schemaname = 'public' AND relname = 'step log'"
+                ).fetchone()
+                if row and row[0] >= 1000:
+                    break
+                time.sleep(0.1)
+        cfg = write_config(
+            tmp_path / "c.json",
+            criticalTables=[{"table": 'public."step log"', "roles": ["authenticated"]}],
+            integrityRules=[],
+        )
+        config = load_config(cfg)
+        r = run_repair(RepairAction.optimize_performance, Environment.from_env(), config)
+        assert r.outcome == "repaired", r.summary
+        assert any(c.startswith('VACUUM (ANALYZE) "public"."step log"') for c in r.changes), (
+            r.changes
+        )
+        assert any('autovacuum is disabled on public."step log"' in n for n in r.notes)
+    finally:
+        with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+            conn.execute('DROP TABLE public."step log"')
 
 
 # -- 3. weekly maintenance in order ------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from westep_ops.config import Category, RepairAction, split_name
+from westep_ops.config import Category, RepairAction, qualified_name, split_name
 from westep_ops.db import admin_command, admin_show
 from westep_ops.errors import WestepError
 from westep_ops.repairs.base import (
@@ -325,12 +325,12 @@ def fix_data_integrity(ctx: RepairContext) -> str:
 
 # -- R6 ---------------------------------------------------------------------------------
 STATS_SQL = """
-SELECT s.schemaname || '.' || s.relname AS t, s.n_live_tup AS live, s.n_dead_tup AS dead,
+SELECT s.schemaname::text AS schema_name, s.relname::text AS table_name, s.n_live_tup AS live, s.n_dead_tup AS dead,
        s.n_mod_since_analyze AS modified, greatest(s.last_analyze, s.last_autoanalyze) AS analyzed,
        coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions)
                  WHERE option_name = 'autovacuum_enabled'), 'true') AS autovacuum
 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-WHERE s.schemaname || '.' || s.relname = ANY(%s)
+JOIN unnest(%s::text[], %s::text[]) AS x(s, n) ON x.s = s.schemaname AND x.n = s.relname
 """
 
 
@@ -340,10 +340,13 @@ def _tables_to_optimize(ctx: RepairContext, conn: Any) -> list[dict[str, Any]]:
         {t.table for t in ctx.config.critical_tables}
         | {r.table for r in ctx.config.integrity_rules}
     )
-    cur = conn.execute(STATS_SQL, (tables,))
+    # Exact names, matched in the catalogs (public."Step" is not public.step).
+    parts = [split_name(t) for t in tables]
+    cur = conn.execute(STATS_SQL, ([p[0] for p in parts], [p[1] for p in parts]))
     cols = [d.name for d in cur.description or []]
     out = []
     for row in (dict(zip(cols, r, strict=True)) for r in cur.fetchall()):
+        row["t"] = qualified_name(row["schema_name"], row["table_name"])
         live = row["live"] if row["live"] and row["live"] > 0 else 0  # stats may be unknown
         reasons = []
         if row["dead"] >= 1000 and (not live or row["dead"] / live > th.dead_tuple_ratio):
@@ -372,8 +375,9 @@ def optimize_performance(ctx: RepairContext) -> str:
         conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout_ms)))
         todo = _tables_to_optimize(ctx, conn)
         for row in todo:
-            schema, name = split_name(row["t"])
-            stmt = sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(schema, name))
+            stmt = sql.SQL("VACUUM (ANALYZE) {}").format(
+                sql.Identifier(row["schema_name"], row["table_name"])
+            )
             ctx.change(f"{stmt.as_string(conn)} ({', '.join(row['reasons'])})")
             if row["autovacuum"] == "false":
                 ctx.notes.append(
