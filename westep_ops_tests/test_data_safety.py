@@ -270,6 +270,61 @@ def test_null_keys_are_not_duplicates_and_the_oldest_row_survives(
         assert fingerprint(conn, "westep_test", "accounts") == original
 
 
+def test_referencing_keys_are_counted_and_only_rows_nothing_references_move(
+    sandbox: Sandbox, tmp_path: Path, scratch_schema: str
+) -> None:
+    """NO ACTION (the DELETE would fail) and SET NULL are refused and named; a parent
+    row that nothing references moves, with the referencing tables left as they were."""
+    clear_repair_audit()
+    with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE westep_test.parent (id int PRIMARY KEY, name text)")
+        conn.execute(
+            "CREATE TABLE westep_test.strict_child (id int PRIMARY KEY,"
+            " parent_id int CONSTRAINT strict_fk REFERENCES westep_test.parent)"
+        )
+        conn.execute(
+            "CREATE TABLE westep_test.loose_child (id int PRIMARY KEY,"
+            " parent_id int CONSTRAINT loose_fk REFERENCES westep_test.parent ON DELETE SET NULL)"
+        )
+        conn.execute("INSERT INTO westep_test.parent VALUES (1, 'ok'), (2, NULL), (3, NULL)")
+        conn.execute("INSERT INTO westep_test.strict_child VALUES (1, 1), (2, 2)")
+        conn.execute("INSERT INTO westep_test.loose_child VALUES (1, 2), (2, 1)")
+    tables = ("westep_test.parent", "westep_test.strict_child", "westep_test.loose_child")
+    name_rule = rule(
+        name="parent_name",
+        kind="not_null",
+        table="westep_test.parent",
+        columns=["name"],
+        key=["id"],
+        repair="quarantine",
+    )
+    cfg = write_config(tmp_path / "c.json", integrityRules=[name_rule])
+    before = fingerprints(sandbox, tables)
+    for args in (("--dry-run",), ()):
+        code, r = repair_json(cfg, *args)
+        assert code == 1 and r["outcome"] == "failed", r
+        assert "refused to move 2 rows of westep_test.parent" in r["summary"]
+        assert (
+            "fail: 1 rows of westep_test.strict_child still reference them"
+            " (foreign key strict_fk ON DELETE NO ACTION)" in r["summary"]
+        )
+        assert (
+            "SET NULL parent_id in 1 rows of westep_test.loose_child"
+            " (foreign key loose_fk ON DELETE SET NULL)" in r["summary"]
+        )
+        assert fingerprints(sandbox, tables) == before
+
+    # Once the dependents are dealt with by a person, the one unreferenced row moves.
+    with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+        conn.execute("UPDATE westep_test.parent SET name = 'fixed' WHERE id = 2")
+    before = fingerprints(sandbox, tables)
+    code, r = repair_json(cfg)
+    assert code == 0 and r["outcome"] == "repaired" and r["summary"] == "quarantined 1 rows", r
+    after = fingerprints(sandbox, tables)
+    assert after["westep_test.parent"][0] == before["westep_test.parent"][0] - 1
+    assert {t: after[t] for t in tables[1:]} == {t: before[t] for t in tables[1:]}
+
+
 def test_rule_fields_are_validated() -> None:
     base = {"name": "r", "table": "public.profiles", "columns": ["username"]}
     with pytest.raises(WestepError, match="needs 'orderBy'"):
