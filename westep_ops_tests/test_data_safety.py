@@ -269,6 +269,24 @@ def test_null_keys_are_not_duplicates_and_the_oldest_row_survives(
     with sandbox.superuser_conn() as conn:
         assert fingerprint(conn, "westep_test", "accounts") == original
 
+    # An orderBy column that does not exist is that rule's own, exact error.
+    bad = write_config(
+        tmp_path / "bad.json",
+        integrityRules=[
+            rule(
+                name="accounts_email_unique",
+                kind="duplicates",
+                table="westep_test.accounts",
+                columns=["email"],
+                orderBy=["signed_up"],
+            )
+        ],
+    )
+    with ProbeSession(Environment.from_env(), load_config(bad)) as s:
+        (h4,) = run_health_check(s, [Category.integrity])
+    assert h4.status.value == "error"
+    assert "column signed_up does not exist in westep_test.accounts" in h4.summary
+
 
 def test_referencing_keys_are_counted_and_only_rows_nothing_references_move(
     sandbox: Sandbox, tmp_path: Path, scratch_schema: str

@@ -988,7 +988,7 @@ def _rule_tables(rules: Iterable[IntegrityRule]) -> list[str]:
 
 def rule_problem(rule: IntegrityRule, catalog: dict[str, dict[str, Any]]) -> str | None:
     """Why ``rule`` cannot run as the monitor (exactly what is missing), or None."""
-    needs = [(rule.table, [*rule.columns, *(rule.key or [])])]
+    needs = [(rule.table, [*rule.columns, *(rule.key or []), *(rule.order_by or [])])]
     if rule.references:
         needs.append((rule.references, rule.referenced_columns or ["id"]))
     for table, cols in needs:
