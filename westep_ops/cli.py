@@ -500,7 +500,8 @@ def quarantine_list(ctx: click.Context, as_json: bool) -> None:
 def quarantine_restore(
     ctx: click.Context, table: str, rule: str | None, ids: tuple[int, ...], dry_run: bool
 ) -> None:
-    """Put quarantined rows of TABLE (e.g. public.step_logs) back exactly as they were.
+    """Put quarantined rows of TABLE (e.g. public.step_logs, or 'public."Step"' quoted as in
+    the config) back exactly as they were; a restore the table refuses restores nothing.
 
     Exit code 0 restored (or would restore), 1 the repair database refused, 2 bad input.
     """

@@ -362,6 +362,18 @@ class IntegrityRule(_Model):
     referenced_columns: list[Ident] | None = None
     key: list[Ident] | None = Field(None, description="columns that identify a row (samples)")
     severity: Literal["warning", "critical"] = "warning"
+    repair: Literal["report", "quarantine"] = Field(
+        "report",
+        description="report: H4/D3 report the rows and a person decides (default);"
+        " quarantine: fix_data_integrity may move them into the quarantine",
+    )
+    order_by: list[Ident] | None = Field(
+        None,
+        min_length=1,
+        max_length=32,
+        description="duplicates: the row kept is the first by these columns (ascending,"
+        " e.g. created_at, id): the oldest; required for repair quarantine",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> IntegrityRule:
@@ -371,6 +383,14 @@ class IntegrityRule(_Model):
             ref_cols = self.referenced_columns or ["id"]
             if len(ref_cols) != len(self.columns):
                 raise ValueError("'columns' and 'referencedColumns' must have the same length")
+        if self.order_by and self.kind != "duplicates":
+            raise ValueError("'orderBy' applies to duplicates rules only")
+        if self.kind == "duplicates" and self.repair == "quarantine" and not self.order_by:
+            # Without an order the kept row would be arbitrary: such a rule stays report-only.
+            raise ValueError(
+                "a duplicates rule with repair 'quarantine' needs 'orderBy' (which row to keep,"
+                ' e.g. ["created_at", "id"] keeps the oldest)'
+            )
         return self
 
 

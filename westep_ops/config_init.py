@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import psycopg
 
-from westep_ops.config import _IDENT, Config, parse_config
+from westep_ops.config import _IDENT, Config, parse_config, qualified_name, quote_part, split_name
 from westep_ops.db import connect, describe_error
 from westep_ops.environment import Environment
 from westep_ops.errors import WestepError
@@ -100,8 +101,9 @@ WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p')
 
 PUBLICATIONS_SQL = """
 SELECT p.pubname,
-       ARRAY(SELECT t.schemaname || '.' || t.tablename FROM pg_publication_tables t
-             WHERE t.pubname = p.pubname ORDER BY 1) AS tables
+       coalesce((SELECT json_agg(json_build_array(t.schemaname, t.tablename)
+                          ORDER BY t.schemaname, t.tablename)
+                 FROM pg_publication_tables t WHERE t.pubname = p.pubname), '[]') AS tables
 FROM pg_publication p ORDER BY 1
 """
 
@@ -149,8 +151,10 @@ def _plural_candidates(stem: str) -> list[str]:
 
 
 def _rule_name(table: str, column: str) -> str:
-    name = f"{table}_{column}_orphans"
-    return name if len(name) <= 63 else name[:63]
+    # A plain identifier whatever the table is called ("step log" -> step_log_...).
+    name = re.sub(r"[^A-Za-z0-9_$]", "_", f"{table}_{column}_orphans")
+    name = name if _IDENT.match(name[:1] or "x") else "r_" + name
+    return name[:63]
 
 
 def discover(
@@ -165,11 +169,10 @@ def discover(
     flavour = "supabase" if supabase else "postgresql"
     notes: list[str] = []
     tables = _dicts(conn, TABLES_SQL, {"schemas": schemas})
-    qualified = {t["oid"]: f"{t['schema']}.{t['name']}" for t in tables}
-    skipped = [q for q in qualified.values() if not all(_IDENT.match(p) for p in q.split("."))]
-    if skipped:
-        notes.append(f"skipped (not plain SQL names): {', '.join(skipped)}")
-    plain = [t for t in tables if qualified[t["oid"]] not in skipped]
+    # Exact catalog names, quoted where the config needs it (public."step log"); mixed
+    # case such as Prisma's public.Step is exact as it is.
+    qualified = {t["oid"]: qualified_name(t["schema"], t["name"]) for t in tables}
+    plain = tables
     oids = [t["oid"] for t in plain]
     if supabase:
         roles = list(API_ROLES)
@@ -208,7 +211,10 @@ def discover(
     config["integrityRules"] = _orphan_rules(conn, oids, schemas, supabase, notes)
     config["endpoints"] = _endpoints(env, critical, readers, http, notes)
 
-    pubs = {p["pubname"]: p["tables"] for p in _dicts(conn, PUBLICATIONS_SQL)}
+    pubs = {
+        p["pubname"]: [qualified_name(s, n) for s, n in p["tables"]]
+        for p in _dicts(conn, PUBLICATIONS_SQL)
+    }
     pub = PUBLICATION if PUBLICATION in pubs else (next(iter(pubs)) if len(pubs) == 1 else None)
     if pub is not None and _IDENT.match(pub):
         config["realtime"] = {"publication": pub, "tables": pubs[pub]}
@@ -251,7 +257,7 @@ def _orphan_rules(
         if ref is None:
             continue
         where = f"{c['schema']}.{c['name']}.{c['column']}"
-        refname = f"{ref['schema']}.{ref['name']}"
+        refname = qualified_name(ref["schema"], ref["name"])
         if ref["type"] != c["type"]:
             notes.append(f"{where}: not checked against {refname}.id (different types)")
             continue
@@ -260,18 +266,16 @@ def _orphan_rules(
                 f"{where}: not checked against {refname}.id (the monitoring login cannot read it)"
             )
             continue
-        if not all(_IDENT.match(x) for x in (c["column"], ref["name"], ref["schema"])):
-            continue
         rule = {
             "name": _rule_name(c["name"], c["column"]),
             "kind": "orphans",
-            "table": f"{c['schema']}.{c['name']}",
-            "columns": [c["column"]],
+            "table": qualified_name(c["schema"], c["name"]),
+            "columns": [quote_part(c["column"])],
             "references": refname,
             "referencedColumns": ["id"],
         }
-        if c["pkey"] and all(_IDENT.match(k) for k in c["pkey"]):
-            rule["key"] = c["pkey"]  # lets diagnosis show sample rows by their key
+        if c["pkey"]:
+            rule["key"] = [quote_part(k) for k in c["pkey"]]  # diagnosis samples by key
         rules.append(rule)
     return rules
 
@@ -299,12 +303,18 @@ def _endpoints(
         headers = {"apikey": env.service_role_key} if env.service_role_key else {}
         anon_tables = [t["table"] for t in critical if "anon" in t["roles"]]
         for table in anon_tables[:MAX_REST_PROBES]:
-            schema, name = table.split(".")
+            schema, name = split_name(table)
             if schema != "public":
                 continue
-            path = f"/rest/v1/{name}?limit=1"
+            path = f"/rest/v1/{quote(name, safe='')}?limit=1"
             if _answers(http, env.supabase_url.rstrip("/") + path, headers):
-                out.append({"name": f"rest_{name}", "base": "supabase", "path": path})
+                out.append(
+                    {
+                        "name": re.sub(r"[^A-Za-z0-9_$]", "_", f"rest_{name}")[:63],
+                        "base": "supabase",
+                        "path": path,
+                    }
+                )
                 break
         else:
             notes.append("no REST endpoint answered 200 for a table anon reads: none configured")

@@ -31,16 +31,22 @@ def violation_condition(rule: IntegrityRule) -> sql.Composable:
         return sql.SQL(" OR ").join(
             sql.SQL("c.{} IS NULL").format(sql.Identifier(c)) for c in rule.columns
         )
-    # duplicates: every row but the first of its group (by key, else by physical order)
-    order = sql.SQL(", ").join(sql.Identifier(k) for k in rule.key) if rule.key else sql.SQL("ctid")
+    # duplicates: every row but the first of its group. UNIQUE semantics: a row with a NULL
+    # in the columns duplicates nothing. The first is the oldest by ``orderBy``; without
+    # one the count is the same whichever row is kept, and R5 refuses to choose.
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in rule.columns)
+    all_set = sql.SQL(" AND ").join(
+        sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in rule.columns
+    )
+    order = (
+        sql.SQL(", ").join([*(sql.Identifier(k) for k in rule.order_by), sql.SQL("ctid")])
+        if rule.order_by
+        else sql.SQL("ctid")
+    )
     return sql.SQL(
         "c.ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER (PARTITION BY {} ORDER BY {}) AS n"
-        " FROM {}) AS d WHERE d.n > 1)"
-    ).format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in rule.columns),
-        order,
-        sql.Identifier(schema, table),
-    )
+        " FROM {} WHERE {}) AS d WHERE d.n > 1)"
+    ).format(cols, order, sql.Identifier(schema, table), all_set)
 
 
 def count_sql(rule: IntegrityRule) -> sql.Composable:

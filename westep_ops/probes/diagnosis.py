@@ -125,14 +125,26 @@ def d2_permissions(config: Config, session: ProbeSession) -> dict[str, Any]:
     tables = sorted({g.table for g in config.grants} | {t.table for t in config.critical_tables})
     out: dict[str, Any] = {"declared": len(triples), "missing": [], "rls": []}
     if triples:
+        # Names are matched in the catalogs as exact identifiers: to_regclass(text) folds
+        # case (public."Step") and raises without USAGE on the schema.
+        parts = [split_name(x[0]) for x in triples]
         rows = session.run(
             "direct",
-            "SELECT t, r, p, to_regclass(t) IS NOT NULL AS table_exists,"
-            " EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) AS role_exists,"
-            " CASE WHEN to_regclass(t) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)"
-            "      THEN has_table_privilege(r, to_regclass(t), p) END AS granted"
-            " FROM unnest(%s::text[], %s::text[], %s::text[]) AS x(t, r, p)",
-            ([x[0] for x in triples], [x[1] for x in triples], [x[2] for x in triples]),
+            "SELECT x.t, x.r, x.p, c.oid IS NOT NULL AS table_exists,"
+            " EXISTS (SELECT 1 FROM pg_roles WHERE rolname = x.r) AS role_exists,"
+            " CASE WHEN c.oid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = x.r)"
+            "      THEN has_table_privilege(x.r, c.oid, x.p) END AS granted"
+            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) AS x(t, s, n, r, p)"
+            " LEFT JOIN pg_namespace ns ON ns.nspname = x.s"
+            " LEFT JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = x.n"
+            "      AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+            (
+                [x[0] for x in triples],
+                [p[0] for p in parts],
+                [p[1] for p in parts],
+                [x[1] for x in triples],
+                [x[2] for x in triples],
+            ),
             dicts=True,
         )
         out["missing"] = [
@@ -154,8 +166,10 @@ def d2_permissions(config: Config, session: ProbeSession) -> dict[str, Any]:
             "direct",
             "SELECT t AS table, c.relrowsecurity AS rls, (SELECT count(*) FROM pg_policy WHERE polrelid = c.oid) AS policies,"
             " EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') AND has_table_privilege('anon', c.oid, 'SELECT') AS anon_can_select"
-            " FROM unnest(%s::text[]) AS t JOIN pg_class c ON c.oid = to_regclass(t)",
-            (tables,),
+            " FROM unnest(%s::text[], %s::text[], %s::text[]) AS x(t, s, n)"
+            " JOIN pg_namespace ns ON ns.nspname = x.s"
+            " JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = x.n",
+            (tables, [split_name(t)[0] for t in tables], [split_name(t)[1] for t in tables]),
             dicts=True,
         )
     return out
@@ -166,7 +180,12 @@ def d3_integrity(config: Config, session: ProbeSession) -> list[dict[str, Any]]:
     st = int(config.monitoring.timeouts.statement)
     for rule in config.integrity_rules:
         key = rule.key or rule.columns
-        entry: dict[str, Any] = {"rule": rule.name, "kind": rule.kind, "table": rule.table}
+        entry: dict[str, Any] = {
+            "rule": rule.name,
+            "kind": rule.kind,
+            "table": rule.table,
+            "repair": rule.repair,
+        }
         try:
             (count,) = session.run("direct", integrity_rule_sql(rule), deadline_ms=st + 1000)[0]
             entry["count"] = int(count)
@@ -311,13 +330,14 @@ def render_markdown(d: Diagnosis) -> str:
         "",
         "## D3 data integrity",
         "",
-        "| rule | table | rows | sample keys |",
-        "|---|---|---|---|",
+        "| rule | table | rows | cleaning | sample keys |",
+        "|---|---|---|---|---|",
     ]
     for r in d.d3_integrity:
         keys = "; ".join(f"{k} = {', '.join(v)}" for k, v in (r.get("sample_keys") or {}).items())
         out.append(
-            f"| {r.get('rule', '-')} | {r.get('table', '-')} | {r.get('count', r.get('error'))} | {keys or '-'} |"
+            f"| {r.get('rule', '-')} | {r.get('table', '-')} | {r.get('count', r.get('error'))}"
+            f" | {'quarantine (R5)' if r.get('repair') == 'quarantine' else 'report only'} | {keys or '-'} |"
         )
     out += ["", "## D4 realtime", ""]
     rt = d.d4_realtime

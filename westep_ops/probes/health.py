@@ -21,7 +21,15 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from westep_ops.config import Auth, Category, Endpoint, IntegrityRule, Realtime, split_name
+from westep_ops.config import (
+    Auth,
+    Category,
+    Endpoint,
+    IntegrityRule,
+    Realtime,
+    qualified_name,
+    split_name,
+)
 from westep_ops.db import DeadlineExceeded, describe_error, refusal
 from westep_ops.integrity import count_sql
 from westep_ops.probes.base import MONITOR_MISCONFIGURED, CheckResult, Status, timed_result
@@ -951,7 +959,7 @@ def _not_configured(res: CheckResult, why: str) -> CheckResult:
 # What each rule needs, checked as the monitor before anything runs: a typo or a missing
 # grant becomes that rule's own error instead of failing the whole batch.
 RULE_CATALOG_SQL = """
-SELECT x.s || '.' || x.t AS t, n.oid IS NOT NULL AS schema_exists, c.oid IS NOT NULL AS table_exists,
+SELECT x.s AS schema_name, x.t AS table_name, n.oid IS NOT NULL AS schema_exists, c.oid IS NOT NULL AS table_exists,
        CASE WHEN n.oid IS NOT NULL THEN has_schema_privilege(n.oid, 'USAGE') END AS usage,
        CASE WHEN c.oid IS NOT NULL THEN has_table_privilege(c.oid, 'SELECT') END AS can_select,
        ARRAY(SELECT a.attname::text FROM pg_attribute a
@@ -980,7 +988,7 @@ def _rule_tables(rules: Iterable[IntegrityRule]) -> list[str]:
 
 def rule_problem(rule: IntegrityRule, catalog: dict[str, dict[str, Any]]) -> str | None:
     """Why ``rule`` cannot run as the monitor (exactly what is missing), or None."""
-    needs = [(rule.table, [*rule.columns, *(rule.key or [])])]
+    needs = [(rule.table, [*rule.columns, *(rule.key or []), *(rule.order_by or [])])]
     if rule.references:
         needs.append((rule.references, rule.referenced_columns or ["id"]))
     for table, cols in needs:
@@ -1014,7 +1022,12 @@ def _rule_catalog(session: ProbeSession) -> dict[str, dict[str, Any]]:
         "q:rulecat",
         lambda: session.run("direct", RULE_CATALOG_SQL, _names_params(tables), dicts=True),
     )
-    return {r["t"]: r for r in rows}
+    return _by_table(rows)
+
+
+def _by_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """RULE_CATALOG_SQL rows by the config's spelling of their table (public."step log")."""
+    return {qualified_name(r["schema_name"], r["table_name"]): r for r in rows}
 
 
 def _runnable(
@@ -1638,11 +1651,7 @@ def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:
         record_locks(session, lock_tables, session.memo("q:locks", list))
     locks: dict[str, str] = session.memo("locks", dict)
     readable = _to_read(session.memo("q:privs", list), locks) if pairs else []
-    runnable = (
-        _runnable(rules, {r["t"]: r for r in session.memo("q:rulecat", list)}, locks)
-        if rules
-        else []
-    )
+    runnable = _runnable(rules, _by_table(session.memo("q:rulecat", list)), locks) if rules else []
     stmts: list[sql.Composable] = []
     if readable:
         stmts += role_select_statements(session, readable)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
-from westep_ops.config import Category, RepairAction, split_name
+from westep_ops.config import Category, RepairAction, qualified_name, split_name
 from westep_ops.db import admin_command, admin_show
+from westep_ops.errors import WestepError
 from westep_ops.repairs.base import (
     LEVEL_EXTERNAL,
     LEVEL_MANUAL,
@@ -22,7 +24,7 @@ from westep_ops.repairs.base import (
     RepairFailed,
     repair,
 )
-from westep_ops.repairs.quarantine import move_rule_violations
+from westep_ops.repairs.quarantine import MoveRefused, count_violations, move_rule_violations
 
 # -- R1 ---------------------------------------------------------------------------------
 STUCK_SQL = """
@@ -263,32 +265,72 @@ def repair_auth(ctx: RepairContext) -> str:
 # -- R5 ---------------------------------------------------------------------------------
 @repair(
     RepairAction.fix_data_integrity,
-    "move rows breaking the integrity rules into quarantine (same columns + when/why), then out of the table",
+    "move rows breaking the rules that opted in (repair: quarantine) into quarantine;"
+    " refuse when deleting them would cascade, set NULL, fail or fire a trigger or rule",
     (Category.integrity,),
 )
 def fix_data_integrity(ctx: RepairContext) -> str:
-    total = 0
+    rows = 0  # moved, or in a dry run the rows that would move
+    refused: list[str] = []
+    left: list[str] = []
+    # The move reads whole tables for its fingerprints: the maintenance bound, not a
+    # probe's; lock_timeout still keeps it from queueing behind other sessions.
+    timeout_ms = int(ctx.config.repairs.maintenance_timeout_seconds * 1000)
     with ctx.db() as conn:
+        # One snapshot per rule: the before/after fingerprints see only this move.
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         for rule in ctx.config.integrity_rules:
-            moved = move_rule_violations(ctx, conn, rule)
-            total += moved
-        if ctx.dry_run:
-            conn.rollback()
-        else:
-            conn.commit()
-    if not total:
-        return "no rows break the integrity rules"
-    return f"{'would quarantine' if ctx.dry_run else 'quarantined'} {total} rows"
+            conn.execute(
+                sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(timeout_ms))
+            )
+            try:
+                if rule.repair != "quarantine":
+                    n = count_violations(conn, rule)
+                    if n:
+                        left.append(f"{rule.name}: {n} rows of {rule.table}")
+                    conn.rollback()
+                    continue
+                out = move_rule_violations(ctx, conn, rule)
+            except MoveRefused as e:
+                conn.rollback()
+                refused.append(str(e))
+                continue
+            except WestepError as e:
+                conn.rollback()
+                raise RepairFailed(f"{rule.name}: {e}", LEVEL_MANUAL) from None
+            if out.refused:
+                refused.append(out.refused)
+                conn.rollback()
+                continue
+            rows += out.count if ctx.dry_run else out.moved
+            if ctx.dry_run:
+                conn.rollback()
+            else:
+                conn.commit()
+    verb = "would quarantine" if ctx.dry_run else "quarantined"
+    if left:
+        ctx.notes.append(
+            "report-only rules (repair: report), left for a person: " + "; ".join(left)
+        )
+    if refused:
+        raise RepairFailed(
+            (f"{verb} {rows} rows; " if rows else "") + " | ".join(refused), LEVEL_MANUAL
+        )
+    if rows:
+        return f"{verb} {rows} rows"
+    if left:
+        return "no rule that may be cleaned has violations; report-only: " + "; ".join(left)
+    return "no rows break the integrity rules"
 
 
 # -- R6 ---------------------------------------------------------------------------------
 STATS_SQL = """
-SELECT s.schemaname || '.' || s.relname AS t, s.n_live_tup AS live, s.n_dead_tup AS dead,
+SELECT s.schemaname::text AS schema_name, s.relname::text AS table_name, s.n_live_tup AS live, s.n_dead_tup AS dead,
        s.n_mod_since_analyze AS modified, greatest(s.last_analyze, s.last_autoanalyze) AS analyzed,
        coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions)
                  WHERE option_name = 'autovacuum_enabled'), 'true') AS autovacuum
 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-WHERE s.schemaname || '.' || s.relname = ANY(%s)
+JOIN unnest(%s::text[], %s::text[]) AS x(s, n) ON x.s = s.schemaname AND x.n = s.relname
 """
 
 
@@ -298,10 +340,13 @@ def _tables_to_optimize(ctx: RepairContext, conn: Any) -> list[dict[str, Any]]:
         {t.table for t in ctx.config.critical_tables}
         | {r.table for r in ctx.config.integrity_rules}
     )
-    cur = conn.execute(STATS_SQL, (tables,))
+    # Exact names, matched in the catalogs (public."Step" is not public.step).
+    parts = [split_name(t) for t in tables]
+    cur = conn.execute(STATS_SQL, ([p[0] for p in parts], [p[1] for p in parts]))
     cols = [d.name for d in cur.description or []]
     out = []
     for row in (dict(zip(cols, r, strict=True)) for r in cur.fetchall()):
+        row["t"] = qualified_name(row["schema_name"], row["table_name"])
         live = row["live"] if row["live"] and row["live"] > 0 else 0  # stats may be unknown
         reasons = []
         if row["dead"] >= 1000 and (not live or row["dead"] / live > th.dead_tuple_ratio):
@@ -330,8 +375,9 @@ def optimize_performance(ctx: RepairContext) -> str:
         conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout_ms)))
         todo = _tables_to_optimize(ctx, conn)
         for row in todo:
-            schema, name = split_name(row["t"])
-            stmt = sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(schema, name))
+            stmt = sql.SQL("VACUUM (ANALYZE) {}").format(
+                sql.Identifier(row["schema_name"], row["table_name"])
+            )
             ctx.change(f"{stmt.as_string(conn)} ({', '.join(row['reasons'])})")
             if row["autovacuum"] == "false":
                 ctx.notes.append(

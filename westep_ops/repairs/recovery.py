@@ -48,6 +48,9 @@ SAFE_ORDER = [
     RepairAction.optimize_performance,
 ]
 
+# H4's finding per rule: "integrity:<rule name>"
+INTEGRITY_PREFIX = "integrity:"
+
 DIAGNOSE_AFTER = {RepairAction.fix_data_integrity, RepairAction.optimize_performance}
 
 # findings with no repair of ours: (level, what a person or outsider must do)
@@ -195,6 +198,7 @@ def plan_repairs(
     """Which repairs the failing checks call for, and what no repair of ours can fix."""
     by_action: dict[RepairAction, list[str]] = {}
     escalations: list[Escalation] = []
+    rules = {rule.name: rule for rule in config.integrity_rules}
     defaults = config.monitoring.auto_recovery.actions
     refused = [r for r in results if MONITOR_MISCONFIGURED in r.findings]
     if refused:
@@ -238,7 +242,22 @@ def plan_repairs(
         chosen: list[RepairAction] = []
         escalated = False
         for f in r.findings:
-            if f == "direct_connection_failed" and _too_many_clients(r):
+            if f.startswith(INTEGRITY_PREFIX):
+                # R5 only for rules that opted in; the others go to a person, with counts.
+                rule = rules.get(f.removeprefix(INTEGRITY_PREFIX))
+                if rule is not None and rule.repair == "quarantine":
+                    chosen.append(RepairAction.fix_data_integrity)
+                else:
+                    escalations.append(
+                        Escalation(
+                            LEVEL_MANUAL,
+                            r.category.value,
+                            f"{_rule_detail(r, f)}: report-only rule (repair: report): a person"
+                            " decides what to do with these rows",
+                        )
+                    )
+                    escalated = True
+            elif f == "direct_connection_failed" and _too_many_clients(r):
                 chosen.append(RepairAction.restore_db_connection)
             elif f in NO_REPAIR:
                 level, what = NO_REPAIR[f]
@@ -248,7 +267,13 @@ def plan_repairs(
                 escalated = True
             elif f in FINDING_ACTIONS:
                 chosen.append(FINDING_ACTIONS[f])
-        unexplained = [f for f in r.findings if f not in NO_REPAIR and f not in FINDING_ACTIONS]
+        unexplained = [
+            f
+            for f in r.findings
+            if f not in NO_REPAIR
+            and f not in FINDING_ACTIONS
+            and not f.startswith(INTEGRITY_PREFIX)
+        ]
         if unexplained or not r.findings:
             chosen.extend(defaults.get(r.category, []))
         if not chosen and not escalated:
@@ -270,6 +295,15 @@ def plan_repairs(
         )
     plan = [PlannedRepair(a, by_action[a]) for a in SAFE_ORDER if a in by_action]
     return plan, escalations
+
+
+def _rule_detail(r: CheckResult, finding: str) -> str:
+    """H4's own line for one rule (name, count, kind, table), redacted."""
+    name = finding.removeprefix(INTEGRITY_PREFIX)
+    for item in r.values.get("items") or []:
+        if item.get("rule") == name and item.get("detail"):
+            return redact(str(item["detail"]))
+    return name
 
 
 def _too_many_clients(r: CheckResult) -> bool:

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import psycopg
 from dagster import OpExecutionContext, job, op
 
 from westep_ops.config import RepairAction, split_name
@@ -61,7 +62,7 @@ def daily_summary(
 @op(
     description="Sunday: optimize_performance (VACUUM/ANALYZE where needed), with the usual safety rules."
 )
-def weekly_optimize(context: OpExecutionContext, stack: MonitoredStackResource) -> None:
+def weekly_optimize(context: OpExecutionContext, stack: MonitoredStackResource) -> str:
     r = run_repair(
         RepairAction.optimize_performance,
         stack.environment(),
@@ -69,26 +70,39 @@ def weekly_optimize(context: OpExecutionContext, stack: MonitoredStackResource) 
         trigger="weekly maintenance",
     )
     context.log.info(f"optimize_performance {r.outcome}: {r.summary}")
+    return r.outcome
 
 
 @op(
-    description="Sunday: statistics update (ANALYZE every configured table; the seed's optimize-database-schema)."
+    description="Sunday, after weekly_optimize: statistics update (ANALYZE every configured table;"
+    " the seed's optimize-database-schema), bounded by the maintenance timeout and lock_timeout."
 )
-def update_statistics(context: OpExecutionContext, stack: MonitoredStackResource) -> None:
+def update_statistics(
+    context: OpExecutionContext, stack: MonitoredStackResource, optimized: str
+) -> str:
     from psycopg import sql
 
+    # ``optimized``: VACUUM and ANALYZE take conflicting locks (SHARE UPDATE EXCLUSIVE), so
+    # this op waits for weekly_optimize instead of running beside it.
     cfg = stack.config()
     tables = sorted({t.table for t in cfg.critical_tables} | {r.table for r in cfg.integrity_rules})
     ctx = RepairContext(stack.environment(), cfg, trigger="weekly maintenance")
-    with ctx.db(autocommit=True) as conn:
+    skipped: list[str] = []
+    with ctx.db(autocommit=True) as conn:  # ctx.db sets lock_timeout
         conn.execute(
             sql.SQL("SET statement_timeout = {}").format(
                 sql.Literal(int(cfg.repairs.maintenance_timeout_seconds * 1000))
             )
         )
         for t in tables:
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*split_name(t))))
-    context.log.info(f"analyzed {len(tables)} tables")
+            try:
+                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*split_name(t))))
+            except psycopg.errors.LockNotAvailable:
+                skipped.append(t)  # someone holds a conflicting lock: not worth waiting on
+    if skipped:
+        context.log.warning(f"ANALYZE skipped (lock_timeout): {', '.join(skipped)}")
+    context.log.info(f"analyzed {len(tables) - len(skipped)} tables (weekly_optimize: {optimized})")
+    return "skipped " + ", ".join(skipped) if skipped else "analyzed"
 
 
 @op(description="Sunday: archive older logs into logs-YYYY-MM-DD.tar.gz, verified before removal.")
@@ -115,6 +129,6 @@ def daily_summary_job() -> None:
     description="Sunday maintenance: optimize, statistics, log rotation.",
 )
 def weekly_maintenance_job() -> None:
-    weekly_optimize()
-    update_statistics()
+    # In order, never side by side: VACUUM and ANALYZE of one table block each other.
+    update_statistics(weekly_optimize())
     rotate()
