@@ -103,7 +103,7 @@ def _label(why: str, r: dict[str, Any]) -> str:
     )
 
 
-def _terminate(ctx: RepairContext, rows: list[dict[str, Any]], why: str) -> tuple[int, int]:
+def terminate_sessions(ctx: RepairContext, rows: list[dict[str, Any]], why: str) -> tuple[int, int]:
     """Terminate the sessions in ``rows`` that may be ended, in one re-checking statement.
 
     Returns (terminated, protected)."""
@@ -186,7 +186,7 @@ def restore_db_connection(ctx: RepairContext) -> str:
         conn.rollback()
     if not rows:
         return "no session idle in transaction or blocking beyond the limits"
-    n, protected = _terminate(ctx, rows, "stuck session")
+    n, protected = terminate_sessions(ctx, rows, "stuck session")
     if protected and not (n or (ctx.dry_run and ctx.changes)):
         raise RepairFailed(
             f"{protected} stuck session(s) may not be terminated (see notes): a person must"
@@ -273,7 +273,7 @@ def _restore_pool(ctx: RepairContext, admin: Any) -> None:
             )
             conn.rollback()
         if stuck:
-            n, protected = _terminate(
+            n, protected = terminate_sessions(
                 ctx, stuck, f"query pinning a {db} pool server longer than {stuck_s} s"
             )
             if protected and not n and not ctx.dry_run:
