@@ -460,7 +460,8 @@ def _grant_as_owners(
             conn.execute("RESET ROLE")
     owners = sorted({o for (o, ok) in todo.values() if ok})
     if owners and len(refused) < len(todo):
-        ctx.notes.append(f"granted as the owner: {', '.join(owners)}")
+        verb = "would grant" if ctx.dry_run else "granted"
+        ctx.notes.append(f"{verb} as the owner: {', '.join(owners)}")
     return refused
 
 
