@@ -366,10 +366,21 @@ def _print_repair(r: Any) -> None:
     is_flag=True,
     help="Run even past autoRecovery.maxAttemptsPerHour (recorded as forced).",
 )
+@click.option(
+    "--all-declared",
+    is_flag=True,
+    help="fix_table_permissions only: grant every declared privilege that is missing, not"
+    " just what the health check needs (a person's explicit request).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result(s) as JSON.")
 @click.pass_context
 def repair_cmd(
-    ctx: click.Context, action: str | None, dry_run: bool, force: bool, as_json: bool
+    ctx: click.Context,
+    action: str | None,
+    dry_run: bool,
+    force: bool,
+    all_declared: bool,
+    as_json: bool,
 ) -> None:
     """Run repair ACTION, or without ACTION the repairs the current health calls for.
 
@@ -379,15 +390,23 @@ def repair_cmd(
              restore_realtime_publication
     Repairs use WESTEP_OPS_REPAIR_URL / WESTEP_OPS_PGBOUNCER_REPAIR_URL, run under
     lock and statement timeouts, are verified by the matching check afterwards and
-    recorded (ops store and logs/repair-attempts.jsonl). Exit code 0 when every repair
-    succeeded (or had nothing to do), 1 when one failed or was refused, 2 on bad input
-    (config, flag, URL, unknown action).
+    recorded (ops store and logs/repair-attempts.jsonl). fix_table_permissions gives
+    back only what the health check needs (SELECT and schema USAGE for the critical
+    tables' roles) and reports the rest of the declared drift; --all-declared grants
+    that too. Exit code 0 when every repair succeeded (or had nothing to do), 1 when one
+    failed or was refused, 2 on bad input (config, flag, URL, unknown action).
     """
+    from westep_ops.config import RepairAction
     from westep_ops.repairs.base import parse_action, run_repair
     from westep_ops.repairs.recovery import plan_repairs, sweep
 
     env, config = _env(), _cfg(ctx)
     _separate_store(env)
+    if all_declared and (
+        action is None or parse_action(action) is not RepairAction.fix_table_permissions
+    ):
+        raise WestepError("--all-declared applies only to: repair fix_table_permissions")
+    found: dict[Any, Any] = {}
     if action is not None:
         actions = [parse_action(action)]
         trigger = "manual"
@@ -395,6 +414,7 @@ def repair_cmd(
         results, perf = sweep(env, config)
         plan, escalations = plan_repairs(results, perf, config)
         actions = [p.action for p in plan]
+        found = {p.action: p.found for p in plan}
         trigger = "health check"
         for e in escalations:
             click.echo(f"escalation (level {e.level}) {e.category}: {redact(e.reason)}", err=True)
@@ -402,7 +422,17 @@ def repair_cmd(
             click.echo("nothing to repair" + (" (see escalations above)" if escalations else ""))
             sys.exit(1 if escalations else 0)
     results_ = [
-        run_repair(a, env, config, dry_run=dry_run, force=force, trigger=trigger) for a in actions
+        run_repair(
+            a,
+            env,
+            config,
+            dry_run=dry_run,
+            force=force,
+            trigger=trigger,
+            found=found.get(a),
+            all_declared=all_declared,
+        )
+        for a in actions
     ]
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in results_], indent=2, default=str))

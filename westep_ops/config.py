@@ -252,7 +252,27 @@ class AutoRecovery(_Model):
     )
 
 
+class Terminate(_Model):
+    """Whose sessions ``restore_db_connection`` may end. Replication, backups, Supabase's
+    own services and westep-ops itself are never terminated, whatever is listed here."""
+
+    only_roles: list[Ident] = Field(
+        default_factory=list,
+        description="if set, only sessions of these logins may be terminated",
+    )
+    never_roles: list[Ident] = Field(
+        default_factory=list,
+        description="sessions of these logins are never terminated (escalated instead)",
+    )
+    on_connections_high: bool = Field(
+        False,
+        description="let the connections-in-use warning trigger restore_db_connection"
+        " (off: a busy server is not a stuck one)",
+    )
+
+
 class Repairs(_Model):
+    terminate: Terminate = Terminate()
     stuck_query_seconds: float = Field(
         300,
         gt=0,
@@ -335,6 +355,18 @@ class CriticalTable(_Model):
     rls: bool | None = Field(
         None, description="row-level security must be on (true) or off (false); null: not checked"
     )
+    must_see_rows: list[Ident] = Field(
+        default_factory=list,
+        description="roles (of 'roles') that must see rows: RLS on with no SELECT policy for"
+        " them is a warning; for the others it is by design and only reported",
+    )
+
+    @model_validator(mode="after")
+    def _must_see_rows_listed(self) -> CriticalTable:
+        extra = [r for r in self.must_see_rows if r not in self.roles]
+        if extra:
+            raise ValueError(f"mustSeeRows names roles not in 'roles': {', '.join(extra)}")
+        return self
 
 
 Privilege = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]

@@ -2,7 +2,9 @@
 
 Names follow the seed and the Supabase/Prisma convention (``DATABASE_URL`` pooled through
 pgbouncer, ``DIRECT_URL`` direct). The monitor and the repairs use different credentials:
-probes only ever see the read-only monitor URLs; ``WESTEP_OPS_REPAIR_URL`` and
+probes only ever see the read-only monitor URLs (plus, if set, the optional role-probe
+login ``WESTEP_OPS_ROLE_PROBE_URL``, which H3 uses only inside read-only transactions);
+``WESTEP_OPS_REPAIR_URL`` and
 ``WESTEP_OPS_PGBOUNCER_REPAIR_URL`` are read only by repairs. Every secret read here is
 registered with :mod:`westep_ops.redact` before anything can print it.
 """
@@ -22,6 +24,12 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
     "DATABASE_URL": ("database_url", "pg", "pooled connection through pgbouncer (monitor role)"),
     "DIRECT_URL": ("direct_url", "pg", "direct PostgreSQL connection (monitor role)"),
     "PGBOUNCER_ADMIN_URL": ("pgbouncer_admin_url", "pg", "pgbouncer admin console (SHOW only)"),
+    "WESTEP_OPS_ROLE_PROBE_URL": (
+        "role_probe_url",
+        "pg",
+        "optional direct login that is a member of the API roles (so write-capable): H3 reads"
+        " as each role with it, only in BEGIN READ ONLY; SET LOCAL ROLE ...; ROLLBACK",
+    ),
     "WESTEP_OPS_REPAIR_URL": ("repair_url", "pg", "privileged direct connection, repairs only"),
     "WESTEP_OPS_PGBOUNCER_REPAIR_URL": (
         "pgbouncer_repair_url",
@@ -52,6 +60,7 @@ class Environment:
     database_url: str | None = None
     direct_url: str | None = None
     pgbouncer_admin_url: str | None = None
+    role_probe_url: str | None = None
     repair_url: str | None = None
     pgbouncer_repair_url: str | None = None
     storage_url: str | None = None

@@ -79,7 +79,7 @@ CASES: dict[str, tuple[str, Category | None, Callable[[list[str]], bool], float]
     "pool_pause": (
         "restore_connection_pool",
         Category.pool,
-        lambda ch: ch == ["RESUME postgres", "RELOAD"],
+        lambda ch: ch == ["RESUME postgres"],  # a plain RESUME needs no RELOAD
         0,
     ),
     "pool_exhaust": (

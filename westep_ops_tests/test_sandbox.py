@@ -35,7 +35,8 @@ def test_schema_is_supabase_like(sandbox: Sandbox) -> None:
         roles = dict(
             conn.execute(
                 "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname IN "
-                "('anon','authenticated','service_role','authenticator','westep_monitor')"
+                "('anon','authenticated','service_role','authenticator','westep_monitor',"
+                " 'westep_role_probe')"
             ).fetchall()
         )
         counts = conn.execute(
@@ -58,6 +59,7 @@ def test_schema_is_supabase_like(sandbox: Sandbox) -> None:
         "service_role": False,
         "authenticator": True,
         "westep_monitor": True,
+        "westep_role_probe": True,
     }
     assert counts == (500, 500, 2000, 5000)
     assert pub == {"profiles", "steps"}
@@ -65,20 +67,118 @@ def test_schema_is_supabase_like(sandbox: Sandbox) -> None:
     assert fk == (0,)  # step_logs.step_id has no FK: orphans are possible
 
 
-def test_monitor_role_cannot_change_anything(sandbox: Sandbox) -> None:
-    with psycopg.connect(sandbox.state.env()["DIRECT_URL"], autocommit=True) as conn:
+API_ROLES = ("anon", "authenticated", "service_role")
+# Every way to change data or schema a login might have, each tried in its own transaction.
+WRITES = (
+    "INSERT INTO public.step_logs (step_id, note) VALUES (1, 'monitor wrote')",
+    "UPDATE public.steps SET step_count = step_count + 1 WHERE id = 1",
+    "DELETE FROM public.step_logs WHERE id = 1",
+    "TRUNCATE public.step_logs",
+    "CREATE TABLE public.monitor_wrote (id int)",
+    "CREATE SCHEMA monitor_wrote",
+    "ALTER TABLE public.steps DISABLE ROW LEVEL SECURITY",
+)
+
+
+def _member_of(conn: psycopg.Connection) -> list[str]:
+    """Every role the session user is a member of, transitively (what SET ROLE may reach)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE pg_has_role(session_user, oid, 'MEMBER')"
+            " AND rolname <> session_user ORDER BY 1"
+        )
+    ]
+
+
+@pytest.mark.parametrize("url_name", ["DIRECT_URL", "DATABASE_URL"])
+def test_monitor_role_cannot_change_anything(sandbox: Sandbox, url_name: str) -> None:
+    """With any trick: a read-write transaction, SET LOCAL ROLE to each API role and to
+    every role the monitor belongs to, then every kind of write. All fail."""
+    with psycopg.connect(
+        sandbox.state.env()[url_name], autocommit=True, prepare_threshold=None
+    ) as conn:
         # It can read (including other sessions' activity, through pg_monitor)...
         assert conn.execute("SELECT count(*) FROM public.steps").fetchone() == (2000,)
-        # ...and switch to an API role inside a transaction to test that role's access...
-        with conn.transaction():
-            conn.execute("SET LOCAL ROLE authenticated")
-            assert conn.execute("SELECT current_user").fetchone() == ("authenticated",)
-        # ...but never write, even with privileges it could switch to.
-        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            conn.execute("DELETE FROM public.step_logs WHERE id = 1")
+        member_of = _member_of(conn)
+        # pg_monitor and the read-only predefined roles it carries; nothing that can write.
+        assert member_of and set(member_of) <= {
+            "pg_monitor",
+            "pg_read_all_settings",
+            "pg_read_all_stats",
+            "pg_stat_scan_tables",
+            "pg_read_all_data",
+        }, member_of
+        tried = 0
+        for role in (None, *API_ROLES, *member_of):
+            for stmt in WRITES:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    with conn.transaction():
+                        # = BEGIN READ WRITE: the role's read-only default is lifted
+                        conn.execute("SET TRANSACTION READ WRITE")
+                        if role is not None:
+                            conn.execute(
+                                psycopg.sql.SQL("SET LOCAL ROLE {}").format(
+                                    psycopg.sql.Identifier(role)
+                                )
+                            )
+                        conn.execute(stmt)
+                tried += 1
+        assert tried == (1 + len(API_ROLES) + len(member_of)) * len(WRITES)
+        # The read-only default can be lifted by anyone; privileges are what hold.
+        conn.execute("SET default_transaction_read_only = off")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("SET default_transaction_read_only = off")
             conn.execute("DELETE FROM public.step_logs WHERE id = 1")
+    with sandbox.superuser_conn() as conn:
+        assert conn.execute("SELECT count(*) FROM public.step_logs").fetchone() == (5000,)
+        assert not conn.execute("SELECT to_regclass('public.monitor_wrote')").fetchone()[0]
+
+
+def test_monitor_holds_no_write_privilege_anywhere(sandbox: Sandbox) -> None:
+    """The catalogs agree, for the monitor and every role it can become: no write grant on
+    any table, no ownership, no CREATE on any schema or the database."""
+    with sandbox.superuser_conn() as conn:
+        rows = conn.execute(
+            """
+            WITH reach AS (
+                SELECT oid, rolname FROM pg_roles WHERE pg_has_role('westep_monitor', oid, 'MEMBER')
+            )
+            SELECT r.rolname, 'table ' || c.oid::regclass::text || ' ' || p.priv
+            FROM reach r, pg_class c,
+                 unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p(priv)
+            WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+              AND has_table_privilege(r.oid, c.oid, p.priv)
+              -- pg_settings is UPDATE-able by PUBLIC: that is SET, a session setting
+              AND c.relnamespace NOT IN (SELECT oid FROM pg_namespace
+                                         WHERE nspname IN ('pg_catalog', 'information_schema')
+                                            OR nspname LIKE 'pg_temp%%')
+            UNION ALL
+            SELECT r.rolname, 'owns ' || c.oid::regclass::text
+            FROM reach r JOIN pg_class c ON c.relowner = r.oid
+            UNION ALL
+            SELECT r.rolname, 'CREATE on schema ' || n.nspname
+            FROM reach r, pg_namespace n WHERE has_schema_privilege(r.oid, n.oid, 'CREATE')
+            UNION ALL
+            SELECT r.rolname, 'CREATE on the database'
+            FROM reach r WHERE has_database_privilege(r.oid, current_database(), 'CREATE')
+            """
+        ).fetchall()
+        reach = {
+            r[0]
+            for r in conn.execute(
+                "SELECT rolname FROM pg_roles WHERE pg_has_role('westep_monitor', oid, 'MEMBER')"
+            )
+        }
+        # The role-probe login is the one that can switch to the API roles, not the monitor.
+        probe_reach = {
+            r[0]
+            for r in conn.execute(
+                "SELECT rolname FROM pg_roles WHERE pg_has_role('westep_role_probe', oid, 'MEMBER')"
+            )
+        }
+    assert rows == []
+    assert "westep_monitor" in reach and not reach & set(API_ROLES)
+    assert set(API_ROLES) <= probe_reach
 
 
 def test_up_again_is_idempotent(sandbox: Sandbox) -> None:

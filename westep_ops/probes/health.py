@@ -690,22 +690,40 @@ def _failure(session: ProbeSession, exc: BaseException) -> str:
 
 
 # -- H3 ---------------------------------------------------------------------------------
-# Names are matched in pg_namespace/pg_class, not with to_regclass(): that raises
-# "permission denied for schema" when the monitor lacks USAGE, which would blind every pair.
+ROLE_PROBE = "roleprobe"  # the session target of the optional role-probe login
+# Readability per role comes from the catalogs, so the monitoring login needs no
+# membership in the API roles (SET ROLE needs only membership, and through it the monitor
+# could write). Names are matched in pg_namespace/pg_class, not with to_regclass(): that
+# folds case and raises "permission denied for schema" when the monitor lacks USAGE.
+# RLS: on for the role unless it is a superuser, BYPASSRLS, or owns the table without
+# FORCE; rows are visible only through a permissive SELECT (or ALL) policy for the role
+# (pg_policy.polroles holds 0 for PUBLIC; a policy applies to members who inherit).
 PRIVS_SQL = """
 SELECT x.t, x.r, c.oid IS NOT NULL AS table_exists, ro.oid IS NOT NULL AS role_exists,
        CASE WHEN c.oid IS NOT NULL AND ro.oid IS NOT NULL
             THEN has_table_privilege(ro.oid, c.oid, 'SELECT') END AS can_select,
        CASE WHEN n.oid IS NOT NULL AND ro.oid IS NOT NULL
             THEN has_schema_privilege(ro.oid, n.oid, 'USAGE') END AS schema_usage,
-       CASE WHEN ro.oid IS NOT NULL THEN pg_has_role(session_user, ro.oid, 'MEMBER') END
-            AS switchable,
+       coalesce(pr.oid IS NOT NULL AND ro.oid IS NOT NULL
+                AND pg_has_role(pr.oid, ro.oid, 'MEMBER'), false) AS switchable,
        session_user::text AS monitor,
-       c.relrowsecurity AS rls
+       c.relrowsecurity AS rls,
+       CASE WHEN c.oid IS NOT NULL AND ro.oid IS NOT NULL
+            THEN c.relrowsecurity AND NOT ro.rolsuper AND NOT ro.rolbypassrls
+                 AND (c.relforcerowsecurity OR NOT pg_has_role(ro.oid, c.relowner, 'USAGE'))
+       END AS rls_applies,
+       CASE WHEN c.oid IS NOT NULL AND ro.oid IS NOT NULL
+            THEN EXISTS (SELECT 1 FROM pg_policy p
+                         WHERE p.polrelid = c.oid AND p.polpermissive AND p.polcmd IN ('r', '*')
+                           AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS pol(role_oid)
+                                       WHERE pol.role_oid = 0
+                                          OR pg_has_role(ro.oid, pol.role_oid, 'USAGE')))
+       END AS read_policy
 FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS x(t, s, n, r, i)
 LEFT JOIN pg_namespace n ON n.nspname = x.s
 LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = x.n AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 LEFT JOIN pg_roles ro ON ro.rolname = x.r
+LEFT JOIN pg_roles pr ON pr.rolname = %s
 ORDER BY x.i
 """
 
@@ -714,18 +732,31 @@ def _pairs(session: ProbeSession) -> list[tuple[str, str]]:
     return [(t.table, r) for t in session.config.critical_tables for r in t.roles]
 
 
-def _privs_params(pairs: list[tuple[str, str]]) -> tuple[list[str], ...]:
+def role_probe_login(session: ProbeSession) -> str | None:
+    """The role-probe login's user name (from WESTEP_OPS_ROLE_PROBE_URL), if one is set."""
+    url = session.env.role_probe_url
+    if not url:
+        return None
+    try:
+        user = conninfo_to_dict(url).get("user")
+    except psycopg.ProgrammingError:
+        return None
+    return str(user) if user else None
+
+
+def _privs_params(session: ProbeSession, pairs: list[tuple[str, str]]) -> tuple[Any, ...]:
     names = [split_name(p[0]) for p in pairs]
     return (
         [p[0] for p in pairs],
         [s for s, _ in names],
         [n for _, n in names],
         [p[1] for p in pairs],
+        role_probe_login(session),
     )
 
 
 def _catalog_verdict(row: dict[str, Any]) -> tuple[Status, str, str | None] | None:
-    """What the catalog alone says about one pair; None when it can be read as the role."""
+    """What the catalog alone says about one pair; None when the role can read it."""
     t, r = row["t"], row["r"]
     if not row["table_exists"]:
         return Status.critical, f"table {t} does not exist", "table_missing"
@@ -740,7 +771,7 @@ def _catalog_verdict(row: dict[str, Any]) -> tuple[Status, str, str | None] | No
 
 
 def _to_read(rows: list[dict[str, Any]], locks: dict[str, str]) -> list[tuple[str, str]]:
-    """Pairs to read for real as the role: granted, switchable, and not behind a lock."""
+    """Pairs the role-probe login reads for real: granted, switchable, not behind a lock."""
     return [
         (r["t"], r["r"])
         for r in rows
@@ -748,21 +779,45 @@ def _to_read(rows: list[dict[str, Any]], locks: dict[str, str]) -> list[tuple[st
     ]
 
 
+def _rls_note(row: dict[str, Any]) -> str:
+    if not row["rls"]:
+        return "RLS off"
+    if not row["rls_applies"]:
+        return f"RLS on, not applied to {row['r']} (bypass or owner)"
+    if row["read_policy"]:
+        return f"RLS on, a SELECT policy applies to {row['r']}"
+    return f"RLS on and no SELECT policy for {row['r']}: it reads 0 rows"
+
+
+def _role_probe_state(session: ProbeSession) -> str | None:
+    """None when the role-probe login can be used this sweep, else why not (catalog only)."""
+    if not session.configured("roleprobe"):
+        return "WESTEP_OPS_ROLE_PROBE_URL is not set"
+    try:
+        session.connection("roleprobe")
+    except Unavailable as e:
+        return f"the role-probe login is unavailable: {e}"
+    return None
+
+
 def check_tables(session: ProbeSession) -> CheckResult:
     """H3: every critical table is readable by every role that must read it.
 
-    Each table/role pair gets its own verdict in ``values["items"]``; the category is the
-    worst of them, so one bad pair never hides the others.
+    Judged from the catalogs (SELECT grant, schema USAGE, RLS and its policies for the
+    role); with the optional role-probe login, also by a real ``SELECT ... LIMIT 1`` as
+    the role. Each table/role pair gets its own verdict in ``values["items"]``; the
+    category is the worst of them, so one bad pair never hides the others.
     """
     res = CheckResult(Category.tables)
     pairs = _pairs(session)
+    must_see = {(t.table, r) for t in session.config.critical_tables for r in t.must_see_rows}
     with timed_result(res):
         if not pairs:
             return _not_configured(res, "no criticalTables in the config")
         try:
             rows = session.memo(
                 "q:privs",
-                lambda: session.run("direct", PRIVS_SQL, _privs_params(pairs), dicts=True),
+                lambda: session.run("direct", PRIVS_SQL, _privs_params(session, pairs), dicts=True),
             )
         except DB_FAILURES as e:
             res.problem(Status.error, f"could not check: {_reason(e)}")
@@ -772,32 +827,49 @@ def check_tables(session: ProbeSession) -> CheckResult:
         except DB_FAILURES as e:
             locks = {}
             res.values["locks_error"] = _reason(e)
-        read = _read_as_roles(session, _to_read(rows, locks))
+        probe_off = _role_probe_state(session)
+        probe = role_probe_login(session) or "the role-probe login"
+        res.values["read_as_role"] = (
+            f"catalog only ({probe_off})" if probe_off else f"SELECT as each role ({probe})"
+        )
+        read = {} if probe_off else _read_as_roles(session, _to_read(rows, locks))
         items: list[dict[str, Any]] = []
         locked: dict[str, list[str]] = {}  # one line per locked table, not per pair
         for row in rows:
             t, r = row["t"], row["r"]
             item: dict[str, Any] = {"table": t, "role": r, "rls": row["rls"]}
             verdict = _catalog_verdict(row)
-            if verdict is None and not row["switchable"]:
+            if verdict is None:
+                item["rls_policy"] = bool(row["read_policy"]) if row["rls_applies"] else None
+            no_rows = verdict is None and row["rls_applies"] and not row["read_policy"]
+            if no_rows and (t, r) in must_see:
+                verdict = (
+                    Status.warning,
+                    f"{r} reads no rows of {t}: RLS is on and no SELECT policy applies to {r}"
+                    " (declared in mustSeeRows)",
+                    "rls_no_policy",
+                )
+            elif verdict is None and (t, r) not in read and t in locks:  # a reader would wait
+                verdict = (Status.warning, f"{r} on {t}: {locks[t]}", "table_locked")
+            elif verdict is None and (probe_off or not row["switchable"]):
+                why = probe_off or f"{probe} is not a member of {r}"
                 item.update(status=Status.ok, verified="catalog")
                 item["detail"] = (
-                    f"SELECT granted (catalog only: the monitoring login {row['monitor']} "
-                    f"is not a member of {r}, so it cannot read as {r})"
+                    f"SELECT granted, USAGE on the schema, {_rls_note(row)} (catalog only: {why})"
                 )
-            elif verdict is None and (t, r) not in read and t in locks:  # left out: locked
-                verdict = (Status.warning, f"{r} on {t}: {locks[t]}", "table_locked")
             elif verdict is None:
                 verdict = read.get((t, r)) or (Status.error, f"{r} on {t}: not read", None)
                 if verdict[0] is Status.ok:
                     n = verdict[1]
                     item.update(status=Status.ok, verified="select", rows_visible=n)
-                    item["detail"] = f"read as {r}" + (
+                    item["detail"] = f"read as {r}, {_rls_note(row)}" + (
                         " (0 rows visible: empty, or RLS filters)" if n == 0 else ""
                     )
             if verdict is not None and verdict[0] is not Status.ok:
                 status, text, finding = verdict
                 item.update(status=status, detail=text)
+                if finding:
+                    item["finding"] = finding
                 if finding == "table_locked":
                     locked.setdefault(t, []).append(r)
                 else:
@@ -817,9 +889,14 @@ def check_tables(session: ProbeSession) -> CheckResult:
             rows_visible={
                 f"{i['role']}@{i['table']}": i["rows_visible"] for i in items if "rows_visible" in i
             },
+            no_rls_policy=[
+                f"{i['role']}@{i['table']}" for i in items if i.get("rls_policy") is False
+            ],
             items=items,
         )
-        res.finish(f"{len(pairs)} table/role pairs readable")
+        res.finish(
+            f"{len(pairs)} table/role pairs readable" + (" (catalog only)" if probe_off else "")
+        )
     return res
 
 
@@ -852,7 +929,8 @@ def _rls_items(
 def _read_as_roles(
     session: ProbeSession, pairs: list[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[Any, ...]]:
-    """A real ``SELECT ... LIMIT 1`` as each role: (ok, rows visible) or (status, text, finding).
+    """A real ``SELECT ... LIMIT 1`` as each role, on the role-probe login's connection:
+    (ok, rows visible) or (status, text, finding).
 
     ``SET LOCAL ROLE`` (never plain ``SET ROLE``: it would leak to other clients under
     transaction pooling), all pairs in one read-only transaction and one round trip; if
@@ -861,16 +939,13 @@ def _read_as_roles(
     """
     if not pairs:
         return {}
-    prefetched = session.memo("q:visible", lambda: None)
-    if prefetched is not None and all(f"{r}@{t}" in prefetched for t, r in pairs):
-        return {p: (Status.ok, prefetched[f"{p[1]}@{p[0]}"]) for p in pairs}
     try:
         results = session.run(
-            "direct", sql.SQL("; ").join(role_select_statements(session, pairs)), all_results=True
+            ROLE_PROBE, sql.SQL("; ").join(role_select_statements(session, pairs)), all_results=True
         )
         return {p: (Status.ok, rows[0][0]) for p, rows in zip(pairs, results, strict=True)}
     except DB_FAILURES as e:
-        _rollback(session)
+        _rollback(session, ROLE_PROBE)
         if _is_lock_timeout(e):
             _refresh_locks(session, list(dict.fromkeys(t for t, _ in pairs)))
     out: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -894,13 +969,13 @@ def _read_as_roles(
             continue
         try:
             rows = session.run(
-                "direct",
+                ROLE_PROBE,
                 sql.SQL("; ").join(role_select_statements(session, [(table, role)])),
                 all_results=True,
             )
             out[(table, role)] = (Status.ok, rows[0][0][0])
         except DB_FAILURES as e:
-            _rollback(session)
+            _rollback(session, ROLE_PROBE)
             if _is_lock_timeout(e):
                 blocker = _note_lock(session, table)
                 out[(table, role)] = (
@@ -931,7 +1006,7 @@ def role_select_statements(
     for table, role in pairs:
         schema, name = split_name(table)
         # SET LOCAL ROLE may go straight from one API role to the next: membership is
-        # checked against the session user.
+        # checked against the session user (the role-probe login).
         stmts += [
             sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)),
             sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1) AS s").format(
@@ -942,9 +1017,9 @@ def role_select_statements(
     return stmts
 
 
-def _rollback(session: ProbeSession) -> None:
+def _rollback(session: ProbeSession, target: str = "direct") -> None:
     try:
-        session.run("direct", "ROLLBACK")
+        session.run(target, "ROLLBACK")
     except DB_FAILURES:
         pass
 
@@ -1603,9 +1678,10 @@ def prefetch(session: ProbeSession, wanted: set[Category]) -> None:
 
     Round trip 1 carries the catalog queries of H2 (backends), H3 (privileges), H4 (what
     each rule needs), the ACCESS EXCLUSIVE locks on H3/H4's tables, H5 and H6, bound
-    client-side by psycopg; round trip 2 the per-role SELECTs of H3, the counts of H4 and
-    the NOTIFY of H5, leaving out the items round trip 1 already judged (missing, not
-    granted, locked), so a predictable failure never fails the batch. On a hosted database
+    client-side by psycopg; round trip 2 the counts of H4 and the NOTIFY of H5, leaving
+    out the items round trip 1 already judged (missing, not granted, locked), so a
+    predictable failure never fails the batch. (H3's per-role SELECTs, when the optional
+    role-probe login is set, take one round trip of their own on its connection.) On a hosted database
     20-50 ms away, round trips are the sweep time. If a batch still fails, nothing is
     remembered and each probe re-runs its own items one by one (bounded), which also
     finds out exactly which item failed.
@@ -1628,7 +1704,7 @@ def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:
     if Category.pool in wanted:
         parts.append(("q:backends", BACKENDS_SQL, None))
     if pairs:
-        parts.append(("q:privs", PRIVS_SQL, _privs_params(pairs)))
+        parts.append(("q:privs", PRIVS_SQL, _privs_params(session, pairs)))
     if rules:
         parts.append(("q:rulecat", RULE_CATALOG_SQL, _names_params(_rule_tables(rules))))
     if lock_tables:
@@ -1650,11 +1726,8 @@ def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:
     if lock_tables:
         record_locks(session, lock_tables, session.memo("q:locks", list))
     locks: dict[str, str] = session.memo("locks", dict)
-    readable = _to_read(session.memo("q:privs", list), locks) if pairs else []
     runnable = _runnable(rules, _by_table(session.memo("q:rulecat", list)), locks) if rules else []
     stmts: list[sql.Composable] = []
-    if readable:
-        stmts += role_select_statements(session, readable)
     if runnable:
         stmts += integrity_statements(session, runnable)
     token = secrets.token_hex(8)
@@ -1673,16 +1746,8 @@ def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:
         if _is_lock_timeout(e):
             _refresh_locks(session, lock_tables)
         return
-    if readable:
-        session.remember(
-            "q:visible",
-            {
-                f"{r}@{t}": rows[0][0]
-                for (t, r), rows in zip(readable, sets[: len(readable)], strict=True)
-            },
-        )
     if runnable:
-        (row,) = sets[len(readable)]
+        (row,) = sets[0]
         session.remember(
             "q:violations", {r.name: int(n) for r, n in zip(runnable, row, strict=True)}
         )

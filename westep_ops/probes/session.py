@@ -1,7 +1,8 @@
 """One sweep's connections, opened lazily, bounded in time, and closed afterwards.
 
 A sweep uses at most one direct connection, one pooled connection and the pgbouncer
-admin console (plus one HTTP client), whatever the number of probes: the monitor must
+admin console (plus one HTTP client, and one direct connection of the optional role-probe
+login when it is configured), whatever the number of probes: the monitor must
 never be what exhausts a pool. A target that failed to connect is not retried within
 the sweep; later probes get the recorded reason at once instead of waiting again.
 
@@ -31,6 +32,14 @@ from westep_ops.config import Config
 from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error, refusal
 from westep_ops.environment import Environment
 from westep_ops.redact import redact
+
+# The environment variable behind each target, for "not configured" messages.
+TARGET_VARS = {
+    "direct": "DIRECT_URL",
+    "pooled": "DATABASE_URL",
+    "admin": "PGBOUNCER_ADMIN_URL",
+    "roleprobe": "WESTEP_OPS_ROLE_PROBE_URL",
+}
 
 
 class Unavailable(Exception):
@@ -79,14 +88,9 @@ class ProbeSession:
             return conn
         if target in self._failed:
             raise Unavailable(self._failed[target], self._refused.get(target))
-        dsn = {
-            "direct": self.env.direct_url,
-            "pooled": self.env.database_url,
-            "admin": self.env.pgbouncer_admin_url,
-        }[target]
+        dsn = self._dsn(target)
         if not dsn:
-            var = {"direct": "DIRECT_URL", "pooled": "DATABASE_URL", "admin": "PGBOUNCER_ADMIN_URL"}
-            raise Unavailable(f"not configured ({var[target]} is not set)")
+            raise Unavailable(f"not configured ({TARGET_VARS[target]} is not set)")
         t0 = time.perf_counter()
         try:
             conn = connect(
@@ -118,14 +122,18 @@ class ProbeSession:
         """The sweep's connection to ``target`` (opened now if needed); raises Unavailable."""
         return self._open(target)
 
+    def _dsn(self, target: str) -> str | None:
+        return {
+            "direct": self.env.direct_url,
+            "pooled": self.env.database_url,
+            "admin": self.env.pgbouncer_admin_url,
+            # H3's optional role-probe login: a member of the API roles, used only in
+            # read-only transactions that SET LOCAL ROLE, SELECT ... LIMIT 1 and roll back.
+            "roleprobe": self.env.role_probe_url,
+        }[target]
+
     def configured(self, target: str) -> bool:
-        return bool(
-            {
-                "direct": self.env.direct_url,
-                "pooled": self.env.database_url,
-                "admin": self.env.pgbouncer_admin_url,
-            }[target]
-        )
+        return bool(self._dsn(target))
 
     def failure(self, target: str) -> str | None:
         """Why ``target`` could not be reached in this sweep (None if it was, or untried)."""

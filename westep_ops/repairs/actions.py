@@ -27,12 +27,34 @@ from westep_ops.repairs.base import (
 from westep_ops.repairs.quarantine import MoveRefused, count_violations, move_rule_violations
 
 # -- R1 ---------------------------------------------------------------------------------
-STUCK_SQL = """
-SELECT pid, usename, application_name, state,
+# Never terminated, whatever the config says: the platform's own services (Supabase's
+# admin, auth, storage and realtime logins; the API's authenticator pool is the app's,
+# not internal), backups, and westep-ops itself. Replication (walsenders) is not a
+# 'client backend' and never selected.
+INTERNAL_ROLES = (
+    "supabase_admin",
+    "supabase_auth_admin",
+    "supabase_realtime_admin",
+    "supabase_storage_admin",
+    "supabase_replication_admin",
+    "supabase_functions_admin",
+    "supabase_read_only_user",
+    "pgbouncer",
+)
+BACKUP_APPS = ("pg_dump", "pg_dumpall", "pg_basebackup", "pg_restore")
+OWN_APP_PREFIX = "westep-ops"
+
+# What identifies a session and the state it was selected in: the terminating statement
+# re-checks all of it, so a pid reused by a new session, or a session that moved on, is
+# left alone.
+_SESSION_COLS = sql.SQL("""
+       pid, backend_start, state, state_change, xact_start, usename::text AS usename,
+       application_name,
        extract(epoch FROM now() - state_change)::int AS state_age_s,
-       extract(epoch FROM now() - xact_start)::int AS xact_age_s,
-       cardinality(pg_blocking_pids(pid)) AS blocked_by,
-       EXISTS (SELECT 1 FROM pg_stat_activity o WHERE a.pid = ANY (pg_blocking_pids(o.pid))) AS blocking
+       extract(epoch FROM now() - xact_start)::int AS xact_age_s""")
+
+STUCK_SQL = sql.SQL(
+    """SELECT {}
 FROM pg_stat_activity a
 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
   AND (
@@ -43,57 +65,148 @@ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
   )
 ORDER BY xact_start NULLS LAST
 """
+).format(_SESSION_COLS)
+
+# One statement: only sessions still exactly as selected are terminated.
+TERMINATE_SQL = """
+SELECT a.pid, pg_terminate_backend(a.pid) AS terminated
+FROM pg_stat_activity a
+JOIN unnest(%s::int[], %s::timestamptz[], %s::text[], %s::timestamptz[], %s::timestamptz[])
+     AS x(pid, started, state, changed, xact)
+  ON a.pid = x.pid AND a.backend_start = x.started AND a.state = x.state
+ AND a.state_change = x.changed AND a.xact_start IS NOT DISTINCT FROM x.xact
+WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
+"""
 
 
-def _terminate(ctx: RepairContext, rows: list[dict[str, Any]], why: str) -> int:
-    done = 0
+def protected_reason(ctx: RepairContext, row: dict[str, Any]) -> str | None:
+    """Why R1/R2 must not terminate this session, or None when they may."""
+    user, app = row["usename"], row["application_name"] or ""
+    rules = ctx.config.repairs.terminate
+    if user is None:
+        return "its login is not visible to the repair login"
+    if user in INTERNAL_ROLES:
+        return "a platform-internal login"
+    if app in BACKUP_APPS:
+        return "a backup"
+    if app.startswith(OWN_APP_PREFIX):
+        return "westep-ops's own session"
+    if user in rules.never_roles:
+        return "its login is in repairs.terminate.neverRoles"
+    if rules.only_roles and user not in rules.only_roles:
+        return "its login is not in repairs.terminate.onlyRoles"
+    return None
+
+
+def _label(why: str, r: dict[str, Any]) -> str:
+    return (
+        f"{why}: pid {r['pid']} ({r['usename']}, {r['application_name'] or 'no name'}, "
+        f"{r['state']} {r['state_age_s']} s)"
+    )
+
+
+def terminate_sessions(ctx: RepairContext, rows: list[dict[str, Any]], why: str) -> tuple[int, int]:
+    """Terminate the sessions in ``rows`` that may be ended, in one re-checking statement.
+
+    Returns (terminated, protected)."""
+    allowed, protected = [], 0
+    for r in rows:
+        reason = protected_reason(ctx, r)
+        if reason is None:
+            allowed.append(r)
+        else:
+            protected += 1
+            ctx.notes.append(f"not terminated ({reason}): {_label(why, r)}")
+    if ctx.dry_run or not allowed:
+        for r in allowed:
+            ctx.change(f"terminate {_label(why, r)}")
+        return 0, protected
     with ctx.db(autocommit=True) as conn:
-        for r in rows:
-            label = f"{why}: pid {r['pid']} ({r['usename']}, {r['application_name'] or 'no name'}, {r['state']} {r['state_age_s']} s)"
-            if ctx.dry_run:
-                ctx.change(f"terminate {label}")
-                continue
-            (ok,) = conn.execute(
-                "SELECT pg_terminate_backend(%s, 5000)", (r["pid"],)
-            ).fetchone() or (False,)
-            if ok:
-                ctx.change(f"terminated {label}")
-                done += 1
-            else:
-                ctx.notes.append(
-                    f"could not terminate pid {r['pid']} (already gone, or a superuser's)"
-                )
-    return done
+        done = {
+            pid
+            for pid, ok in conn.execute(
+                TERMINATE_SQL,
+                (
+                    [r["pid"] for r in allowed],
+                    [r["backend_start"] for r in allowed],
+                    [r["state"] for r in allowed],
+                    [r["state_change"] for r in allowed],
+                    [r["xact_start"] for r in allowed],
+                ),
+            ).fetchall()
+            if ok
+        }
+        _wait_gone(conn, [r for r in allowed if r["pid"] in done])
+    for r in allowed:
+        if r["pid"] in done:
+            ctx.change(f"terminated {_label(why, r)}")
+        else:
+            ctx.notes.append(
+                f"left pid {r['pid']} alone: it ended or changed state since it was selected"
+            )
+    return len(done), protected
+
+
+def _wait_gone(conn: Any, rows: list[dict[str, Any]], timeout: float = 5) -> None:
+    """pg_terminate_backend only signals: wait (bounded) until the sessions have exited."""
+    deadline = time.monotonic() + timeout
+    while rows and time.monotonic() < deadline:
+        left = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity a"
+            " JOIN unnest(%s::int[], %s::timestamptz[]) AS x(pid, started)"
+            " ON a.pid = x.pid AND a.backend_start = x.started",
+            ([r["pid"] for r in rows], [r["backend_start"] for r in rows]),
+        ).fetchone()
+        if not left or not left[0]:
+            return
+        time.sleep(0.05)
+
+
+def _dict_rows(cur: Any) -> list[dict[str, Any]]:
+    cols = [d.name for d in cur.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 @repair(
     RepairAction.restore_db_connection,
-    "terminate sessions idle in transaction too long and long transactions that block others",
+    "terminate sessions idle in transaction too long and long transactions that block others"
+    " (never replication, backups, platform-internal or westep-ops sessions; repairs.terminate)",
     (Category.connection, Category.pool),
 )
 def restore_db_connection(ctx: RepairContext) -> str:
     th = ctx.config.monitoring.thresholds
     with ctx.db() as conn:
-        cur = conn.execute(
-            STUCK_SQL,
-            {
-                "idle_s": th.idle_in_transaction_seconds,
-                "stuck_s": ctx.config.repairs.stuck_query_seconds,
-            },
+        rows = _dict_rows(
+            conn.execute(
+                STUCK_SQL,
+                {
+                    "idle_s": th.idle_in_transaction_seconds,
+                    "stuck_s": ctx.config.repairs.stuck_query_seconds,
+                },
+            )
         )
-        cols = [d.name for d in cur.description or []]
-        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
         conn.rollback()
     if not rows:
         return "no session idle in transaction or blocking beyond the limits"
-    n = _terminate(ctx, rows, "stuck session")
-    return f"{'would terminate' if ctx.dry_run else 'terminated'} {len(rows) if ctx.dry_run else n} stuck sessions"
+    n, protected = terminate_sessions(ctx, rows, "stuck session")
+    if protected and not (n or (ctx.dry_run and ctx.changes)):
+        raise RepairFailed(
+            f"{protected} stuck session(s) may not be terminated (see notes): a person must"
+            " end them or their cause (level 2)",
+            LEVEL_MANUAL,
+        )
+    verb = "would terminate" if ctx.dry_run else "terminated"
+    count = len(ctx.changes) if ctx.dry_run else n
+    return f"{verb} {count} stuck sessions" + (
+        f"; {protected} protected session(s) left alone" if protected else ""
+    )
 
 
 # -- R2 ---------------------------------------------------------------------------------
 @repair(
     RepairAction.restore_connection_pool,
-    "pgbouncer: RESUME a paused database, end queries pinning every server connection, RECONNECT",
+    "pgbouncer: RESUME a paused database; when exhausted, end queries pinning every server"
+    " connection, RECONNECT and RELOAD",
     (Category.pool,),
 )
 def restore_connection_pool(ctx: RepairContext) -> str:
@@ -122,6 +235,13 @@ def _restore_pool(ctx: RepairContext, admin: Any) -> None:
             f"pgbouncer has no database {db!r}: fix its [databases] section", LEVEL_MANUAL
         )
     if databases[db]["paused"]:
+        if ctx.may_resume is not None and not ctx.may_resume(db):
+            # Seam for silences and maintenance windows: a pause someone made on purpose.
+            raise RepairFailed(
+                f"pgbouncer database {db} is paused during a silence or maintenance window:"
+                " not resumed; it is judged afresh when the window ends",
+                LEVEL_MANUAL,
+            )
         ctx.change(f"RESUME {db}")
         if not ctx.dry_run:
             admin_command(admin, "RESUME", db)
@@ -144,18 +264,26 @@ def _restore_pool(ctx: RepairContext, admin: Any) -> None:
         ]
         pids = [s["remote_pid"] for s in servers if s.get("remote_pid")]
         with ctx.db() as conn:
-            cur = conn.execute(
-                "SELECT pid, usename, application_name, state,"
-                " extract(epoch FROM now() - state_change)::int AS state_age_s"
-                " FROM pg_stat_activity WHERE pid = ANY(%s)"
-                " AND now() - coalesce(query_start, xact_start) > make_interval(secs => %s)",
-                (pids, stuck_s),
+            stuck = _dict_rows(
+                conn.execute(
+                    sql.SQL(
+                        "SELECT {} FROM pg_stat_activity WHERE pid = ANY(%s) AND state = 'active'"
+                        " AND now() - coalesce(query_start, xact_start) > make_interval(secs => %s)"
+                    ).format(_SESSION_COLS),
+                    (pids, stuck_s),
+                )
             )
-            cols = [d.name for d in cur.description or []]
-            stuck = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
             conn.rollback()
         if stuck:
-            _terminate(ctx, stuck, f"query pinning a {db} pool server longer than {stuck_s} s")
+            n, protected = terminate_sessions(
+                ctx, stuck, f"query pinning a {db} pool server longer than {stuck_s} s"
+            )
+            if protected and not n and not ctx.dry_run:
+                raise RepairFailed(
+                    f"the queries pinning the {db} pool may not be terminated (see notes):"
+                    " a person must decide (level 2)",
+                    LEVEL_MANUAL,
+                )
         else:
             ctx.notes.append(
                 f"pool exhausted but no server query older than {stuck_s} s: real load? "
@@ -169,12 +297,14 @@ def _restore_pool(ctx: RepairContext, admin: Any) -> None:
         ctx.change(f"RECONNECT {db}")
         if not ctx.dry_run:
             admin_command(admin, "RECONNECT", db)
-    if ctx.changes:
-        # Re-read pgbouncer.ini as well: a fixed but unloaded config is how pools stay broken.
+        # After an exhaustion, re-read pgbouncer.ini too: a pool size raised in the file
+        # but not loaded is how pools stay exhausted. A plain RESUME needs no RELOAD (it
+        # would apply whatever half-edited file is on disk for no reason).
         ctx.change("RELOAD")
         if not ctx.dry_run:
             admin_command(admin, "RELOAD")
-            _wait_pool_drained(admin, db, pool_size)
+    if ctx.changes and not ctx.dry_run:
+        _wait_pool_drained(admin, db, pool_size)
 
 
 def _wait_pool_drained(admin: Any, db: str, pool_size: int, timeout: float = 10) -> None:
@@ -189,38 +319,152 @@ def _wait_pool_drained(admin: Any, db: str, pool_size: int, timeout: float = 10)
 
 
 # -- R3 ---------------------------------------------------------------------------------
+# Names are matched in pg_namespace/pg_class (never to_regclass(text), which folds case).
+# ``owner`` is who the GRANT runs as; ``can_become`` whether the repair login may SET ROLE
+# to it (membership; a superuser always may).
+TABLE_PRIVS_SQL = """
+SELECT x.t, x.r, x.p, c.oid IS NOT NULL AS table_exists, ro.oid IS NOT NULL AS role_exists,
+       CASE WHEN c.oid IS NOT NULL AND ro.oid IS NOT NULL
+            THEN has_table_privilege(ro.oid, c.oid, x.p) END AS granted,
+       CASE WHEN n.oid IS NOT NULL AND ro.oid IS NOT NULL
+            THEN has_schema_privilege(ro.oid, n.oid, 'USAGE') END AS schema_usage,
+       pg_get_userbyid(c.relowner)::text AS owner,
+       CASE WHEN c.oid IS NOT NULL THEN pg_has_role(session_user, c.relowner, 'MEMBER') END
+            AS can_become,
+       pg_get_userbyid(n.nspowner)::text AS schema_owner,
+       CASE WHEN n.oid IS NOT NULL THEN pg_has_role(session_user, n.nspowner, 'MEMBER') END
+            AS can_become_schema_owner
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+     WITH ORDINALITY AS x(t, s, n, r, p, i)
+LEFT JOIN pg_namespace n ON n.nspname = x.s
+LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = x.n
+     AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+LEFT JOIN pg_roles ro ON ro.rolname = x.r
+ORDER BY x.i
+"""
+
+
+def _privilege_rows(conn: Any, triples: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    if not triples:
+        return []
+    names = [split_name(t) for t, _, _ in triples]
+    cur = conn.execute(
+        TABLE_PRIVS_SQL,
+        (
+            [t for t, _, _ in triples],
+            [s for s, _ in names],
+            [n for _, n in names],
+            [r for _, r, _ in triples],
+            [p for _, _, p in triples],
+        ),
+    )
+    cols = [d.name for d in cur.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
 def missing_grants(ctx: RepairContext, conn: Any) -> list[tuple[str, str, str]]:
     """Declared (table, role, privilege) triples that the database does not grant."""
     triples = [(g.table, g.role, p) for g in ctx.config.grants for p in g.privileges]
-    if not triples:
-        return []
-    rows = conn.execute(
-        "SELECT t, r, p FROM unnest(%s::text[], %s::text[], %s::text[]) AS x(t, r, p)"
-        " WHERE to_regclass(t) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)"
-        " AND NOT has_table_privilege(r, to_regclass(t), p)",
-        ([t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples]),
-    ).fetchall()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return [
+        (r["t"], r["r"], r["p"])
+        for r in _privilege_rows(conn, triples)
+        if r["table_exists"] and r["role_exists"] and not r["granted"]
+    ]
+
+
+def _found_pairs(ctx: RepairContext) -> list[tuple[str, str]]:
+    """The table/role pairs H3 judges: those the failing check named, else all of them."""
+    pairs = [(t.table, r) for t in ctx.config.critical_tables for r in t.roles]
+    if ctx.found is not None:
+        named = set(ctx.found)
+        pairs = [p for p in pairs if p in named]
+    return pairs
 
 
 @repair(
     RepairAction.fix_table_permissions,
-    "re-apply the declared grants (idempotent GRANTs), reporting exactly which were missing",
+    "give back what H3 found missing (SELECT, schema USAGE for a critical table's roles), as"
+    " the owner; every declared grant only when a person asks (--all-declared)",
     (Category.tables,),
 )
 def fix_table_permissions(ctx: RepairContext) -> str:
+    """Grant only what the failing check found missing: a role that must read a critical
+    table and cannot gets SELECT (and USAGE on the schema) back. The rest of the declared
+    drift is reported, and granted only with ``all_declared`` (a person's explicit
+    request). Every GRANT runs as the object's owner (``SET LOCAL ROLE``), so no second
+    grantor is left that a later REVOKE by the owner would not remove."""
     with ctx.db() as conn:
-        missing = missing_grants(ctx, conn)
-        for table, role, priv in missing:
-            schema, name = split_name(table)
-            stmt = sql.SQL("GRANT {} ON {} TO {}").format(
-                sql.SQL(priv), sql.Identifier(schema, name), sql.Identifier(role)
-            )
-            ctx.apply(conn, stmt)
+        found = _privilege_rows(conn, [(t, r, "SELECT") for t, r in _found_pairs(ctx)])
+        declared = missing_grants(ctx, conn)
+        # (object kind, schema-qualified name or schema, role, privilege, owner, can become)
+        todo: dict[tuple[str, str, str, str], tuple[str, bool]] = {}
+        for row in found:
+            if not (row["table_exists"] and row["role_exists"]):
+                continue  # H3 escalates a missing table or role; no grant brings it back
+            if not row["schema_usage"]:
+                schema = split_name(row["t"])[0]
+                todo[("schema", schema, row["r"], "USAGE")] = (
+                    row["schema_owner"],
+                    row["can_become_schema_owner"],
+                )
+            if not row["granted"]:
+                todo[("table", row["t"], row["r"], "SELECT")] = (row["owner"], row["can_become"])
+        if ctx.all_declared and declared:
+            for row in _privilege_rows(conn, declared):
+                todo[("table", row["t"], row["r"], row["p"])] = (row["owner"], row["can_become"])
+        left = [
+            d for d in declared if ("table", d[0], d[1], d[2]) not in todo
+        ]  # drift nobody asked for
+        refused = _grant_as_owners(ctx, conn, todo)
         conn.commit()
-    if not missing:
-        return "every declared grant is in place"
-    return f"{'would grant' if ctx.dry_run else 'granted'} {len(missing)} missing privileges"
+    if left:
+        ctx.notes.append(
+            "declared but not granted (drift the check did not find broken): "
+            + ", ".join(f"{p} on {t} to {r}" for t, r, p in left)
+            + "; a person applies it with: westep-ops repair fix_table_permissions --all-declared"
+        )
+    if refused:
+        raise RepairFailed(
+            "cannot grant as the owner (the repair login may not SET ROLE to it), so nothing"
+            " was granted as another grantor; a person must run as the owner: "
+            + "; ".join(refused),
+            LEVEL_MANUAL,
+        )
+    n = len(todo)
+    if not n:
+        return "nothing the checks need is missing" + (
+            f" ({len(left)} declared privileges left for --all-declared)" if left else ""
+        )
+    verb = "would grant" if ctx.dry_run else "granted"
+    return f"{verb} {n} missing privileges as the owners" + (
+        f"; {len(left)} other declared privileges reported, not granted" if left else ""
+    )
+
+
+def _grant_as_owners(
+    ctx: RepairContext, conn: Any, todo: dict[tuple[str, str, str, str], tuple[str, bool]]
+) -> list[str]:
+    """GRANT each privilege as its object's owner; returns those the login could not."""
+    refused: list[str] = []
+    for (kind, name, role, priv), (owner, can_become) in todo.items():
+        if kind == "schema":
+            target = sql.SQL("SCHEMA {}").format(sql.Identifier(name))
+        else:
+            target = sql.Identifier(*split_name(name))
+        stmt = sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(priv), target, sql.Identifier(role))
+        if not can_become:
+            refused.append(f"{stmt.as_string(conn)} (owner {owner})")
+            continue
+        if not ctx.dry_run:
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner)))
+        ctx.apply(conn, stmt)
+        if not ctx.dry_run:
+            conn.execute("RESET ROLE")
+    owners = sorted({o for (o, ok) in todo.values() if ok})
+    if owners and len(refused) < len(todo):
+        verb = "would grant" if ctx.dry_run else "granted"
+        ctx.notes.append(f"{verb} as the owner: {', '.join(owners)}")
+    return refused
 
 
 # -- R4 ---------------------------------------------------------------------------------

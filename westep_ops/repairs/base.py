@@ -51,6 +51,14 @@ class RepairContext:
     trigger: str = "manual"
     changes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What the failing check found broken, for repairs that fix only that: for R3 the
+    # (table, role) pairs H3 named; None = re-derive it from the check's own rules now.
+    found: list[tuple[str, str]] | None = None
+    # A person asked for every declared privilege (repair fix_table_permissions --all-declared).
+    all_declared: bool = False
+    # Seam for silences / maintenance windows (a later branch): may R2 RESUME this
+    # pgbouncer database now? None = always.
+    may_resume: Callable[[str], bool] | None = None
 
     @property
     def timeouts(self) -> Any:
@@ -201,8 +209,15 @@ def run_repair(
     store: OpsStore | None = None,
     verify: bool = True,
     incident_id: int | None = None,
+    found: list[tuple[str, str]] | None = None,
+    all_declared: bool = False,
+    may_resume: Callable[[str], bool] | None = None,
 ) -> RepairResult:
-    """Run one repair with every safety rule applied; always returns a recorded result."""
+    """Run one repair with every safety rule applied; always returns a recorded result.
+
+    ``found`` narrows a repair to what the failing check named (see RepairContext);
+    ``all_declared`` is a person's request to apply every declared privilege (R3);
+    ``may_resume`` is the hook that may forbid R2's RESUME (silences, later)."""
     from westep_ops.repairs import actions  # noqa: F401 - registers the repairs (imports us)
 
     spec = REGISTRY[action]
@@ -236,7 +251,15 @@ def run_repair(
             locked = bool(lock)
         before = _probe(env, config, spec.verify)
         result.before = _brief(before)
-        ctx = RepairContext(env, config, dry_run=dry_run, trigger=trigger)
+        ctx = RepairContext(
+            env,
+            config,
+            dry_run=dry_run,
+            trigger=trigger,
+            found=found,
+            all_declared=all_declared,
+            may_resume=may_resume,
+        )
         try:
             summary = spec.fn(ctx)
         except RepairFailed as e:

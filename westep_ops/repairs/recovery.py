@@ -104,12 +104,16 @@ NO_REPAIR: dict[str, tuple[int, str]] = {
         LEVEL_MANUAL,
         "a critical table is held in ACCESS EXCLUSIVE: end or wait for the session named",
     ),
+    "rls_no_policy": (
+        LEVEL_MANUAL,
+        "a role that must see rows has no RLS policy letting it read: add one"
+        " (westep-ops never writes policies)",
+    ),
 }
 
 # findings that pick a specific repair instead of the category's default
 FINDING_ACTIONS: dict[str, RepairAction] = {
     "idle_in_transaction": RepairAction.restore_db_connection,
-    "connections_high": RepairAction.restore_db_connection,
     "connections_full": RepairAction.restore_db_connection,
     "pool_paused": RepairAction.restore_connection_pool,
     "pool_exhausted": RepairAction.restore_connection_pool,
@@ -126,10 +130,19 @@ class Escalation:
     reason: str
 
 
+# H3 findings that name a table/role pair R3 can give SELECT (or schema USAGE) back to.
+R3_FINDINGS = {"grant_missing", "schema_usage_missing", "select_failed"}
+# A warning, not a stuck session: terminates nothing unless the config opts in.
+CONNECTIONS_HIGH = "connections_high"
+
+
 @dataclass
 class PlannedRepair:
     action: RepairAction
     triggers: list[str]
+    # What the failing check found broken (R3: table/role pairs); None: the repair
+    # re-derives it from the check's own rules when it runs.
+    found: list[tuple[str, str]] | None = None
 
 
 @dataclass
@@ -182,7 +195,10 @@ class RecoveryReport:
             "enabled": self.enabled,
             "dry_run": self.dry_run,
             "before": [r.as_dict() for r in self.before],
-            "plan": [{"action": p.action.value, "triggers": p.triggers} for p in self.plan],
+            "plan": [
+                {"action": p.action.value, "triggers": p.triggers, "found": p.found}
+                for p in self.plan
+            ],
             "repairs": [r.as_dict() for r in self.repairs],
             "after": [r.as_dict() for r in self.after],
             "escalations": [e.__dict__ for e in self.escalations],
@@ -197,6 +213,7 @@ def plan_repairs(
 ) -> tuple[list[PlannedRepair], list[Escalation]]:
     """Which repairs the failing checks call for, and what no repair of ours can fix."""
     by_action: dict[RepairAction, list[str]] = {}
+    found: dict[RepairAction, list[tuple[str, str]]] = {}
     escalations: list[Escalation] = []
     rules = {rule.name: rule for rule in config.integrity_rules}
     defaults = config.monitoring.auto_recovery.actions
@@ -259,6 +276,21 @@ def plan_repairs(
                     escalated = True
             elif f == "direct_connection_failed" and _too_many_clients(r):
                 chosen.append(RepairAction.restore_db_connection)
+            elif f == CONNECTIONS_HIGH:
+                if config.repairs.terminate.on_connections_high:
+                    chosen.append(RepairAction.restore_db_connection)
+                else:
+                    escalations.append(
+                        Escalation(
+                            LEVEL_MANUAL,
+                            r.category.value,
+                            "many connections in use, but a busy server is not a stuck one:"
+                            " nothing is terminated automatically"
+                            " (repairs.terminate.onConnectionsHigh); see who holds them"
+                            f" ({redact(r.summary)})",
+                        )
+                    )
+                    escalated = True
             elif f in NO_REPAIR:
                 level, what = NO_REPAIR[f]
                 escalations.append(
@@ -272,6 +304,7 @@ def plan_repairs(
             for f in r.findings
             if f not in NO_REPAIR
             and f not in FINDING_ACTIONS
+            and f != CONNECTIONS_HIGH
             and not f.startswith(INTEGRITY_PREFIX)
         ]
         if unexplained or not r.findings:
@@ -284,6 +317,8 @@ def plan_repairs(
             )
         for a in dict.fromkeys(chosen):
             by_action.setdefault(a, []).append(f"{r.category.value}: {redact(r.summary)}")
+            if a is RepairAction.fix_table_permissions and r.category is Category.tables:
+                found.setdefault(a, []).extend(_h3_pairs(r))
     if (
         not blind
         and perf is not None
@@ -293,7 +328,9 @@ def plan_repairs(
         by_action.setdefault(RepairAction.optimize_performance, []).append(
             "performance: " + "; ".join(p for p in perf.problems if "dead tuples" in p)
         )
-    plan = [PlannedRepair(a, by_action[a]) for a in SAFE_ORDER if a in by_action]
+    plan = [
+        PlannedRepair(a, by_action[a], found.get(a) or None) for a in SAFE_ORDER if a in by_action
+    ]
     return plan, escalations
 
 
@@ -304,6 +341,15 @@ def _rule_detail(r: CheckResult, finding: str) -> str:
         if item.get("rule") == name and item.get("detail"):
             return redact(str(item["detail"]))
     return name
+
+
+def _h3_pairs(r: CheckResult) -> list[tuple[str, str]]:
+    """The table/role pairs H3 found unreadable for a reason R3 can fix."""
+    return [
+        (i["table"], i["role"])
+        for i in r.values.get("items", [])
+        if "role" in i and i.get("finding") in R3_FINDINGS
+    ]
 
 
 def _too_many_clients(r: CheckResult) -> bool:
@@ -350,6 +396,7 @@ def recover(
                 dry_run=dry_run or not enabled,
                 trigger="; ".join(p.triggers)[:500],
                 store=store,
+                found=p.found,
             )
             report.repairs.append(result)
             if result.outcome == "refused" or (result.escalation and not result.ok):

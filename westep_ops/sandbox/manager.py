@@ -26,8 +26,16 @@ from westep_ops.sandbox.state import (
     Layout,
     SandboxState,
     new_anon_key,
+    new_password,
 )
 
+# The same statements as in schema.sql, for sandboxes made before the login existed.
+ROLE_PROBE_SQL = """
+CREATE ROLE westep_role_probe LOGIN NOINHERIT CONNECTION LIMIT 3;
+GRANT anon, authenticated, service_role TO westep_role_probe;
+ALTER ROLE westep_role_probe SET default_transaction_read_only = on;
+ALTER ROLE westep_role_probe SET statement_timeout = '5s';
+"""
 BOUNCER_USERS = ("authenticator", "supabase_auth_admin", "westep_monitor", "postgres")
 
 
@@ -80,8 +88,13 @@ class Sandbox:
         elif not self._state.anon_key:  # made before the stand-in knew an anon key
             self._state.anon_key = new_anon_key()
             self.layout.save(self._state)
+        missing = [r for r in TARGET_LOGINS if r not in self._state.passwords]
+        if missing:  # made before these logins existed
+            self._state.passwords.update({r: new_password() for r in missing})
+            self.layout.save(self._state)
         self._state.register_secrets()
         self._start_cluster("target", run_as)
+        self._migrate_roles()
         self._start_cluster("ops", run_as)
         self._start_bouncer(run_as)
         self.start_app()
@@ -221,6 +234,23 @@ class Sandbox:
                 conn.execute(
                     sql.SQL("ALTER ROLE {} PASSWORD {}").format(
                         sql.Identifier(role), sql.Literal(self._verifier(role))
+                    )
+                )
+            conn.commit()
+
+    def _migrate_roles(self) -> None:
+        """Bring a sandbox made by an older version to today's roles: the monitor loses its
+        old switch role (membership in the API roles let it write through SET ROLE), and
+        the optional role-probe login exists."""
+        with self.superuser_conn(autocommit=False, timeout=10) as conn:
+            conn.execute("DROP ROLE IF EXISTS westep_monitor_switch")  # and its memberships
+            if not conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = 'westep_role_probe'"
+            ).fetchone():
+                conn.execute(ROLE_PROBE_SQL)
+                conn.execute(
+                    sql.SQL("ALTER ROLE westep_role_probe PASSWORD {}").format(
+                        sql.Literal(self._verifier("westep_role_probe"))
                     )
                 )
             conn.commit()

@@ -18,15 +18,21 @@ GRANT anon, authenticated, service_role TO postgres WITH ADMIN OPTION;
 GRANT CREATE ON DATABASE postgres TO postgres;
 CREATE ROLE supabase_auth_admin LOGIN NOINHERIT CREATEROLE;
 
--- The monitor: read-only. It inherits pg_monitor and read grants; it may SET LOCAL ROLE to
--- the API roles (membership through a NOINHERIT middle role) without inheriting their
--- write privileges; and its sessions are read-only by default.
+-- The monitor: read-only by construction. pg_monitor and SELECT grants, and no
+-- membership in any role that can write: SET ROLE needs only membership (not INHERIT),
+-- and default_transaction_read_only is only a default any session can override.
 CREATE ROLE westep_monitor LOGIN INHERIT BYPASSRLS CONNECTION LIMIT 6;
-CREATE ROLE westep_monitor_switch NOLOGIN NOINHERIT;
-GRANT anon, authenticated, service_role TO westep_monitor_switch;
-GRANT westep_monitor_switch, pg_monitor TO westep_monitor;
+GRANT pg_monitor TO westep_monitor;
 ALTER ROLE westep_monitor SET default_transaction_read_only = on;
 ALTER ROLE westep_monitor SET statement_timeout = '5s';
+
+-- The optional role-probe login (WESTEP_OPS_ROLE_PROBE_URL): a member of the API roles
+-- so H3 can SELECT as each of them. It CAN write through them, hence a login of its own,
+-- never the monitor's; probes use it only in BEGIN READ ONLY ... ROLLBACK.
+CREATE ROLE westep_role_probe LOGIN NOINHERIT CONNECTION LIMIT 3;
+GRANT anon, authenticated, service_role TO westep_role_probe;
+ALTER ROLE westep_role_probe SET default_transaction_read_only = on;
+ALTER ROLE westep_role_probe SET statement_timeout = '5s';
 
 ALTER SCHEMA public OWNER TO postgres;
 CREATE SCHEMA extensions AUTHORIZATION postgres;

@@ -34,11 +34,12 @@ TARGET_LOGINS = (
     "authenticator",
     "supabase_auth_admin",
     "westep_monitor",
+    "westep_role_probe",
 )
 BOUNCER_ONLY = ("pgbouncer_admin", "pgbouncer_stats")
 
 
-def _password() -> str:
+def new_password() -> str:
     return secrets.token_urlsafe(18)
 
 
@@ -83,8 +84,8 @@ class SandboxState:
             raise WestepError(f"sandbox base port {base_port} is out of range (1024-65530)")
         return cls(
             base_port=base_port,
-            passwords={r: _password() for r in (*TARGET_LOGINS, *BOUNCER_ONLY)},
-            ops_password=_password(),
+            passwords={r: new_password() for r in (*TARGET_LOGINS, *BOUNCER_ONLY)},
+            ops_password=new_password(),
             service_role_key="sandbox-service-" + secrets.token_urlsafe(24),
             anon_key=new_anon_key(),
         )
@@ -102,6 +103,12 @@ class SandboxState:
     def url(self, user: str, port: int | None = None, db: str = TARGET_DB) -> str:
         pw = self.ops_password if user == "westep_ops" else self.passwords[user]
         return f"postgresql://{user}:{quote(pw, safe='')}@{HOST}:{port or self.target_port}/{db}"
+
+    @property
+    def role_probe_url(self) -> str:
+        """The optional role-probe login (member of the API roles: write-capable). Not in
+        :meth:`env`: the default monitoring identity cannot write; tests opt in."""
+        return self.url("westep_role_probe")
 
     def env(self) -> dict[str, str]:
         """The environment that points westep-ops at this sandbox."""

@@ -23,6 +23,11 @@ class RepairConfig(Config):
     )
     dry_run: bool = False
     force: bool = Field(False, description="run past autoRecovery.maxAttemptsPerHour (recorded)")
+    all_declared: bool = Field(
+        False,
+        description="fix_table_permissions: grant every declared privilege that is missing,"
+        " not just what the health check needs (a person's explicit request)",
+    )
     trigger: str = "dagster"
     incident_id: int | None = Field(
         None, description="the incident this repair answers (set by the sensor)"
@@ -48,6 +53,7 @@ def run_repair_op(
         cfg,
         dry_run=config.dry_run,
         force=config.force,
+        all_declared=config.all_declared,
         trigger=config.trigger,
         incident_id=config.incident_id,
     )
