@@ -458,16 +458,27 @@ def test_sla_counts_a_misconfigured_or_unconfigured_sample_as_unknown() -> None:
         if 10 <= m < 30:
             h1 = "error"  # the monitor was refused: 20 minutes nobody knows about
         elif 30 <= m < 35:
-            h7 = "not_configured"
+            h7 = "not_configured"  # does not apply: judged on H1 alone, up
         elif 35 <= m < 38:
             h1, h7 = "error", "critical"  # the API measurably failed: down
         elif 38 <= m < 40:
             h7 = "warning"  # degraded but up
         rows += [(m, "connection", h1), (m, "api", h7)]
     f = compute(DAY, DAY + timedelta(hours=1), **_frames(rows), interval_s=60)
-    assert (f.slots, f.up, f.down, f.unknown) == (60, 32, 3, 25)
-    assert f.availability == pytest.approx(32 / 60)
-    assert f.measured_share == pytest.approx(35 / 60)
+    assert (f.slots, f.up, f.down, f.unknown) == (60, 37, 3, 20)
+    assert f.availability == pytest.approx(37 / 60)
+    assert f.measured_share == pytest.approx(40 / 60)
+
+
+def test_sla_plain_postgresql_without_endpoints_is_judged_on_h1() -> None:
+    # No endpoints: H7 is not_configured in every sample; H1 decides.
+    rows: list[tuple[int, str, str]] = []
+    for m in range(30):
+        h1 = "critical" if m < 2 else "error" if m < 5 else "ok"
+        rows += [(m, "connection", h1), (m, "api", "not_configured")]
+    rows += [(30, "connection", "not_configured"), (30, "api", "not_configured")]
+    f = compute(DAY, DAY + timedelta(minutes=31), **_frames(rows), interval_s=60)
+    assert (f.slots, f.up, f.down, f.unknown) == (31, 25, 2, 4)
 
 
 def test_sla_slot_with_an_up_and_a_blind_sample_is_up() -> None:

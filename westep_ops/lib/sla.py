@@ -5,7 +5,9 @@ How each figure is measured (the report repeats this):
 - **availability**: the month is cut into slots of one probe interval. A scheduled
   sample is *down* when H1 (connection) or H7 (API) is critical; otherwise *unknown*
   when one of them is ``error`` (the monitor could not look, e.g. it is misconfigured)
-  or ``not_configured``; otherwise *up* (ok or warning). A slot is down when one of its
+  or none of them applies; otherwise *up* (ok or warning). A check that is
+  ``not_configured`` (e.g. H7 without endpoints) is left out: the sample is judged on
+  the checks that apply. A slot is down when one of its
   samples is down, else up when one is up, else unknown (also when it has no sample:
   the monitor itself was down). Availability = up / all slots: unknown time is never
   counted as up, and never as down. The share of slots measured (up or down) is
@@ -34,9 +36,11 @@ import pandas as pd
 
 H_CATEGORIES = ("connection", "pool", "tables", "integrity", "realtime", "auth", "api")
 SERVICE = ("connection", "api")
-# A check that could not look (error) or does not apply (not_configured) says nothing
-# about the service: such a sample is unknown, neither up nor down.
-BLIND = ("error", "not_configured")
+# A check that could not look (error) makes its sample blind: unknown, neither up nor
+# down. A check that does not apply (not_configured, e.g. H7 without endpoints) is
+# dropped: the sample is judged on the checks that apply.
+BLIND = ("error",)
+NOT_APPLICABLE = "not_configured"
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,11 @@ def slot_states(
     if n == 0 or samples.empty:
         return states
     s = samples[samples["kind"].isin(["cheap", "full"]) & samples["category"].isin(SERVICE)]
-    s = s[(s["ts"] >= start) & (s["ts"] < end)]
+    s = s[(s["ts"] >= start) & (s["ts"] < end) & (s["status"] != NOT_APPLICABLE)]
     if s.empty:
         return states
-    # One sample = one sweep (its rows share ts and kind): down beats blind beats up.
+    # One sample = one sweep (its rows share ts and kind): down beats blind beats up; a
+    # sample whose service checks all do not apply has no row left and stays unknown.
     per_sample = (
         s.assign(down=s["status"] == "critical", blind=s["status"].isin(BLIND))
         .groupby(["ts", "kind"])[["down", "blind"]]
