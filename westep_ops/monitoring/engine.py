@@ -45,7 +45,8 @@ from westep_ops.probes.health import run_health_check
 from westep_ops.probes.performance import PerformanceMonitor, PerformanceSample
 from westep_ops.probes.session import ProbeSession
 from westep_ops.redact import redact
-from westep_ops.repairs.recovery import plan_repairs
+from westep_ops.repairs.base import monitor_refused
+from westep_ops.repairs.recovery import MONITOR_CATEGORY, OBSERVE_ONLY, plan_repairs
 
 CHEAP = (Category.connection, Category.pool, Category.api)
 PERFORMANCE = "performance"
@@ -64,6 +65,28 @@ EXPLAINED_BY = {
 }
 # Findings that are a fault of their own whatever came before them.
 OWN_FAULTS = {"direct_connection_failed", "pool_paused", "pool_disabled", "pgbouncer_down"}
+# What a cause category must be failing with, in the same sweep, for its open incident to
+# explain another category's failure (a warning such as slow_connection explains nothing).
+EXPLAINING = {
+    Category.connection.value: {
+        "direct_connection_failed",
+        "pooled_connection_failed",
+        "project_paused",
+    },
+    Category.pool.value: {
+        "pgbouncer_down",
+        "pool_paused",
+        "pool_disabled",
+        "pool_wait",
+        "pool_exhausted",
+        "pool_missing",
+    },
+    Category.api.value: {"endpoint_down"},
+}
+# Pool findings that H1 explains only when PostgreSQL itself is failing: with the direct
+# connection ok, a pool that cannot serve is the pool's own fault.
+POOL_CANNOT_SERVE = {"pool_wait", "pool_exhausted"}
+_RANK = {Status.warning.value: 1, Status.critical.value: 2}
 
 
 @dataclass
@@ -111,7 +134,18 @@ class Observation:
 
     @property
     def failing(self) -> bool:
+        """Failing enough to open an incident: a warning made only of load figures
+        (``OBSERVE_ONLY``, e.g. clients queued a moment) is shown, not paged."""
+        if self.status == Status.warning.value and self.result is not None:
+            findings = set(self.result.findings)
+            if findings and findings <= OBSERVE_ONLY:
+                return False
         return self.status in FAILING
+
+    @property
+    def monitor_refused(self) -> bool:
+        """H1 says the monitor's own direct login was refused: the sweep is half blind."""
+        return self.result is not None and monitor_refused(self.result)
 
     @property
     def severity(self) -> str:
@@ -160,8 +194,10 @@ def observations(results: list[CheckResult], perf: PerformanceSample | None) -> 
         # Slow or failing requests while a check is failing are that failure's symptom;
         # dead tuples are not anyone's symptom.
         roots = [o.category for o in out if o.failing and o.suspected_cause is None]
-        # ...and so are they while a check could not run: the monitor is half blind then.
-        roots += [o.category for o in out if o.status == Status.error.value]
+        # ...and so are they while the monitor's own direct login is refused (it is half
+        # blind then); another check that could not run (a bad metrics URL, no anon key)
+        # mutes nothing.
+        roots += [o.category for o in out if o.monitor_refused]
         own = any("dead tuples" in p for p in perf.problems)
         cause = roots[0] if roots and not own else None
         summary = "; ".join(perf.problems) or "ok"
@@ -189,6 +225,7 @@ class Monitor:
         self.performance = PerformanceMonitor()
         self._last: dict[str, datetime] = {}
         self._local: dict[str, Any] = {}  # local state when the history has no spool
+        self._refused: list[CheckResult] = []  # this sweep's H1, when its login is refused
         self._resent_at = 0.0
         self.resend_every_s = RESEND_EVERY_S
 
@@ -311,6 +348,9 @@ class Monitor:
 
     def _evaluate(self, now: datetime, obs: list[Observation], out: TickResult) -> None:
         a = self.config.monitoring.alerting
+        # The sweep's H1 result goes with every plan: while it says the monitor's direct
+        # login is refused, the planner repairs nothing (recover's guard, here too).
+        self._refused = [o.result for o in obs if o.monitor_refused and o.result is not None]
         open_ = self.history.open_incidents()
         self._group_with_recent(now, obs, open_)
         to_confirm: list[Observation] = []
@@ -371,7 +411,12 @@ class Monitor:
         the outage: that is the outage's tail, not a new incident. "Just closed" is within
         ``alerting.groupGraceIntervals`` cheap-probe intervals; a failure that outlasts the
         grace opens its own incident. Faults that are their own (the database down, a
-        paused pool) are never grouped.
+        paused pool) are never grouped. Only a critical incident explains anything, and
+        an open one only while its category fails in this same sweep with a finding that
+        explains (``EXPLAINING``): a lingering warning (idle in transaction, a slow
+        connect) hides nothing. A symptom more severe than its cause is never grouped,
+        nor is a pool that cannot serve (pool_wait/pool_exhausted) under an open
+        connection incident while the direct connection works.
         """
         a = self.config.monitoring.alerting
         grace = timedelta(
@@ -388,9 +433,41 @@ class Monitor:
         ]
         if not candidates:
             return
-        causes = set(open_) | (set(self.history.recently_closed(now - grace)) if grace else set())
+        by_cat = {x.category: x for x in obs}
+        # cause category -> its severity rank and whether its direct connection works now
+        causes: dict[str, int] = {}
+        for c, incident in open_.items():
+            now_obs = by_cat.get(c)
+            if (
+                incident.get("severity") == Status.critical.value
+                and now_obs is not None
+                and now_obs.status == Status.critical.value
+                and now_obs.result is not None
+                and EXPLAINING.get(c, set()) & set(now_obs.result.findings)
+            ):
+                causes[c] = _RANK[Status.critical.value]
+        tail = (
+            set(self.history.recently_closed(now - grace, critical_only=True)) if grace else set()
+        )
+        conn = by_cat.get(Category.connection.value)
+        direct_ok = (
+            conn is not None
+            and conn.result is not None
+            and "direct_connection_failed" not in conn.result.findings
+            and "direct_error" not in conn.result.values
+        )
         for o in candidates:
-            o.suspected_cause = next((c for c in EXPLAINED_BY[o.category] if c in causes), None)
+            findings = set(o.result.findings) if o.result is not None else set()
+            for c in EXPLAINED_BY[o.category]:
+                if c in tail and c not in causes:
+                    o.suspected_cause = c  # the real tail: a critical incident just closed
+                    break
+                if c not in causes or _RANK.get(o.status, 0) > causes[c]:
+                    continue
+                if c == Category.connection.value and direct_ok and findings & POOL_CANNOT_SERVE:
+                    continue
+                o.suspected_cause = c
+                break
 
     def _open(self, o: Observation, fails: list[datetime], out: TickResult) -> None:
         started = fails[-1] if fails else self.clock()
@@ -429,9 +506,13 @@ class Monitor:
         return [x for x in fresh if x.failing and x.suspected_cause is None]
 
     def _plan_for(self, o: Observation) -> tuple[list[Any], list[Any]]:
-        if o.result is not None:
-            return plan_repairs([o.result], None, self.config)
-        return plan_repairs([], o.performance, self.config)
+        refused = [r for r in self._refused if r is not o.result]
+        results = [o.result] if o.result is not None else []
+        plan, escalations = plan_repairs(
+            results + refused, o.performance if o.result is None else None, self.config
+        )
+        # the misconfiguration itself is the "monitor degraded" alert's, not this incident's
+        return plan, [e for e in escalations if e.category != MONITOR_CATEGORY]
 
     def _plan(self, iid: int, o: Observation, out: TickResult, now: datetime) -> None:
         plan, escalations = self._plan_for(o)

@@ -185,13 +185,15 @@ class HistoryStore:
             cols = [d.name for d in cur.description or []]
             return {r[1]: dict(zip(cols, r, strict=True)) for r in cur.fetchall()}
 
-    def recently_closed(self, since: datetime) -> dict[str, datetime]:
+    def recently_closed(
+        self, since: datetime, *, critical_only: bool = False
+    ) -> dict[str, datetime]:
         """Categories whose incident closed after ``since``: category -> latest close."""
         with self.tx() as conn:
             rows = conn.execute(
                 "SELECT category, max(closed_at) FROM westep_ops.incidents"
-                " WHERE closed_at > %s GROUP BY category",
-                (since,),
+                " WHERE closed_at > %s AND (NOT %s OR severity = 'critical') GROUP BY category",
+                (since, critical_only),
             ).fetchall()
         return {r[0]: r[1] for r in rows}
 
@@ -548,10 +550,23 @@ class ResilientHistory(HistoryStore):
         except HistoryUnavailable:
             return self._answers(key)
 
-    def recently_closed(self, since: datetime) -> dict[str, datetime]:
-        known = dict(self._base("closed", lambda: HistoryStore.recently_closed(self, since)) or {})
-        incidents = {a["local_id"]: a["category"] for a in self._pending("open_incident")}
-        for i in (self.spool.get("open_incidents") or {}).values():
+    def recently_closed(
+        self, since: datetime, *, critical_only: bool = False
+    ) -> dict[str, datetime]:
+        known = dict(
+            self._base(
+                f"closed:{critical_only}",
+                lambda: HistoryStore.recently_closed(self, since, critical_only=critical_only),
+            )
+            or {}
+        )
+        pending = self._pending("open_incident")
+        spooled = (self.spool.get("open_incidents") or {}).values()
+        if critical_only:
+            pending = [a for a in pending if a["severity"] == "critical"]
+            spooled = [i for i in spooled if i.get("severity") == "critical"]
+        incidents = {a["local_id"]: a["category"] for a in pending}
+        for i in spooled:
             incidents.setdefault(i["id"], i["category"])
         for a in self._pending("close_incident"):
             category, closed = incidents.get(a["incident_id"]), a.get("closed")

@@ -24,7 +24,7 @@ from westep_ops.config import Category, Config, RepairAction
 from westep_ops.db import connect, describe_error
 from westep_ops.environment import Environment
 from westep_ops.errors import WestepError
-from westep_ops.probes.base import CheckResult, Status
+from westep_ops.probes.base import MONITOR_MISCONFIGURED, CheckResult, Status
 from westep_ops.probes.health import run_health_check
 from westep_ops.probes.session import ProbeSession
 from westep_ops.redact import redact
@@ -192,6 +192,15 @@ def _probe(env: Environment, config: Config, categories: tuple[Category, ...]) -
         return run_health_check(session, categories)
 
 
+def monitor_refused(r: CheckResult) -> bool:
+    """H1 found the monitor's own direct login refused (wrong password, missing database...)."""
+    return (
+        r.category is Category.connection
+        and MONITOR_MISCONFIGURED in r.findings
+        and "direct_error" in r.values
+    )
+
+
 def _brief(results: list[CheckResult]) -> dict[str, Any]:
     return {
         r.category.value: {"status": r.status.value, "summary": redact(r.summary)} for r in results
@@ -249,8 +258,19 @@ def run_repair(
                 result.summary = f"refused: another {action.value} is running right now"
                 return result
             locked = bool(lock)
-        before = _probe(env, config, spec.verify)
-        result.before = _brief(before)
+        # H1 too: with the monitor's own direct login refused, the picture is partial and
+        # a repair could make things worse (no repair is unable to then).
+        before = _probe(env, config, tuple(dict.fromkeys((Category.connection, *spec.verify))))
+        result.before = _brief([r for r in before if r.category in spec.verify])
+        refused = next((r for r in before if monitor_refused(r)), None)
+        if refused is not None and not dry_run:
+            result.outcome = "refused"
+            result.escalation = LEVEL_MANUAL
+            result.summary = (
+                f"refused: monitoring is misconfigured ({redact(refused.summary)}); "
+                "a person must fix the monitor's login first (level 2)"
+            )
+            return result
         ctx = RepairContext(
             env,
             config,

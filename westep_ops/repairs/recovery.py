@@ -111,6 +111,10 @@ NO_REPAIR: dict[str, tuple[int, str]] = {
     ),
 }
 
+# findings that are figures under load, not faults: shown (a warning in health-check),
+# never repaired, never escalated, never an incident of their own
+OBSERVE_ONLY = {"pool_queue"}
+
 # findings that pick a specific repair instead of the category's default
 FINDING_ACTIONS: dict[str, RepairAction] = {
     "idle_in_transaction": RepairAction.restore_db_connection,
@@ -256,6 +260,8 @@ def plan_repairs(
                 )
             )
             continue
+        if r.findings and set(r.findings) <= OBSERVE_ONLY:
+            continue  # load, not a fault
         chosen: list[RepairAction] = []
         escalated = False
         for f in r.findings:
@@ -304,6 +310,7 @@ def plan_repairs(
             for f in r.findings
             if f not in NO_REPAIR
             and f not in FINDING_ACTIONS
+            and f not in OBSERVE_ONLY
             and f != CONNECTIONS_HIGH
             and not f.startswith(INTEGRITY_PREFIX)
         ]

@@ -1,0 +1,251 @@
+"""Findings of the review of issue 9: grouping, observe-only load, blinding, exit lines.
+
+The grouping and planning rules are judged on constructed observations against the real
+ops store (incidents written through ``HistoryStore``); the probes against the sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from westep_ops.config import Category, load_config
+from westep_ops.environment import Environment
+from westep_ops.monitoring.engine import Monitor, Observation, TickResult, observations
+from westep_ops.monitoring.history import HistoryStore
+from westep_ops.monitoring.notify import Notifier
+from westep_ops.probes.base import MONITOR_MISCONFIGURED, CheckResult, Status
+from westep_ops.probes.performance import PerformanceSample
+from westep_ops.repairs.recovery import plan_repairs
+from westep_ops.sandbox.manager import Sandbox
+from westep_ops_tests.conftest import clear_history, run_cli, write_config
+
+
+def _obs(category: Category, *problems: tuple[Status, str]) -> Observation:
+    r = CheckResult(category)
+    for status, finding in problems:
+        r.problem(status, f"{category.value}: {finding}", finding)
+    r.finish("ok")
+    if category is Category.connection and not any(
+        f == "direct_connection_failed" for _, f in problems
+    ):
+        r.values["direct_ms"] = 1.0  # the direct login worked
+    return Observation(category.value, r.status.value, r.summary, result=r)
+
+
+def _monitor(tmp_path: Path, **overrides: object) -> Monitor:
+    cfg = write_config(tmp_path / "c.json", **overrides)
+    env = Environment.from_env()
+    config = load_config(cfg)
+    return Monitor(env, config, HistoryStore(env.storage_url), Notifier(env, config.timezone))
+
+
+def _open(category: str, severity: str, closed_ago_s: float | None = None) -> None:
+    history = HistoryStore(os.environ["WESTEP_OPS_STORAGE_URL"])
+    now = datetime.now(UTC)
+    iid = history.open_incident(
+        category, severity, now - timedelta(minutes=30), now - timedelta(minutes=29), "x"
+    )
+    if closed_ago_s is not None:
+        closed = now - timedelta(seconds=closed_ago_s)
+        history.close_incident(iid, closed, closed, None)
+    history.close()
+
+
+def _grouped(m: Monitor, obs: list[Observation]) -> dict[str, str | None]:
+    m._group_with_recent(datetime.now(UTC), obs, m.history.open_incidents())  # noqa: SLF001
+    return {o.category: o.suspected_cause for o in obs}
+
+
+# -- H2: grouping hides nothing real ------------------------------------------------------
+def test_a_lingering_pool_warning_hides_no_endpoint_or_performance_failure(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    clear_history()
+    _open("pool", "warning")  # e.g. idle_in_transaction, open for hours
+    m = _monitor(tmp_path)
+    try:
+        obs = [
+            _obs(Category.connection),
+            _obs(Category.pool, (Status.warning, "idle_in_transaction")),
+            _obs(Category.api, (Status.critical, "endpoint_down")),
+        ]
+        assert _grouped(m, obs)["api"] is None
+    finally:
+        m.close()
+
+
+def test_a_critical_pool_incident_no_longer_failing_explains_nothing(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    clear_history()
+    _open("pool", "critical")
+    m = _monitor(tmp_path)
+    try:
+        # the pool incident is still open but the pool passes now: the API failure is news
+        obs = [_obs(Category.pool), _obs(Category.api, (Status.critical, "endpoint_down"))]
+        assert _grouped(m, obs)["api"] is None
+        # while the pool really cannot serve in this sweep, the API failure is its symptom
+        obs = [
+            _obs(Category.pool, (Status.critical, "pool_wait")),
+            _obs(Category.api, (Status.critical, "endpoint_down")),
+        ]
+        assert _grouped(m, obs)["api"] == "pool"
+    finally:
+        m.close()
+
+
+def test_a_slow_connection_warning_does_not_swallow_a_pool_that_cannot_serve(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    clear_history()
+    _open("connection", "warning")  # slow_connection
+    m = _monitor(tmp_path)
+    try:
+        obs = [
+            _obs(Category.connection, (Status.warning, "slow_connection")),
+            _obs(Category.pool, (Status.critical, "pool_exhausted")),
+        ]
+        assert _grouped(m, obs)["pool"] is None
+        # ...nor does a critical connection incident whose direct login works (pooled only)
+        clear_history()
+        _open("connection", "critical")
+        obs = [
+            _obs(Category.connection, (Status.critical, "pooled_connection_failed")),
+            _obs(Category.pool, (Status.critical, "pool_wait")),
+        ]
+        assert _grouped(m, obs)["pool"] is None
+        # the plan for that pool failure is the pool repair
+        plan, _ = m._plan_for(obs[1])  # noqa: SLF001
+        assert [p.action.value for p in plan] == ["restore_connection_pool"]
+    finally:
+        m.close()
+
+
+def test_the_tail_of_a_critical_incident_is_grouped_a_warning_one_is_not(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    clear_history()
+    _open("connection", "warning", closed_ago_s=2)
+    m = _monitor(tmp_path)
+    try:
+        pool = [_obs(Category.connection), _obs(Category.pool, (Status.critical, "pool_wait"))]
+        assert _grouped(m, pool)["pool"] is None
+        _open("connection", "critical", closed_ago_s=2)
+        pool = [_obs(Category.connection), _obs(Category.pool, (Status.critical, "pool_wait"))]
+        assert _grouped(m, pool)["pool"] == "connection"
+    finally:
+        m.close()
+
+
+# -- M3: clients queued a moment are load: no plan, no incident ---------------------------
+def test_pool_queue_plans_no_repair_and_escalates_nothing(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path / "c.json"))
+    queue = _obs(Category.pool, (Status.warning, "pool_queue")).result
+    assert queue is not None and queue.status is Status.warning  # still shown as a warning
+    assert plan_repairs([queue], None, config) == ([], [])
+    # a pool that cannot serve still gets its repair
+    wait = _obs(Category.pool, (Status.warning, "pool_queue"), (Status.critical, "pool_wait"))
+    plan, _ = plan_repairs([wait.result], None, config)  # type: ignore[list-item]
+    assert [p.action.value for p in plan] == ["restore_connection_pool"]
+
+
+def test_a_pool_warning_with_only_pool_queue_opens_no_incident(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    clear_history()
+    m = _monitor(tmp_path, monitoring__alerting__failureThreshold=1)
+    try:
+        now = datetime.now(UTC)
+        obs = [_obs(Category.pool, (Status.warning, "pool_queue"))]
+        m._store(now, "cheap", obs)  # noqa: SLF001
+        out = TickResult()
+        m._evaluate(now, obs, out)  # noqa: SLF001
+        assert out.opened == [] and out.repairs == []
+        # a real pool warning on the same path does open one (the test can fail)
+        obs = [_obs(Category.pool, (Status.warning, "idle_in_transaction"))]
+        m._store(now + timedelta(seconds=1), "cheap", obs)  # noqa: SLF001
+        m._evaluate(now + timedelta(seconds=1), obs, out)  # noqa: SLF001
+        assert len(out.opened) == 1
+    finally:
+        m.close()
+
+
+# -- M4: only the monitor's refused login blinds the performance sample ------------------
+def _perf() -> PerformanceSample:
+    return PerformanceSample(at=0.0, status="warning", problems=["mean API latency 3000 ms"])
+
+
+def test_an_erroring_cheap_check_does_not_mute_performance() -> None:
+    h7 = CheckResult(Category.api)
+    h7.problem(Status.error, "SUPABASE_ANON_KEY is not set")
+    h7.finish("ok")
+    h1 = _obs(Category.connection).result
+    perf = next(o for o in observations([h1, h7], _perf()) if o.category == "performance")  # type: ignore[list-item]
+    assert perf.failing and perf.suspected_cause is None
+
+
+def test_a_refused_monitor_login_blinds_the_performance_sample() -> None:
+    h1 = CheckResult(Category.connection)
+    h1.problem(Status.error, "direct: password authentication failed", MONITOR_MISCONFIGURED)
+    h1.values["direct_error"] = "password authentication failed"
+    h1.finish("ok")
+    perf = next(o for o in observations([h1], _perf()) if o.category == "performance")
+    assert perf.suspected_cause == "connection"
+
+
+# -- M2: no repair while the monitor's own login is refused ------------------------------
+def test_the_engine_plans_no_repair_while_h1_is_refused(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path / "c.json"))
+    h1 = CheckResult(Category.connection)
+    h1.problem(Status.error, "direct: password authentication failed", MONITOR_MISCONFIGURED)
+    h1.values["direct_error"] = "password authentication failed"
+    h1.finish("ok")
+    paused = _obs(Category.pool, (Status.critical, "pool_paused"))
+    m = Monitor.__new__(Monitor)  # the planner only: no probes, no history
+    m.config = config
+    m._refused = []  # noqa: SLF001
+    assert [p.action.value for p in m._plan_for(paused)[0]] == ["restore_connection_pool"]  # noqa: SLF001
+    m._refused = [h1]  # noqa: SLF001
+    plan, escalations = m._plan_for(paused)  # noqa: SLF001
+    assert plan == []
+    assert [e.category for e in escalations] == ["pool"]
+    assert "misconfigured" in escalations[0].reason
+
+
+def test_monitor_repairs_nothing_while_its_login_is_refused(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Wrong monitor password plus a paused pool (seen by the admin console, a separate
+    login): the monitor may alert, but requests and runs no repair."""
+    from westep_ops.sandbox import faults
+    from westep_ops_tests.test_misconfiguration import (
+        WRONG_PASSWORD,
+        _monitor_env,
+        _repair_attempts,
+    )
+
+    clear_history()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = write_config(tmp_path / "mon.json", monitoring__alerting__confirmDelaySeconds=0.2)
+    env = {**_monitor_env(password=WRONG_PASSWORD), "WESTEP_OPS_LOG_DIR": str(logs)}
+    faults.inject(sandbox, "pool_pause", True)
+    try:
+        mon = run_cli("--config", str(cfg), "monitor", "--once", env=env)
+        # the repair command refuses too: its own before-probe sees the refusal
+        rep = run_cli("--config", str(cfg), "repair", "restore_connection_pool", env=env)
+    finally:
+        faults.inject(sandbox, "pool_pause", False)
+    assert "Traceback" not in mon.stderr + rep.stderr, mon.stderr + rep.stderr
+    with psycopg.connect(os.environ["WESTEP_OPS_STORAGE_URL"]) as conn:
+        outcomes = conn.execute(
+            "SELECT action, outcome, summary FROM westep_ops.repair_attempts"
+        ).fetchall()
+    assert [(a, o) for a, o, _ in outcomes] == [("restore_connection_pool", "refused")], outcomes
+    assert "monitoring is misconfigured" in outcomes[0][2]
+    assert rep.returncode == 1, rep.stdout + rep.stderr
+    assert _repair_attempts() == 1
