@@ -248,6 +248,11 @@ def health_check(ctx: click.Context, as_json: bool, categories: tuple[str, ...])
         ]
         if causes:
             click.echo(f"error: {prefix}{redact('; '.join(causes))}", err=True)
+        else:
+            # A check that could not run for another reason (e.g. a grant only H4 needs):
+            # name the first one and its cause, so exit 3 never comes without a line.
+            first = next(r for r in results if r.status.value == "error")
+            click.echo(f"error: {first.name} could not run: {redact(first.summary)}", err=True)
     sys.exit(code)
 
 

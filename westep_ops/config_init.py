@@ -220,6 +220,9 @@ def discover(
         config["realtime"] = {"publication": pub, "tables": pubs[pub]}
     elif len(pubs) > 1:
         notes.append(f"realtime: several publications ({', '.join(pubs)}), none chosen")
+    pool = _pool(conn, env, config.get("databaseName") or target["database"], notes)
+    if pool:
+        config["pool"] = pool
     if supabase:
         auth_roles = list(API_ROLES) + (["authenticator"] if target["authenticator"] else [])
         config["auth"] = {
@@ -229,6 +232,54 @@ def discover(
             "apiRoles": list(API_ROLES),
         }
     return Discovery(config, flavour, notes)
+
+
+# Server sessions of the app's pooler, told apart by their application_name.
+POOLER_SQL = """
+SELECT DISTINCT usename::text AS login FROM pg_stat_activity
+WHERE usename IS NOT NULL AND usename <> session_user AND pid <> pg_backend_pid()
+  AND (application_name ILIKE '%supavisor%' OR application_name ILIKE '%pgbouncer%')
+ORDER BY 1
+"""
+
+
+def _pool(
+    conn: psycopg.Connection, env: Environment, database: str, notes: list[str]
+) -> dict[str, Any]:
+    """pool.appUsers and pool.size, for H2 without an admin console: the logins of the
+    pooler's server sessions (by application_name, and pgbouncer's SHOW SERVERS when
+    its console is configured), never the monitor's own."""
+    logins = {r["login"] for r in _dicts(conn, POOLER_SQL)}
+    size = None
+    mine = {conn.info.user}
+    try:
+        if env.database_url:
+            mine.add(str(psycopg.conninfo.conninfo_to_dict(env.database_url).get("user")))
+    except psycopg.ProgrammingError:
+        pass
+    if env.pgbouncer_admin_url:
+        try:
+            with connect(env.pgbouncer_admin_url, admin_console=True) as admin:
+                servers = _dicts(admin, "SHOW SERVERS")
+                dbs = _dicts(admin, "SHOW DATABASES")
+            logins |= {r["user"] for r in servers if r.get("database") == database}
+            size = next((int(d["pool_size"]) for d in dbs if d.get("name") == database), None)
+        except psycopg.Error as e:
+            notes.append(f"pool: pgbouncer admin console not read: {describe_error(e)}")
+    logins = {u for u in logins - mine if _IDENT.match(u)}
+    if not logins:
+        notes.append(
+            "pool: no pooler server sessions seen: set pool.appUsers and pool.size by hand"
+            " (H2 says 'app pool not watched' until then, unless PGBOUNCER_ADMIN_URL or"
+            " WESTEP_OPS_METRICS_URL is set)"
+        )
+        return {}
+    out: dict[str, Any] = {"appUsers": sorted(logins)}
+    if size:
+        out["size"] = size
+    else:
+        notes.append("pool: set pool.size to the pooler's pool size per login")
+    return out
 
 
 def _orphan_rules(

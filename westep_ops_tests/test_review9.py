@@ -6,6 +6,7 @@ ops store (incidents written through ``HistoryStore``); the probes against the s
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -125,18 +126,40 @@ def test_a_slow_connection_warning_does_not_swallow_a_pool_that_cannot_serve(
         m.close()
 
 
+def _queued_through_restart() -> Observation:
+    """H2 as after PostgreSQL restarted: the oldest waiter queued before the start."""
+    o = _obs(Category.pool, (Status.critical, "pool_wait"))
+    assert o.result is not None
+    o.result.values.update(max_wait_s=40.0, max_wait_since_server_start_s=3.0)
+    return o
+
+
 def test_the_tail_of_a_critical_incident_is_grouped_a_warning_one_is_not(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     clear_history()
     _open("connection", "warning", closed_ago_s=2)
-    m = _monitor(tmp_path)
+    m = _monitor(tmp_path, monitoring__alerting__groupGraceIntervals=10)
     try:
-        pool = [_obs(Category.connection), _obs(Category.pool, (Status.critical, "pool_wait"))]
-        assert _grouped(m, pool)["pool"] is None
+        assert _grouped(m, [_obs(Category.connection), _queued_through_restart()])["pool"] is None
+        api = _obs(Category.api, (Status.critical, "endpoint_down"))
+        assert _grouped(m, [_obs(Category.connection), api])["api"] is None
         _open("connection", "critical", closed_ago_s=2)
-        pool = [_obs(Category.connection), _obs(Category.pool, (Status.critical, "pool_wait"))]
-        assert _grouped(m, pool)["pool"] == "connection"
+        # a waiter that queued through the restart: the outage's tail
+        assert _grouped(m, [_obs(Category.connection), _queued_through_restart()])["pool"] == (
+            "connection"
+        )
+        # a pool that cannot serve with PostgreSQL up and no restart behind it: its own
+        plain = _obs(Category.pool, (Status.critical, "pool_exhausted"))
+        assert _grouped(m, [_obs(Category.connection), plain])["pool"] is None
+        # requests that failed meanwhile are the tail too
+        api = _obs(Category.api, (Status.critical, "endpoint_down"))
+        assert _grouped(m, [_obs(Category.connection), api])["api"] == "connection"
+        # ...but only within the grace
+        clear_history()
+        _open("connection", "critical", closed_ago_s=3600)
+        api = _obs(Category.api, (Status.critical, "endpoint_down"))
+        assert _grouped(m, [_obs(Category.connection), api])["api"] is None
     finally:
         m.close()
 
@@ -249,3 +272,213 @@ def test_monitor_repairs_nothing_while_its_login_is_refused(
     assert "monitoring is misconfigured" in outcomes[0][2]
     assert rep.returncode == 1, rep.stdout + rep.stderr
     assert _repair_attempts() == 1
+
+
+# -- H4: pgbouncer refusing a login PostgreSQL accepts is an outage ------------------------
+def test_pgbouncer_refusing_the_monitors_good_login_is_critical(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    from westep_ops.sandbox.scram import scram_verifier
+
+    s = sandbox.state
+    userlist = sandbox.layout.bouncer / "userlist.txt"
+    saved = userlist.read_text()
+    # pgbouncer's auth file now holds another password for the monitor's login only
+    broken = [
+        f'"westep_monitor" "{scram_verifier("not-the-password-in-the-urls")}"'
+        if line.startswith('"westep_monitor" ')
+        else line
+        for line in saved.splitlines()
+    ]
+    assert broken != saved.splitlines()
+
+    base = userlist.stat().st_mtime
+
+    def write(text: str, later_s: float) -> None:
+        # pgbouncer re-reads its auth file on RELOAD only when size or mtime changed, and
+        # both versions have the same size: give each its own mtime.
+        userlist.write_text(text)
+        os.utime(userlist, (base + later_s, base + later_s))
+
+    def reload() -> None:
+        with psycopg.connect(
+            s.url("pgbouncer_admin", s.bouncer_port, "pgbouncer"),
+            autocommit=True,
+            prepare_threshold=None,
+        ) as conn:
+            conn.execute("RELOAD")
+
+    write("\n".join(broken) + "\n", 5)
+    try:
+        reload()
+        res = run_cli("health-check", "--json")
+    finally:
+        write(saved, 10)
+        reload()
+    with psycopg.connect(os.environ["DATABASE_URL"], prepare_threshold=None) as conn:
+        conn.execute("SELECT 1")  # pgbouncer took the restored file back
+    h1 = next(c for c in json.loads(res.stdout)["checks"] if c["category"] == "connection")
+    assert h1["status"] == "critical", h1
+    assert "pooled_connection_failed" in h1["findings"], h1
+    assert "auth_file/auth_query" in h1["summary"]
+    assert res.returncode == 2, res.stdout + res.stderr
+
+
+# -- L1 + M6: a quoted table's lock is found up front; a long-held lock is critical -------
+QUOTED = 'public."step-logs"'
+
+
+def test_a_long_lock_on_a_quoted_table_is_found_and_escalates(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    import time
+
+    from psycopg import sql
+
+    from westep_ops.probes.health import prefetch, run_health_check
+    from westep_ops.probes.session import ProbeSession
+
+    with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+        conn.execute('CREATE TABLE public."step-logs" (id bigint PRIMARY KEY, step_id bigint)')
+        conn.execute('GRANT SELECT ON public."step-logs" TO westep_monitor, authenticated')
+    holder = psycopg.connect(sandbox.state.url("postgres"), autocommit=False)
+    try:
+        holder.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                sql.Identifier("public", "step-logs")
+            )
+        )
+        pid = holder.info.backend_pid
+        time.sleep(1.5)  # the holder's query is now older than the 1 s limit below
+        data = json.loads((Path(__file__).parent.parent / "westep-ops.json").read_text())
+
+        def cfg(name: str, **changes: object) -> Path:
+            return write_config(
+                tmp_path / name,
+                criticalTables=[
+                    *data["criticalTables"],
+                    {"table": QUOTED, "roles": ["authenticated"]},
+                ],
+                integrityRules=[
+                    {
+                        "name": "quoted_orphans",
+                        "kind": "orphans",
+                        "table": QUOTED,
+                        "columns": ["step_id"],
+                        "references": "public.steps",
+                        "severity": "warning",
+                    }
+                ],
+                **changes,
+            )
+
+        env = Environment.from_env()
+        short = load_config(cfg("short.json", repairs__stuckQuerySeconds=1))
+        with ProbeSession(env, short) as s:
+            # L1: the prefetch's lock lookup keys the table as the config spells it
+            prefetch(s, {Category.tables, Category.integrity})
+            assert QUOTED in s.memo("locks", dict), s.memo("locks", dict)
+        with ProbeSession(env, short) as s:
+            h3, h4 = run_health_check(s, [Category.tables, Category.integrity])
+        for r in (h3, h4):
+            assert r.status is Status.critical and "table_locked" in r.findings, r.summary
+            assert f"blocked by a lock held by pid {pid}" in r.summary
+        # with the default limit (300 s) the same lock is a warning
+        with ProbeSession(env, load_config(cfg("default.json"))) as s:
+            h3, h4 = run_health_check(s, [Category.tables, Category.integrity])
+        assert h3.status is Status.warning and h4.status is Status.warning, (h3.summary, h4.summary)
+        # a person decides: no repair is planned for a lock, however long
+        plan, escalations = plan_repairs([h3, h4], None, short)
+        assert plan == [] and {e.category for e in escalations} == {"tables", "integrity"}
+    finally:
+        holder.close()
+        with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+            conn.execute('DROP TABLE IF EXISTS public."step-logs"')
+
+
+# -- H3: the app pool's blind spots are visible ------------------------------------------
+def test_h2_cannot_see_hidden_app_sessions_is_an_error_not_ok(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.json", pool={"appUsers": ["authenticator"], "size": 10})
+    hosted = {"PGBOUNCER_ADMIN_URL": "", "WESTEP_OPS_METRICS_URL": ""}
+    app = psycopg.connect(sandbox.state.url("authenticator"), autocommit=True)
+    try:
+        seen = run_cli(
+            "--config", str(cfg), "health-check", "--json", "--category", "pool", env=hosted
+        )
+        with sandbox.superuser_conn() as conn:
+            conn.execute("REVOKE pg_monitor FROM westep_monitor")
+        try:
+            hidden = run_cli(
+                "--config", str(cfg), "health-check", "--json", "--category", "pool", env=hosted
+            )
+        finally:
+            with sandbox.superuser_conn() as conn:
+                conn.execute("GRANT pg_monitor TO westep_monitor")
+    finally:
+        app.close()
+    (ok,) = json.loads(seen.stdout)["checks"]
+    assert ok["status"] == "ok", ok  # with pg_monitor the app's sessions are judged
+    (h2,) = json.loads(hidden.stdout)["checks"]
+    assert h2["status"] == "error", h2
+    assert MONITOR_MISCONFIGURED in h2["findings"]
+    assert "cannot see the app's sessions" in h2["summary"]
+    assert "pg_read_all_stats" in h2["summary"]
+    assert hidden.returncode == 3, hidden.stdout + hidden.stderr
+
+
+# -- L5: exit 3 always comes with one line naming the cause ------------------------------
+def test_health_check_exit_3_names_the_check_that_could_not_run(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.review9_private (id bigint PRIMARY KEY, ref bigint)")
+        conn.execute("REVOKE ALL ON public.review9_private FROM westep_monitor")
+    try:
+        cfg = write_config(
+            tmp_path / "c.json",
+            integrityRules=[
+                {
+                    "name": "private_orphans",
+                    "kind": "orphans",
+                    "table": "public.review9_private",
+                    "columns": ["ref"],
+                    "references": "public.steps",
+                    "severity": "warning",
+                }
+            ],
+        )
+        res = run_cli("--config", str(cfg), "health-check", "--category", "integrity")
+    finally:
+        with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS public.review9_private")
+    assert res.returncode == 3, res.stdout + res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.stderr
+    assert "H4 integrity" in errors[0] and "lacks SELECT on public.review9_private" in errors[0]
+
+
+def test_config_init_suggests_the_app_pool_logins_and_size(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    from westep_ops.sandbox.state import POOL_SIZE
+
+    s = sandbox.state
+    # the app's login through pgbouncer: pgbouncer opens a server session for its pool
+    with psycopg.connect(
+        s.url("authenticator", s.bouncer_port), autocommit=True, prepare_threshold=None
+    ) as app:
+        app.execute("SELECT 1")
+        out = tmp_path / "init.json"
+        res = run_cli("config", "init", "--output", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    pool = json.loads(out.read_text())["pool"]
+    assert "authenticator" in pool["appUsers"] and "westep_monitor" not in pool["appUsers"]
+    assert pool["size"] == POOL_SIZE
+    # with it, H2 without a console watches the app's pool instead of saying it cannot
+    hosted = {"PGBOUNCER_ADMIN_URL": "", "WESTEP_OPS_METRICS_URL": ""}
+    h = run_cli("--config", str(out), "health-check", "--json", "--category", "pool", env=hosted)
+    (h2,) = json.loads(h.stdout)["checks"]
+    assert "pool_unwatched" not in h2["findings"], h2
+    assert any(p["user"] == "authenticator" for p in h2["values"]["pool_servers"]), h2

@@ -416,7 +416,10 @@ class Monitor:
         explains (``EXPLAINING``): a lingering warning (idle in transaction, a slow
         connect) hides nothing. A symptom more severe than its cause is never grouped,
         nor is a pool that cannot serve (pool_wait/pool_exhausted) under an open
-        connection incident while the direct connection works.
+        connection incident while the direct connection works, except when its oldest
+        waiter queued before PostgreSQL (re)started during a critical connection incident
+        that is open or just closed (the outage's tail, seen by H2 as
+        ``max_wait_since_server_start_s``).
         """
         a = self.config.monitoring.alerting
         grace = timedelta(
@@ -434,7 +437,7 @@ class Monitor:
         if not candidates:
             return
         by_cat = {x.category: x for x in obs}
-        # cause category -> its severity rank and whether its direct connection works now
+        # open incidents that explain now: category -> severity rank
         causes: dict[str, int] = {}
         for c, incident in open_.items():
             now_obs = by_cat.get(c)
@@ -456,15 +459,25 @@ class Monitor:
             and "direct_connection_failed" not in conn.result.findings
             and "direct_error" not in conn.result.values
         )
+        open_critical = {c for c, i in open_.items() if i.get("severity") == Status.critical.value}
         for o in candidates:
             findings = set(o.result.findings) if o.result is not None else set()
+            # H2 saw a client that queued before PostgreSQL (re)started: the outage's tail.
+            queued_through = o.result is not None and (
+                "max_wait_since_server_start_s" in o.result.values
+            )
             for c in EXPLAINED_BY[o.category]:
+                if c == Category.connection.value and direct_ok and findings & POOL_CANNOT_SERVE:
+                    # a pool that cannot serve while PostgreSQL answers is the pool's fault,
+                    # unless its waiter queued through the restart of a connection outage
+                    if queued_through and (c in tail or c in open_critical):
+                        o.suspected_cause = c
+                        break
+                    continue
                 if c in tail and c not in causes:
                     o.suspected_cause = c  # the real tail: a critical incident just closed
                     break
                 if c not in causes or _RANK.get(o.status, 0) > causes[c]:
-                    continue
-                if c == Category.connection.value and direct_ok and findings & POOL_CANNOT_SERVE:
                     continue
                 o.suspected_cause = c
                 break

@@ -155,6 +155,7 @@ def check_connection(session: ProbeSession, pooled: Outcome | None = None) -> Ch
         direct = connection_outcome(session, "direct")
         pooled = pooled if pooled is not None else connection_outcome(session, "pooled")
         pooled = _pooled_symptom(direct, pooled)
+        pooled = _pooler_refuses_good_login(session, direct, pooled)
         for target, outcome in (("direct", direct), ("pooled", pooled)):
             values, problems = outcome
             res.values.update(values)
@@ -208,6 +209,36 @@ def _pooled_symptom(direct: Outcome, pooled: Outcome) -> Outcome:
     ]
 
 
+def _same_login(session: ProbeSession) -> bool:
+    """DIRECT_URL and DATABASE_URL carry the same user and password."""
+    try:
+        d = conninfo_to_dict(session.env.direct_url or "")
+        p = conninfo_to_dict(session.env.database_url or "")
+    except psycopg.ProgrammingError:
+        return False
+    return bool(d.get("user")) and all(d.get(k) == p.get(k) for k in ("user", "password"))
+
+
+def _pooler_refuses_good_login(session: ProbeSession, direct: Outcome, pooled: Outcome) -> Outcome:
+    """pgbouncer refusing the login PostgreSQL just accepted, with the same user and
+    password, is pgbouncer's auth setup (auth_file/auth_query) failing: every app client
+    is refused too. That is an outage, not the monitor's misconfiguration."""
+    values, problems = pooled
+    if "direct_ms" not in direct[0] or not any(f == MONITOR_MISCONFIGURED for _, _, f in problems):
+        return pooled
+    if not _same_login(session):
+        return pooled
+    reason = values.get("pooled_error", "refused")
+    return values, [
+        (
+            Status.critical,
+            "pooled: pgbouncer refuses a login PostgreSQL accepts: check auth_file/auth_query"
+            f" ({reason})",
+            "pooled_connection_failed",
+        )
+    ]
+
+
 def _supabase_paused(session: ProbeSession) -> str | None:
     """A paused Supabase project answers HTTP with a platform error instead of the app."""
     url = (session.env.supabase_url or "").rstrip("/") + "/rest/v1/"
@@ -226,6 +257,9 @@ def _supabase_paused(session: ProbeSession) -> str | None:
 
 
 # -- H2 ---------------------------------------------------------------------------------
+POOL_UNWATCHED = "pool_unwatched"  # observe-only: no repair, no incident (see recovery)
+
+
 def check_pool(session: ProbeSession) -> CheckResult:
     """H2: is the app's pool serving? Busy is not exhausted.
 
@@ -264,6 +298,16 @@ def check_pool(session: ProbeSession) -> CheckResult:
         logins = list(pools) if pools is not None else list(session.config.pool.app_users)
         if row is not None and logins:
             _pool_servers(session, res, row, logins, size, pools)
+        if res.source == "pg_stat_activity" and not logins:
+            # Not ok and not a page: without a source the app's pool is a blind spot, and
+            # the monitor's own pooled SELECT 1 cannot vouch for it (pools are per user).
+            res.problem(
+                Status.warning,
+                "app pool not watched: set PGBOUNCER_ADMIN_URL, WESTEP_OPS_METRICS_URL or"
+                " pool.appUsers (the monitor's pooled check rides its own pool"
+                f" {res.values['monitor_pool']})",
+                POOL_UNWATCHED,
+            )
         res.finish(_pool_summary(res))
     return res
 
@@ -435,6 +479,16 @@ def _pool_servers(
             )
     res.values["pool_servers"] = per_login
     app = [p for p in per_login if sv_active is None or p["user"] in session.config.pool.app_users]
+    blind = [p for p in app if p["sessions"] and p["hidden"] == p["sessions"]]
+    if blind and len(blind) == len([p for p in app if p["sessions"]]):
+        # NULL state for every app session: none can count as busy, so "0 busy" would lie.
+        res.problem(
+            Status.error,
+            "monitoring is misconfigured: cannot see the app's sessions"
+            f" ({', '.join(p['user'] for p in blind)}): grant pg_monitor / pg_read_all_stats"
+            " to the monitoring login",
+            MONITOR_MISCONFIGURED,
+        )
     if sv_active is None and app and size:
         # the pooler's own figure, when there is one, stands
         res.values.setdefault("utilisation", round(max(p["busy"] for p in app) / size, 3))
@@ -443,14 +497,19 @@ def _pool_servers(
     )
 
 
+# Without pg_read_all_stats, another login's session shows NULL state and NULL
+# backend_type: such a row with a login name is counted as a hidden client session.
 BACKENDS_SQL = """
-SELECT count(*) FILTER (WHERE backend_type = 'client backend') AS backends,
+WITH activity AS (
+  SELECT *, backend_type IS NULL AND state IS NULL AND usename IS NOT NULL AS hidden_client
+  FROM pg_stat_activity)
+SELECT count(*) FILTER (WHERE backend_type = 'client backend' OR hidden_client) AS backends,
        current_setting('max_connections')::int AS max_connections,
        current_setting('superuser_reserved_connections')::int AS reserved,
        count(*) FILTER (WHERE state = 'idle in transaction') AS idle_in_tx,
        coalesce(extract(epoch FROM max(now() - state_change)
                 FILTER (WHERE state = 'idle in transaction')), 0)::float AS idle_in_tx_max_s,
-       count(*) FILTER (WHERE backend_type = 'client backend' AND state IS NULL) AS hidden,
+       count(*) FILTER (WHERE hidden_client) AS hidden,
        pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS full_view,
        extract(epoch FROM clock_timestamp() - pg_postmaster_start_time())::float AS server_up_s,
        (SELECT coalesce(json_agg(s), '[]'::json) FROM (
@@ -460,11 +519,11 @@ SELECT count(*) FILTER (WHERE backend_type = 'client backend') AS backends,
                  array_agg(round(extract(epoch FROM clock_timestamp()
                                  - coalesce(xact_start, query_start, backend_start))::numeric, 3))
                    FILTER (WHERE state <> 'idle') AS busy_ages
-          FROM pg_stat_activity
-          WHERE backend_type = 'client backend' AND usename IS NOT NULL
+          FROM activity
+          WHERE (backend_type = 'client backend' OR hidden_client) AND usename IS NOT NULL
             AND pid <> pg_backend_pid()
           GROUP BY usename, application_name) AS s) AS sessions_by_login
-FROM pg_stat_activity
+FROM activity
 """
 
 
@@ -543,7 +602,7 @@ def _pool_summary(res: CheckResult) -> str:
 # the first round trip, so a locked table costs the sweep nothing; a lock taken between
 # that look and the read still costs at most lock_timeout, once per table.
 LOCKS_SQL = """
-SELECT x.s || '.' || x.t AS t, l.pid, l.granted, a.usename::text AS usename, a.state,
+SELECT x.s AS schema_name, x.t AS table_name, l.pid, l.granted, a.usename::text AS usename, a.state,
        extract(epoch FROM clock_timestamp() - a.query_start)::float AS query_age_s,
        CASE WHEN NOT l.granted THEN pg_blocking_pids(l.pid) END AS behind
 FROM unnest(%s::text[], %s::text[]) AS x(s, t)
@@ -597,11 +656,25 @@ def blocker_text(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def _group_locks(rows: list[dict[str, Any]]) -> dict[str, str]:
+def _lock_key(r: dict[str, Any]) -> str:
+    """A LOCKS_SQL row's table in the config's spelling (public."step-logs" keeps quotes)."""
+    return qualified_name(r["schema_name"], r["table_name"])
+
+
+def _group_locks(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        by.setdefault(r["t"], []).append(r)
-    return {t: blocker_text(rs) for t, rs in by.items()}
+        by.setdefault(_lock_key(r), []).append(r)
+    return by
+
+
+def lock_status(session: ProbeSession, table: str) -> Status:
+    """A lock on ``table``: a warning, critical once its holder's query is older than
+    ``repairs.stuckQuerySeconds`` (a migration holding a critical table blocks every
+    read of the app). Never repaired automatically: a person decides."""
+    age = session.memo("lock_ages", dict).get(table)
+    limit = session.config.repairs.stuck_query_seconds
+    return Status.critical if age is not None and age >= limit else Status.warning
 
 
 def table_locks(session: ProbeSession, tables: list[str]) -> dict[str, str]:
@@ -636,8 +709,12 @@ def _refresh_locks(session: ProbeSession, tables: list[str]) -> None:
 def record_locks(session: ProbeSession, tables: list[str], rows: list[dict[str, Any]]) -> None:
     """Remember LOCKS_SQL ``rows`` for this sweep; ``tables`` count as looked at."""
     locks: dict[str, str] = session.memo("locks", dict)
-    for t, text in _group_locks(rows).items():
-        locks.setdefault(t, text)
+    ages: dict[str, float] = session.memo("lock_ages", dict)
+    for t, rs in _group_locks(rows).items():
+        locks.setdefault(t, blocker_text(rs))
+        held = [r["query_age_s"] for r in rs if r["granted"] and r["query_age_s"] is not None]
+        if held:
+            ages[t] = max(held + [ages.get(t, 0.0)])
     session.memo("locks_checked", set).update(tables)
 
 
@@ -655,10 +732,13 @@ def _note_lock(session: ProbeSession, table: str) -> str:
             )
         except DB_FAILURES:
             rows = []
-        locks[table] = (
+        if rows:
+            record_locks(session, [], rows)
+        locks.setdefault(
+            table,
             blocker_text(rows)
             if rows
-            else f"blocked by a lock (waited lock_timeout {session.timeouts.lock} ms; holder gone)"
+            else f"blocked by a lock (waited lock_timeout {session.timeouts.lock} ms; holder gone)",
         )
     return locks[table]
 
@@ -850,7 +930,7 @@ def check_tables(session: ProbeSession) -> CheckResult:
                     "rls_no_policy",
                 )
             elif verdict is None and (t, r) not in read and t in locks:  # a reader would wait
-                verdict = (Status.warning, f"{r} on {t}: {locks[t]}", "table_locked")
+                verdict = (lock_status(session, t), f"{r} on {t}: {locks[t]}", "table_locked")
             elif verdict is None and (probe_off or not row["switchable"]):
                 why = probe_off or f"{probe} is not a member of {r}"
                 item.update(status=Status.ok, verified="catalog")
@@ -879,7 +959,7 @@ def check_tables(session: ProbeSession) -> CheckResult:
         all_locks: dict[str, str] = session.memo("locks", dict)
         for t, roles in locked.items():
             res.problem(
-                Status.warning,
+                lock_status(session, t),
                 f"{t} ({', '.join(roles)}): {all_locks.get(t, 'blocked by a lock')}",
                 "table_locked",
             )
@@ -954,7 +1034,7 @@ def _read_as_roles(
         locks: dict[str, str] = session.memo("locks", dict)
         if table in locks:
             out[(table, role)] = (
-                Status.warning,
+                lock_status(session, table),
                 f"{role} on {table}: {locks[table]}",
                 "table_locked",
             )
@@ -979,7 +1059,7 @@ def _read_as_roles(
             if _is_lock_timeout(e):
                 blocker = _note_lock(session, table)
                 out[(table, role)] = (
-                    Status.warning,
+                    lock_status(session, table),
                     f"{role} on {table}: {blocker}",
                     "table_locked",
                 )
@@ -1163,7 +1243,11 @@ def check_integrity(session: ProbeSession) -> CheckResult:
                     else (Status.ok, "no violations", None)
                 )
             elif outcome is None and locked is not None:  # left out: locked before the count
-                verdict = (Status.warning, f"{r.name}: {locked}: {locks[locked]}", "table_locked")
+                verdict = (
+                    lock_status(session, locked),
+                    f"{r.name}: {locked}: {locks[locked]}",
+                    "table_locked",
+                )
             else:
                 verdict = outcome or (Status.error, f"{r.name}: not run", None)
             status, text, finding = verdict
@@ -1201,7 +1285,11 @@ def _count_rules(
         locks: dict[str, str] = session.memo("locks", dict)
         locked = next((t for t in _rule_tables([r]) if t in locks), None)
         if locked is not None:
-            out[r.name] = (Status.warning, f"{r.name}: {locked}: {locks[locked]}", "table_locked")
+            out[r.name] = (
+                lock_status(session, locked),
+                f"{r.name}: {locked}: {locks[locked]}",
+                "table_locked",
+            )
             continue
         if time.perf_counter() > stop:
             out[r.name] = (
@@ -1220,9 +1308,10 @@ def _count_rules(
             _rollback(session)
             if _is_lock_timeout(e):
                 table = _lock_table_of(session, r)
+                blocker = _note_lock(session, table)
                 out[r.name] = (
-                    Status.warning,
-                    f"{r.name}: {table}: {_note_lock(session, table)}",
+                    lock_status(session, table),
+                    f"{r.name}: {table}: {blocker}",
                     "table_locked",
                 )
             else:
@@ -1245,7 +1334,7 @@ def _lock_table_of(session: ProbeSession, rule: IntegrityRule) -> str:
         rows = []
     if rows:
         record_locks(session, [], rows)
-        return rows[0]["t"]
+        return _lock_key(rows[0])
     return tables[0]
 
 
@@ -1691,8 +1780,28 @@ def prefetch(session: ProbeSession, wanted: set[Category]) -> None:
     t_start = time.perf_counter()
     try:
         _prefetch(session, wanted)
+    except Exception as e:  # noqa: BLE001 - a shortcut failing must not fail the sweep
+        # Each probe then runs its own items (bounded) and reports what is wrong.
+        session.forget(*PREFETCHED)
+        session.remember("prefetch_error", f"{type(e).__name__}: {describe_error(e)}")
     finally:
         session.stats["prefetch_ms"] = _ms(t_start)
+
+
+# What the prefetch leaves in the sweep's memo (forgotten when it fails half-way).
+PREFETCHED = (
+    "q:backends",
+    "q:privs",
+    "q:rulecat",
+    "q:locks",
+    "q:realtime",
+    "q:auth",
+    "q:violations",
+    "q:notify",
+    "locks",
+    "locks_checked",
+    "lock_ages",
+)
 
 
 def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:

@@ -113,7 +113,7 @@ NO_REPAIR: dict[str, tuple[int, str]] = {
 
 # findings that are figures under load, not faults: shown (a warning in health-check),
 # never repaired, never escalated, never an incident of their own
-OBSERVE_ONLY = {"pool_queue"}
+OBSERVE_ONLY = {"pool_queue", "pool_unwatched"}
 
 # findings that pick a specific repair instead of the category's default
 FINDING_ACTIONS: dict[str, RepairAction] = {
