@@ -53,10 +53,14 @@ def ops_rows(query: str, *params: Any) -> list[tuple]:
 
 
 def app_pool(sb: Sandbox) -> dict[str, Any]:
+    """The app's pool in SHOW POOLS; empty figures before its first client connected."""
     return next(
-        p
-        for p in admin_rows(sb, "POOLS")
-        if p["database"] == TARGET_DB and p["user"] == "authenticator"
+        (
+            p
+            for p in admin_rows(sb, "POOLS")
+            if p["database"] == TARGET_DB and p["user"] == "authenticator"
+        ),
+        {"sv_active": 0, "cl_waiting": 0},
     )
 
 
