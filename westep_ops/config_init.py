@@ -76,7 +76,7 @@ WHERE c.oid = ANY(%(oids)s) AND a.grantee <> c.relowner AND NOT r.rolsuper
 ORDER BY 1
 """
 
-# <x>_id columns not covered by any foreign key of their table.
+# <x>_id (and Prisma's <x>Id) columns not covered by any foreign key of their table.
 CANDIDATES_SQL = """
 SELECT c.oid, n.nspname AS schema, c.relname AS name, a.attname AS column, a.atttypid AS type,
        ARRAY(SELECT k.attname::text FROM pg_index i
@@ -84,7 +84,7 @@ SELECT c.oid, n.nspname AS schema, c.relname AS name, a.attname AS column, a.att
              WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.attnum) AS pkey
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE c.oid = ANY(%(oids)s) AND a.attname ~ '^[a-z0-9_]+_id$'
+WHERE c.oid = ANY(%(oids)s) AND a.attname ~ '^([a-z0-9_]+_id|[a-z][A-Za-z0-9]*[a-z0-9]Id)$'
   AND NOT EXISTS (SELECT 1 FROM pg_constraint k
                   WHERE k.conrelid = c.oid AND k.contype = 'f' AND a.attnum = ANY(k.conkey))
 ORDER BY 2, 3, a.attnum
@@ -293,14 +293,18 @@ def _orphan_rules(
     targets = {(t["schema"], t["name"]): t for t in _dicts(conn, TARGETS_SQL, {"schemas": search})}
     rules: list[dict[str, Any]] = []
     for c in _dicts(conn, CANDIDATES_SQL, {"oids": oids}):
-        stem = c["column"][: -len("_id")]
+        col = c["column"]
+        stem = col[: -len("_id")] if col.endswith("_id") else col[: -len("Id")]
+        # Prisma names models in PascalCase: stepId -> public."Step"
+        names = _plural_candidates(stem)
+        names += [n[:1].upper() + n[1:] for n in names]
         # The same schema first, then the other exposed ones, then auth (user_id -> auth.users).
         order = [c["schema"], *(s for s in search if s != c["schema"])]
         ref = next(
             (
                 targets[(s, n)]
                 for s in order
-                for n in _plural_candidates(stem)
+                for n in names
                 if (s, n) in targets and (s, n) != (c["schema"], c["name"])
             ),
             None,
@@ -351,7 +355,10 @@ def _endpoints(
                 "WESTEP_OPS_APP_URL is set but /api/health does not answer 200: no app endpoint"
             )
     if env.supabase_url:
-        headers = {"apikey": env.service_role_key} if env.service_role_key else {}
+        # As H7 probes it: the anon key (the client's view, grants and RLS apply), as
+        # supabase-js sends it; the service role only when there is no anon key.
+        key = env.anon_key or env.service_role_key
+        headers = {"apikey": key, "Authorization": f"Bearer {key}"} if key else {}
         anon_tables = [t["table"] for t in critical if "anon" in t["roles"]]
         for table in anon_tables[:MAX_REST_PROBES]:
             schema, name = split_name(table)

@@ -482,3 +482,26 @@ def test_config_init_suggests_the_app_pool_logins_and_size(
     (h2,) = json.loads(h.stdout)["checks"]
     assert "pool_unwatched" not in h2["findings"], h2
     assert any(p["user"] == "authenticator" for p in h2["values"]["pool_servers"]), h2
+
+
+# -- M7: config init finds Prisma's camelCase references; endpoints as anon sees them -----
+def test_config_init_prisma_references_and_anon_endpoints(sandbox: Sandbox, tmp_path: Path) -> None:
+    with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+        conn.execute('CREATE TABLE public."Author" (id bigint PRIMARY KEY)')
+        conn.execute('CREATE TABLE public."Post" (id bigint PRIMARY KEY, "authorId" bigint)')
+        conn.execute('GRANT SELECT ON public."Author", public."Post" TO westep_monitor')
+    try:
+        out = tmp_path / "init.json"
+        # only the anon key: the REST endpoint is found as a client sees it
+        res = run_cli("config", "init", "--output", str(out), env={"SUPABASE_SERVICE_ROLE_KEY": ""})
+    finally:
+        with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
+            conn.execute('DROP TABLE IF EXISTS public."Post", public."Author"')
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    from westep_ops.config import split_name
+
+    (rule,) = [r for r in data["integrityRules"] if split_name(r["table"]) == ("public", "Post")]
+    assert [c.strip('"') for c in rule["columns"]] == ["authorId"], rule
+    assert split_name(rule["references"]) == ("public", "Author"), rule
+    assert [e["base"] for e in data["endpoints"] if e["base"] == "supabase"], data["endpoints"]
