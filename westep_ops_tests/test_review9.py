@@ -197,6 +197,27 @@ def test_a_pool_warning_with_only_pool_queue_opens_no_incident(
         m.close()
 
 
+def test_an_incident_closes_while_only_observe_only_warnings_remain(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A hosted stack's H2 stays a pool_unwatched warning for good: a pool incident opened
+    for something else (idle in transaction) must still close once that is gone."""
+    clear_history()
+    _open("pool", "warning")
+    m = _monitor(tmp_path, monitoring__alerting__successThreshold=2)
+    try:
+        now = datetime.now(UTC)
+        for i in range(2):
+            obs = [_obs(Category.pool, (Status.warning, "pool_unwatched"))]
+            m._store(now + timedelta(seconds=i), "cheap", obs)  # noqa: SLF001
+        out = TickResult()
+        m._evaluate(now + timedelta(seconds=2), obs, out)  # noqa: SLF001
+        assert len(out.closed) == 1, out
+        assert [a.kind for a in out.alerts] == ["resolved"]
+    finally:
+        m.close()
+
+
 # -- M4: only the monitor's refused login blinds the performance sample ------------------
 def _perf() -> PerformanceSample:
     return PerformanceSample(at=0.0, status="warning", problems=["mean API latency 3000 ms"])

@@ -340,7 +340,9 @@ class Monitor:
     def _consecutive(self, category: str, failing: bool, limit: int) -> list[datetime]:
         """Timestamps of the latest run of samples that are (not) failing, newest first."""
         run = []
-        for ts, status in self.history.recent_statuses(category, limit):
+        for ts, status in self.history.recent_statuses(
+            category, limit, observe_only=frozenset(OBSERVE_ONLY)
+        ):
             if status == UNKNOWN or (status in FAILING) != failing:
                 break  # an error sample says nothing either way: it ends the run
             run.append(ts)

@@ -197,12 +197,17 @@ class HistoryStore:
             ).fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def recent_statuses(self, category: str, limit: int) -> list[tuple[datetime, str]]:
-        """The latest samples of ``category``, newest first: (ts, status)."""
+    def recent_statuses(
+        self, category: str, limit: int, *, observe_only: frozenset[str] = frozenset()
+    ) -> list[tuple[datetime, str]]:
+        """The latest samples of ``category``, newest first: (ts, status). A warning made
+        only of ``observe_only`` findings (figures, not faults) reads as ok."""
         with self.tx() as conn:
             return conn.execute(
-                "SELECT ts, status FROM westep_ops.samples WHERE category = %s ORDER BY ts DESC, id DESC LIMIT %s",
-                (category, limit),
+                "SELECT ts, CASE WHEN status = 'warning' AND cardinality(findings) > 0"
+                " AND findings <@ %s::text[] THEN 'ok' ELSE status END"
+                " FROM westep_ops.samples WHERE category = %s ORDER BY ts DESC, id DESC LIMIT %s",
+                (sorted(observe_only), category, limit),
             ).fetchall()
 
     def last_sample_at(self, kinds: tuple[str, ...]) -> datetime | None:
@@ -574,12 +579,20 @@ class ResilientHistory(HistoryStore):
                 known[category] = max(closed, known.get(category, closed))
         return {c: t for c, t in known.items() if t > since}
 
-    def recent_statuses(self, category: str, limit: int) -> list[tuple[datetime, str]]:
+    def recent_statuses(
+        self, category: str, limit: int, *, observe_only: frozenset[str] = frozenset()
+    ) -> list[tuple[datetime, str]]:
         known = self._base(
-            f"recent:{category}", lambda: HistoryStore.recent_statuses(self, category, limit)
+            f"recent:{category}",
+            lambda: HistoryStore.recent_statuses(self, category, limit, observe_only=observe_only),
         )
+
+        def status(r: dict[str, Any]) -> str:
+            f = set(r.get("findings") or [])
+            return "ok" if r["status"] == "warning" and f and f <= observe_only else r["status"]
+
         spooled = [
-            (a["ts"], r["status"])
+            (a["ts"], status(r))
             for a in reversed(self._pending("samples"))
             for r in a["rows"]
             if r["category"] == category
