@@ -145,3 +145,23 @@ def test_drill_refuses_anything_but_the_sandbox(sandbox: Sandbox) -> None:
     assert res.returncode == 2 and "refusing to inject a fault" in res.stderr
     res = run_cli("drill", "--faults", "meteor")
     assert res.returncode == 2 and "unknown fault(s): meteor" in res.stderr
+
+
+def test_drill_counts_a_changed_or_missing_row_as_lost(sandbox: Sandbox) -> None:
+    """Row fingerprints, not counts: a row changed in place is a row lost."""
+    from westep_ops.sandbox.drill import _lost, _rows
+
+    before = _rows(sandbox)
+    with sandbox.superuser_conn() as conn:
+        (rid, note) = conn.execute(
+            "SELECT id, note FROM public.step_logs ORDER BY id LIMIT 1"
+        ).fetchone()
+        conn.execute(
+            "UPDATE public.step_logs SET note = 'changed by the test' WHERE id = %s", (rid,)
+        )
+    try:
+        assert _lost(before, _rows(sandbox)) == 1
+    finally:
+        with sandbox.superuser_conn() as conn:
+            conn.execute("UPDATE public.step_logs SET note = %s WHERE id = %s", (note, rid))
+    assert _lost(before, _rows(sandbox)) == 0

@@ -11,7 +11,7 @@ import pytest
 
 from westep_ops.sandbox import procs
 from westep_ops.sandbox.manager import Sandbox
-from westep_ops_tests.conftest import ROOT, app_get, run_cli
+from westep_ops_tests.conftest import BASE_PORT, ROOT, app_get, run_cli
 
 
 def test_all_components_run_and_answer(sandbox: Sandbox) -> None:
@@ -206,7 +206,10 @@ def test_env_prints_exports(sandbox: Sandbox) -> None:
 
 
 def _free_base_port() -> int:
-    for base in range(26100, 26900, 10):
+    # Relative to the session's base port, so test runs on other base ports (parallel
+    # checkouts) start their search elsewhere and do not race for the same ports.
+    start = BASE_PORT + 570
+    for base in range(start, start + 800, 10):
         if not any(procs.port_open(base + i) for i in range(5)):
             return base
     raise RuntimeError("no free ports")

@@ -622,3 +622,25 @@ class ResilientHistory(HistoryStore):
             return self._try(lambda: HistoryStore.undelivered(self, channel, since, limit))
         except HistoryUnavailable:
             return []  # alerts raised meanwhile are still queued in this process
+
+
+class PreviewHistory(ResilientHistory):
+    """The history as a preview sees it: the store's answers, and no write at all.
+
+    Dagster's "Preview tick result" runs the sensor for real; with this history (and a
+    :class:`~westep_ops.monitoring.notify.PreviewNotifier`) the engine decides exactly
+    what a tick would, while samples, incidents and alerts are dropped and its local
+    state lives in a throw-away in-memory spool. Rows it would create get made-up ids.
+    """
+
+    def __init__(self, url: str | None, **kwargs: Any) -> None:
+        from pathlib import Path
+
+        super().__init__(url, spool=Spool(Path(":memory:")), **kwargs)
+        self._made_up = -1_000_000_000  # far from the spool's own local ids
+
+    def _write(self, op: str, args: dict[str, Any]) -> int | None:
+        if op in ("open_incident", "add_alert"):
+            self._made_up -= 1
+            return self._made_up
+        return None

@@ -236,3 +236,21 @@ class Notifier:
         self.failures.append(text)
         print(f"westep-ops monitor: {text}", file=sys.stderr)
         self.event(a.ts, type="notify_failed", channel="slack", severity="warning", reason=reason)
+
+
+class PreviewNotifier(Notifier):
+    """Sends nothing and writes nothing: what a preview of a tick would have alerted."""
+
+    def __init__(self, env: Environment, tz: str) -> None:
+        super().__init__(env, tz)
+        self.previewed: list[Alert] = []
+
+    def event(self, ts: datetime, **fields: Any) -> None:
+        return None
+
+    def alert(self, a: Alert) -> list[str]:
+        self.previewed.append(a)
+        return []
+
+    def send(self, a: Alert) -> bool:
+        return False

@@ -780,8 +780,11 @@ ROLE_PROBE = "roleprobe"  # the session target of the optional role-probe login
 # (pg_policy.polroles holds 0 for PUBLIC; a policy applies to members who inherit).
 PRIVS_SQL = """
 SELECT x.t, x.r, c.oid IS NOT NULL AS table_exists, ro.oid IS NOT NULL AS role_exists,
+       -- Column-level SELECT (Supabase's column security pattern) is readable too.
        CASE WHEN c.oid IS NOT NULL AND ro.oid IS NOT NULL
-            THEN has_table_privilege(ro.oid, c.oid, 'SELECT') END AS can_select,
+            THEN has_any_column_privilege(ro.oid, c.oid, 'SELECT') END AS can_select,
+       CASE WHEN c.oid IS NOT NULL AND ro.oid IS NOT NULL
+            THEN has_table_privilege(ro.oid, c.oid, 'SELECT') END AS table_select,
        CASE WHEN n.oid IS NOT NULL AND ro.oid IS NOT NULL
             THEN has_schema_privilege(ro.oid, n.oid, 'USAGE') END AS schema_usage,
        coalesce(pr.oid IS NOT NULL AND ro.oid IS NOT NULL
@@ -857,6 +860,12 @@ def _to_read(rows: list[dict[str, Any]], locks: dict[str, str]) -> list[tuple[st
         for r in rows
         if _catalog_verdict(r) is None and r["switchable"] and r["t"] not in locks
     ]
+
+
+def _select_note(row: dict[str, Any]) -> str:
+    if row.get("table_select") is False:
+        return "SELECT on some columns only (column grants)"
+    return "SELECT granted"
 
 
 def _rls_note(row: dict[str, Any]) -> str:
@@ -935,14 +944,15 @@ def check_tables(session: ProbeSession) -> CheckResult:
                 why = probe_off or f"{probe} is not a member of {r}"
                 item.update(status=Status.ok, verified="catalog")
                 item["detail"] = (
-                    f"SELECT granted, USAGE on the schema, {_rls_note(row)} (catalog only: {why})"
+                    f"{_select_note(row)}, USAGE on the schema, {_rls_note(row)}"
+                    f" (catalog only: {why})"
                 )
             elif verdict is None:
                 verdict = read.get((t, r)) or (Status.error, f"{r} on {t}: not read", None)
                 if verdict[0] is Status.ok:
                     n = verdict[1]
                     item.update(status=Status.ok, verified="select", rows_visible=n)
-                    item["detail"] = f"read as {r}, {_rls_note(row)}" + (
+                    item["detail"] = f"read as {r} ({_select_note(row)}), {_rls_note(row)}" + (
                         " (0 rows visible: empty, or RLS filters)" if n == 0 else ""
                     )
             if verdict is not None and verdict[0] is not Status.ok:

@@ -5,12 +5,15 @@ the drill waits for the alert and for the automatic repair (or the escalation), 
 the fault, waits until monitoring sees the stack healthy again, and records the ground
 truth (``westep_ops.drill_faults``) next to the incidents it caused, so the monthly SLA
 report of the current month shows them and judges its alerts against it. Rows lost are
-counted over every table of the app (must be 0; quarantined rows are kept, not lost).
+counted over every table of the app by row fingerprints (md5 of each row), taken before
+the fault is removed and before any quarantined row is put back, so a repair cannot hide
+a loss behind the restore (must be 0; rows moved to the quarantine are kept, not lost).
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -66,19 +69,27 @@ def drill_config(config: Config, interval_s: float) -> Config:
     )
 
 
-def _counts(sb: Sandbox) -> dict[str, int]:
+def _rows(sb: Sandbox) -> Counter[str]:
+    """A multiset of the app's rows (table + md5 of the row), the fault's own rows left out."""
+    out: Counter[str] = Counter()
     with sb.superuser_conn() as conn:
-        return {
-            t: conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
-                    sql.Identifier(*t.split(".")),
-                    sql.SQL("note IS DISTINCT FROM {}").format(sql.Literal(faults.ORPHAN_MARK))
-                    if t == "public.step_logs"
-                    else sql.SQL("true"),
-                )
-            ).fetchone()[0]  # type: ignore[index]
-            for t in APP_TABLES
-        }
+        for t in APP_TABLES:
+            rel = sql.Identifier(*t.split("."))
+            skip = (
+                sql.SQL("r.note IS DISTINCT FROM {}").format(sql.Literal(faults.ORPHAN_MARK))
+                if t == "public.step_logs"
+                else sql.SQL("true")
+            )
+            for (h,) in conn.execute(
+                sql.SQL("SELECT md5(r::text) FROM {} AS r WHERE {}").format(rel, skip)
+            ):
+                out[f"{t}:{h}"] += 1
+    return out
+
+
+def _lost(before: Counter[str], after: Counter[str]) -> int:
+    """Rows present before and missing (or changed) after."""
+    return sum((before - after).values())
 
 
 def _settled(incident: tuple | None) -> bool:
@@ -142,7 +153,7 @@ def run_drill(
         monitor.tick(force="full")
         spin(all_closed, timeout_s)  # start from a healthy, quiet state
         for name in names:
-            before = _counts(sb)
+            before = _rows(sb)
             t0 = datetime.now(UTC)
             with store.tx() as conn:
                 (fid,) = conn.execute(
@@ -154,6 +165,10 @@ def run_drill(
                 echo(f"  {name}: injected")
                 spin(lambda t=t0: _settled(incident_since(t)), timeout_s)
                 inc = incident_since(t0)
+                try:  # before the fault is removed and before any restore
+                    settled_rows: Counter[str] | None = _rows(sb)
+                except psycopg.Error:
+                    settled_rows = None  # the database is down (pg_down): count once it is back
                 if name == "orphans":
                     # Put the quarantined fault rows back so 'off' removes them as it made them.
                     with psycopg.connect(env.repair_url or "") as conn:
@@ -172,8 +187,7 @@ def run_drill(
             removed = datetime.now(UTC)
             spin(all_closed, timeout_s)  # monitoring sees it healthy again (escalated ones too)
             inc = incident_since(t0) or inc
-            after = _counts(sb)
-            lost = sum(max(0, before[t] - after[t]) for t in APP_TABLES)
+            lost = _lost(before, settled_rows if settled_rows is not None else _rows(sb))
             if inc is None:
                 res = DrillResult(name, False, None, None, None, "not detected", lost, 0)
             else:

@@ -9,11 +9,13 @@ needs one: a repair the state of an open incident calls for. Requests are level-
 same request is never launched twice, and a request after a refused attempt whose limit
 has freed up is a new key.
 
-"Preview tick result" in the UI (GraphQL ``sensorDryRun``) runs this function for real,
-and Dagster 1.13 tells it nothing about being a preview: a preview takes real samples and
-may open an incident and send its (true) alert; only its run requests are dropped. Since
-repairs are requested from the state, the next real tick requests the same repair again
-under the same key: a preview never loses a repair.
+"Preview tick result" in the UI (GraphQL ``sensorDryRun``) runs this function for real.
+Dagster 1.13 has no flag for it, but a daemon tick's log key ends in its tick id while a
+preview gets none (the context then makes one ending in a timestamp): a preview probes
+and shows what the tick would report and request, with nothing stored and nothing sent
+(:class:`PreviewHistory`, :class:`PreviewNotifier`); when nothing is due it forces a
+cheap sweep, so the preview always shows the current state. Repairs are requested from
+the state anyway, so neither a preview nor a lost tick can lose one.
 
 Slack is sent by one process-wide background sender, so an evaluation never waits for
 a slow webhook; what it has not delivered is resent by a later evaluation.
@@ -35,8 +37,8 @@ from westep_ops.defs.health.assets import check_name
 from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG, repair_job
 from westep_ops.environment import Environment
 from westep_ops.monitoring.engine import Monitor
-from westep_ops.monitoring.history import HistoryUnavailable, ResilientHistory
-from westep_ops.monitoring.notify import Notifier
+from westep_ops.monitoring.history import HistoryUnavailable, PreviewHistory, ResilientHistory
+from westep_ops.monitoring.notify import Notifier, PreviewNotifier
 from westep_ops.probes.base import Status
 from westep_ops.redact import redact
 from westep_ops.resources import MonitoredStackResource, PostgresResource
@@ -51,6 +53,12 @@ def _notifier(env: Environment, tz: str) -> Notifier:
     if key not in _notifiers:
         _notifiers[key] = Notifier(env, tz, background=True)
     return _notifiers[key]
+
+
+def is_preview(context: SensorEvaluationContext) -> bool:
+    """True for the UI's "Preview tick result": a daemon tick's log key ends in its id."""
+    key = context.log_key
+    return bool(key) and not str(key[-1]).isdigit()
 
 
 @sensor(
@@ -71,11 +79,22 @@ def monitoring_sensor(
         {"DIRECT_URL": env.direct_url, "WESTEP_OPS_REPAIR_URL": env.repair_url},
         timeout_ms=config.monitoring.timeouts.connect,
     )
-    monitor = Monitor(
-        env, config, ResilientHistory(ops_storage.value()), _notifier(env, config.timezone)
-    )
+    preview = is_preview(context)
+    if preview:
+        monitor = Monitor(
+            env,
+            config,
+            PreviewHistory(ops_storage.value()),
+            PreviewNotifier(env, config.timezone),
+        )
+    else:
+        monitor = Monitor(
+            env, config, ResilientHistory(ops_storage.value()), _notifier(env, config.timezone)
+        )
     try:
         result = monitor.tick()
+        if result.ran is None and preview:
+            result = monitor.tick(force="cheap")
     except HistoryUnavailable as e:
         return SkipReason(f"ops store unavailable: {redact(e)}")
     finally:
@@ -120,8 +139,11 @@ def monitoring_sensor(
         )
         for r in result.repairs
     ]
+    if preview:
+        context.log.info("preview: nothing was stored and no alert was sent")
     context.log.info(
-        f"{result.ran} sweep in {result.duration_ms:.0f} ms; opened {result.opened}, closed {result.closed}, "
+        ("preview of a " if preview else "")
+        + f"{result.ran} sweep in {result.duration_ms:.0f} ms; opened {result.opened}, closed {result.closed}, "
         f"{len(runs)} repair run(s) requested"
         + (
             f"; history unavailable, {result.spooled} writes spooled"
