@@ -393,7 +393,7 @@ class OpsStore:
             ):
                 count += 1
         detail = self.status.detail if self.status else ""
-        return count, f"local state file {STORE_COPY_FILE} + {BUDGET_FILE} ({detail})"
+        return count, f"local audit file {BUDGET_FILE} + the store's last answer ({detail})"
 
     def start(self, attempt: dict[str, Any]) -> None:
         """Record an attempt as running before it changes anything (a kill -9 leaves it)."""

@@ -235,14 +235,14 @@ def compute(
                     .dropna()
                     .astype(int)
                 )
-                if len(repairs)
-                else set()
+                if len(repairs) and "outcome" in repairs.columns
+                else None
             )
-            ok = (
-                attempted["resolved_at"].notna()
-                & attempted["recovered_by"].fillna("").str.startswith("auto:")
-                & attempted["id"].isin(fixed)
-            )
+            ok = attempted["resolved_at"].notna() & attempted["recovered_by"].fillna(
+                ""
+            ).str.startswith("auto:")
+            if fixed is not None:
+                ok &= attempted["id"].isin(fixed)
             f.auto_recovery_success = float(ok.mean())
 
     opened = (
