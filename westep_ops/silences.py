@@ -194,13 +194,13 @@ class SilenceStore:
             conn = connect(
                 self.url or "",
                 connect_timeout_ms=self.connect_timeout_ms,
-                statement_timeout_ms=5000,
+                statement_timeout_ms=2000,
             )
         except psycopg.Error as e:
             self.error = describe_error(e)
             return None
         try:
-            with deadline(conn, 8000):
+            with deadline(conn, 3000):
                 migrate(conn)
                 self._sync(conn)
                 with conn.transaction():

@@ -294,13 +294,15 @@ class Monitor:
         if kind is None:
             return out
         out.ran = kind
-        self._silences(now)
         obs = self.probe(None if kind == "full" else CHEAP, with_performance=True)
         out.observations = obs
         self._last["cheap"] = now
         if kind == "full":
             self._last["full"] = now
         self._store(now, kind, obs)
+        # After the store: a store the history just found down or frozen is not waited on
+        # again (the local copy of the silences is used instead).
+        self._silences(now)
         self._evaluate(now, obs, out)
         self._degraded(now, obs, out)
         out.history_error = self.history.error
