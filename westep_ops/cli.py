@@ -379,9 +379,12 @@ def repair_cmd(
              restore_realtime_publication
     Repairs use WESTEP_OPS_REPAIR_URL / WESTEP_OPS_PGBOUNCER_REPAIR_URL, run under
     lock and statement timeouts, are verified by the matching check afterwards and
-    recorded (ops store and logs/repair-attempts.jsonl). Exit code 0 when every repair
-    succeeded (or had nothing to do), 1 when one failed or was refused, 2 on bad input
-    (config, flag, URL, unknown action).
+    recorded when they start and when they end (ops store, logs/repair-attempts.jsonl,
+    and the per-user repair budget). restore_connection_pool and
+    restore_realtime_publication skip while a silence or maintenance window covers
+    their category (--force overrides). Exit code 0 when every repair succeeded, had
+    nothing to do, was skipped (silenced) or was done by another run, 1 when one
+    failed or was refused, 2 on bad input (config, flag, URL, unknown action).
     """
     from westep_ops.repairs.base import parse_action, run_repair
     from westep_ops.repairs.recovery import plan_repairs, sweep
@@ -423,8 +426,9 @@ def recover_cmd(ctx: click.Context, with_health_check: bool, dry_run: bool, as_j
     """Check health, run the repairs it calls for in a safe order, re-check, escalate the rest.
 
     A recovery always decides on a fresh health check (acting on stale results is how
-    repairs do harm). Writes logs/recovery-<timestamp>.md. With
-    autoRecovery.enabled = false it only reports. Exit code 0 when everything passes
+    repairs do harm). A repair that crashes is that repair's failure: the others
+    still run and the report is always written, logs/recovery-<timestamp>-<id>.md
+    (one file per run). With autoRecovery.enabled = false it only reports. Exit code 0 when everything passes
     afterwards, 1 when something was escalated to a person or outside help, 2 on bad
     input (config, flag, URL).
     """
