@@ -562,3 +562,45 @@ def test_two_recovers_at_once_one_waits_and_each_writes_its_report(
     assert all(p.returncode == 0 for p in procs), outs
     paths = {rep["report"] for rep in reports}
     assert len(paths) == 2 and all(Path(p).exists() for p in paths)
+
+
+def test_the_dagster_sensor_respects_a_silence(
+    sandbox: Sandbox, clean: None, tmp_path: Path
+) -> None:
+    """Same engine: while `tables` is silenced the sensor opens a silenced incident and
+    requests no repair run; once the silence is expired it requests the repair."""
+    from dagster import DagsterInstance, build_sensor_context
+
+    from westep_ops.definitions import defs
+    from westep_ops.resources import default_resources
+    from westep_ops_tests.test_monitoring import _age_samples
+
+    cfg = write_config(tmp_path / "s.json", monitoring__alerting__confirmDelaySeconds=0.2)
+    add = run_cli("silence", "add", "--category", "tables", "--for", "1h", "--reason", "grants")
+    sid = re.search(r"silence #(\d+) ", add.stdout).group(1)
+    os.environ["WESTEP_OPS_CONFIG"], saved = str(cfg), os.environ["WESTEP_OPS_CONFIG"]
+    sensor = defs.get_sensor_def("monitoring_sensor")
+    faults.inject(sandbox, "grant_revoke", True)
+    try:
+        with DagsterInstance.ephemeral() as instance:
+
+            def tick() -> Any:
+                with build_sensor_context(
+                    instance=instance, resources=default_resources(), definitions=defs
+                ) as ctx:
+                    return sensor(ctx)
+
+            silenced = tick()
+            assert silenced.run_requests == []
+            ((by,),) = rows("SELECT silenced_by FROM westep_ops.incidents WHERE closed_at IS NULL")
+            assert by.startswith(f"#{sid} (grants")
+            assert rows("SELECT count(*) FROM westep_ops.alerts WHERE suppressed_by IS NULL") == [
+                (0,)
+            ]
+            assert run_cli("silence", "expire", sid).returncode == 0
+            _age_samples()
+            (request,) = tick().run_requests
+            assert "fix_table_permissions" in request.run_key
+    finally:
+        os.environ["WESTEP_OPS_CONFIG"] = saved
+        faults.inject(sandbox, "grant_revoke", False)
