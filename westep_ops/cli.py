@@ -774,7 +774,7 @@ def silence_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
                     "windows_now": [s.as_dict() for s in windows],
                     "source": "ops PostgreSQL"
                     if store.error is None
-                    else f"local copy ({store.error})",
+                    else f"local copy ({redact(store.error)})",
                 },
                 indent=2,
             )

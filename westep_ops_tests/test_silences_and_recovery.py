@@ -604,3 +604,47 @@ def test_the_dagster_sensor_respects_a_silence(
     finally:
         os.environ["WESTEP_OPS_CONFIG"] = saved
         faults.inject(sandbox, "grant_revoke", False)
+
+
+def test_recover_survives_a_westep_error_inside_fix_data_integrity(
+    sandbox: Sandbox, clean: None, tmp_path: Path
+) -> None:
+    """A DELETE trigger that writes a row back makes R5's count check refuse to commit
+    (a WestepError, which used to abort recover with exit 2 and no report)."""
+    cfg = write_config(tmp_path / "i.json")
+    echo = "westep-test-echo"
+    ddl = """
+        CREATE FUNCTION public.westep_test_echo() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO public.step_logs (step_id, note) VALUES (OLD.step_id, 'westep-test-echo');
+        RETURN OLD; END $$;
+        CREATE TRIGGER westep_test_echo AFTER DELETE ON public.step_logs FOR EACH ROW
+        WHEN (OLD.note IS DISTINCT FROM 'westep-test-echo') EXECUTE FUNCTION public.westep_test_echo();
+    """
+
+    def count() -> int:
+        with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"]) as c:
+            return c.execute("SELECT count(*) FROM public.step_logs").fetchone()[0]
+
+    faults.inject(sandbox, "orphans", True)
+    faults.inject(sandbox, "publication_drop", True)
+    with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as c:
+        c.execute(ddl)  # a constant test fixture
+    before = count()
+    try:
+        out = cli(cfg, "recover", "--json", timeout=180)
+        after = count()
+    finally:
+        with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as c:
+            c.execute("DROP TRIGGER IF EXISTS westep_test_echo ON public.step_logs")
+            c.execute("DROP FUNCTION IF EXISTS public.westep_test_echo()")
+            c.execute("DELETE FROM public.step_logs WHERE note = %s", (echo,))
+        faults.inject(sandbox, "orphans", False)
+        faults.inject(sandbox, "publication_drop", False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    outcomes = {r["action"]: (r["outcome"], r["summary"]) for r in report["repairs"]}
+    assert outcomes["fix_data_integrity"][0] == "failed", outcomes
+    assert "WestepError" in outcomes["fix_data_integrity"][1]  # the count check refused
+    assert outcomes["restore_realtime_publication"][0] == "repaired", outcomes
+    assert after == before  # rolled back: nothing moved, nothing lost
+    assert Path(report["report"]).exists()
