@@ -566,20 +566,25 @@ def insert_attempt(conn: psycopg.Connection, attempt: dict[str, Any]) -> None:
     ]
     # Upsert by uid: the start record, the final one, the budget file's replay and the
     # spool's replay all describe the same attempt, which is one row. A final outcome
-    # replaces "running"; nothing replaces a final outcome.
+    # replaces "running"; nothing replaces a final outcome; an incident id, once known
+    # (the spool maps a local one), is filled in whichever copy arrives first.
+    row = sql.Identifier("westep_ops", "repair_attempts")
+    sets = [
+        sql.SQL(
+            "{c} = CASE WHEN {t}.outcome = 'running' THEN EXCLUDED.{c} ELSE {t}.{c} END"
+        ).format(c=sql.Identifier(c), t=row)
+        for c in ATTEMPT_COLUMNS
+        if c not in ("attempt_uid", "incident_id")
+    ]
+    sets.append(sql.SQL("incident_id = coalesce({}.incident_id, EXCLUDED.incident_id)").format(row))
     conn.execute(
         sql.SQL(
             "INSERT INTO westep_ops.repair_attempts ({}) VALUES ({})"
             " ON CONFLICT (attempt_uid) DO UPDATE SET {}"
-            " WHERE westep_ops.repair_attempts.outcome = 'running'"
         ).format(
             sql.SQL(", ").join(map(sql.Identifier, ATTEMPT_COLUMNS)),
             sql.SQL(", ").join(sql.Placeholder() * len(ATTEMPT_COLUMNS)),
-            sql.SQL(", ").join(
-                sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
-                for c in ATTEMPT_COLUMNS
-                if c != "attempt_uid"
-            ),
+            sql.SQL(", ").join(sets),
         ),
         values,
     )
