@@ -648,3 +648,63 @@ def test_recover_survives_a_westep_error_inside_fix_data_integrity(
     assert outcomes["restore_realtime_publication"][0] == "repaired", outcomes
     assert after == before  # rolled back: nothing moved, nothing lost
     assert Path(report["report"]).exists()
+
+
+def test_the_seeds_sunday_window_recurs_in_the_configured_time_zone() -> None:
+    from westep_ops.config import MaintenanceWindow
+    from westep_ops.silences import window_intervals, window_occurrence
+
+    w = MaintenanceWindow(
+        name="weekly", cron="0 3 * * 0", duration_minutes=120, categories=["performance"]
+    )
+    start = datetime(2026, 11, 1, tzinfo=ZoneInfo("Asia/Tokyo"))
+    end = datetime(2026, 12, 1, tzinfo=ZoneInfo("Asia/Tokyo"))
+    spans = window_intervals(w, start, end, "Asia/Tokyo")
+    # Sundays 03:00-05:00 JST = Saturdays 18:00-20:00 UTC; Nov 1 is a Sunday.
+    assert [s.isoformat() for s, _e in spans] == [
+        f"2026-{d}T18:00:00+00:00" for d in ("10-31", "11-07", "11-14", "11-21", "11-28")
+    ]
+    assert [s.astimezone(ZoneInfo("Asia/Tokyo")).day for s, _e in spans] == [1, 8, 15, 22, 29]
+    assert all((e - s) == timedelta(minutes=120) for s, e in spans)
+    inside = datetime(2026, 11, 8, 4, 59, tzinfo=ZoneInfo("Asia/Tokyo"))
+    occ = window_occurrence(w, inside, "Asia/Tokyo")
+    assert (
+        occ is not None and occ.matches("performance", inside) and not occ.matches("pool", inside)
+    )
+    assert window_occurrence(w, inside + timedelta(minutes=1), "Asia/Tokyo") is None
+
+
+def test_every_repair_outcome_of_an_incident_is_followed(
+    sandbox: Sandbox, clean: None, tmp_path: Path
+) -> None:
+    """One repair succeeds (recovered_by is set), then another fails: that escalates, once."""
+    cfg = write_config(tmp_path / "f.json", monitoring__alerting__confirmDelaySeconds=0.2)
+
+    def attempt(iid: int, action: str, outcome: str) -> None:
+        with psycopg.connect(os.environ["WESTEP_OPS_STORAGE_URL"]) as c:
+            c.execute(
+                "INSERT INTO westep_ops.repair_attempts (action, trigger, target, started_at,"
+                " finished_at, dry_run, outcome, summary, incident_id, escalation)"
+                " VALUES (%s, 'test', 'sandbox', now(), now(), false, %s, %s, %s, 2)",
+                (action, outcome, f"{action} {outcome} (constructed)", iid),
+            )
+
+    faults.inject(sandbox, "grant_revoke", True)
+    m = monitor(cfg)
+    try:
+        (iid,) = m.tick(force="full").opened
+        attempt(iid, "fix_table_permissions", "repaired")
+        assert [a.kind for a in m.tick(force="full").alerts] == []
+        assert rows("SELECT recovered_by FROM westep_ops.incidents") == [
+            ("auto:fix_table_permissions",)
+        ]
+        attempt(iid, "repair_auth", "failed")
+        later = m.tick(force="full")
+        assert [a.kind for a in later.alerts] == ["escalated"]
+        assert "repair_auth failed" in later.alerts[0].message
+        assert [
+            a.kind for a in m.tick(force="full").alerts
+        ] == []  # one escalation, not one per tick
+    finally:
+        m.close()
+        faults.inject(sandbox, "grant_revoke", False)
