@@ -1,13 +1,17 @@
 """The ops store: westep-ops' own memory in the ops PostgreSQL (``WESTEP_OPS_STORAGE_URL``).
 
 Schema ``westep_ops``, created and migrated here, never in the monitored database: when
-the target is down its outage must still be recorded. Today it holds the audit of every
+the target is down its outage must still be recorded. It holds the audit of every
 repair attempt, which is also what the per-action hourly rate limit counts, across
-processes and restarts. Every attempt is appended to ``logs/repair-attempts.jsonl`` as
-well, so that when the ops database itself is unreachable repairs are still audited and
-still rate-limited (from that file, and the report says so); such an attempt is also
-queued in the monitor's spool and reaches the history when the store returns. Every
-query has a client-side deadline: a frozen ops server cannot hold a repair.
+processes and restarts, and the silences. An attempt is recorded when it starts
+(``running``) and completed when it ends, so a killed process leaves a record that counts
+and is later marked ``interrupted``. Every attempt is also appended to
+``logs/repair-attempts.jsonl`` (the audit) and to ``repair-budget.jsonl`` in the per-user
+state dir (:func:`state_home`, not the log dir: one budget per user, whatever the log
+dir), with a local copy of the store's attempts of the last hour: while the ops database
+is unreachable the limit counts both, and when it returns the attempts made meanwhile
+are written to it exactly once (by ``attempt_uid``). Every query has a client-side
+deadline: a frozen ops server cannot hold a repair.
 
 :func:`refuse_monitored_store` refuses an ops store that is the monitored database.
 """
