@@ -395,11 +395,14 @@ def repair_cmd(
              restore_realtime_publication
     Repairs use WESTEP_OPS_REPAIR_URL / WESTEP_OPS_PGBOUNCER_REPAIR_URL, run under
     lock and statement timeouts, are verified by the matching check afterwards and
-    recorded (ops store and logs/repair-attempts.jsonl). fix_table_permissions gives
-    back only what the health check needs (SELECT and schema USAGE for the critical
-    tables' roles) and reports the rest of the declared drift; --all-declared grants
-    that too. Exit code 0 when every repair succeeded (or had nothing to do), 1 when one
-    failed or was refused, 2 on bad input (config, flag, URL, unknown action).
+    recorded when they start and when they end (ops store, logs/repair-attempts.jsonl,
+    and the per-user repair budget). fix_table_permissions gives back only what the
+    health check needs (SELECT and schema USAGE for the critical tables' roles) and
+    reports the rest of the declared drift; --all-declared grants that too.
+    restore_connection_pool and restore_realtime_publication skip while a silence or
+    maintenance window covers their category (--force overrides). Exit code 0 when every
+    repair succeeded, had nothing to do, was skipped (silenced) or was done by another
+    run, 1 when one failed or was refused, 2 on bad input (config, flag, URL, unknown action).
     """
     from westep_ops.config import RepairAction
     from westep_ops.repairs.base import parse_action, run_repair
@@ -458,8 +461,9 @@ def recover_cmd(ctx: click.Context, with_health_check: bool, dry_run: bool, as_j
     """Check health, run the repairs it calls for in a safe order, re-check, escalate the rest.
 
     A recovery always decides on a fresh health check (acting on stale results is how
-    repairs do harm). Writes logs/recovery-<timestamp>.md. With
-    autoRecovery.enabled = false it only reports. Exit code 0 when everything passes
+    repairs do harm). A repair that crashes is that repair's failure: the others
+    still run and the report is always written, logs/recovery-<timestamp>-<id>.md
+    (one file per run). With autoRecovery.enabled = false it only reports. Exit code 0 when everything passes
     afterwards, 1 when something was escalated to a person or outside help, 2 on bad
     input (config, flag, URL).
     """
@@ -702,6 +706,160 @@ def alerts_label(alert_id: int, real: bool, false_alarm: bool) -> None:
     if not _history_call(lambda h: h.label(alert_id, real, now_utc())):
         raise WestepError(f"no alert {alert_id}")
     click.echo(f"alert {alert_id} labelled {'real' if real else 'a false alarm'}")
+
+
+# -- silences ---------------------------------------------------------------------------
+SILENCE_CATEGORIES = [
+    "connection",
+    "pool",
+    "tables",
+    "integrity",
+    "realtime",
+    "auth",
+    "api",
+    "performance",
+]
+
+
+@cli.group("silence")
+def silence_group() -> None:
+    """Silences: no alert and no automatic repair for some categories for a while.
+
+    \b
+    While a silence (or a maintenance window from the config's maintenanceWindows)
+    covers a category, the monitor still records what it sees -- incidents are kept,
+    marked silenced, and their alerts are recorded as suppressed -- but sends nothing
+    and runs no automatic repair for it; restore_connection_pool and
+    restore_realtime_publication skip (unless --force). When it ends the state is
+    judged afresh. Stored in the ops PostgreSQL, or in the local state file while it
+    is unreachable (written to it when it returns).
+    """
+
+
+@silence_group.command("add")
+@click.option(
+    "--category",
+    "categories",
+    multiple=True,
+    required=True,
+    type=click.Choice(SILENCE_CATEGORIES),
+    help="A category to silence (repeatable).",
+)
+@click.option(
+    "--for", "duration", required=True, help="How long: 30m, 2h, 1d (1 minute to 30 days)."
+)
+@click.option(
+    "--reason",
+    required=True,
+    callback=lambda c, p, v: _text(v, "--reason"),
+    help="Why (shown in list and in skipped repairs).",
+)
+@click.option("--by", default=None, callback=_person, help="Who (default: $USER).")
+def silence_add(categories: tuple[str, ...], duration: str, reason: str, by: str | None) -> None:
+    """Silence CATEGORY for a while. Exit code 0, 2 on bad input."""
+    from westep_ops.silences import SilenceStore, parse_duration
+    from westep_ops.store import now_utc
+
+    d = parse_duration(duration)
+    env = _env()
+    s = SilenceStore(env.storage_url).add(
+        sorted(set(categories)), d, reason, by or os.environ.get("USER") or "someone", now_utc()
+    )
+    tz = _silence_tz()
+    click.echo(f"silence {s.describe(tz)} on {', '.join(s.categories)}")
+    if s.local:
+        click.echo("  (ops store unreachable: kept locally, written to it when it returns)")
+
+
+def _text(value: str, name: str) -> str:
+    if not value.strip() or not value.isprintable() or len(value) > 500:
+        raise click.BadParameter(f"{name}: 1-500 printable characters")
+    return value
+
+
+def _silence_tz() -> str:
+    try:
+        from westep_ops.config import load_config
+
+        return load_config(click.get_current_context().find_root().obj.get("config_path")).timezone
+    except (WestepError, RuntimeError):
+        return "UTC"
+
+
+@silence_group.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also ended and expired silences.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def silence_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """Active silences (with --all, every one), and maintenance windows covering now."""
+    from westep_ops.silences import SilenceStore, window_occurrence
+    from westep_ops.store import now_utc
+
+    config = _cfg(ctx)
+    now = now_utc()
+    store = SilenceStore(_env().storage_url, connect_timeout_ms=config.monitoring.timeouts.connect)
+    items = store.list(include_ended=show_all, now=now)
+    windows = [
+        o for w in config.maintenance_windows if (o := window_occurrence(w, now, config.timezone))
+    ]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "silences": [dict(s.as_dict(), active=s.active(now)) for s in items],
+                    "windows_now": [s.as_dict() for s in windows],
+                    "source": "ops PostgreSQL"
+                    if store.error is None
+                    else f"local copy ({redact(store.error)})",
+                },
+                indent=2,
+            )
+        )
+        return
+    if store.error is not None:
+        click.echo(f"(ops store unreachable: {redact(store.error)}; the local copy is shown)")
+    rows = [
+        [
+            s.label,
+            ",".join(s.categories),
+            s.starts_at.strftime("%Y-%m-%d %H:%M"),
+            s.ends_at.strftime("%Y-%m-%d %H:%M"),
+            "active" if s.active(now) else ("expired" if s.expired_at else "ended"),
+            s.created_by,
+            s.reason,
+        ]
+        for s in items
+    ] + [
+        [
+            "window",
+            ",".join(w.categories),
+            w.starts_at.strftime("%Y-%m-%d %H:%M"),
+            w.ends_at.strftime("%Y-%m-%d %H:%M"),
+            "active",
+            "config",
+            str(w.window),
+        ]
+        for w in windows
+    ]
+    if not rows:
+        click.echo("no active silences")
+        return
+    click.echo(
+        _table(rows, ["id", "categories", "starts (UTC)", "ends (UTC)", "state", "by", "reason"])
+    )
+
+
+@silence_group.command("expire")
+@click.argument("silence_id")
+def silence_expire(silence_id: str) -> None:
+    """End silence SILENCE_ID now. Exit code 0, 2 when there is no such active silence."""
+    from westep_ops.silences import SilenceStore, parse_id
+    from westep_ops.store import now_utc
+
+    s = SilenceStore(_env().storage_url).expire(parse_id(silence_id), now_utc())
+    if s is None:
+        raise WestepError(f"no active silence {silence_id}")
+    click.echo(f"silence #{s.label} expired ({', '.join(s.categories)}: {s.reason})")
 
 
 def _history_call(fn: Any) -> Any:

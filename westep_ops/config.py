@@ -478,6 +478,39 @@ class Auth(_Model):
     health_path: UrlPath = "/auth/v1/health"
 
 
+SilenceCategory = Literal[
+    "connection", "pool", "tables", "integrity", "realtime", "auth", "api", "performance"
+]
+
+
+class MaintenanceWindow(_Model):
+    """A recurring window (cron in ``timezone``) during which categories are silenced."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    cron: str = Field(
+        min_length=9, max_length=200, description="5-field cron: minute hour dom month dow"
+    )
+    duration_minutes: int = Field(ge=1, le=7 * 24 * 60)
+    categories: list[SilenceCategory] = Field(min_length=1, max_length=8)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from croniter import croniter
+
+        # Five fields only: croniter also takes seconds and years, which a window never needs.
+        if len(v.split()) != 5 or not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a 5-field cron expression (e.g. '0 3 * * 0')")
+        return v
+
+
+class Sla(_Model):
+    exclude_maintenance: bool = Field(
+        False,
+        description="leave maintenance-window time out of availability (it is shown apart anyway)",
+    )
+
+
 class Config(_Model):
     monitoring: Monitoring = Monitoring()
     timezone: str = "Asia/Tokyo"
@@ -492,6 +525,8 @@ class Config(_Model):
     repairs: Repairs = Repairs()
     pool: Pool = Pool()
     report_language: Literal["en", "ja"] = "en"
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list, max_length=50)
+    sla: Sla = Sla()
 
     @field_validator("timezone")
     @classmethod
@@ -508,6 +543,9 @@ class Config(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"integrity rule names must be unique: {', '.join(dupes)}")
+        windows = [w.name for w in self.maintenance_windows]
+        if len(set(windows)) != len(windows):
+            raise ValueError("maintenance window names must be unique")
         return self
 
 

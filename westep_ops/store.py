@@ -1,13 +1,17 @@
 """The ops store: westep-ops' own memory in the ops PostgreSQL (``WESTEP_OPS_STORAGE_URL``).
 
 Schema ``westep_ops``, created and migrated here, never in the monitored database: when
-the target is down its outage must still be recorded. Today it holds the audit of every
+the target is down its outage must still be recorded. It holds the audit of every
 repair attempt, which is also what the per-action hourly rate limit counts, across
-processes and restarts. Every attempt is appended to ``logs/repair-attempts.jsonl`` as
-well, so that when the ops database itself is unreachable repairs are still audited and
-still rate-limited (from that file, and the report says so); such an attempt is also
-queued in the monitor's spool and reaches the history when the store returns. Every
-query has a client-side deadline: a frozen ops server cannot hold a repair.
+processes and restarts, and the silences. An attempt is recorded when it starts
+(``running``) and completed when it ends, so a killed process leaves a record that counts
+and is later marked ``interrupted``. Every attempt is also appended to
+``logs/repair-attempts.jsonl`` (the audit) and to ``repair-budget.jsonl`` in the per-user
+state dir (:func:`state_home`, not the log dir: one budget per user, whatever the log
+dir), with a local copy of the store's attempts of the last hour: while the ops database
+is unreachable the limit counts both, and when it returns the attempts made meanwhile
+are written to it exactly once (by ``attempt_uid``). Every query has a client-side
+deadline: a frozen ops server cannot hold a repair.
 
 :func:`refuse_monitored_store` refuses an ops store that is the monitored database.
 """
@@ -153,12 +157,56 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (source, seq)
     );
     """,
+    # 6: silences; incidents and alerts remember a silence; attempts recorded when they start
+    """
+    CREATE TABLE westep_ops.silences (
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        categories  text[] NOT NULL,
+        starts_at   timestamptz NOT NULL,
+        ends_at     timestamptz NOT NULL,
+        reason      text NOT NULL,
+        created_by  text NOT NULL,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        expired_at  timestamptz,
+        uid         text UNIQUE              -- written once, also when replayed from the local file
+    );
+    CREATE INDEX silences_ends ON westep_ops.silences (ends_at);
+    ALTER TABLE westep_ops.incidents ADD COLUMN silenced_by text;       -- kept: it was silenced
+    ALTER TABLE westep_ops.incidents ADD COLUMN unsilenced_at timestamptz; -- judged afresh after
+    ALTER TABLE westep_ops.alerts ADD COLUMN suppressed_by text;        -- recorded, not sent
+    ALTER TABLE westep_ops.repair_attempts ALTER COLUMN finished_at DROP NOT NULL;
+    ALTER TABLE westep_ops.repair_attempts ADD COLUMN attempt_uid text;
+    CREATE UNIQUE INDEX repair_attempts_uid ON westep_ops.repair_attempts (attempt_uid);
+    """,
 ]
+
+# Outcomes that ran nothing: not counted by the hourly limit.
+NOT_COUNTED = ("refused", "skipped", "done_by_other")
+RUNNING = "running"  # recorded when an attempt starts; completed when it ends
+INTERRUPTED = "interrupted"  # a running attempt whose process died (kill -9, power loss)
+BUDGET_FILE = "repair-budget.jsonl"  # attempts made here, for the limit while the store is down
+STORE_COPY_FILE = "repair-budget-store.json"  # the store's attempts of the last hour
 
 
 def log_dir() -> Path:
     """Where reports and logs go: ``$WESTEP_OPS_LOG_DIR`` or ``./logs``."""
     p = Path(os.environ.get("WESTEP_OPS_LOG_DIR") or "logs")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def state_home() -> Path:
+    """Per-user state that must not depend on the log dir (the repair budget, silences).
+
+    ``$WESTEP_OPS_STATE_DIR`` when set, else ``$XDG_STATE_HOME/westep-ops``, else
+    ``~/.local/state/westep-ops``: two log directories must not give two budgets.
+    """
+    raw = os.environ.get("WESTEP_OPS_STATE_DIR")
+    if raw:
+        p = Path(raw)
+    else:
+        xdg = os.environ.get("XDG_STATE_HOME")
+        p = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "westep-ops"
     p.mkdir(parents=True, exist_ok=True)
     return p
 
@@ -239,39 +287,177 @@ class OpsStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- the hourly limit ------------------------------------------------------------------
+    @property
+    def budget_file(self) -> Path:
+        return state_home() / BUDGET_FILE
+
+    def _budget_lines(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.budget_file.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a torn line from a crash must not stop the rate limit
+            if isinstance(rec, dict) and isinstance(rec.get("attempt_uid"), str):
+                out.append(rec)
+        return out
+
+    def _local_attempts(self) -> dict[str, dict[str, Any]]:
+        """Attempts made on this machine, by uid; the latest line of each wins."""
+        out: dict[str, dict[str, Any]] = {}
+        for rec in self._budget_lines():
+            out[rec["attempt_uid"]] = {**out.get(rec["attempt_uid"], {}), **rec}
+        return out
+
+    def _append_budget(self, record: dict[str, Any]) -> None:
+        keep = {k: record.get(k) for k in (*ATTEMPT_COLUMNS, "attempt_uid")}
+        with open(self.budget_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps(keep, default=str, sort_keys=True) + "\n")
+        self._prune_budget()
+
+    def _prune_budget(self) -> None:
+        """Keep the budget file to the last two hours (it is a limit, not the audit)."""
+        lines = self._budget_lines()
+        if len(lines) < 200:
+            return
+        since = now_utc() - timedelta(hours=2)
+        keep = [r for r in lines if (_when(r.get("started_at")) or since) >= since]
+        tmp = self.budget_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep), "utf-8")
+        tmp.replace(self.budget_file)
+
+    def _replay_budget(self, conn: psycopg.Connection) -> None:
+        """Write attempts made while the store was down into it, once each (by uid)."""
+        since = now_utc() - timedelta(hours=2)
+        for rec in self._local_attempts().values():
+            started = _when(rec.get("started_at"))
+            if started is None or started < since or rec.get("dry_run"):
+                continue
+            if (rec.get("incident_id") or 0) < 0:
+                rec = {**rec, "incident_id": None}  # its incident is still in a spool
+            insert_attempt(conn, rec)
+
     def attempts_last_hour(self, action: str, now: datetime | None = None) -> tuple[int, str]:
-        """Non-dry-run, non-refused attempts of ``action`` in the last hour, and the source."""
+        """Attempts of ``action`` that ran in the last hour (dry runs, refusals and skips
+        excluded; running and interrupted ones included), and where they were counted.
+
+        With the store up, attempts this machine made while it was down are written to
+        it first (exactly once), and the store's answer is copied locally; with it down,
+        that copy and this machine's own attempts are counted together.
+        """
         now = now or datetime.now(UTC)
         since = now - timedelta(hours=1)
-        row = self._query(
-            "SELECT count(*) FROM westep_ops.repair_attempts WHERE action = %s"
-            " AND started_at > %s AND NOT dry_run AND outcome <> 'refused'",
-            (action, since),
-        )
-        if row is not None:
-            return (row[0] if row else 0), "ops PostgreSQL"
-        count = 0
-        for rec in self._read_file():
+        conn = self._conn()
+        if conn is not None:
             try:
-                started = datetime.fromisoformat(rec["started_at"])
-            except (KeyError, TypeError, ValueError):
-                continue  # a damaged record must not switch the limit off for everyone
+                with deadline(conn, self.STATEMENT_MS + 1000), conn.transaction():
+                    self._replay_budget(conn)
+                    rows = conn.execute(
+                        "SELECT attempt_uid, action, started_at, outcome FROM"
+                        " westep_ops.repair_attempts WHERE started_at > %s AND NOT dry_run"
+                        " AND outcome <> ALL(%s)",
+                        (now - timedelta(hours=2), list(NOT_COUNTED)),
+                    ).fetchall()
+                copy = [
+                    {
+                        "attempt_uid": u or f"db-{i}",
+                        "action": a,
+                        "started_at": t.isoformat(),
+                        "outcome": o,
+                    }
+                    for i, (u, a, t, o) in enumerate(rows)
+                ]
+                _write_json(state_home() / STORE_COPY_FILE, copy)
+                count = sum(1 for r in rows if r[1] == action and r[2] > since)
+                return count, "ops PostgreSQL"
+            except _UNAVAILABLE as e:
+                self._fail(e)
+        seen: dict[str, dict[str, Any]] = {}
+        try:
+            copy = json.loads((state_home() / STORE_COPY_FILE).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            copy = []
+        for rec in [*(copy if isinstance(copy, list) else []), *self._local_attempts().values()]:
+            if isinstance(rec, dict) and isinstance(rec.get("attempt_uid"), str):
+                seen[rec["attempt_uid"]] = rec
+        count = 0
+        for rec in seen.values():
+            started = _when(rec.get("started_at"))
             if (
-                rec.get("action") == action
-                and not rec.get("dry_run")
-                and rec.get("outcome") != "refused"
+                started is not None
                 and started > since
+                and rec.get("action") == action
+                and not rec.get("dry_run")
+                and rec.get("outcome") not in NOT_COUNTED
             ):
                 count += 1
-        return count, f"local audit file ({self.status.detail if self.status else ''})"
+        detail = self.status.detail if self.status else ""
+        return count, f"local audit file {BUDGET_FILE} + the store's last answer ({detail})"
+
+    def start(self, attempt: dict[str, Any]) -> None:
+        """Record an attempt as running before it changes anything (a kill -9 leaves it)."""
+        rec = {**attempt, "outcome": RUNNING, "finished_at": None}
+        self._append_budget(rec)
+        conn = self._conn()
+        if conn is None or (rec.get("incident_id") or 0) < 0:
+            return  # the budget file has it; it reaches the store when that returns
+        try:
+            with deadline(conn, self.STATEMENT_MS + 1000):
+                insert_attempt(conn, rec)
+        except _UNAVAILABLE as e:
+            self._fail(e)
+
+    def reap_interrupted(self, action: str, own_uid: str | None = None) -> list[dict[str, Any]]:
+        """Mark ``action``'s running attempts interrupted; call only while holding its lock.
+
+        Whoever holds the lock is the only one running ``action``, so any other attempt
+        still "running" belongs to a process that died. Returns those attempts.
+        """
+        out: list[dict[str, Any]] = []
+        conn = self._conn()
+        if conn is not None:
+            try:
+                with deadline(conn, self.STATEMENT_MS + 1000):
+                    cur = conn.execute(
+                        "UPDATE westep_ops.repair_attempts SET outcome = %s, finished_at = now(),"
+                        " summary = 'interrupted: the process running it stopped before it'"
+                        " || ' finished (killed?); what it did is unknown: ' || summary"
+                        " WHERE action = %s AND outcome = %s AND attempt_uid IS DISTINCT FROM %s"
+                        " RETURNING id, started_at, incident_id",
+                        (INTERRUPTED, action, RUNNING, own_uid),
+                    )
+                    out = [
+                        {"id": i, "started_at": t, "incident_id": inc}
+                        for i, t, inc in cur.fetchall()
+                    ]
+            except _UNAVAILABLE as e:
+                self._fail(e)
+        for rec in self._local_attempts().values():
+            if (
+                rec.get("action") == action
+                and rec.get("outcome") == RUNNING
+                and rec.get("attempt_uid") != own_uid
+            ):
+                self._append_budget({**rec, "outcome": INTERRUPTED})
+                if conn is None:
+                    out.append(rec)
+        return out
 
     def record(self, attempt: dict[str, Any]) -> None:
-        """Append one attempt to the audit file and to the ops database, or to the spool."""
+        """Complete one attempt: the audit file, the budget file, and the ops database
+        (or the spool, which the monitor replays into the history when the store returns)."""
         from westep_ops.spool import Spool
 
         line = json.dumps(attempt, default=str, sort_keys=True)
         with open(self.audit_file, "a", encoding="utf-8") as f:
             f.write(line + "\n")
+        if not attempt.get("dry_run"):
+            self._append_budget(attempt)
         conn = self._conn()
         if conn is not None:
             mapped = attempt
@@ -312,18 +498,49 @@ class OpsStore:
         if self._db is not None and not self._db.closed and not self._db.broken:
             self._query("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(action),))
 
-    def _read_file(self) -> list[dict[str, Any]]:
+
+def _when(value: Any) -> datetime | None:
+    try:
+        t = datetime.fromisoformat(value) if isinstance(value, str) else value
+    except ValueError:
+        return None
+    if not isinstance(t, datetime):
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, default=str, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)  # atomic: a crash never leaves half a file
+
+
+class LocalLock:
+    """A per-user, per-action file lock (``flock``): holds on this machine while the ops
+    store is down, and the kernel drops it when its process dies (kill -9 included)."""
+
+    def __init__(self, action: str) -> None:
+        d = state_home() / "locks"
+        d.mkdir(exist_ok=True)
+        self.path = d / f"{action}.lock"
+        self._f: Any = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        f = open(self.path, "a")  # held until release()
         try:
-            lines = self.audit_file.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a torn line from a crash must not stop the rate limit
-        return out
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return False
+        self._f = f
+        return True
+
+    def release(self) -> None:
+        if self._f is not None:
+            self._f.close()  # closing the file drops the flock
+            self._f = None
 
 
 ATTEMPT_COLUMNS = (
@@ -341,6 +558,7 @@ ATTEMPT_COLUMNS = (
     "after",
     "escalation",
     "incident_id",
+    "attempt_uid",
 )
 
 
@@ -350,10 +568,27 @@ def insert_attempt(conn: psycopg.Connection, attempt: dict[str, Any]) -> None:
         Jsonb(attempt.get(c)) if c in ("changes", "before", "after") else attempt.get(c)
         for c in ATTEMPT_COLUMNS
     ]
+    # Upsert by uid: the start record, the final one, the budget file's replay and the
+    # spool's replay all describe the same attempt, which is one row. A final outcome
+    # replaces "running"; nothing replaces a final outcome; an incident id, once known
+    # (the spool maps a local one), is filled in whichever copy arrives first.
+    row = sql.Identifier("westep_ops", "repair_attempts")
+    sets = [
+        sql.SQL(
+            "{c} = CASE WHEN {t}.outcome = 'running' THEN EXCLUDED.{c} ELSE {t}.{c} END"
+        ).format(c=sql.Identifier(c), t=row)
+        for c in ATTEMPT_COLUMNS
+        if c not in ("attempt_uid", "incident_id")
+    ]
+    sets.append(sql.SQL("incident_id = coalesce({}.incident_id, EXCLUDED.incident_id)").format(row))
     conn.execute(
-        sql.SQL("INSERT INTO westep_ops.repair_attempts ({}) VALUES ({})").format(
+        sql.SQL(
+            "INSERT INTO westep_ops.repair_attempts ({}) VALUES ({})"
+            " ON CONFLICT (attempt_uid) DO UPDATE SET {}"
+        ).format(
             sql.SQL(", ").join(map(sql.Identifier, ATTEMPT_COLUMNS)),
             sql.SQL(", ").join(sql.Placeholder() * len(ATTEMPT_COLUMNS)),
+            sql.SQL(", ").join(sets),
         ),
         values,
     )

@@ -48,6 +48,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     # Reports and audit files of the tests go to a scratch folder, not the repo's logs/.
     os.environ["WESTEP_OPS_LOG_DIR"] = str(tmp_path_factory.mktemp("logs"))
     os.environ["WESTEP_OPS_REPORTS_DIR"] = str(tmp_path_factory.mktemp("reports"))
+    # The per-user state (repair budget, local silences) too, never ~/.local/state.
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
     for name in faults.active(sb):  # left on by an interrupted earlier run
         faults.inject(sb, name, False)
     try:
@@ -100,6 +102,10 @@ def clear_repair_audit() -> None:
             conn.execute("TRUNCATE westep_ops.repair_attempts")
     audit = Path(os.environ["WESTEP_OPS_LOG_DIR"]) / "repair-attempts.jsonl"
     audit.unlink(missing_ok=True)
+    from westep_ops.store import BUDGET_FILE, STORE_COPY_FILE, state_home
+
+    for name in (BUDGET_FILE, STORE_COPY_FILE):
+        (state_home() / name).unlink(missing_ok=True)
 
 
 def write_config(path: Path, **overrides: object) -> Path:

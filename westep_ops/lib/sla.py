@@ -11,12 +11,15 @@ How each figure is measured (the report repeats this):
   samples is down, else up when one is up, else unknown (also when it has no sample:
   the monitor itself was down). Availability = up / all slots: unknown time is never
   counted as up, and never as down. The share of slots measured (up or down) is
-  reported as the measured share.
+  reported as the measured share. Slots that start inside a maintenance window
+  (config ``maintenanceWindows``) are shown apart (maintenance time, and availability
+  outside it); with ``sla.excludeMaintenance`` they are left out of availability.
 - **response time** and **error rate**: from the performance samples (P1, P2).
 - **MTTD** = alert time - first failing sample; **MTTR** = first passing sample after the
   alert - alert time; each incident counts on its own, overlapping or not.
 - **auto-recovery success**: incidents recovered by an automatic repair (verified by the
-  passing re-probe that closed them) / incidents that had one attempted.
+  passing re-probe that closed them, and the repair really changed something: "nothing
+  to do" is no success) / incidents that had one attempted.
 - **alert precision**: opened alerts judged real / all opened alerts. An alert is judged
   by a person's label when there is one, else by drill ground truth (a fault was on),
   else by its confirmation probe (every alert is confirmed before it is sent).
@@ -79,6 +82,11 @@ class SlaFigures:
     unknown: int = 0
     availability: float | None = None
     measured_share: float | None = None
+    maintenance_slots: int = 0  # slots starting inside a maintenance window
+    maintenance_minutes: float = 0.0
+    maintenance_down: int = 0  # of those, down ones (planned downtime)
+    availability_outside_maintenance: float | None = None
+    maintenance_excluded: bool = False
     mean_response_ms: float | None = None
     p95_response_ms: float | None = None
     error_rate: float | None = None
@@ -156,15 +164,33 @@ def compute(
     drill: pd.DataFrame | None = None,
     interval_s: float = 60,
     full_interval_s: float = 300,
+    maintenance: list[tuple[datetime, datetime]] | None = None,
+    exclude_maintenance: bool = False,
 ) -> SlaFigures:
-    """All SLA figures of [start, end). Frames may be empty; columns as in the ops store."""
+    """All SLA figures of [start, end). Frames may be empty; columns as in the ops store.
+
+    ``maintenance``: the maintenance-window intervals of the period (UTC); their time is
+    reported apart, and left out of availability with ``exclude_maintenance``.
+    """
     f = SlaFigures(start, end)
     states = slot_states(samples, start, end, interval_s)
     f.slots = int(len(states))
     counts = states.value_counts()
     f.up, f.down, f.unknown = (int(counts.get(k, 0)) for k in ("up", "down", "unknown"))
+    in_window = pd.Series(False, index=states.index)
+    for ws, we in maintenance or []:
+        in_window |= (states.index >= pd.Timestamp(ws)) & (states.index < pd.Timestamp(we))
+    f.maintenance_slots = int(in_window.sum())
+    f.maintenance_minutes = f.maintenance_slots * interval_s / 60
+    f.maintenance_down = int((states[in_window] == "down").sum())
+    outside = states[~in_window]
+    if len(outside):
+        f.availability_outside_maintenance = float((outside == "up").mean())
+    f.maintenance_excluded = exclude_maintenance
     if f.slots:
         f.availability = f.up / f.slots
+        if exclude_maintenance:
+            f.availability = f.availability_outside_maintenance
         f.measured_share = (f.up + f.down) / f.slots
         days = states.groupby(states.index.floor("D"))
         f.daily = [
@@ -207,9 +233,21 @@ def compute(
         attempted = inc[inc["id"].isin(tried)]
         f.auto_recovery_attempted = int(len(attempted))
         if len(attempted):
+            # "nothing to do" changed nothing: only an attempt that repaired counts.
+            fixed = (
+                set(
+                    repairs.loc[repairs["outcome"] == "repaired", "incident_id"]
+                    .dropna()
+                    .astype(int)
+                )
+                if len(repairs) and "outcome" in repairs.columns
+                else None
+            )
             ok = attempted["resolved_at"].notna() & attempted["recovered_by"].fillna(
                 ""
             ).str.startswith("auto:")
+            if fixed is not None:
+                ok &= attempted["id"].isin(fixed)
             f.auto_recovery_success = float(ok.mean())
 
     opened = (

@@ -140,6 +140,14 @@ def render(
         f"slots: {f.slots}, up {f.up}, down {f.down}, unknown {f.unknown} "
         f"(measured share {fmt('coverage', f.measured_share)})",
         "",
+        (
+            f"maintenance windows: {f.maintenance_minutes:.0f} min ({f.maintenance_slots} slots, "
+            f"{f.maintenance_down} down); availability outside maintenance "
+            f"{fmt('availability', f.availability_outside_maintenance)}; maintenance time is "
+            + ("excluded from" if f.maintenance_excluded else "included in")
+            + " availability (sla.excludeMaintenance)"
+        ),
+        "",
     ]
     for key, title in (
         ("availability", t["daily"]),

@@ -138,6 +138,8 @@ def run(monitor: Monitor, *, once: bool, echo: Callable[[str], None] = print) ->
                 )
                 for a in result.alerts:
                     echo(f"  ALERT {a.line(monitor.notifier.tz)}")
+                for a in result.suppressed:
+                    echo(f"  silenced, not sent: {a.kind} {a.category}: {redact(a.message)}")
                 try:
                     run_repairs(monitor, result)
                 except Exception as e:  # noqa: BLE001 - nor one bad repair

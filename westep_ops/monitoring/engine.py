@@ -176,6 +176,7 @@ class TickResult:
     duration_ms: float = 0.0
     history_error: str | None = None
     spooled: int = 0  # history writes waiting in the local spool after this tick
+    suppressed: list[Alert] = field(default_factory=list)  # recorded, not sent: silenced
 
 
 def observations(results: list[CheckResult], perf: PerformanceSample | None) -> list[Observation]:
@@ -228,6 +229,7 @@ class Monitor:
         self._refused: list[CheckResult] = []  # this sweep's H1, when its login is refused
         self._resent_at = 0.0
         self.resend_every_s = RESEND_EVERY_S
+        self.silenced: Any = None  # silences.Matcher of the current tick
 
     def close(self, wait_s: float = 2.0) -> None:
         """Give queued Slack sends up to ``wait_s`` (the rest is resent later), then close."""
@@ -249,6 +251,47 @@ class Monitor:
             spool.put(key, value)
         else:
             self._local[key] = value
+
+    # -- silences and maintenance windows ----------------------------------------------------
+    def _silences(self, now: datetime) -> None:
+        from westep_ops.silences import current
+
+        self.silenced = current(
+            self.config, self.env.storage_url, now=now, unreachable=self.history.error
+        )
+
+    def silenced_by(self, category: str) -> str | None:
+        """The silence or maintenance window covering ``category`` this tick, described."""
+        if self.silenced is None or category == MONITOR:
+            return None  # the monitor's own blindness is never silenced
+        return self.silenced.describe(category)
+
+    def _judge_silence(
+        self, now: datetime, o: Observation, incident: dict, out: TickResult
+    ) -> None:
+        """Mark an open incident silenced while a silence covers it; judge it afresh after.
+
+        An incident that is still failing when its silence ends is alerted then (its
+        repairs are requested by the usual level-triggered path); one that passes by then
+        closes quietly, as nobody was told it was open.
+        """
+        by = self.silenced_by(o.category)
+        held = incident.get("silenced_by") and not incident.get("unsilenced_at")
+        if by and not held:
+            self.history.update_incident(incident["id"], silenced_by=by, unsilenced_at=None)
+            incident.update(silenced_by=by, unsilenced_at=None)
+        elif not by and held and o.failing:
+            self.history.update_incident(incident["id"], unsilenced_at=now, last_notified_at=now)
+            incident.update(unsilenced_at=now, last_notified_at=now)
+            self._alert(
+                out,
+                now,
+                "opened",
+                o.severity,
+                o.category,
+                f"still failing after the silence ended ({incident['silenced_by']}): {o.summary}",
+                incident["id"],
+            )
 
     # -- cadence --------------------------------------------------------------------------
     def due(self, now: datetime) -> str | None:
@@ -294,6 +337,9 @@ class Monitor:
         if kind == "full":
             self._last["full"] = now
         self._store(now, kind, obs)
+        # After the store: a store the history just found down or frozen is not waited on
+        # again (the local copy of the silences is used instead).
+        self._silences(now)
         self._evaluate(now, obs, out)
         self._degraded(now, obs, out)
         out.history_error = self.history.error
@@ -361,9 +407,12 @@ class Monitor:
                 continue  # the check could not run: see _degraded
             incident = open_.get(o.category)
             if incident is not None:
+                self._judge_silence(now, o, incident, out)
                 self._follow_repairs(incident, out)
                 if o.failing:
                     self._request_repairs(incident, o, out)
+                    if self.silenced_by(o.category):
+                        continue  # reminders pause while silenced
                     if now - incident["last_notified_at"] >= timedelta(minutes=a.reminder_minutes):
                         self._alert(
                             out,
@@ -380,6 +429,11 @@ class Monitor:
                 if len(passes) >= a.success_threshold:
                     self.history.close_incident(incident["id"], passes[-1], now, None)
                     took = (passes[-1] - incident["detected_at"]).total_seconds()
+                    quiet = (
+                        incident["silenced_by"]
+                        if incident.get("silenced_by") and not incident.get("unsilenced_at")
+                        else None
+                    )  # nobody was told it opened: its end is recorded, not sent
                     self._alert(
                         out,
                         now,
@@ -388,6 +442,7 @@ class Monitor:
                         o.category,
                         f"recovered ({took:.0f} s after the alert): {o.summary}",
                         incident["id"],
+                        suppressed_by=quiet,
                     )
                     out.closed.append(incident["id"])
                 continue
@@ -487,7 +542,14 @@ class Monitor:
     def _open(self, o: Observation, fails: list[datetime], out: TickResult) -> None:
         started = fails[-1] if fails else self.clock()
         detected = self.clock()
-        iid = self.history.open_incident(o.category, o.severity, started, detected, o.summary)
+        iid = self.history.open_incident(
+            o.category,
+            o.severity,
+            started,
+            detected,
+            o.summary,
+            silenced_by=self.silenced_by(o.category),
+        )
         out.opened.append(iid)
         self._alert(out, detected, "opened", o.severity, o.category, o.summary, iid)
         self._plan(iid, o, out, detected)
@@ -530,6 +592,8 @@ class Monitor:
         return plan, [e for e in escalations if e.category != MONITOR_CATEGORY]
 
     def _plan(self, iid: int, o: Observation, out: TickResult, now: datetime) -> None:
+        if self.silenced_by(o.category):
+            return  # no repair and no escalation while silenced; judged afresh at its end
         plan, escalations = self._plan_for(o)
         for e in escalations:
             self.history.update_incident(iid, escalation=e.level)
@@ -568,13 +632,18 @@ class Monitor:
         """
         if not self.recovery or o.suspected_cause is not None:
             return  # off, or now a symptom of another failure: that one's repair comes first
+        if self.silenced_by(o.category):
+            return  # silenced: no automatic repair (an operator may be at work)
         plan, _escalations = self._plan_for(o)
         if not plan:
             return
         attempts = self.history.repair_outcomes(incident["id"])
         for p in plan:
             mine = [a for a in attempts if a["action"] == p.action.value]
-            if mine and not (mine[-1]["outcome"] == "refused" and self._limit_free(p.action)):
+            if mine and mine[-1]["outcome"] == "running" and self._reap(p.action):
+                mine[-1] = {**mine[-1], "outcome": "interrupted"}
+            retry = mine and mine[-1]["outcome"] in ("refused", "interrupted")
+            if mine and not (retry and self._limit_free(p.action)):
                 continue
             out.repairs.append(RepairRequest(incident["id"], o.category, p.action, len(mine)))
 
@@ -590,23 +659,58 @@ class Monitor:
             count, _source = store.attempts_last_hour(action.value)
         return count < self.config.monitoring.auto_recovery.max_attempts_per_hour
 
+    def _reap(self, action: RepairAction) -> bool:
+        """A "running" attempt whose lock is free belongs to a dead process: mark it
+        interrupted (True). False while it really runs somewhere."""
+        from westep_ops.store import LocalLock, OpsStore
+
+        local = LocalLock(action.value)
+        if not local.acquire():
+            return False
+        try:
+            with OpsStore(
+                self.env.storage_url,
+                connect_timeout_ms=self.config.monitoring.timeouts.connect,
+                unreachable=self.history.error,
+            ) as store:
+                lock = store.try_lock(action.value)
+                if lock is False:
+                    return False
+                try:
+                    store.reap_interrupted(action.value)
+                finally:
+                    if lock:
+                        store.unlock(action.value)
+            return True
+        finally:
+            local.release()
+
     def _follow_repairs(self, incident: dict, out: TickResult) -> None:
         """Read back how the incident's repairs went: record success, escalate failure.
 
-        The latest attempt of each action counts, so a repair that succeeds after an
-        earlier refusal still marks the incident as recovered by it.
+        Every attempt is followed, not only the first: each failed, refused or
+        interrupted attempt not yet escalated raises one escalation, also after an
+        earlier success or escalation. The incident is marked recovered by the actions
+        whose latest attempt really repaired something ("nothing to do" repaired nothing).
         """
-        if incident["recovered_by"]:
-            return
         attempts = self.history.repair_outcomes(incident["id"])
         if not attempts:
             return
         latest = list({a["action"]: a for a in attempts}.values())
-        bad = [a for a in latest if a["outcome"] not in ("repaired", "nothing_to_do")]
+        if any(a["outcome"] == "running" for a in latest):
+            return  # still running (or its process died: _request_repairs finds out)
+        ok = ("repaired", "nothing_to_do", "skipped", "done_by_other")
+        seen = set(self._state(f"escalated:{incident['id']}") or [])
+        new_bad = [
+            (f"{i}:{a['action']}:{a['outcome']}", a)
+            for i, a in enumerate(attempts)
+            if a["outcome"] not in ok and f"{i}:{a['action']}:{a['outcome']}" not in seen
+        ]
+        bad = [a for a in latest if a["outcome"] not in ok]
         now = self.clock()
-        if bad:
-            if incident["escalation"]:
-                return  # already escalated: one alert, then reminders
+        if new_bad and bad:
+            self._set_state(f"escalated:{incident['id']}", sorted(seen | {k for k, _a in new_bad}))
+            bad = [a for _k, a in new_bad]
             level = max(a["escalation"] or 2 for a in bad)
             self.history.update_incident(incident["id"], escalation=level)
             self._alert(
@@ -619,10 +723,12 @@ class Monitor:
                 + "; ".join(f"{a['action']} {a['outcome']}: {a['summary']}" for a in bad),
                 incident["id"],
             )
-        else:
-            self.history.update_incident(
-                incident["id"], recovered_by="auto:" + ",".join(a["action"] for a in latest)
-            )
+        elif not bad:
+            repaired = [a["action"] for a in latest if a["outcome"] == "repaired"]
+            label = "auto:" + ",".join(repaired) if repaired else None
+            if repaired and incident.get("recovered_by") != label:
+                self.history.update_incident(incident["id"], recovered_by=label)
+                incident["recovered_by"] = label
 
     def _alert(
         self,
@@ -633,11 +739,18 @@ class Monitor:
         category: str,
         message: str,
         incident_id: int | None,
+        suppressed_by: str | None = None,
     ) -> None:
+        """Record an alert and send it, unless a silence covers its category: then it is
+        recorded with the silence that suppressed it and sent nowhere."""
         a = Alert(ts, kind, severity, category, redact(message), incident_id)
+        quiet = suppressed_by or self.silenced_by(category)
         a.alert_id = self.history.add_alert(
-            incident_id, ts, kind, severity, category, a.message, []
+            incident_id, ts, kind, severity, category, a.message, [], suppressed_by=quiet
         )
+        if quiet:
+            out.suppressed.append(a)
+            return
         self.history.set_alert_channels(a.alert_id, self.notifier.alert(a))
         out.alerts.append(a)
 

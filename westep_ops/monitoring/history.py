@@ -114,7 +114,13 @@ class HistoryStore:
         self._write("performance", {"ts": ts, "p": _perf_row(p)})
 
     def open_incident(
-        self, category: str, severity: str, started: datetime, detected: datetime, summary: str
+        self,
+        category: str,
+        severity: str,
+        started: datetime,
+        detected: datetime,
+        summary: str,
+        silenced_by: str | None = None,
     ) -> int:
         iid = self._write(
             "open_incident",
@@ -124,6 +130,7 @@ class HistoryStore:
                 "started": started,
                 "detected": detected,
                 "summary": redact(summary),
+                "silenced_by": silenced_by,
             },
         )
         assert iid is not None
@@ -155,7 +162,9 @@ class HistoryStore:
         category: str,
         message: str,
         channels: list[str],
+        suppressed_by: str | None = None,
     ) -> int:
+        """Record an alert; with ``suppressed_by`` (a silence) it is recorded but never sent."""
         aid = self._write(
             "add_alert",
             {
@@ -166,6 +175,7 @@ class HistoryStore:
                 "category": category,
                 "message": redact(message),
                 "channels": channels,
+                "suppressed_by": suppressed_by,
             },
         )
         assert aid is not None
@@ -222,7 +232,8 @@ class HistoryStore:
         with self.tx() as conn:
             cur = conn.execute(
                 "SELECT id, incident_id, ts, kind, severity, category, message FROM westep_ops.alerts"
-                " WHERE ts >= %s AND NOT %s = ANY(channels) ORDER BY id LIMIT %s",
+                " WHERE ts >= %s AND NOT %s = ANY(channels) AND suppressed_by IS NULL"
+                " ORDER BY id LIMIT %s",
                 (since, channel, limit),
             )
             cols = [d.name for d in cur.description or []]
@@ -270,7 +281,15 @@ class HistoryStore:
             )
 
 
-_INCIDENT_FIELDS = {"escalation", "last_notified_at", "recovered_by", "severity", "summary"}
+_INCIDENT_FIELDS = {
+    "escalation",
+    "last_notified_at",
+    "recovered_by",
+    "severity",
+    "summary",
+    "silenced_by",
+    "unsilenced_at",
+}
 
 
 def _perf_row(p: PerformanceSample) -> dict[str, Any]:
@@ -332,7 +351,8 @@ def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int 
             with conn.transaction():  # a savepoint: the conflict below must not end the tx
                 row = conn.execute(
                     "INSERT INTO westep_ops.incidents (category, severity, started_at, detected_at,"
-                    " summary, last_notified_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    " summary, last_notified_at, silenced_by)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
                     (
                         args["category"],
                         args["severity"],
@@ -340,6 +360,7 @@ def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int 
                         args["detected"],
                         args["summary"],
                         args["detected"],
+                        args.get("silenced_by"),
                     ),
                 ).fetchone()
         except psycopg.errors.UniqueViolation:
@@ -370,8 +391,8 @@ def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int 
         return None
     if op == "add_alert":
         row = conn.execute(
-            "INSERT INTO westep_ops.alerts (incident_id, ts, kind, severity, category, message, channels)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            "INSERT INTO westep_ops.alerts (incident_id, ts, kind, severity, category, message,"
+            " channels, suppressed_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             (
                 args["incident_id"] if (args["incident_id"] or 0) >= 0 else None,
                 args["ts"],
@@ -380,6 +401,7 @@ def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int 
                 args["category"],
                 args["message"],
                 args["channels"],
+                args.get("suppressed_by"),
             ),
         ).fetchone()
         assert row is not None
@@ -540,6 +562,8 @@ class ResilientHistory(HistoryStore):
                     "escalation": None,
                     "summary": a["summary"],
                     "last_notified_at": a["detected"],
+                    "silenced_by": a.get("silenced_by"),
+                    "unsilenced_at": None,
                 }
             elif op == "close_incident":
                 out = {c: i for c, i in out.items() if i["id"] != a["incident_id"]}

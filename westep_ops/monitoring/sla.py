@@ -30,7 +30,7 @@ QUERIES = {
     "incidents": "SELECT id, category, severity, started_at, detected_at, resolved_at, recovered_by, escalation"
     " FROM westep_ops.incidents WHERE started_at >= %s AND started_at < %s ORDER BY started_at",
     "alerts": "SELECT id, incident_id, ts, kind, severity, category, label FROM westep_ops.alerts"
-    " WHERE ts >= %s AND ts < %s",
+    " WHERE ts >= %s AND ts < %s AND suppressed_by IS NULL",  # a silenced alert was never sent
     "repairs": "SELECT incident_id, action, outcome FROM westep_ops.repair_attempts"
     " WHERE incident_id IS NOT NULL AND NOT dry_run AND started_at >= %s AND started_at < %s",
     "drill": "SELECT drill, fault, injected_at, removed_at FROM westep_ops.drill_faults"
@@ -92,7 +92,15 @@ def load(store: HistoryStore, start: datetime, end: datetime) -> dict[str, pd.Da
 def figures(
     frames: dict[str, pd.DataFrame], start: datetime, end: datetime, config: Config
 ) -> sla.SlaFigures:
+    from westep_ops.silences import window_intervals
+
     iv = config.monitoring.intervals
+    s, e = pd.Timestamp(start).tz_convert("UTC"), pd.Timestamp(end).tz_convert("UTC")
+    windows = [
+        span
+        for w in config.maintenance_windows
+        for span in window_intervals(w, s.to_pydatetime(), e.to_pydatetime(), config.timezone)
+    ]
     return sla.compute(
         pd.Timestamp(start).tz_convert("UTC"),
         pd.Timestamp(end).tz_convert("UTC"),
@@ -104,6 +112,8 @@ def figures(
         drill=frames["drill"] if len(frames["drill"]) else None,
         interval_s=iv.performance / 1000,
         full_interval_s=iv.health / 1000,
+        maintenance=windows,
+        exclude_maintenance=config.sla.exclude_maintenance,
     )
 
 

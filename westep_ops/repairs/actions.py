@@ -22,9 +22,23 @@ from westep_ops.repairs.base import (
     LEVEL_MANUAL,
     RepairContext,
     RepairFailed,
+    RepairSkipped,
     repair,
 )
 from westep_ops.repairs.quarantine import MoveRefused, count_violations, move_rule_violations
+
+
+def _unless_silenced(ctx: RepairContext, category: Category) -> None:
+    """Skip when a silence or maintenance window covers ``category`` (unless --force):
+    what looks broken then may be an operator's deliberate work (a PAUSE, a migration)."""
+    if ctx.force:
+        return
+    from westep_ops.silences import current
+
+    s = current(ctx.config, ctx.env.storage_url).match(category.value)
+    if s is not None:
+        raise RepairSkipped(f"skipped: silenced by {s.describe(ctx.config.timezone)}")
+
 
 # -- R1 ---------------------------------------------------------------------------------
 # Never terminated, whatever the config says: the platform's own services (Supabase's
@@ -210,6 +224,7 @@ def restore_db_connection(ctx: RepairContext) -> str:
     (Category.pool,),
 )
 def restore_connection_pool(ctx: RepairContext) -> str:
+    _unless_silenced(ctx, Category.pool)  # a pause during a silence is the operator's
     try:
         with ctx.pgbouncer_admin() as admin:
             _restore_pool(ctx, admin)
@@ -660,6 +675,7 @@ def optimize_performance(ctx: RepairContext) -> str:
     (Category.realtime,),
 )
 def restore_realtime_publication(ctx: RepairContext) -> str:
+    _unless_silenced(ctx, Category.realtime)
     rt = ctx.config.realtime
     pub = sql.Identifier(rt.publication)
     with ctx.db() as conn:

@@ -11,6 +11,7 @@ and every attempt is audited with what it changed.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -28,11 +29,16 @@ from westep_ops.probes.base import MONITOR_MISCONFIGURED, CheckResult, Status
 from westep_ops.probes.health import run_health_check
 from westep_ops.probes.session import ProbeSession
 from westep_ops.redact import redact
-from westep_ops.store import OpsStore, now_utc
+from westep_ops.store import LocalLock, OpsStore, now_utc
 
 # Escalation levels of the seed: 1 automatic, 2 a person must act, 3 outside help.
 LEVEL_MANUAL = 2
 LEVEL_EXTERNAL = 3
+WAIT_FOR_OTHER_S = 30.0  # how long a repair waits for the same repair running elsewhere
+
+
+class RepairSkipped(Exception):
+    """The repair chose not to act (e.g. its category is silenced); ``str()`` says why."""
 
 
 class RepairFailed(Exception):
@@ -49,6 +55,7 @@ class RepairContext:
     config: Config
     dry_run: bool = False
     trigger: str = "manual"
+    force: bool = False  # a person's explicit --force (overrides a silence)
     changes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # What the failing check found broken, for repairs that fix only that: for R3 the
@@ -124,7 +131,9 @@ class RepairResult:
     action: str
     trigger: str
     dry_run: bool
-    outcome: str  # repaired | nothing_to_do | dry_run | failed | refused | verify_failed
+    # repaired | nothing_to_do | dry_run | failed | refused | verify_failed | skipped
+    # (silenced) | done_by_other (another run repaired it while this one waited)
+    outcome: str
     summary: str
     changes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -137,7 +146,7 @@ class RepairResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("repaired", "nothing_to_do", "dry_run")
+        return self.outcome in ("repaired", "nothing_to_do", "dry_run", "skipped", "done_by_other")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,12 +230,23 @@ def run_repair(
     found: list[tuple[str, str]] | None = None,
     all_declared: bool = False,
     may_resume: Callable[[str], bool] | None = None,
+    wait_s: float = WAIT_FOR_OTHER_S,
 ) -> RepairResult:
     """Run one repair with every safety rule applied; always returns a recorded result.
 
+    Order matters: take the lock (the ops store's advisory lock and a local file lock),
+    then count the hourly limit, then record the attempt as running, then act, then
+    complete the record, then unlock. So two processes never both pass the count, and a
+    process killed mid-repair leaves a record that counts and is reported as interrupted.
+    When another run holds the lock this one waits for it (up to ``wait_s``) and, if the
+    checks pass by then, reports "done by another run". Any exception is this repair's
+    ``failed`` outcome, never the caller's crash. Nothing runs while the monitor's own
+    direct login is refused (the picture is partial).
+
     ``found`` narrows a repair to what the failing check named (see RepairContext);
     ``all_declared`` is a person's request to apply every declared privilege (R3);
-    ``may_resume`` is the hook that may forbid R2's RESUME (silences, later)."""
+    ``may_resume`` may forbid R2's RESUME (silences are also checked by the repair itself).
+    """
     from westep_ops.repairs import actions  # noqa: F401 - registers the repairs (imports us)
 
     spec = REGISTRY[action]
@@ -239,9 +259,58 @@ def run_repair(
     result = RepairResult(
         action.value, trigger, dry_run, "failed", "", target=target_id(env), forced=force
     )
-    locked = False
+    uid = uuid.uuid4().hex
+    local = LocalLock(action.value)
+    locked = local_locked = recorded = False
+
+    def record_base() -> dict[str, Any]:
+        rec = result.as_dict()
+        rec.update(
+            started_at=started.isoformat(),
+            finished_at=now_utc().isoformat(),
+            incident_id=incident_id,
+            attempt_uid=uid,
+        )
+        rec.pop("duration_ms")
+        rec.pop("notes")
+        return rec
+
     try:
         if not dry_run:
+            waited, deadline_at = False, time.monotonic() + wait_s
+            while True:
+                local_locked = local.acquire()
+                lock = store.try_lock(action.value) if local_locked else False
+                if local_locked and lock is not False:
+                    locked = bool(lock)
+                    break
+                if local_locked:
+                    local.release()
+                    local_locked = False
+                if time.monotonic() >= deadline_at:
+                    result.outcome = "refused"
+                    result.escalation = LEVEL_MANUAL
+                    result.summary = (
+                        f"refused: another {action.value} is still running after {wait_s:.0f} s"
+                    )
+                    return result
+                waited = True
+                time.sleep(0.5)
+            for gone in store.reap_interrupted(action.value, uid):
+                result.notes.append(
+                    f"an earlier attempt (started {gone.get('started_at')}) was interrupted:"
+                    " its process stopped before it finished; it counts toward the limit"
+                )
+            if waited and spec.verify:
+                now_ok = _probe(env, config, spec.verify)
+                if all(r.status in (Status.ok, Status.not_configured) for r in now_ok):
+                    result.outcome = "done_by_other"
+                    result.after = _brief(now_ok)
+                    result.summary = (
+                        f"done by another run: {action.value} ran elsewhere while this run"
+                        " waited, and the checks pass now"
+                    )
+                    return result
             limit = config.monitoring.auto_recovery.max_attempts_per_hour
             count, source = store.attempts_last_hour(action.value)
             if count >= limit and not force:
@@ -252,12 +321,10 @@ def run_repair(
                     f"(limit {limit}, counted from {source}); a person must look (level 2)"
                 )
                 return result
-            lock = store.try_lock(action.value)
-            if lock is False:
-                result.outcome = "refused"
-                result.summary = f"refused: another {action.value} is running right now"
-                return result
-            locked = bool(lock)
+            try:
+                store.start(record_base())
+            except OSError as e:
+                result.notes.append(f"start of the attempt not recorded: {describe_error(e)}")
         # H1 too: with the monitor's own direct login refused, the picture is partial and
         # a repair could make things worse (no repair is unable to then).
         before = _probe(env, config, tuple(dict.fromkeys((Category.connection, *spec.verify))))
@@ -276,23 +343,35 @@ def run_repair(
             config,
             dry_run=dry_run,
             trigger=trigger,
+            force=force,
             found=found,
             all_declared=all_declared,
             may_resume=may_resume,
         )
         try:
             summary = spec.fn(ctx)
+        except RepairSkipped as e:
+            result.changes, result.notes = ctx.changes, result.notes + ctx.notes
+            result.outcome = "skipped"
+            result.summary = redact(str(e))
+            return result
         except RepairFailed as e:
-            result.changes, result.notes = ctx.changes, ctx.notes
+            result.changes, result.notes = ctx.changes, result.notes + ctx.notes
             result.summary = redact(str(e))
             result.escalation = e.escalation
             return result
         except psycopg.Error as e:
-            result.changes, result.notes = ctx.changes, ctx.notes
+            result.changes, result.notes = ctx.changes, result.notes + ctx.notes
             result.summary = f"failed: {describe_error(e)}"
             result.escalation = LEVEL_MANUAL
             return result
-        result.changes, result.notes = ctx.changes, ctx.notes
+        except Exception as e:  # noqa: BLE001 - any crash of one repair is its failed outcome
+            result.changes, result.notes = ctx.changes, result.notes + ctx.notes
+            first = (str(e).splitlines() or [""])[0]
+            result.summary = redact(f"failed: {type(e).__name__}: {first}")
+            result.escalation = LEVEL_MANUAL
+            return result
+        result.changes, result.notes = ctx.changes, result.notes + ctx.notes
         result.summary = redact(summary)
         if dry_run:
             result.outcome = "dry_run"
@@ -314,22 +393,23 @@ def run_repair(
                 return result
         result.outcome = "repaired" if ctx.changes else "nothing_to_do"
         return result
+    except Exception as e:  # noqa: BLE001 - the probes or the store crashing: still a result
+        result.outcome = "failed"
+        result.escalation = LEVEL_MANUAL
+        first = (str(e).splitlines() or [""])[0]
+        result.summary = redact(f"failed: {type(e).__name__}: {first}")
+        return result
     finally:
         result.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
-        record = result.as_dict()
-        record.update(
-            started_at=started.isoformat(),
-            finished_at=now_utc().isoformat(),
-            incident_id=incident_id,
-        )
-        record.pop("duration_ms")
-        record.pop("notes")
         try:
-            store.record(record)
+            if not recorded:
+                store.record(record_base())
         except (OSError, psycopg.Error) as e:
             result.notes.append(f"audit not fully written: {describe_error(e)}")
         # Released only once recorded, so whoever takes the lock next counts this attempt.
         if locked:
             store.unlock(action.value)
+        if local_locked:
+            local.release()
         if own_store:
             store.close()

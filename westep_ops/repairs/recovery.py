@@ -15,6 +15,7 @@ With ``autoRecovery.enabled = false`` recovery only reports what it would do.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -162,6 +163,7 @@ class RecoveryReport:
     db_status: DbStatus | None = None
     diagnosis: str | None = None
     escalations: list[Escalation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
     path: Path | None = None
 
@@ -188,6 +190,13 @@ class RecoveryReport:
             return f"ESCALATED (level {top}): {len(self.escalations)} problem(s) need {'outside help' if top == 3 else 'a person'}"
         if self.dry_run or not self.enabled:
             return f"report only: {len(self.plan)} repair(s) would run"
+        skipped = [r for r in self.repairs if r.outcome == "skipped"]
+        if skipped:
+            return (
+                f"silenced: {len(skipped)} repair(s) skipped ("
+                + "; ".join(r.summary for r in skipped)
+                + ")"
+            )
         return (
             f"recovered: {sum(r.ok for r in self.repairs)} repair(s) ran, every check passes again"
         )
@@ -206,6 +215,7 @@ class RecoveryReport:
             "repairs": [r.as_dict() for r in self.repairs],
             "after": [r.as_dict() for r in self.after],
             "escalations": [e.__dict__ for e in self.escalations],
+            "notes": self.notes,
             "db_status": self.db_status.as_dict() if self.db_status else None,
             "diagnosis": self.diagnosis,
             "report": str(self.path) if self.path else None,
@@ -395,50 +405,90 @@ def recover(
         env.storage_url, connect_timeout_ms=config.monitoring.timeouts.connect
     )
     try:
-        for p in plan:
-            result = run_repair(
-                p.action,
-                env,
-                config,
-                dry_run=dry_run or not enabled,
-                trigger="; ".join(p.triggers)[:500],
-                store=store,
-                found=p.found,
+        _run_plan(report, env, config, store, dry_run=dry_run or not enabled)
+        if plan and not dry_run and enabled:
+            _judge_after(report, env, config)
+        if any(p.action in DIAGNOSE_AFTER for p in plan):
+            # The seed's runbook: data integrity and performance warnings get a diagnosis too.
+            from westep_ops.probes.diagnosis import diagnose
+
+            report.diagnosis = diagnose(env, config).report
+    except Exception as e:  # noqa: BLE001 - whatever broke, the report is still written
+        report.escalations.append(
+            Escalation(
+                LEVEL_MANUAL,
+                "recovery",
+                redact(
+                    f"recovery stopped early: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                ),
             )
-            report.repairs.append(result)
-            if result.outcome == "refused" or (result.escalation and not result.ok):
-                report.escalations.append(
-                    Escalation(result.escalation or LEVEL_MANUAL, p.action.value, result.summary)
-                )
+        )
     finally:
         if own_store:
             store.close()
-    if plan and not dry_run and enabled:
-        report.after, _ = sweep(env, config)
-        escalated = {e.category for e in report.escalations}
-        report.escalations += [
+        report.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
+        report.path = write_report(report, tz)
+    return report
+
+
+def _run_plan(
+    report: RecoveryReport, env: Environment, config: Config, store: OpsStore, *, dry_run: bool
+) -> None:
+    """Run every planned repair; one that raises is that repair's failure, the rest go on."""
+    for p in report.plan:
+        trigger = "; ".join(p.triggers)[:500]
+        try:
+            result = run_repair(
+                p.action, env, config, dry_run=dry_run, trigger=trigger, store=store, found=p.found
+            )
+        except Exception as e:  # noqa: BLE001 - run_repair records its own; this is the last net
+            result = RepairResult(
+                p.action.value,
+                trigger,
+                dry_run,
+                "failed",
+                redact(f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"),
+                escalation=LEVEL_MANUAL,
+            )
+        report.repairs.append(result)
+        if result.outcome == "refused" or (result.escalation and not result.ok):
+            report.escalations.append(
+                Escalation(result.escalation or LEVEL_MANUAL, p.action.value, result.summary)
+            )
+
+
+def _judge_after(report: RecoveryReport, env: Environment, config: Config) -> None:
+    """Re-check; escalate what still fails, except what a silence covers (left on purpose)."""
+    from westep_ops.silences import current
+
+    report.after, _ = sweep(env, config)
+    silenced = current(config, env.storage_url)
+    escalated = {e.category for e in report.escalations}
+    for r in report.after:
+        if (
+            r.status.rank <= Status.ok.rank
+            or r.suspected_cause is not None
+            or MONITOR_MISCONFIGURED in r.findings
+            or r.category.value in escalated
+        ):
+            continue
+        by = silenced.describe(r.category.value)
+        if by:
+            report.notes.append(
+                f"{r.category.value} still failing, silenced by {by}: not escalated"
+            )
+            continue
+        report.escalations.append(
             Escalation(
                 LEVEL_MANUAL, r.category.value, f"still failing after repair: {redact(r.summary)}"
             )
-            for r in report.after
-            if r.status.rank > Status.ok.rank
-            and r.suspected_cause is None
-            and MONITOR_MISCONFIGURED not in r.findings
-            and r.category.value not in escalated
-        ]
-    if any(p.action in DIAGNOSE_AFTER for p in plan):
-        # The seed's runbook: data integrity and performance warnings get a diagnosis too.
-        from westep_ops.probes.diagnosis import diagnose
-
-        report.diagnosis = diagnose(env, config).report
-    report.duration_ms = round((time.perf_counter() - t0) * 1000, 1)
-    report.path = write_report(report, tz)
-    return report
+        )
 
 
 def write_report(report: RecoveryReport, tz: ZoneInfo) -> Path:
     stamp = report.started.astimezone(tz).strftime("%Y-%m-%dT%H-%M-%S")
-    path = log_dir() / f"recovery-{stamp}.md"
+    # Unique per run: two recoveries in the same second must not share (and lose) a file.
+    path = log_dir() / f"recovery-{stamp}-{uuid.uuid4().hex[:8]}.md"
     path.write_text(render_markdown(report), encoding="utf-8")
     return path
 
@@ -484,6 +534,8 @@ def render_markdown(report: RecoveryReport) -> str:
             out.append("")
     if report.after:
         out += ["## Health after", "", *_status_table(report.after), ""]
+    if report.notes:
+        out += ["## Notes", "", *[f"- {redact(n)}" for n in report.notes], ""]
     if report.diagnosis:
         out += ["## Diagnosis", "", f"Written to `{report.diagnosis}`.", ""]
     return "\n".join(out) + "\n"
