@@ -258,8 +258,8 @@ def run_repair(
                 result.summary = f"refused: another {action.value} is running right now"
                 return result
             locked = bool(lock)
-        # H1 too: with the monitor's own direct login refused, the picture is partial and
-        # a repair could make things worse (no repair is unable to then).
+        # H1 too: with the monitor's own direct login refused the picture is partial, so
+        # no repair can be sure it will not make things worse: refuse.
         before = _probe(env, config, tuple(dict.fromkeys((Category.connection, *spec.verify))))
         result.before = _brief([r for r in before if r.category in spec.verify])
         refused = next((r for r in before if monitor_refused(r)), None)
