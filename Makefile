@@ -15,7 +15,7 @@ DEMO = $(SANDBOX_ENV) && WESTEP_OPS_CONFIG=$(DEMO_CONFIG) $(BIN)/westep-ops
 
 ## demo: set up, start the sandbox, check it, break it, watch it recover
 demo: setup sandbox-up
-	@$(BIN)/python -c "import json; d = json.load(open('westep-ops.json')); d['monitoring']['autoRecovery']['maxAttemptsPerHour'] = 100; json.dump(d, open('$(DEMO_CONFIG)', 'w'), indent=2)"
+	@$(BIN)/python -c "import json; d = json.load(open('westep-ops.json')); d['monitoring']['autoRecovery']['maxAttemptsPerHour'] = 60; json.dump(d, open('$(DEMO_CONFIG)', 'w'), indent=2)"
 	@echo "== 1. Can we reach everything?"
 	@$(DEMO) test-connection
 	@echo; echo "== 2. Health check H1-H7"

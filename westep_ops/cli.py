@@ -20,6 +20,10 @@ import click
 from westep_ops.errors import WestepError
 from westep_ops.redact import redact
 
+# H1-H7 by name, spelled out so the probe commands need not import the config module
+# (pydantic) to build their options; a test checks it against config.Category.
+CHECK_CATEGORIES = ["connection", "pool", "tables", "integrity", "realtime", "auth", "api"]
+
 FAULT_SECONDS = 300
 
 
@@ -180,7 +184,7 @@ def _styled(status: str) -> str:
     "--category",
     "categories",
     multiple=True,
-    type=click.Choice(["connection", "pool", "tables", "integrity", "realtime", "auth", "api"]),
+    type=click.Choice(CHECK_CATEGORIES),
     help="Only these categories (repeatable). Default: all of H1-H7.",
 )
 @click.pass_context
@@ -709,16 +713,7 @@ def alerts_label(alert_id: int, real: bool, false_alarm: bool) -> None:
 
 
 # -- silences ---------------------------------------------------------------------------
-SILENCE_CATEGORIES = [
-    "connection",
-    "pool",
-    "tables",
-    "integrity",
-    "realtime",
-    "auth",
-    "api",
-    "performance",
-]
+SILENCE_CATEGORIES = [*CHECK_CATEGORIES, "performance"]
 
 
 @cli.group("silence")

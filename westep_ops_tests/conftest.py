@@ -7,10 +7,15 @@ default 25530) so it never collides with a demo sandbox, and it is stopped at th
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -142,3 +147,50 @@ def clear_history() -> None:
             conn.execute(
                 "TRUNCATE " + ", ".join(f"westep_ops.{t}" for t in HISTORY_TABLES)
             )  # constants
+
+
+class Webhook:
+    """A local webhook receiver (the Slack stand-in tests send alerts to).
+
+    It answers ``status``; while ``mute`` is set it accepts connections and never
+    answers (a webhook that hangs). Its URL carries a secret-looking path that must never
+    be printed.
+    """
+
+    def __init__(self, status: int = 200, *, muted: bool = False) -> None:
+        self.payloads: list[dict] = []
+        self.status = status
+        self.mute = threading.Event()
+        if muted:
+            self.mute.set()
+        hook = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                if hook.mute.is_set():
+                    # Hold the connection, read nothing, answer nothing; drop it later.
+                    while hook.mute.is_set():
+                        time.sleep(0.05)
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.payloads.append(json.loads(body))
+                self.send_response(hook.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.url = (
+            f"http://127.0.0.1:{self.httpd.server_address[1]}/services/T000/B000/secret-token-xyz"
+        )
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.mute.clear()
+        self.httpd.shutdown()

@@ -143,3 +143,10 @@ def test_usage_errors_are_one_line() -> None:
         assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("error: "), (
             res.stderr
         )
+
+
+def test_cli_category_names_are_the_config_categories() -> None:
+    from westep_ops.cli import CHECK_CATEGORIES
+    from westep_ops.config import Category
+
+    assert CHECK_CATEGORIES == [c.value for c in Category]

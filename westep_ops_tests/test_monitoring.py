@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import tarfile
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from westep_ops.monitoring.notify import Alert, Notifier
 from westep_ops.monitoring.rotation import rotate_logs
 from westep_ops.sandbox import faults
 from westep_ops.sandbox.manager import Sandbox
-from westep_ops_tests.conftest import clear_history, run_cli, write_config
+from westep_ops_tests.conftest import Webhook, clear_history, run_cli, write_config
 
 
 @pytest.fixture
@@ -213,42 +211,17 @@ def test_sensor_requests_one_repair_run_per_incident(sandbox: Sandbox, cfg: Path
         faults.inject(sandbox, "grant_revoke", False)
 
 
-class _Hook:
-    def __init__(self, status: int = 200) -> None:
-        self.payloads: list[dict] = []
-        self.status = status
-        hook = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.payloads.append(json.loads(body))
-                self.send_response(hook.status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = (
-            f"http://127.0.0.1:{self.httpd.server_address[1]}/services/T000/B000/secret-token-xyz"
-        )
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def hook() -> Iterator[Any]:
-    made: list[_Hook] = []
+    made: list[Webhook] = []
 
-    def make(status: int = 200) -> _Hook:
-        made.append(_Hook(status))
+    def make(status: int = 200) -> Webhook:
+        made.append(Webhook(status))
         return made[-1]
 
     yield make
     for h in made:
-        h.httpd.shutdown()
+        h.close()
 
 
 def test_slack_receives_alerts_without_secrets(sandbox: Sandbox, cfg: Path, hook: Any) -> None:
@@ -479,3 +452,22 @@ def test_monthly_schedule_asks_for_last_month() -> None:
     ) as ctx:
         (request,) = sched.evaluate_tick(ctx).run_requests or []
     assert request.partition_key == "2026-11-01"
+
+
+def test_checks_that_cannot_run_because_the_database_is_down_are_no_monitor_degraded(
+    sandbox: Sandbox, cfg: Path
+) -> None:
+    """pg_down: H3-H6 cannot run, but that is the outage's symptom, not the monitor's."""
+    m = monitor(cfg)
+    try:
+        m.tick(force="full")
+        faults.inject(sandbox, "pg_down", True)
+        try:
+            r = m.tick(force="full")
+        finally:
+            faults.inject(sandbox, "pg_down", False)
+    finally:
+        m.close()
+    alerts = [(a.category, a.kind) for a in r.alerts]
+    assert ("connection", "opened") in alerts, alerts
+    assert all(category != "monitor" for category, _kind in alerts), alerts

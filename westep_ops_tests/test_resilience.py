@@ -11,13 +11,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +30,15 @@ from westep_ops.monitoring.notify import Notifier
 from westep_ops.sandbox import faults, procs
 from westep_ops.sandbox.manager import Sandbox
 from westep_ops.spool import Spool
-from westep_ops_tests.conftest import CLI, ROOT, admin_rows, clear_history, run_cli, write_config
+from westep_ops_tests.conftest import (
+    CLI,
+    ROOT,
+    Webhook,
+    admin_rows,
+    clear_history,
+    run_cli,
+    write_config,
+)
 
 # Short intervals keep the 60 s outages the issue asks for from taking longer than that.
 HEALTH_MS, CHEAP_MS = 6000, 2000
@@ -327,50 +332,15 @@ def test_a_refused_repair_is_requested_again_once_the_limit_frees_up(
     assert escalation == 2  # the refusal was escalated to a person meanwhile
 
 
-class _SilentHook:
-    """A webhook that accepts connections and, while ``mute`` is set, never answers."""
-
-    def __init__(self) -> None:
-        self.payloads: list[dict[str, Any]] = []
-        self.mute = threading.Event()
-        self.mute.set()
-        hook = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                if hook.mute.is_set():
-                    # Hold the connection, read nothing, answer nothing; drop it later.
-                    while hook.mute.is_set():
-                        time.sleep(0.05)
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.payloads.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/services/T0/B0/secret-hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def silent_hook() -> Iterator[_SilentHook]:
-    h = _SilentHook()
+def silent_hook() -> Iterator[Webhook]:
+    h = Webhook(muted=True)
     yield h
-    h.mute.clear()
-    h.httpd.shutdown()
+    h.close()
 
 
 def test_a_webhook_that_never_answers_holds_up_nothing_and_loses_nothing(
-    sandbox: Sandbox, cfg: Path, silent_hook: _SilentHook, tmp_path: Path
+    sandbox: Sandbox, cfg: Path, silent_hook: Webhook, tmp_path: Path
 ) -> None:
     env = Environment.from_env({**os.environ, "WEBHOOK_URL": silent_hook.url})
     config = load_config(cfg)
@@ -417,7 +387,7 @@ def test_a_webhook_that_never_answers_holds_up_nothing_and_loses_nothing(
         m.close()
     texts = [p["text"] for p in silent_hook.payloads]
     assert any("`pool` opened" in t for t in texts) and any("`tables` opened" in t for t in texts)
-    assert "secret-hook" not in json.dumps(silent_hook.payloads)
+    assert "secret-token-xyz" not in json.dumps(silent_hook.payloads)
 
 
 def test_a_refused_monitor_login_is_monitor_degraded_not_an_outage(

@@ -9,11 +9,9 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import psycopg
 import pytest
+from psycopg import sql
 
 from westep_ops.config import load_config
 from westep_ops.environment import Environment
@@ -33,7 +32,15 @@ from westep_ops.sandbox import faults
 from westep_ops.sandbox.manager import Sandbox
 from westep_ops.silences import LOCAL_FILE
 from westep_ops.store import state_home
-from westep_ops_tests.conftest import CLI, ROOT, admin_rows, clear_history, run_cli, write_config
+from westep_ops_tests.conftest import (
+    CLI,
+    ROOT,
+    Webhook,
+    admin_rows,
+    clear_history,
+    run_cli,
+    write_config,
+)
 
 DOWN = {"WESTEP_OPS_STORAGE_URL": "postgresql://westep_ops:x@127.0.0.1:1/westep_ops"}
 
@@ -58,39 +65,15 @@ def clean(sandbox: Sandbox) -> Iterator[None]:
     clear_silences()
 
 
-class Hook:
-    """A local webhook receiver (Slack stand-in)."""
-
-    def __init__(self) -> None:
-        self.payloads: list[dict] = []
-        hook = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.payloads.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/services/T0/B0/tok"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def hook() -> Iterator[Hook]:
-    h = Hook()
+def hook() -> Iterator[Webhook]:
+    h = Webhook()
     os.environ["WEBHOOK_URL"], os.environ["ALERT_CHANNEL"] = h.url, "#ops"
     try:
         yield h
     finally:
         del os.environ["WEBHOOK_URL"], os.environ["ALERT_CHANNEL"]
-        h.httpd.shutdown()
+        h.close()
 
 
 def monitor(cfg: Path) -> Monitor:
@@ -125,7 +108,7 @@ def cli(cfg: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     return run_cli("--config", str(cfg), *args, **kw)
 
 
-def _silenced_pool_then_judged_afresh(sb: Sandbox, cfg: Path, hook: Hook, expire: Any) -> None:
+def _silenced_pool_then_judged_afresh(sb: Sandbox, cfg: Path, hook: Webhook, expire: Any) -> None:
     """Shared by the silence and the window test: pool_pause while pool is silenced.
 
     ``expire(monitor)`` ends the silence (or the window)."""
@@ -176,7 +159,7 @@ def _silenced_pool_then_judged_afresh(sb: Sandbox, cfg: Path, hook: Hook, expire
 
 
 def test_a_silence_on_pool_sends_nothing_repairs_nothing_until_it_is_expired(
-    sandbox: Sandbox, clean: None, hook: Hook, tmp_path: Path
+    sandbox: Sandbox, clean: None, hook: Webhook, tmp_path: Path
 ) -> None:
     cfg = write_config(tmp_path / "c.json", monitoring__alerting__confirmDelaySeconds=0.2)
     add = run_cli(
@@ -209,7 +192,7 @@ def test_a_silence_on_pool_sends_nothing_repairs_nothing_until_it_is_expired(
 
 
 def test_a_maintenance_window_covering_now_silences_the_same_way(
-    sandbox: Sandbox, clean: None, hook: Hook, tmp_path: Path
+    sandbox: Sandbox, clean: None, hook: Webhook, tmp_path: Path
 ) -> None:
     tz = "Asia/Tokyo"
     start = datetime.now(ZoneInfo(tz)) - timedelta(minutes=5)
@@ -609,44 +592,44 @@ def test_the_dagster_sensor_respects_a_silence(
 def test_recover_survives_a_westep_error_inside_fix_data_integrity(
     sandbox: Sandbox, clean: None, tmp_path: Path
 ) -> None:
-    """A DELETE trigger that writes a row back makes R5's count check refuse to commit
-    (a WestepError, which used to abort recover with exit 2 and no report)."""
+    """R5 raises (a WestepError: the quarantine table for public.step_logs is found keeping
+    another table's rows), which used to abort recover with exit 2 and no report."""
+    from westep_ops.repairs.quarantine import COMMENT_PREFIX, ensure_table
+
     cfg = write_config(tmp_path / "i.json")
-    echo = "westep-test-echo"
-    ddl = """
-        CREATE FUNCTION public.westep_test_echo() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN INSERT INTO public.step_logs (step_id, note) VALUES (OLD.step_id, 'westep-test-echo');
-        RETURN OLD; END $$;
-        CREATE TRIGGER westep_test_echo AFTER DELETE ON public.step_logs FOR EACH ROW
-        WHEN (OLD.note IS DISTINCT FROM 'westep-test-echo') EXECUTE FUNCTION public.westep_test_echo();
-    """
+    qtable = sql.Identifier("westep_quarantine", "public__step_logs")
 
     def count() -> int:
         with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"]) as c:
             return c.execute("SELECT count(*) FROM public.step_logs").fetchone()[0]
 
+    def label(source: str) -> None:
+        with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as c:
+            ensure_table(c, "westep_quarantine", "public.step_logs")
+            c.execute(
+                sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                    qtable, sql.Literal(COMMENT_PREFIX + source)
+                )
+            )
+
     faults.inject(sandbox, "orphans", True)
     faults.inject(sandbox, "publication_drop", True)
-    with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as c:
-        c.execute(ddl)  # a constant test fixture
+    label("public.steps")  # as if it kept rows of another table: R5 must refuse to mix them
     before = count()
     try:
         out = cli(cfg, "recover", "--json", timeout=180)
         after = count()
     finally:
-        with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as c:
-            c.execute("DROP TRIGGER IF EXISTS westep_test_echo ON public.step_logs")
-            c.execute("DROP FUNCTION IF EXISTS public.westep_test_echo()")
-            c.execute("DELETE FROM public.step_logs WHERE note = %s", (echo,))
+        label("public.step_logs")
         faults.inject(sandbox, "orphans", False)
         faults.inject(sandbox, "publication_drop", False)
     assert out.returncode == 1, out.stdout + out.stderr
     report = json.loads(out.stdout)
     outcomes = {r["action"]: (r["outcome"], r["summary"]) for r in report["repairs"]}
     assert outcomes["fix_data_integrity"][0] == "failed", outcomes
-    assert "WestepError" in outcomes["fix_data_integrity"][1]  # the count check refused
+    assert "refusing to mix them" in outcomes["fix_data_integrity"][1], outcomes
     assert outcomes["restore_realtime_publication"][0] == "repaired", outcomes
-    assert after == before  # rolled back: nothing moved, nothing lost
+    assert after == before  # nothing moved, nothing lost
     assert Path(report["report"]).exists()
 
 

@@ -762,12 +762,18 @@ class Monitor:
         ``confirmDelaySeconds`` later, and the history must stay unavailable that long
         (the spool loses nothing meanwhile, so a blip needs nobody).
         """
-        errors = [o for o in obs if o.status == UNKNOWN]
+        # A check that could not run because the database is down (suspected_cause set)
+        # is the outage's symptom, not the monitor's problem: the outage is alerted.
+        errors = [o for o in obs if o.status == UNKNOWN and o.suspected_cause is None]
         seen = {o.category for o in obs}
         checks = self._state("degraded:checks")
         if errors and checks is None:
             wanted = {o.category for o in errors}
-            errors = self._confirm(errors, still=lambda x: x.status == UNKNOWN)
+            # H1 goes into the re-probe too, so an outage that began meanwhile is seen as one.
+            h1 = [o for o in obs if o.category == Category.connection.value and o not in errors]
+            errors = self._confirm(
+                errors + h1, still=lambda x: x.status == UNKNOWN and x.suspected_cause is None
+            )
             seen |= wanted
         if errors:
             cause = "; ".join(f"{o.category}: {o.summary}" for o in errors)

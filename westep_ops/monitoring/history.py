@@ -252,9 +252,11 @@ class HistoryStore:
     def alerts(self, *, open_only: bool = False, limit: int = 50) -> list[dict[str, Any]]:
         with self.tx() as conn:
             cur = conn.execute(
-                "SELECT a.*, i.closed_at IS NULL AS incident_open FROM westep_ops.alerts a"
-                " LEFT JOIN westep_ops.incidents i ON i.id = a.incident_id"
-                " WHERE NOT %s OR i.closed_at IS NULL ORDER BY a.id DESC LIMIT %s",
+                # An alert without an incident ("monitor degraded") belongs to no open one.
+                "SELECT a.*, (i.id IS NOT NULL AND i.closed_at IS NULL) AS incident_open"
+                " FROM westep_ops.alerts a LEFT JOIN westep_ops.incidents i ON i.id = a.incident_id"
+                " WHERE NOT %s OR (i.id IS NOT NULL AND i.closed_at IS NULL)"
+                " ORDER BY a.id DESC LIMIT %s",
                 (open_only, limit),
             )
             cols = [d.name for d in cur.description or []]

@@ -32,7 +32,7 @@ def main() -> int:
     cfg = json.loads(Path("westep-ops.json").read_text())
     cfg["monitoring"]["intervals"] = {"health": 10_000, "performance": 5_000}
     cfg["monitoring"]["alerting"] = {"confirmDelaySeconds": 2}
-    cfg["monitoring"]["autoRecovery"]["maxAttemptsPerHour"] = 100
+    cfg["monitoring"]["autoRecovery"]["maxAttemptsPerHour"] = 60
     path = Path(".westep/demo-monitor.json")
     path.write_text(json.dumps(cfg, indent=2))
     env["WESTEP_OPS_CONFIG"] = str(path)
