@@ -151,10 +151,11 @@ def window_intervals(
 
 
 # -- storage ---------------------------------------------------------------------------------
-def _local_path() -> Path:
-    from westep_ops.store import state_home
+def local_path() -> Path:
+    """The local fallback of the target's silences (see store.target_state)."""
+    from westep_ops.store import target_state
 
-    return state_home() / LOCAL_FILE
+    return target_state() / LOCAL_FILE
 
 
 class SilenceStore:
@@ -168,7 +169,7 @@ class SilenceStore:
         self.error: str | None = unreachable or (
             None if url else "WESTEP_OPS_STORAGE_URL is not set"
         )
-        self.path = _local_path()
+        self.path = local_path()
 
     # local file: {"pending": [silences not in the store yet], "expire": [ids/uids to expire],
     #              "cache": [the store's silences at the last read]}

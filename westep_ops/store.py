@@ -195,6 +195,28 @@ def log_dir() -> Path:
     return p
 
 
+def target_state() -> Path:
+    """The per-user state of the monitored target (its repair budget, its silences).
+
+    Keyed by the target's host:port/database (``WESTEP_OPS_REPAIR_URL``, else
+    ``DIRECT_URL``; no credentials), so a second deployment on the same machine never
+    counts, replays or applies the first one's attempts or silences (their incident ids
+    would even collide in the other's store).
+    """
+    import hashlib
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("WESTEP_OPS_REPAIR_URL") or os.environ.get("DIRECT_URL") or ""
+    try:
+        p = urlsplit(url)
+        ident = f"{p.hostname}:{p.port or 5432}{p.path}" if url else "none"
+    except ValueError:
+        ident = "unparsable"
+    d = state_home() / f"target-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+    d.mkdir(exist_ok=True)
+    return d
+
+
 def state_home() -> Path:
     """Per-user state that must not depend on the log dir (the repair budget, silences).
 
@@ -290,7 +312,7 @@ class OpsStore:
     # -- the hourly limit ------------------------------------------------------------------
     @property
     def budget_file(self) -> Path:
-        return state_home() / BUDGET_FILE
+        return target_state() / BUDGET_FILE
 
     def _budget_lines(self) -> list[dict[str, Any]]:
         try:
@@ -372,14 +394,14 @@ class OpsStore:
                     }
                     for i, (u, a, t, o) in enumerate(rows)
                 ]
-                _write_json(state_home() / STORE_COPY_FILE, copy)
+                _write_json(target_state() / STORE_COPY_FILE, copy)
                 count = sum(1 for r in rows if r[1] == action and r[2] > since)
                 return count, "ops PostgreSQL"
             except _UNAVAILABLE as e:
                 self._fail(e)
         seen: dict[str, dict[str, Any]] = {}
         try:
-            copy = json.loads((state_home() / STORE_COPY_FILE).read_text(encoding="utf-8"))
+            copy = json.loads((target_state() / STORE_COPY_FILE).read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             copy = []
         for rec in [*(copy if isinstance(copy, list) else []), *self._local_attempts().values()]:

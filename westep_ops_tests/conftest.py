@@ -110,7 +110,8 @@ def clear_repair_audit() -> None:
     from westep_ops.store import BUDGET_FILE, STORE_COPY_FILE, state_home
 
     for name in (BUDGET_FILE, STORE_COPY_FILE):
-        (state_home() / name).unlink(missing_ok=True)
+        for path in state_home().glob(f"target-*/{name}"):  # every ops store's budget
+            path.unlink(missing_ok=True)
 
 
 def write_config(path: Path, **overrides: object) -> Path:

@@ -54,7 +54,8 @@ def clear_silences() -> None:
     with psycopg.connect(os.environ["WESTEP_OPS_STORAGE_URL"], autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('westep_ops.silences')").fetchone()[0]:
             conn.execute("TRUNCATE westep_ops.silences")
-    (state_home() / LOCAL_FILE).unlink(missing_ok=True)
+    for path in state_home().glob(f"target-*/{LOCAL_FILE}"):
+        path.unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -605,13 +606,16 @@ def test_recover_survives_a_westep_error_inside_fix_data_integrity(
 
     def label(source: str) -> None:
         with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as c:
-            ensure_table(c, "westep_quarantine", "public.step_logs")
             c.execute(
                 sql.SQL("COMMENT ON TABLE {} IS {}").format(
                     qtable, sql.Literal(COMMENT_PREFIX + source)
                 )
             )
 
+    with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as c:
+        if c.execute("SELECT to_regclass('westep_quarantine.public__step_logs')").fetchone()[0]:
+            label("public.step_logs")  # left mislabelled by an interrupted earlier run
+        ensure_table(c, "westep_quarantine", "public.step_logs")
     faults.inject(sandbox, "orphans", True)
     faults.inject(sandbox, "publication_drop", True)
     label("public.steps")  # as if it kept rows of another table: R5 must refuse to mix them
@@ -620,9 +624,9 @@ def test_recover_survives_a_westep_error_inside_fix_data_integrity(
         out = cli(cfg, "recover", "--json", timeout=180)
         after = count()
     finally:
-        label("public.step_logs")
         faults.inject(sandbox, "orphans", False)
         faults.inject(sandbox, "publication_drop", False)
+        label("public.step_logs")
     assert out.returncode == 1, out.stdout + out.stderr
     report = json.loads(out.stdout)
     outcomes = {r["action"]: (r["outcome"], r["summary"]) for r in report["repairs"]}
