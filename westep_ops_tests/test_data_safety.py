@@ -194,6 +194,40 @@ def test_a_delete_trigger_blocks_the_move(sandbox: Sandbox, tmp_path: Path) -> N
         drop_quarantine(sandbox)
 
 
+def test_r5_is_judged_on_the_rules_it_may_clean(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A report-only rule still violated after R5 is not R5's failure (it never touches it)."""
+    clear_repair_audit()
+    drop_quarantine(sandbox)
+    with sandbox.superuser_conn() as conn:
+        (sid, title) = conn.execute(
+            "SELECT id, title FROM public.steps ORDER BY id LIMIT 1"
+        ).fetchone()
+        conn.execute("UPDATE public.steps SET title = NULL WHERE id = %s", (sid,))  # report-only
+        conn.execute(
+            "INSERT INTO public.step_logs (id, step_id, note) VALUES (990002, 99999999, 'r5 judge')"
+        )  # an orphan: the shipped step_logs_orphans rule opts in
+    try:
+        cfg = write_config(tmp_path / "c.json")
+        code, r = repair_json(cfg)
+        assert code == 0 and r["outcome"] == "repaired", r
+        assert any("steps_title_not_null" in n for n in r["notes"]), r["notes"]
+        with sandbox.superuser_conn() as conn:
+            assert (
+                conn.execute("SELECT count(*) FROM public.step_logs WHERE id = 990002").fetchone()[
+                    0
+                ]
+                == 0
+            )
+            assert (
+                conn.execute("SELECT title FROM public.steps WHERE id = %s", (sid,)).fetchone()[0]
+                is None
+            )
+    finally:
+        with sandbox.superuser_conn() as conn:
+            conn.execute("UPDATE public.steps SET title = %s WHERE id = %s", (title, sid))
+        drop_quarantine(sandbox)
+
+
 # -- duplicates: UNIQUE semantics, the oldest row stays --------------------------------------
 @pytest.fixture
 def scratch_schema(sandbox: Sandbox) -> Iterator[str]:

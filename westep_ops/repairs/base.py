@@ -194,6 +194,24 @@ def target_id(env: Environment) -> str:
         return "unknown"
 
 
+def _report_only(config: Config) -> set[str]:
+    """H4's findings of rules that did not opt in to cleaning: R5 never touches them."""
+    return {f"integrity:{r.name}" for r in config.integrity_rules if r.repair != "quarantine"}
+
+
+def _still_failing(action: RepairAction, r: CheckResult, config: Config) -> bool:
+    """Whether ``r`` says the repair did not work: judged on what the repair may change.
+
+    R5 cleans only the rules that opted in; violations of report-only rules after it are
+    not its failure (they are reported, for a person).
+    """
+    if r.status in (Status.ok, Status.not_configured) or r.suspected_cause is not None:
+        return False
+    if action is RepairAction.fix_data_integrity and r.category is Category.integrity:
+        return not (r.findings and set(r.findings) <= _report_only(config))
+    return True
+
+
 def _probe(env: Environment, config: Config, categories: tuple[Category, ...]) -> list[CheckResult]:
     if not categories:
         return []
@@ -379,11 +397,14 @@ def run_repair(
         if verify and spec.verify:
             after = _probe(env, config, spec.verify)
             result.after = _brief(after)
-            still = [
-                r
-                for r in after
-                if r.status not in (Status.ok, Status.not_configured) and r.suspected_cause is None
-            ]
+            still = [r for r in after if _still_failing(action, r, config)]
+            if action is RepairAction.fix_data_integrity:
+                left = [f for r in after for f in r.findings if f in _report_only(config)]
+                if left:
+                    result.notes.append(
+                        "report-only rules still have violations (a person decides): "
+                        + ", ".join(f.removeprefix("integrity:") for f in left)
+                    )
             if still:
                 result.outcome = "verify_failed"
                 result.escalation = LEVEL_MANUAL
