@@ -35,6 +35,7 @@ from westep_ops_tests.conftest import (
     run_cli,
     write_config,
 )
+from westep_ops_tests.test_sla import EMPTY
 
 # Not any sandbox secret; long and odd so that redaction of real secrets cannot mask it.
 WRONG_PASSWORD = "not-the-monitor-password-7f3q"
@@ -430,25 +431,7 @@ def _frames(rows: list[tuple[int, str, str]]) -> dict[str, pd.DataFrame]:
             for m, c, s in rows
         ]
     )
-    return {
-        "samples": samples,
-        "performance": pd.DataFrame(
-            columns=["ts", "mean_api_ms", "http_requests", "http_failures"]
-        ),
-        "incidents": pd.DataFrame(
-            columns=[
-                "id",
-                "category",
-                "severity",
-                "started_at",
-                "detected_at",
-                "resolved_at",
-                "recovered_by",
-            ]
-        ),
-        "alerts": pd.DataFrame(columns=["id", "incident_id", "ts", "kind", "label"]),
-        "repairs": pd.DataFrame(columns=["incident_id"]),
-    }
+    return {**EMPTY, "samples": samples}  # the other frames empty, as in test_sla
 
 
 def test_sla_counts_a_misconfigured_or_unconfigured_sample_as_unknown() -> None:
