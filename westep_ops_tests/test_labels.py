@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -223,3 +224,63 @@ def test_alerts_list_prints_local_time_naming_the_zone(store: HistoryStore, tmp_
         assert out[1].split()[:3] == [str(aid), *shown.split()]
     (listed,) = json.loads(run_cli("alerts", "list", "--json").stdout)
     assert datetime.fromisoformat(listed["ts"]) == datetime(2026, 12, 1, 15, 30, tzinfo=UTC)
+
+
+def test_quarantine_and_silence_lists_print_local_time(sandbox: Sandbox, tmp_path: Path) -> None:
+    from psycopg import sql
+
+    from westep_ops.repairs.quarantine import ensure_table
+
+    qschema = "westep_tz_quarantine"
+    cfg = write_config(
+        tmp_path / "kolkata.json", timezone="Asia/Kolkata", repairs__quarantineSchema=qschema
+    )
+    repair_role = psycopg.conninfo.conninfo_to_dict(os.environ["WESTEP_OPS_REPAIR_URL"])["user"]
+    with sandbox.superuser_conn() as conn:
+        conn.execute("DROP SCHEMA IF EXISTS westep_tz_src, westep_tz_quarantine CASCADE")
+        conn.execute("CREATE SCHEMA westep_tz_src")
+        conn.execute("CREATE TABLE westep_tz_src.things (id int)")
+        qtable = ensure_table(conn, qschema, "westep_tz_src.things")
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (id, quarantined_at, rule, reason) VALUES (1, %s, 'r', 'x')"
+            ).format(qtable),
+            (datetime(2026, 12, 1, 18, 45, tzinfo=UTC),),
+        )
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}; GRANT SELECT ON {} TO {}").format(
+                sql.Identifier(qschema),
+                sql.Identifier(repair_role),
+                qtable,
+                sql.Identifier(repair_role),
+            )
+        )
+    try:
+        out = run_cli("--config", str(cfg), "quarantine", "list")
+        assert out.returncode == 0, out.stderr
+        header, row = out.stdout.splitlines()
+        assert header.split()[-3:] == ["last", "quarantined", "(Asia/Kolkata)"]
+        assert row.split() == ["westep_tz_src.things", "r", "1", "2026-12-02", "00:15:00"]
+        (listed,) = json.loads(run_cli("--config", str(cfg), "quarantine", "list", "--json").stdout)
+        assert datetime.fromisoformat(listed["last"]) == datetime(2026, 12, 1, 18, 45, tzinfo=UTC)
+    finally:
+        with sandbox.superuser_conn() as conn:
+            conn.execute("DROP SCHEMA IF EXISTS westep_tz_src, westep_tz_quarantine CASCADE")
+
+    # A silence: its start and end in the configured zone, the header naming it.
+    args = ("silence", "add", "--category", "pool", "--for", "2h", "--reason", "tz test")
+    added = run_cli("--config", str(cfg), *args)
+    assert added.returncode == 0, added.stderr
+    sid = added.stdout.split()[1].removeprefix("#")  # "silence #7 (tz test, until ...) on pool"
+    try:
+        listed = json.loads(run_cli("--config", str(cfg), "silence", "list", "--json").stdout)
+        (mine,) = [x for x in listed["silences"] if str(x["id"]) == sid]
+        out = run_cli("--config", str(cfg), "silence", "list").stdout.splitlines()
+        assert "starts (Asia/Kolkata)" in out[0] and "ends (Asia/Kolkata)" in out[0]
+        (row,) = [x for x in out[1:] if x.split()[0] == sid]
+        ist = ZoneInfo("Asia/Kolkata")
+        for key in ("starts_at", "ends_at"):
+            assert f"{datetime.fromisoformat(mine[key]).astimezone(ist):%Y-%m-%d %H:%M}" in row
+        assert "IST" in added.stdout  # `silence add` says until when, in the same zone
+    finally:
+        run_cli("silence", "expire", sid)
