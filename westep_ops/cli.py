@@ -508,7 +508,8 @@ def quarantine_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def quarantine_list(ctx: click.Context, as_json: bool) -> None:
-    """Quarantined rows per table and rule (uses WESTEP_OPS_REPAIR_URL)."""
+    """Quarantined rows per table and rule (uses WESTEP_OPS_REPAIR_URL); times in the
+    configured time zone (--json: ISO 8601 with offset)."""
     from westep_ops.repairs.base import RepairContext
     from westep_ops.repairs.quarantine import list_quarantine
 
@@ -516,14 +517,15 @@ def quarantine_list(ctx: click.Context, as_json: bool) -> None:
     with _repair_db(RepairContext(_env(), config)) as conn:
         rows = list_quarantine(conn, config.repairs.quarantine_schema)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json.dumps(rows, indent=2, default=_iso))
     elif not rows:
         click.echo("quarantine is empty")
     else:
+        tz = config.timezone
         click.echo(
             _table(
-                [[r["table"], r["rule"], str(r["rows"]), str(r["last"])] for r in rows],
-                ["table", "rule", "rows", "last quarantined"],
+                [[r["table"], r["rule"], str(r["rows"]), _local(r["last"], tz)] for r in rows],
+                ["table", "rule", "rows", f"last quarantined ({tz})"],
             )
         )
 
@@ -640,21 +642,29 @@ def alerts_group() -> None:
 
 @alerts_group.command("list")
 @click.option("--open", "open_only", is_flag=True, help="Only alerts of incidents still open.")
+@click.option(
+    "--unlabelled",
+    is_flag=True,
+    help="Only opened alerts nobody has labelled yet (what is left to judge with `label`).",
+)
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def alerts_list(open_only: bool, limit: int, as_json: bool) -> None:
-    """The latest alerts, newest first."""
-    rows = _history_call(lambda h: h.alerts(open_only=open_only, limit=limit))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (ISO times with offset).")
+def alerts_list(open_only: bool, unlabelled: bool, limit: int, as_json: bool) -> None:
+    """The latest alerts, newest first; times in the configured time zone."""
+    rows = _history_call(
+        lambda h: h.alerts(open_only=open_only, unlabelled=unlabelled, limit=limit)
+    )
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json.dumps(rows, indent=2, default=_iso))
         return
     if not rows:
-        click.echo("no alerts")
+        click.echo("no unlabelled opened alerts" if unlabelled else "no alerts")
         return
+    tz = _local_tz()
     table = [
         [
             str(r["id"]),
-            f"{r['ts']:%Y-%m-%d %H:%M:%S}",
+            _local(r["ts"], tz),
             r["severity"],
             r["category"],
             r["kind"],
@@ -666,9 +676,38 @@ def alerts_list(open_only: bool, limit: int, as_json: bool) -> None:
     ]
     click.echo(
         _table(
-            table, ["id", "time (UTC)", "severity", "category", "kind", "ack", "label", "message"]
+            table, ["id", f"time ({tz})", "severity", "category", "kind", "ack", "label", "message"]
         )
     )
+    if unlabelled:
+        from westep_ops.monitoring.notify import label_command
+
+        click.echo(f"label one: {label_command('ID')}")
+
+
+def _local_tz() -> str:
+    """The configured time zone for times people read; UTC when the config cannot be read
+    (the tables say which zone they show, so that is never mistaken for local time)."""
+    try:
+        from westep_ops.config import load_config
+
+        return load_config(click.get_current_context().find_root().obj.get("config_path")).timezone
+    except (WestepError, RuntimeError):
+        return "UTC"
+
+
+def _local(ts: Any, tz: str, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A stored (aware) time in ``tz``; empty when there is none."""
+    from zoneinfo import ZoneInfo
+
+    return ts.astimezone(ZoneInfo(tz)).strftime(fmt) if ts is not None else ""
+
+
+def _iso(value: Any) -> str:
+    """JSON for what json cannot write itself: times as ISO 8601 with their offset."""
+    from datetime import datetime
+
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _person(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -692,24 +731,39 @@ def alerts_ack(alert_id: int, by: str | None) -> None:
 
 @alerts_group.command("label")
 @click.argument("alert_id", type=click.IntRange(min=1))
-@click.option("--true", "real", is_flag=True, help="A real problem.")
-@click.option("--false", "false_alarm", is_flag=True, help="A false alarm.")
+@click.option("--real", "--true", "real", is_flag=True, help="A real problem.")
+@click.option("--false-alarm", "--false", "false_alarm", is_flag=True, help="A false alarm.")
 def alerts_label(alert_id: int, real: bool, false_alarm: bool) -> None:
-    """Say whether alert ALERT_ID was real (--true) or a false alarm (--false); exactly
-    one of them. The monthly alert precision counts these. Exit code 0, 2 bad input or
-    no such alert.
+    """Say whether alert ALERT_ID was real (--real) or a false alarm (--false-alarm);
+    exactly one of them (--true and --false are the same flags). Labelling again replaces
+    the label. The monthly alert precision counts the labels of opened alerts; `alerts
+    list --unlabelled` lists those still to judge. Exit code 0, 2 bad input or no such
+    alert.
     """
     from westep_ops.store import now_utc
 
-    # Two flags, not --true/--false: click lets the last of those win silently.
+    # Two flags, not --real/--no-real: click lets the last of those win silently.
     if real == false_alarm:
         raise click.UsageError(
-            "give --true or --false, not both" if real else "give --true or --false"
+            "give --real or --false-alarm, not both" if real else "give --real or --false-alarm"
         )
 
-    if not _history_call(lambda h: h.label(alert_id, real, now_utc())):
+    done = _history_call(lambda h: h.label(alert_id, real, now_utc()))
+    if done is None:
         raise WestepError(f"no alert {alert_id}")
-    click.echo(f"alert {alert_id} labelled {'real' if real else 'a false alarm'}")
+    words = {True: "real", False: "a false alarm"}
+    was = done["previous"]
+    click.echo(
+        f"alert {alert_id} labelled {words[real]}"
+        + (f" (was {words[was]})" if was is not None and was != real else "")
+    )
+    if done["kind"] != "opened":
+        opened = done["opened_id"]
+        click.echo(
+            f"note: alert {alert_id} is a {done['kind']} alert; alert precision counts opened"
+            " alerts"
+            + (f", here alert {opened} of incident #{done['incident_id']}" if opened else "")
+        )
 
 
 # -- silences ---------------------------------------------------------------------------
@@ -760,8 +814,7 @@ def silence_add(categories: tuple[str, ...], duration: str, reason: str, by: str
     s = SilenceStore(env.storage_url).add(
         sorted(set(categories)), d, reason, by or os.environ.get("USER") or "someone", now_utc()
     )
-    tz = _silence_tz()
-    click.echo(f"silence {s.describe(tz)} on {', '.join(s.categories)}")
+    click.echo(f"silence {s.describe(_local_tz())} on {', '.join(s.categories)}")
     if s.local:
         click.echo("  (ops store unreachable: kept locally, written to it when it returns)")
 
@@ -770,15 +823,6 @@ def _text(value: str, name: str) -> str:
     if not value.strip() or not value.isprintable() or len(value) > 500:
         raise click.BadParameter(f"{name}: 1-500 printable characters")
     return value
-
-
-def _silence_tz() -> str:
-    try:
-        from westep_ops.config import load_config
-
-        return load_config(click.get_current_context().find_root().obj.get("config_path")).timezone
-    except (WestepError, RuntimeError):
-        return "UTC"
 
 
 @silence_group.command("list")
@@ -817,8 +861,8 @@ def silence_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
         [
             s.label,
             ",".join(s.categories),
-            s.starts_at.strftime("%Y-%m-%d %H:%M"),
-            s.ends_at.strftime("%Y-%m-%d %H:%M"),
+            _local(s.starts_at, config.timezone, "%Y-%m-%d %H:%M"),
+            _local(s.ends_at, config.timezone, "%Y-%m-%d %H:%M"),
             "active" if s.active(now) else ("expired" if s.expired_at else "ended"),
             s.created_by,
             s.reason,
@@ -828,8 +872,8 @@ def silence_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
         [
             "window",
             ",".join(w.categories),
-            w.starts_at.strftime("%Y-%m-%d %H:%M"),
-            w.ends_at.strftime("%Y-%m-%d %H:%M"),
+            _local(w.starts_at, config.timezone, "%Y-%m-%d %H:%M"),
+            _local(w.ends_at, config.timezone, "%Y-%m-%d %H:%M"),
             "active",
             "config",
             str(w.window),
@@ -839,8 +883,12 @@ def silence_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     if not rows:
         click.echo("no active silences")
         return
+    zone = config.timezone
     click.echo(
-        _table(rows, ["id", "categories", "starts (UTC)", "ends (UTC)", "state", "by", "reason"])
+        _table(
+            rows,
+            ["id", "categories", f"starts ({zone})", f"ends ({zone})", "state", "by", "reason"],
+        )
     )
 
 

@@ -421,7 +421,7 @@ def test_routines_run_on_the_sandbox(sandbox: Sandbox, cfg: Path) -> None:
         "monitoring-alerts-2026-01-05.log" in tarfile.open(a).getnames() for a in archives
     )
     today = sorted(logs.glob("monitoring-alerts-*.log"))[-1].read_text()
-    assert "[daily]" in today and "summary" in today and "critical/error alerts" in today
+    assert "[daily]" in today and "summary" in today and "critical alerts" in today
     assert sorted(logs.glob("diagnosis-report-*.md"))
 
 

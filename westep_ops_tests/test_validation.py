@@ -377,9 +377,9 @@ FLAG_CASES = [
     (
         "label both ways",
         ["alerts", "label", "1", "--true", "--false"],
-        "--true or --false, not both",
+        "--real or --false-alarm, not both",
     ),
-    ("label neither way", ["alerts", "label", "1"], "give --true or --false"),
+    ("label neither way", ["alerts", "label", "1"], "give --real or --false-alarm"),
     ("label alert 0", ["alerts", "label", "0", "--true"], "'ALERT_ID'"),
     ("ack alert -1", ["alerts", "ack", "--", "-1"], "'ALERT_ID'"),
     ("ack by nobody", ["alerts", "ack", "1", "--by", " "], "'--by'"),

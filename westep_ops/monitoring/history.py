@@ -249,15 +249,23 @@ class HistoryStore:
             cols = [d.name for d in cur.description or []]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
-    def alerts(self, *, open_only: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+    def alerts(
+        self, *, open_only: bool = False, unlabelled: bool = False, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The latest alerts, newest first. ``unlabelled``: only opened alerts that were
+        sent (not suppressed by a silence) and nobody has labelled yet: what the alert
+        precision would count if a person judged them."""
         with self.tx() as conn:
             cur = conn.execute(
                 # An alert without an incident ("monitor degraded") belongs to no open one.
-                "SELECT a.*, (i.id IS NOT NULL AND i.closed_at IS NULL) AS incident_open"
-                " FROM westep_ops.alerts a LEFT JOIN westep_ops.incidents i ON i.id = a.incident_id"
-                " WHERE NOT %s OR (i.id IS NOT NULL AND i.closed_at IS NULL)"
-                " ORDER BY a.id DESC LIMIT %s",
-                (open_only, limit),
+                psycopg.sql.SQL(
+                    "SELECT a.*, (i.id IS NOT NULL AND i.closed_at IS NULL) AS incident_open"
+                    " FROM westep_ops.alerts a"
+                    " LEFT JOIN westep_ops.incidents i ON i.id = a.incident_id"
+                    " WHERE (NOT %s OR (i.id IS NOT NULL AND i.closed_at IS NULL))"
+                    " AND (NOT %s OR ({unlabelled})) ORDER BY a.id DESC LIMIT %s"
+                ).format(unlabelled=UNLABELLED),
+                (open_only, unlabelled, limit),
             )
             cols = [d.name for d in cur.description or []]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
@@ -272,15 +280,30 @@ class HistoryStore:
                 == 1
             )
 
-    def label(self, alert_id: int, real: bool, ts: datetime) -> bool:
+    def label(self, alert_id: int, real: bool, ts: datetime) -> dict[str, Any] | None:
+        """Say alert ``alert_id`` was real or a false alarm (a new label replaces the old).
+
+        Returns the alert's ``kind``, ``incident_id``, its ``previous`` label and the id of
+        its incident's opened alert (``opened_id``: the one alert precision counts); None
+        when there is no such alert.
+        """
         with self.tx() as conn:
-            return (
-                conn.execute(
-                    "UPDATE westep_ops.alerts SET label = %s, labeled_at = %s WHERE id = %s",
-                    (real, ts, alert_id),
-                ).rowcount
-                == 1
+            cur = conn.execute(
+                "WITH old AS (SELECT id, label FROM westep_ops.alerts WHERE id = %s FOR UPDATE)"
+                " UPDATE westep_ops.alerts a SET label = %s, labeled_at = %s FROM old"
+                " WHERE a.id = old.id RETURNING a.kind, a.incident_id, old.label AS previous,"
+                " (SELECT min(o.id) FROM westep_ops.alerts o WHERE o.incident_id = a.incident_id"
+                "  AND o.kind = 'opened') AS opened_id",
+                (alert_id, real, ts),
             )
+            row = cur.fetchone()
+            cols = [d.name for d in cur.description or []]
+        return dict(zip(cols, row, strict=True)) if row else None
+
+
+# The alerts a person should judge: opened, sent (a silenced one was never sent and is not
+# counted in alert precision), no label yet. A constant condition on the alias ``a``.
+UNLABELLED = psycopg.sql.SQL("a.kind = 'opened' AND a.label IS NULL AND a.suppressed_by IS NULL")
 
 
 _INCIDENT_FIELDS = {

@@ -55,16 +55,46 @@ class Alert:
     alert_id: int | None = None
 
     def line(self, tz: ZoneInfo) -> str:
+        """One log line (a message of several lines, like the daily summary, is joined)."""
         ref = f" incident #{_ref(self.incident_id)}" if self.incident_id else ""
+        hint = self.label_hint()
         return (
             f"{self.ts.astimezone(tz).isoformat(timespec='seconds')} {self.severity.upper()}"
-            f" [{self.category}]{ref} {self.kind} (alert {_ref(self.alert_id)}): {redact(self.message)}"
+            f" [{self.category}]{ref} {self.kind} (alert {_ref(self.alert_id)}):"
+            f" {' / '.join(redact(self.message).splitlines())}" + (f" | {hint}" if hint else "")
         )
+
+    def label_hint(self) -> str | None:
+        """How a person says whether this opened alert was real: the exact command (alert
+        precision counts opened alerts only, so other kinds carry none). An alert raised
+        while the ops store was down has a local id the command cannot take yet."""
+        if self.kind != "opened" or self.alert_id is None:
+            return None
+        if self.alert_id < 0:
+            return f"label it once the ops store has it: {UNLABELLED_COMMAND}"
+        return f"label it: {label_command(self.alert_id)}"
+
+
+UNLABELLED_COMMAND = "westep-ops alerts list --unlabelled"
+
+
+def label_command(alert_id: int | str) -> str:
+    """The command that labels opened alert ``alert_id``, as people are shown it."""
+    return f"westep-ops alerts label {alert_id} --real|--false-alarm"
 
 
 def _ref(value: int | None) -> str:
     """An id; a negative one is local (raised while the history was down, not replayed yet)."""
     return f"L{-value}" if value is not None and value < 0 else str(value)
+
+
+def _slack_hint(a: Alert) -> str | None:
+    """The label hint with its command in code style, so it is copied whole."""
+    hint = a.label_hint()
+    if hint is None:
+        return None
+    head, _, command = hint.rpartition(": ")
+    return f"{head}: `{command}`"
 
 
 class _Retryable(Exception):
@@ -196,7 +226,8 @@ class Notifier:
             "username": "westep-ops",
             "text": f"{icon.get(a.severity, '')} *{a.severity.upper()}* `{a.category}` {a.kind}"
             + (f" (incident #{_ref(a.incident_id)})" if a.incident_id else "")
-            + f": {redact(a.message)}",
+            + f": {redact(a.message)}"
+            + (f"\n{hint}" if (hint := _slack_hint(a)) else ""),
         }
         if self.env.alert_channel:
             payload["channel"] = self.env.alert_channel

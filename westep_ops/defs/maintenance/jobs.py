@@ -8,6 +8,7 @@ from dagster import OpExecutionContext, job, op
 
 from westep_ops.config import RepairAction, split_name
 from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG
+from westep_ops.monitoring import summary
 from westep_ops.monitoring.history import HistoryStore
 from westep_ops.monitoring.notify import Alert, Notifier
 from westep_ops.monitoring.rotation import rotate_logs
@@ -25,36 +26,26 @@ def performance_and_diagnosis(context: OpExecutionContext, stack: MonitoredStack
     context.log.info(f"{d.verdict}; {d.performance}; report {d.report}")
 
 
-@op(description="18:00 routine: summary of the day's error/critical alerts, to the log and Slack.")
+@op(
+    description="18:00 routine: the day's critical alerts and incidents, and its opened alerts"
+    " still to label (with the label command), to the log and Slack."
+)
 def daily_summary(
     context: OpExecutionContext, stack: MonitoredStackResource, ops_storage: PostgresResource
 ) -> None:
     env, cfg = stack.environment(), stack.config()
-    tz = ZoneInfo(cfg.timezone)
     now = datetime.now(UTC)
-    start = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
     store = HistoryStore(ops_storage.value())
     try:
         with store.tx() as conn:
-            rows = conn.execute(
-                "SELECT severity, category, kind, message FROM westep_ops.alerts WHERE ts >= %s"
-                " AND severity IN ('critical', 'error') ORDER BY ts",
-                (start,),
-            ).fetchall()
-            opened = conn.execute(
-                "SELECT count(*), count(*) FILTER (WHERE closed_at IS NULL) FROM westep_ops.incidents"
-                " WHERE started_at >= %s",
-                (start,),
-            ).fetchone()
+            s = summary.daily_summary(
+                conn, now.astimezone(ZoneInfo(cfg.timezone)).date(), cfg.timezone
+            )
     finally:
         store.close()
-    n, still_open = opened or (0, 0)
-    text = (
-        f"today: {len(rows)} critical/error alerts, {n} incidents ({still_open} still open)"
-        + "".join(f"; {c} {k}: {m[:80]}" for _s, c, k, m in rows[:5])
-    )
+    text = s.text()
     Notifier(env, cfg.timezone).alert(
-        Alert(now, "summary", "critical" if still_open else "info", "daily", text)
+        Alert(now, "summary", "critical" if s.any_open else "info", "daily", text)
     )
     context.log.info(text)
 
@@ -119,7 +110,10 @@ def performance_diagnosis_job() -> None:
     performance_and_diagnosis()
 
 
-@job(description="18:00: the day's error/critical events, summarised to the log and Slack.")
+@job(
+    description="18:00: the day's critical alerts and the opened alerts still to label,"
+    " summarised to the log and Slack."
+)
 def daily_summary_job() -> None:
     daily_summary()
 
