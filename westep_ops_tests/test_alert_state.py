@@ -21,13 +21,14 @@ from westep_ops.lib.alerting import (
 )
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
+DEFAULT = Thresholds()  # failureThreshold 2, successThreshold 2, confirmation on
 
 
 def t(minute: float) -> datetime:
     return T0 + timedelta(minutes=minute)
 
 
-def run(statuses: str, th: Thresholds = Thresholds(), symptoms: str = "") -> Replay:
+def run(statuses: str, th: Thresholds = DEFAULT, symptoms: str = "") -> Replay:
     """Feed one sample a minute: o ok, w warning, c critical, e error, C a failing
     confirmation re-probe, k a passing one; a position marked "s" in ``symptoms`` is a
     symptom of another category's failure."""

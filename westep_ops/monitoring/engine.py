@@ -3,7 +3,9 @@
 One :meth:`Monitor.tick` decides what is due from ``monitoring.intervals`` (cheap probes
 -- connection, pool, API and the performance sample -- every ``performance`` interval,
 the full H1-H7 sweep every ``health`` interval), probes, stores the samples, and runs the
-alert state machine per category:
+alert state machine per category (its open/confirm/close decisions are
+``lib/alerting.py``'s, fed with the category's recent samples read back from the history;
+the what-if review replays the same functions over stored samples):
 
 - an incident opens after ``failureThreshold`` failing samples in a row, or at once when
   an immediate re-probe ``confirmDelaySeconds`` later confirms a first failure, so
