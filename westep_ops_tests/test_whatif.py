@@ -152,6 +152,13 @@ def test_a_recorded_incident_closed_after_a_real_repair_judges_true() -> None:
     assert current["unjudged"] == 1
 
 
+def test_a_fault_never_removed_lasts_to_the_end_of_the_period() -> None:
+    truth = drill(("pool_pause", 9.5, 14, ["pool"]))
+    truth["removed_at"] = pd.NaT
+    current, strict, _noisy = compare(frames(FAULT_AND_BLIP, drill=truth), SETTINGS, t(40))
+    assert (current["judged_true"], current["missed"], strict["missed"]) == (1, 0, 1)
+
+
 def test_old_drill_rows_without_categories_judge_nothing() -> None:
     old = drill(("pool_pause", 9.5, 14, [])).drop(columns="categories")
     (current,) = compare(frames(FAULT_AND_BLIP, drill=old), SETTINGS[:1], t(40))

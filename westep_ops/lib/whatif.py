@@ -175,14 +175,16 @@ class Window:
     categories: tuple[str, ...] | None  # () quiet; None unknown
 
 
-def _drill_windows(drill: pd.DataFrame | None) -> list[Window]:
+def _drill_windows(drill: pd.DataFrame | None, end: pd.Timestamp) -> list[Window]:
+    """Drill rows as windows; one not removed (a drill still running, or killed) lasts
+    until ``end``."""
     if drill is None or not len(drill):
         return []
     out = []
     for row in drill.itertuples(index=False):
         cats = drill_categories(row)
-        end = row.removed_at if pd.notna(row.removed_at) else pd.Timestamp.max.tz_localize("UTC")
-        out.append(Window(row.injected_at, end, None if cats is None else tuple(cats)))
+        stop = row.removed_at if pd.notna(row.removed_at) else end
+        out.append(Window(row.injected_at, stop, None if cats is None else tuple(cats)))
     return out
 
 
@@ -267,7 +269,7 @@ def score(incidents: pd.DataFrame, frames: Mapping[str, pd.DataFrame], end: Any)
     alerts labelled real outside them.
     """
     end = pd.Timestamp(end)
-    windows = _drill_windows(frames.get("drill"))
+    windows = _drill_windows(frames.get("drill"), end)
     recorded = _recorded(frames, end)
     verdicts: list[bool | None] = []
     spans: list[tuple[str, Any, Any]] = []
