@@ -225,48 +225,6 @@ def test_performance_and_coverage() -> None:
     assert f.coverage == pytest.approx(6 / 7)
 
 
-def test_whatif_replay_counts_alerts_false_positives_and_misses() -> None:
-    from westep_ops.lib.whatif import Setting, compare
-
-    def row(m: float, status: str, kind: str = "cheap") -> dict:
-        return {"ts": t(m), "kind": kind, "category": "pool", "status": status}
-
-    data = pd.DataFrame(
-        [row(m, "ok") for m in range(0, 10)]
-        + [row(10, "critical"), row(10.1, "critical", "confirmation")]  # a real fault, confirmed
-        + [row(m, "critical") for m in range(11, 14)]
-        + [row(m, "ok") for m in range(14, 30)]
-        + [row(30, "critical"), row(30.1, "ok", "confirmation")]  # a blip
-        + [row(m, "ok") for m in range(31, 40)]
-    )
-    truth = pd.DataFrame([{"start": t(9.5), "end": t(14)}])
-    perf = pd.DataFrame(columns=["ts", "mean_api_ms"])
-    current, strict, noconfirm = compare(
-        data,
-        perf,
-        truth,
-        [
-            Setting("current"),
-            Setting("N=5, no confirmation", failure_threshold=5, confirm=False),
-            Setting("N=1, no confirmation", failure_threshold=1, confirm=False),
-        ],
-        t(40),
-    )
-    assert current == {"name": "current", "alerts": 1, "false_positives": 0, "missed": 0}
-    assert strict == {
-        "name": "N=5, no confirmation",
-        "alerts": 0,
-        "false_positives": 0,
-        "missed": 1,
-    }
-    assert noconfirm == {
-        "name": "N=1, no confirmation",
-        "alerts": 2,
-        "false_positives": 1,
-        "missed": 0,
-    }
-
-
 def test_a_period_ending_mid_slot_counts_the_partial_slot() -> None:
     end = DAY + timedelta(minutes=10, seconds=30)  # e.g. a month still in progress
     f = compute(DAY, end, **{**EMPTY, "samples": samples({m: "ok" for m in range(11)})})

@@ -1,15 +1,24 @@
 """What-if re-analysis: replay alerting over stored samples under other settings.
 
 The seed's monthly "review intervals, thresholds and recovery settings", made concrete:
-the alert state machine (open after N failing samples, or after a confirming re-probe;
-close after M passing ones) is replayed per category over the raw samples, and the
-performance samples are re-judged against another response-time threshold. Each
-setting's incidents are compared with the ground truth (drill faults, and recorded
-incidents not labelled false): how many alerts, how many false ones, how many missed.
+the engine's own alert state machine (``lib/alerting.py``: open after N failing samples,
+or after a confirming re-probe; close after M passing ones) is driven per category over
+the stored samples, and the performance samples are re-judged against another
+response-time threshold.
+
+Each setting's alerts are judged against what is known independently of any setting,
+never against the incidents the current setting recorded (which would make it miss
+nothing by construction): a person's label on a recorded alert, the drill's ground truth
+(fault windows with the categories they break, quiet windows where nothing was broken),
+and an explicit later signal (the recorded incident was closed after a repair that
+repaired something). An alert none of these speaks for is unjudged. A truth window (a
+drill fault, or an alert a person labelled real) that no replayed alert of its
+categories overlaps is missed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,8 +35,8 @@ from westep_ops.config import (
     read_json_file,
 )
 from westep_ops.errors import WestepError
+from westep_ops.lib.alerting import CONFIRMATION, Replay, Sample, Thresholds, read_status
 
-FAILING = {"warning", "critical", "error"}
 CURRENT = "current"  # the name of the setting in force, always compared first
 
 
@@ -84,80 +93,252 @@ def read_thresholds(path: str | Path) -> list[WhatIfSetting]:
         raise WestepError(describe_validation_error(e, source, what)) from None
 
 
-def replay(samples: pd.DataFrame, performance: pd.DataFrame, s: Setting) -> pd.DataFrame:
-    """Incidents the setting would have opened: category, started, detected, resolved."""
-    rows: list[dict[str, Any]] = []
-    frames = [samples[["ts", "kind", "category", "status"]]] if len(samples) else []
+VERIFICATION = "verification"  # a repair's re-probe: counts in later runs, decides nothing
+INCIDENT_COLUMNS = ["category", "started", "detected", "resolved"]
+DRILL_GRACE = pd.Timedelta(seconds=60)  # an alert this long after a fault's removal is its
+QUIET = "quiet"  # a drill row that is a window where nothing was broken
+
+
+def _listed(value: Any) -> list[str]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _symptom(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and pd.isna(value))
+
+
+def replay(
+    samples: pd.DataFrame,
+    performance: pd.DataFrame,
+    s: Setting,
+    observe_only: Iterable[str] = (),
+) -> pd.DataFrame:
+    """Incidents the setting would have opened: category, started, detected, resolved.
+
+    ``samples`` has ts, kind, category, status and, when known, findings and
+    suspected_cause (a symptom opens nothing; an observe-only warning reads as ok).
+    Re-probes that confirmed a first failure exist only with confirmation on; without,
+    they are dropped. With ``response_time_ms`` the performance samples are re-judged
+    against it (failing when the mean API time is over it), keeping the stored
+    performance sample's suspected cause.
+    """
+    cols = ["ts", "kind", "category", "status", "findings", "suspected_cause"]
+    data = samples.reindex(columns=cols)
     if s.response_time_ms is not None and len(performance):
-        p = performance[["ts"]].copy()
-        p["kind"] = "cheap"
+        stored = data[data["category"] == "performance"].drop_duplicates("ts", keep="last")
+        p = performance[["ts"]].merge(stored[["ts", "kind", "suspected_cause"]], "left", "ts")
+        p["kind"] = p["kind"].fillna("cheap")
         p["category"] = "performance"
-        p["status"] = (performance["mean_api_ms"] > s.response_time_ms).map(
-            {True: "warning", False: "ok"}
-        )
-        frames = [f[f["category"] != "performance"] for f in frames] + [p]
-    if not frames:
-        return pd.DataFrame(columns=["category", "started", "detected", "resolved"])
-    data = pd.concat(frames).sort_values("ts", kind="stable")
+        p["status"] = [
+            "warning" if ms > s.response_time_ms else "ok" for ms in performance["mean_api_ms"]
+        ]
+        p["findings"] = None
+        data = pd.concat([data[data["category"] != "performance"], p[cols]])
     if not s.confirm:
-        data = data[data["kind"] != "confirmation"]
-    for cat, g in data.groupby("category", sort=False):
-        fails, passes, start, open_at = 0, 0, None, None
-        for ts, kind, status in zip(g["ts"], g["kind"], g["status"], strict=True):
-            if status == "error":
-                # The check could not run (the monitor's own problem): as in the engine it
-                # opens nothing and ends a run of failing or passing samples.
-                if open_at is None:
-                    fails, start = 0, None
-                else:
-                    passes = 0
-                continue
-            failing = status in FAILING
-            if open_at is None:
-                if failing:
-                    fails += 1
-                    start = start or ts
-                    confirmed = s.confirm and kind == "confirmation"
-                    if fails >= s.failure_threshold or confirmed:
-                        open_at, passes = ts, 0
-                else:
-                    fails, start = 0, None
-            else:
-                passes = 0 if failing else passes + 1
-                if passes >= s.success_threshold:
-                    rows.append(
-                        {"category": cat, "started": start, "detected": open_at, "resolved": ts}
-                    )
-                    open_at, fails, start = None, 0, None
-        if open_at is not None:
-            rows.append(
-                {"category": cat, "started": start, "detected": open_at, "resolved": pd.NaT}
-            )
-    return pd.DataFrame(rows, columns=["category", "started", "detected", "resolved"])
-
-
-def score(incidents: pd.DataFrame, truth: pd.DataFrame, end: Any) -> dict[str, int]:
-    """Alerts, false positives (matching no truth window) and missed truth windows."""
-
-    def overlaps(a0: Any, a1: Any, b0: Any, b1: Any) -> bool:
-        return a0 <= b1 and b0 <= a1
-
-    truth_spans = [(r.start, r.end if pd.notna(r.end) else end) for r in truth.itertuples()]
-    inc_spans = [
-        (r.started, r.resolved if pd.notna(r.resolved) else end) for r in incidents.itertuples()
+        data = data[data["kind"] != CONFIRMATION]
+    if not len(data):
+        return pd.DataFrame(columns=INCIDENT_COLUMNS)
+    data = data.sort_values("ts", kind="stable")
+    th = Thresholds(s.failure_threshold, s.success_threshold, s.confirm)
+    replays: dict[str, Replay] = {}
+    for ts, kind, cat, status, findings, cause in data.itertuples(index=False, name=None):
+        read = read_status(status, _listed(findings), observe_only)
+        replays.setdefault(cat, Replay(cat, th)).feed(
+            Sample(ts, read, _symptom(cause), kind), decides=kind != VERIFICATION
+        )
+    rows = [
+        {
+            "category": i.category,
+            "started": i.started,
+            "detected": i.detected,
+            "resolved": i.resolved,
+        }
+        for r in replays.values()
+        for i in r.incidents
     ]
-    fp = sum(1 for a in inc_spans if not any(overlaps(*a, *t) for t in truth_spans))
-    missed = sum(1 for t in truth_spans if not any(overlaps(*a, *t) for a in inc_spans))
-    return {"alerts": len(inc_spans), "false_positives": fp, "missed": missed}
+    return pd.DataFrame(rows, columns=INCIDENT_COLUMNS)
+
+
+def drill_categories(row: Any) -> list[str] | None:
+    """The categories a drill row breaks ([] for a quiet window); None when unknown (a row
+    recorded before drills kept them: it judges nothing and is no truth window)."""
+    if row.fault == QUIET:
+        return []
+    cats = getattr(row, "categories", None)
+    return list(cats) if isinstance(cats, list | tuple) else None
+
+
+@dataclass(frozen=True)
+class Window:
+    start: pd.Timestamp
+    end: pd.Timestamp
+    categories: tuple[str, ...] | None  # () quiet; None unknown
+
+
+def _drill_windows(drill: pd.DataFrame | None, end: pd.Timestamp) -> list[Window]:
+    """Drill rows as windows; one not removed (a drill still running, or killed) lasts
+    until ``end``."""
+    if drill is None or not len(drill):
+        return []
+    out = []
+    for row in drill.itertuples(index=False):
+        cats = drill_categories(row)
+        stop = row.removed_at if pd.notna(row.removed_at) else end
+        out.append(Window(row.injected_at, stop, None if cats is None else tuple(cats)))
+    return out
+
+
+def _judge_replayed(
+    alert: Mapping[str, Any],
+    windows: list[Window],
+    label: bool | None,
+    repaired: bool,
+) -> tuple[bool | None, str]:
+    """Judge one replayed alert by the rules of INTERFACES §3 (``lib/sla.judge``).
+
+    A person's label (of the recorded alert it coincides with) first; then drill truth:
+    inside a fault window (+ grace) of its category: true; inside a drill window (quiet,
+    or another category's fault) matching no active fault: false; then the explicit
+    later signal (its recorded incident closed after a repair that repaired something);
+    else unjudged. Kept private until ``lib/sla.judge`` takes replayed alerts.
+    """
+    if label is not None:
+        return label, "label"
+    ts, cat = alert["detected"], alert["category"]
+    inside = [w for w in windows if w.start <= ts <= w.end + DRILL_GRACE]
+    if any(w.categories is not None and cat in w.categories for w in inside):
+        return True, "drill"
+    if inside and all(w.categories is not None for w in inside):
+        return False, "drill"
+    if repaired:
+        return True, "repaired"
+    return None, "unjudged"
+
+
+def _overlaps(a0: Any, a1: Any, b0: Any, b1: Any) -> bool:
+    return bool(a0 <= b1 and b0 <= a1)
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """What the month's records say about a span of one category."""
+
+    category: str
+    start: Any
+    end: Any
+    label: bool | None = None  # a person's label of the alert that opened it
+    repaired: bool = False  # closed after a repair that repaired something
+
+
+def _recorded(frames: Mapping[str, pd.DataFrame], end: pd.Timestamp) -> list[_Recorded]:
+    """Recorded incidents (with their repairs) and labelled alerts, as spans."""
+    alerts = frames.get("alerts")
+    incidents = frames.get("incidents")
+    repairs = frames.get("repairs")
+    fixed = set()
+    if repairs is not None and len(repairs):
+        fixed = set(repairs.loc[repairs["outcome"] == "repaired", "incident_id"])
+    spans: dict[Any, _Recorded] = {}
+    for r in incidents.itertuples() if incidents is not None else ():
+        closed = pd.notna(r.resolved_at)
+        spans[r.id] = _Recorded(
+            r.category,
+            r.started_at,
+            r.resolved_at if closed else end,
+            repaired=bool(closed and r.id in fixed),
+        )
+    out = list(spans.values())
+    if alerts is None or "label" not in alerts.columns:
+        return out
+    for a in alerts.itertuples():
+        if a.kind != "opened" or a.label is None or pd.isna(a.label):
+            continue
+        span = spans.get(a.incident_id)
+        start, stop = (span.start, span.end) if span is not None else (a.ts, a.ts)
+        out.append(_Recorded(a.category, start, stop, label=bool(a.label)))
+    return out
+
+
+def score(incidents: pd.DataFrame, frames: Mapping[str, pd.DataFrame], end: Any) -> dict[str, Any]:
+    """Judge a setting's replayed incidents: alerts, judged true/false, unjudged, missed.
+
+    ``frames`` are the period's alerts (with ``label``), incidents, repairs and drill
+    rows. A replayed alert takes the label of a labelled recorded alert of its category
+    whose incident it overlaps (real wins over false), and the repair signal of a
+    recorded incident it overlaps. Truth windows: drill faults of known categories, and
+    alerts labelled real outside them.
+    """
+    end = pd.Timestamp(end)
+    windows = _drill_windows(frames.get("drill"), end)
+    recorded = _recorded(frames, end)
+    verdicts: list[bool | None] = []
+    spans: list[tuple[str, Any, Any]] = []
+    for inc in incidents.itertuples():
+        a0, a1 = inc.started, inc.resolved if pd.notna(inc.resolved) else end
+        spans.append((inc.category, a0, a1))
+        near = [
+            r for r in recorded if r.category == inc.category and _overlaps(a0, a1, r.start, r.end)
+        ]
+        labels = {r.label for r in near if r.label is not None}
+        label = True if True in labels else (False if labels else None)
+        repaired = any(r.repaired for r in near)
+        verdict, _how = _judge_replayed(inc._asdict(), windows, label, repaired)
+        verdicts.append(verdict)
+
+    def in_fault(category: str, start: Any, stop: Any) -> bool:
+        return any(
+            w.categories
+            and category in w.categories
+            and _overlaps(start, stop, w.start, w.end + DRILL_GRACE)
+            for w in windows
+        )
+
+    truth = [
+        (w.categories, w.start, min(w.end, end) + DRILL_GRACE) for w in windows if w.categories
+    ]
+    truth += [
+        ((r.category,), r.start, r.end)
+        for r in recorded
+        if r.label is True and not in_fault(r.category, r.start, r.end)
+    ]
+    missed = sum(
+        1
+        for cats, b0, b1 in truth
+        if not any(c in (cats or ()) and _overlaps(a0, a1, b0, b1) for c, a0, a1 in spans)
+    )
+    true, false = verdicts.count(True), verdicts.count(False)
+    return {
+        "alerts": len(verdicts),
+        "judged_true": true,
+        "false_positives": false,
+        "unjudged": verdicts.count(None),
+        "missed": missed,
+        "truth_windows": len(truth),
+        "precision": true / (true + false) if true + false else None,
+    }
 
 
 def compare(
-    samples: pd.DataFrame,
-    performance: pd.DataFrame,
-    truth: pd.DataFrame,
+    frames: Mapping[str, pd.DataFrame],
     settings: list[Setting],
     end: Any,
+    observe_only: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
+    """One row per setting: its replayed alerts judged against labels and drill truth.
+
+    ``frames``: samples (ts, kind, category, status, findings, suspected_cause),
+    performance (ts, mean_api_ms), and the alerts, incidents, repairs and drill rows
+    that judge them (see :func:`score`).
+    """
+    empty = pd.DataFrame(columns=["ts", "mean_api_ms"])
     return [
-        {"name": s.name, **score(replay(samples, performance, s), truth, end)} for s in settings
+        {
+            "name": s.name,
+            **score(
+                replay(frames["samples"], frames.get("performance", empty), s, observe_only),
+                frames,
+                end,
+            ),
+        }
+        for s in settings
     ]

@@ -3,7 +3,9 @@
 One :meth:`Monitor.tick` decides what is due from ``monitoring.intervals`` (cheap probes
 -- connection, pool, API and the performance sample -- every ``performance`` interval,
 the full H1-H7 sweep every ``health`` interval), probes, stores the samples, and runs the
-alert state machine per category:
+alert state machine per category (its open/confirm/close decisions are
+``lib/alerting.py``'s, fed with the category's recent samples read back from the history;
+the what-if review replays the same functions over stored samples):
 
 - an incident opens after ``failureThreshold`` failing samples in a row, or at once when
   an immediate re-probe ``confirmDelaySeconds`` later confirms a first failure, so
@@ -38,6 +40,7 @@ from typing import Any
 
 from westep_ops.config import Category, Config, RepairAction
 from westep_ops.environment import Environment
+from westep_ops.lib import alerting
 from westep_ops.monitoring.history import HistoryStore
 from westep_ops.monitoring.notify import Alert, Notifier
 from westep_ops.probes.base import CheckResult, Status
@@ -51,9 +54,8 @@ from westep_ops.repairs.recovery import MONITOR_CATEGORY, OBSERVE_ONLY, plan_rep
 CHEAP = (Category.connection, Category.pool, Category.api)
 PERFORMANCE = "performance"
 MONITOR = "monitor"  # the category of "monitor degraded" alerts
-# Failing means the target is unhealthy; an error (the check could not run) is unknown.
-FAILING = {Status.warning.value, Status.critical.value}
-UNKNOWN = Status.error.value
+# An error (the check could not run) is unknown: neither failing nor passing.
+UNKNOWN = alerting.UNKNOWN
 RESEND_WINDOW = timedelta(hours=1)  # undelivered alerts older than this are not resent
 RESEND_EVERY_S = 10.0
 # category -> the categories whose incident, open or just closed, explains its failures
@@ -136,11 +138,17 @@ class Observation:
     def failing(self) -> bool:
         """Failing enough to open an incident: a warning made only of load figures
         (``OBSERVE_ONLY``, e.g. clients queued a moment) is shown, not paged."""
-        if self.status == Status.warning.value and self.result is not None:
-            findings = set(self.result.findings)
-            if findings and findings <= OBSERVE_ONLY:
-                return False
-        return self.status in FAILING
+        return alerting.failing(self.read_status)
+
+    @property
+    def read_status(self) -> str:
+        """The status as alerting reads it (as the history reads the stored sample back)."""
+        findings = self.result.findings if self.result is not None else []
+        return alerting.read_status(self.status, findings, OBSERVE_ONLY)
+
+    def sample(self, ts: datetime, kind: str = "sweep") -> alerting.Sample:
+        """This observation for the alert state machine."""
+        return alerting.Sample(ts, self.read_status, self.suspected_cause is not None, kind)
 
     @property
     def monitor_refused(self) -> bool:
@@ -383,16 +391,17 @@ class Monitor:
             if o.performance is not None:
                 self.history.add_performance(o.performance, ts)
 
-    def _consecutive(self, category: str, failing: bool, limit: int) -> list[datetime]:
-        """Timestamps of the latest run of samples that are (not) failing, newest first."""
-        run = []
-        for ts, status in self.history.recent_statuses(
+    def _recent(self, category: str) -> alerting.Recent:
+        """The category's latest samples as the history reads them back, newest first."""
+        return lambda limit: self.history.recent_statuses(
             category, limit, observe_only=frozenset(OBSERVE_ONLY)
-        ):
-            if status == UNKNOWN or (status in FAILING) != failing:
-                break  # an error sample says nothing either way: it ends the run
-            run.append(ts)
-        return run
+        )
+
+    def _decide(self, o: Observation, is_open: bool, kind: str = "sweep") -> alerting.Decision:
+        """The alert state machine (``lib/alerting.py``) on this observation."""
+        a = self.config.monitoring.alerting
+        th = alerting.Thresholds(a.failure_threshold, a.success_threshold)
+        return alerting.decide(is_open, o.sample(self.clock(), kind), self._recent(o.category), th)
 
     def _evaluate(self, now: datetime, obs: list[Observation], out: TickResult) -> None:
         a = self.config.monitoring.alerting
@@ -406,10 +415,11 @@ class Monitor:
             if o.status == UNKNOWN:
                 continue  # the check could not run: see _degraded
             incident = open_.get(o.category)
+            d = self._decide(o, incident is not None)
             if incident is not None:
                 self._judge_silence(now, o, incident, out)
                 self._follow_repairs(incident, out)
-                if o.failing:
+                if d.action == "hold":
                     self._request_repairs(incident, o, out)
                     if self.silenced_by(o.category):
                         continue  # reminders pause while silenced
@@ -425,10 +435,9 @@ class Monitor:
                         )
                         self.history.update_incident(incident["id"], last_notified_at=now)
                     continue
-                passes = self._consecutive(o.category, False, a.success_threshold)
-                if len(passes) >= a.success_threshold:
-                    self.history.close_incident(incident["id"], passes[-1], now, None)
-                    took = (passes[-1] - incident["detected_at"]).total_seconds()
+                if d.action == "close" and d.at is not None:
+                    self.history.close_incident(incident["id"], d.at, now, None)
+                    took = (d.at - incident["detected_at"]).total_seconds()
                     quiet = (
                         incident["silenced_by"]
                         if incident.get("silenced_by") and not incident.get("unsilenced_at")
@@ -446,18 +455,19 @@ class Monitor:
                     )
                     out.closed.append(incident["id"])
                 continue
-            if not o.failing or o.suspected_cause is not None:
-                continue  # healthy, or a symptom of another category's incident
-            fails = self._consecutive(o.category, True, a.failure_threshold)
-            if len(fails) >= a.failure_threshold:
-                self._open(o, fails, out)
-            else:
+            # healthy or a symptom of another category's incident: nothing; else open, or
+            # a first failure to confirm
+            if d.action == "open":
+                self._open(o, d.at, out)
+            elif d.action == "confirm":
                 to_confirm.append(o)
         if to_confirm:
             # One delay and one re-probe for every first failure of this tick (the sensor
             # has a minute per evaluation, however many things broke at once).
             for o in self._confirm(to_confirm):
-                self._open(o, self._consecutive(o.category, True, a.failure_threshold + 1), out)
+                d = self._decide(o, False, alerting.CONFIRMATION)
+                if d.action == "open":
+                    self._open(o, d.at, out)
 
     def _group_with_recent(
         self, now: datetime, obs: list[Observation], open_: dict[str, dict]
@@ -539,9 +549,9 @@ class Monitor:
                 o.suspected_cause = c
                 break
 
-    def _open(self, o: Observation, fails: list[datetime], out: TickResult) -> None:
-        started = fails[-1] if fails else self.clock()
+    def _open(self, o: Observation, started: datetime | None, out: TickResult) -> None:
         detected = self.clock()
+        started = started or detected
         iid = self.history.open_incident(
             o.category,
             o.severity,

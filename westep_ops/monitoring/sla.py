@@ -145,24 +145,29 @@ def parse_settings(path: str | None, config: Config) -> list[Setting]:
     ]
 
 
-def ground_truth(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """What really happened: drill faults, and recorded incidents nobody labelled false."""
-    drill = frames["drill"].rename(columns={"injected_at": "start", "removed_at": "end"})
-    alerts = frames["alerts"]
-    opened = alerts[alerts["kind"] == "opened"]
-    false_ids = set(opened.loc[opened["label"].eq(False), "incident_id"])
-    inc = frames["incidents"]
-    real = inc[~inc["id"].isin(false_ids)].rename(
-        columns={"started_at": "start", "resolved_at": "end"}
-    )
-    if len(drill) and len(
-        real
-    ):  # an incident during a drill fault is that fault, not another event
-        now = pd.Timestamp.now(tz="UTC")
-        spans = list(zip(drill["start"], drill["end"].fillna(now), strict=True))
-        real = real[[not any(s <= t <= e for s, e in spans) for t in real["start"]]]
-    parts = [p[["start", "end"]] for p in (drill, real) if len(p)]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["start", "end"])
+# The what-if replays the samples as the engine read them: findings (observe-only) and
+# the sweep's suspected cause (a symptom opens nothing) too.
+WHATIF_SAMPLES = (
+    "SELECT ts, kind, category, status, findings, suspected_cause FROM westep_ops.samples"
+    " WHERE ts >= %s AND ts < %s ORDER BY ts, id"
+)
+
+
+def whatif(
+    store: HistoryStore,
+    frames: dict[str, pd.DataFrame],
+    settings: list[Setting],
+    start: datetime,
+    end: datetime,
+) -> list[dict[str, Any]]:
+    """Replay the settings over the month's samples; judge them by labels and drills."""
+    from westep_ops.repairs.recovery import OBSERVE_ONLY
+
+    with store.tx() as conn:
+        cur = conn.execute(WHATIF_SAMPLES, (start, end))
+        samples = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description or []])
+    samples["ts"] = pd.to_datetime(samples["ts"], utc=True)
+    return compare({**frames, "samples": samples}, settings, pd.Timestamp(end), OBSERVE_ONLY)
 
 
 def build(
@@ -187,13 +192,8 @@ def build(
     charts = sla_report.charts(
         this, frames["performance"], frames["incidents"], folder, config.timezone
     )
-    whatif = []
-    if settings:
-        truth = ground_truth(frames)
-        whatif = compare(
-            frames["samples"], frames["performance"], truth, settings, pd.Timestamp(end)
-        )
-    text = sla_report.render(month, config.timezone, this, prev, charts, lang, whatif)
+    replayed = whatif(store, frames, settings, start, min(end, max(start, now))) if settings else []
+    text = sla_report.render(month, config.timezone, this, prev, charts, lang, replayed)
     path = folder / "sla-report.md"
     path.write_text(text, encoding="utf-8")
-    return MonthlyReport(month, path, this, prev, charts, whatif)
+    return MonthlyReport(month, path, this, prev, charts, replayed)
