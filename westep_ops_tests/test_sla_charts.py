@@ -205,7 +205,7 @@ def test_full_month_one_bar_per_local_day_and_a_mark_per_incident() -> None:
     assert marks[0]["width"] == pytest.approx(31 * 0.008)
     assert [m["open"] for m in marks] == [False, False, False, True]
     assert marks[3]["x1"] == pytest.approx(31.0)
-    assert all(0 <= m["x0"] < m["x0"] + m["width"] <= 31 + 0.3 for m in marks)
+    assert all(0 <= m["left"] <= m["x0"] and m["left"] + m["width"] <= 31 for m in marks)
 
 
 def test_kolkata_half_hour_midnight_cuts_the_response_days() -> None:
@@ -269,6 +269,7 @@ def test_empty_month_draws_no_data_not_zero(tmp_path: Path) -> None:
     f = figures(MONTH_END, [day(f"2026-12-{i:02d}", None, 0.0) for i in range(1, 32)])
     data = chart_data(f, performance(), NO_INCIDENTS, TZ)
     assert {b["state"] for b in data["availability"]["bars"]} == {"no data"}
+    assert data["availability"]["down_minutes"] is None  # not "0 min down"
     assert data["incidents"]["marks"] == [] and data["alerts"]["counts"] == [0, 0, 0]
     assert len(charts(f, performance(), NO_INCIDENTS, tmp_path, TZ)) == 4
 

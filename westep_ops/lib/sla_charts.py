@@ -124,7 +124,10 @@ def availability_data(
                 "state": state,
             }
         )
-    down = [b["down_minutes"] for b in bars if b["down_minutes"] is not None]
+    # Down minutes only of days that measured something: an unmeasured day is no "0 down".
+    down = [
+        b["down_minutes"] for b in bars if b["down_minutes"] is not None and b["value"] is not None
+    ]
     period_min = (pd.Timestamp(f.end) - pd.Timestamp(f.start)).total_seconds() / 60
     return {
         "axis": axis,
@@ -195,7 +198,8 @@ def incident_data(f: SlaFigures, incidents: pd.DataFrame, tz: str) -> dict[str, 
 
     Each mark: x0 (start), detect (x of the alert), x1 (recovery, or the period's end when
     still open), width (at least ``MIN_MARK_SHARE`` of the axis), label "#id category",
-    text (local start time and duration), open.
+    left (where the mark is drawn, inside the axis), text (local start time and duration),
+    open.
     """
     axis = day_axis(f.start, f.end, tz)
     span = float(len(axis["days"]))
@@ -222,6 +226,8 @@ def incident_data(f: SlaFigures, incidents: pd.DataFrame, tz: str) -> dict[str, 
                 "detect": min(to_x(detected, axis["origin"], tz), x1),
                 "x1": x1,
                 "width": max(x1 - x0, min_w),
+                # Where the mark is drawn: a short one at the axis' end stays inside it.
+                "left": min(x0, span - max(x1 - x0, min_w)),
                 "open": bool(open_),
                 "text": f"{start_local}  "
                 + (f"open, {_duration(seconds)} so far" if open_ else _duration(seconds)),
@@ -372,7 +378,7 @@ def draw_availability(data: dict[str, Any]) -> Any:
                 ha="center",
                 va="top" if room else "bottom",
                 fontsize=6,
-                color="white" if inside else DARK,
+                color="white" if inside else DARK if b["state"] == "missed" else "#555555",
                 zorder=4,
             )
     ax.axhline(data["target"], color="black", linestyle="--", linewidth=1, zorder=3)
@@ -400,6 +406,8 @@ def draw_availability(data: dict[str, Any]) -> Any:
         frameon=False,
     )
     title = "availability per day (of the time measured)"
+    if all(b["value"] is None for b in data["bars"]):
+        title += ": nothing measured"
     if data["down_minutes"] is not None and data["budget_minutes"]:
         title += (
             f": {data['down_minutes']:.1f} min down, error budget {data['budget_minutes']:.1f} min"
@@ -461,7 +469,8 @@ def draw_response(data: dict[str, Any]) -> Any:
             ha="center",
             va="center",
             fontsize=8,
-            color="#666666",
+            color="#444444",
+            bbox={"facecolor": "white", "edgecolor": "none"},
         )
     ax.set_title("API response time per day: p50 and p95 of the samples", fontsize=9)
     return fig
@@ -481,7 +490,7 @@ def draw_incidents(data: dict[str, Any]) -> Any:
             ax.barh(
                 row,
                 m["width"],
-                left=m["x0"],
+                left=m["left"],
                 height=0.6,
                 color="white" if m["open"] else RED,
                 edgecolor=DARK,
@@ -500,12 +509,12 @@ def draw_incidents(data: dict[str, Any]) -> Any:
                 hatch="///" if m["open"] else None,
                 linewidth=0.6,
             )
-        end = m["x0"] + m["width"]
+        end = m["left"] + m["width"]
         if m["open"]:
             ax.plot(end, row, marker=">", color=DARK, markersize=6, clip_on=False)
         right = end < n * 0.7
         ax.text(
-            end + n * (0.02 if m["open"] else 0.01) if right else m["x0"] - n * 0.01,
+            end + n * (0.02 if m["open"] else 0.01) if right else m["left"] - n * 0.01,
             row,
             m["text"],
             ha="left" if right else "right",
