@@ -85,8 +85,8 @@ def test_monthly_report_of_this_month_shows_the_drill(
     ]
     meta = mat.metadata
     assert meta["incidents"].value == 4 and meta["alerts"].value == 4
-    assert meta["alert_precision"].value == "100.0%"  # judged against the drill's ground truth
-    assert meta["auto_recovery_success"].value == "100.0%"  # pg_down had no repair to attempt
+    assert meta["alert_precision"].value == 1.0  # judged against the drill's ground truth
+    assert meta["auto_recovery_success"].value == 1.0  # pg_down had no repair to attempt
     assert "data:image/png;base64," in meta["availability_chart"].value
     report = (tmp_path / month / "sla-report.md").read_text()
     assert report.startswith(f"# SLA report {month} (Asia/Tokyo)") and "**Verdict: " in report

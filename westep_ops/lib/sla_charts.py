@@ -1,0 +1,627 @@
+"""The monthly SLA report's four PNG charts, drawn so an SRE can read them.
+
+Every chart shares one x axis: the LOCAL days (config time zone) of the period, day ``i``
+spanning ``[i, i + 1)``, labelled with the day of the month. A monthly report whose
+period starts on the 1st shows the whole calendar month, so day 2 of 31 looks like day 2
+of 31 (days after the period's end are left blank, not "no data"). Inside the period a
+day with nothing measured is drawn as "no data", never as 0.
+
+The pure ``*_data`` functions return what is plotted (bars per day, target line and
+y-limits, one mark per incident, counts); tests assert on them and the drawing only
+reads them. Matplotlib's Agg backend is used; labels are English.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from westep_ops.lib.sla import SlaFigures
+
+GREEN, RED, ORANGE, GREY, DARK = "#2a9d8f", "#e76f51", "#f4a261", "#bdbdbd", "#9b2226"
+# A mark is at least this share of the time axis wide: a 10-second incident stays visible.
+MIN_MARK_SHARE = 0.008
+# The availability axis spans this many error budgets below 100% (99.0-100% for 99.9%).
+BUDGETS_SHOWN = 10
+MAX_INCIDENT_ROWS = 40
+
+
+def _local(ts: Any, tz: str) -> pd.Timestamp:
+    t = pd.Timestamp(ts)
+    return (t.tz_localize("UTC") if t.tzinfo is None else t).tz_convert(tz)
+
+
+def day_axis(start: datetime, end: datetime, tz: str) -> dict[str, Any]:
+    """The local days the charts show, and where the period ends on that axis.
+
+    Returns {"days": [date, ...], "origin": local midnight of the first day (naive),
+    "period_end": x of the period's end, "labels": one unique tick label per day,
+    "xlabel": the month(s) and zone}. A period starting at local midnight on the 1st is
+    padded to the end of its calendar month.
+    """
+    s, e = _local(start, tz), _local(end, tz)
+    first = s.date()
+    last = (e - pd.Timedelta(microseconds=1)).date() if e > s else first
+    if s == s.normalize() and s.day == 1:
+        month_end = date(s.year, s.month, calendar.monthrange(s.year, s.month)[1])
+        last = max(last, month_end)
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    origin = pd.Timestamp(first)
+    months = sorted({d.strftime("%Y-%m") for d in days})
+    one_month = len(months) == 1
+    labels = [str(d.day) if one_month else d.strftime("%m-%d") for d in days]
+    return {
+        "days": days,
+        "origin": origin,
+        "period_start": to_x(s, origin, tz),
+        "period_end": to_x(e, origin, tz),
+        "labels": labels,
+        "xlabel": f"day of {months[0]} ({tz})"
+        if one_month
+        else f"day, {months[0]} to {months[-1]} ({tz})",
+    }
+
+
+def to_x(ts: Any, origin: pd.Timestamp, tz: str) -> float:
+    """Position on the day axis: local wall-clock days since the first day's midnight."""
+    return float((_local(ts, tz).tz_localize(None) - origin) / pd.Timedelta(days=1))
+
+
+def _day_state(i: int, axis: dict[str, Any]) -> str:
+    """'future' for a day wholly after the period's end, else 'period'."""
+    return "future" if i >= axis["period_end"] else "period"
+
+
+def availability_data(
+    f: SlaFigures,
+    tz: str,
+    *,
+    target: float = 0.999,
+    min_measured_share: float = 0.9,
+) -> dict[str, Any]:
+    """One bar per local day (from ``f.daily``), the target line and the y-limits (in %).
+
+    A bar's ``state`` is "met", "missed", "no data" (nothing measured that day) or
+    "future" (after the period's end: no bar). Values below the axis are drawn clipped
+    at its bottom and flagged ``clipped``; ``partial`` marks days measured below
+    ``min_measured_share``.
+    """
+    axis = day_axis(f.start, f.end, tz)
+    budget = (1 - target) * 100
+    low = max(0.0, 100 - BUDGETS_SHOWN * budget) if budget > 0 else 99.0
+    high = 100 + (100 - low) * 0.06
+    by_day = {d["day"]: d for d in f.daily}
+    bars = []
+    for i, d in enumerate(axis["days"]):
+        row = by_day.get(d.isoformat(), {})
+        value = row.get("availability")
+        value = None if value is None or pd.isna(value) else float(value) * 100
+        measured = row.get("measured")
+        if _day_state(i, axis) == "future" and not row:
+            state = "future"
+        elif value is None:
+            state = "no data"
+        else:
+            state = "met" if value >= target * 100 else "missed"
+        bars.append(
+            {
+                "day": d.isoformat(),
+                "x": i + 0.5,
+                "label": axis["labels"][i],
+                "value": value,
+                "shown": None if value is None else max(value, low),
+                "clipped": value is not None and value < low,
+                "partial": value is not None
+                and measured is not None
+                and float(measured) < min_measured_share,
+                "measured": None if measured is None else float(measured),
+                "down_minutes": row.get("down_minutes"),
+                "state": state,
+            }
+        )
+    # Down minutes only of days that measured something: an unmeasured day is no "0 down".
+    down = [
+        b["down_minutes"] for b in bars if b["down_minutes"] is not None and b["value"] is not None
+    ]
+    period_min = (pd.Timestamp(f.end) - pd.Timestamp(f.start)).total_seconds() / 60
+    return {
+        "axis": axis,
+        "bars": bars,
+        "target": target * 100,
+        "ylim": (low, high),
+        "xlim": (0.0, float(len(axis["days"]))),
+        "down_minutes": float(sum(down)) if down else None,
+        "budget_minutes": (1 - target) * period_min if period_min > 0 else None,
+    }
+
+
+def response_data(
+    f: SlaFigures, performance: pd.DataFrame, tz: str, *, target_ms: float = 2000
+) -> dict[str, Any]:
+    """p50 and p95 of the API response samples per local day, the target and the y-limits.
+
+    Days with no sample inside the period have ``None`` (drawn as "no data").
+    """
+    axis = day_axis(f.start, f.end, tz)
+    p = performance
+    if len(p):
+        p = p[(p["ts"] >= pd.Timestamp(f.start)) & (p["ts"] < pd.Timestamp(f.end))]
+        p = p[p["mean_api_ms"].notna()]
+    stats: dict[str, tuple[float, float, int]] = {}
+    if len(p):
+        local_day = p["ts"].dt.tz_convert(tz).dt.date
+        for d, g in pd.to_numeric(p["mean_api_ms"]).groupby(local_day.to_numpy()):
+            stats[d.isoformat()] = (float(g.quantile(0.5)), float(g.quantile(0.95)), len(g))
+    days = []
+    for i, d in enumerate(axis["days"]):
+        p50, p95, n = stats.get(d.isoformat(), (None, None, 0))
+        state = (
+            "future" if _day_state(i, axis) == "future" and not n else "data" if n else "no data"
+        )
+        days.append(
+            {
+                "day": d.isoformat(),
+                "x": i + 0.5,
+                "p50": p50,
+                "p95": p95,
+                "samples": n,
+                "state": state,
+            }
+        )
+    worst = max((d["p95"] for d in days if d["p95"] is not None), default=0.0)
+    return {
+        "axis": axis,
+        "days": days,
+        "target": float(target_ms),
+        "ylim": (0.0, max(target_ms * 1.3, worst * 1.1)),
+        "xlim": (0.0, float(len(axis["days"]))),
+    }
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def incident_data(f: SlaFigures, incidents: pd.DataFrame, tz: str) -> dict[str, Any]:
+    """One mark per incident that started in the period, on the local-day axis.
+
+    Each mark: x0 (start), detect (x of the alert), x1 (recovery, or the period's end when
+    still open), width (at least ``MIN_MARK_SHARE`` of the axis), label "#id category",
+    left (where the mark is drawn, inside the axis), text (local start time and duration),
+    open.
+    """
+    axis = day_axis(f.start, f.end, tz)
+    span = float(len(axis["days"]))
+    min_w = span * MIN_MARK_SHARE
+    inc = incidents
+    if len(inc):
+        inc = inc[
+            (inc["started_at"] >= pd.Timestamp(f.start)) & (inc["started_at"] < pd.Timestamp(f.end))
+        ].sort_values("started_at")
+    marks = []
+    for row in inc.itertuples():
+        open_ = pd.isna(row.resolved_at) or row.resolved_at >= pd.Timestamp(f.end)
+        end = pd.Timestamp(f.end) if open_ else row.resolved_at
+        detected = row.detected_at if pd.notna(row.detected_at) else end
+        x0 = to_x(row.started_at, axis["origin"], tz)
+        x1 = min(to_x(end, axis["origin"], tz), span)
+        seconds = (end - row.started_at).total_seconds()
+        start_local = _local(row.started_at, tz).strftime("%m-%d %H:%M")
+        marks.append(
+            {
+                "id": int(row.id),
+                "label": f"#{int(row.id)} {row.category}",
+                "x0": x0,
+                "detect": min(to_x(detected, axis["origin"], tz), x1),
+                "x1": x1,
+                "width": max(x1 - x0, min_w),
+                # Where the mark is drawn: a short one at the axis' end stays inside it.
+                "left": min(x0, span - max(x1 - x0, min_w)),
+                "open": bool(open_),
+                "text": f"{start_local}  "
+                + (f"open, {_duration(seconds)} so far" if open_ else _duration(seconds)),
+            }
+        )
+    return {
+        "axis": axis,
+        "marks": marks,
+        "shown": marks[-MAX_INCIDENT_ROWS:],
+        "xlim": (0.0, span),
+        "min_width": min_w,
+    }
+
+
+def alerts_data(f: SlaFigures) -> dict[str, Any]:
+    """Opened alerts judged real, false and not judged, with integer y ticks."""
+    unjudged = getattr(f, "alerts_unjudged", None)
+    if unjudged is None:
+        unjudged = max(0, f.alerts - f.alerts_true - f.alerts_false)
+    counts = [int(f.alerts_true), int(f.alerts_false), int(unjudged)]
+    top = max(counts + [1])
+    step = max(1, math.ceil(top / 6))
+    return {
+        "labels": ["real", "false", "not judged"],
+        "counts": counts,
+        "ylim": (0.0, top * 1.15 + 0.2),
+        "yticks": list(range(0, top + step, step)),
+        "precision": f.alert_precision,
+    }
+
+
+def chart_data(
+    f: SlaFigures,
+    performance: pd.DataFrame,
+    incidents: pd.DataFrame,
+    tz: str,
+    *,
+    availability_target: float = 0.999,
+    response_target_ms: float = 2000,
+    min_measured_share: float = 0.9,
+) -> dict[str, dict[str, Any]]:
+    """The data of all four charts, keyed like the files."""
+    return {
+        "availability": availability_data(
+            f, tz, target=availability_target, min_measured_share=min_measured_share
+        ),
+        "response": response_data(f, performance, tz, target_ms=response_target_ms),
+        "incidents": incident_data(f, incidents, tz),
+        "alerts": alerts_data(f),
+    }
+
+
+# --- drawing -------------------------------------------------------------------------
+
+
+def _day_ticks(ax: Any, axis: dict[str, Any]) -> None:
+    n = len(axis["days"])
+    step = max(1, math.ceil(n / 31))
+    ax.set_xticks([i + 0.5 for i in range(0, n, step)], axis["labels"][::step], fontsize=7)
+    ax.set_xticks(range(n + 1), minor=True)
+    ax.tick_params(axis="x", which="major", length=0)
+    ax.tick_params(axis="x", which="minor", length=3)
+    ax.set_xlim(0, n)
+    ax.set_xlabel(axis["xlabel"], fontsize=8)
+
+
+def _future(ax: Any, axis: dict[str, Any]) -> None:
+    end, n = axis["period_end"], len(axis["days"])
+    if end < n:
+        ax.axvspan(end, n, color="#f6f6f6", zorder=0, linewidth=0)
+        ax.text(
+            (end + n) / 2 if n - end > 3 else n - 0.1,
+            0.5,
+            "after period end",
+            transform=ax.get_xaxis_transform(),
+            ha="center" if n - end > 3 else "right",
+            va="center",
+            fontsize=7,
+            color="#999999",
+        )
+
+
+def draw_availability(data: dict[str, Any]) -> Any:
+    """Lost availability hangs down from 100%: the worse the day, the longer its bar."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    low, high = data["ylim"]
+    ax.set_ylim(low, high)
+    _future(ax, data["axis"])
+    seen: set[str] = set()
+    for b in data["bars"]:
+        if b["state"] == "future":
+            continue
+        if b["state"] == "no data":
+            ax.bar(
+                b["x"],
+                high - low,
+                bottom=low,
+                width=0.8,
+                color="white",
+                edgecolor=GREY,
+                hatch="///",
+                linewidth=0.5,
+                zorder=1,
+            )
+            seen.add("no data")
+            continue
+        color = GREEN if b["state"] == "met" else RED
+        seen.add(b["state"])
+        seen.update(["partial"] if b["partial"] else [])
+        ax.bar(
+            b["x"],
+            b["shown"] - 100,
+            bottom=100,
+            width=0.8,
+            color=color,
+            alpha=0.5 if b["partial"] else 1.0,
+            zorder=2,
+        )
+        ax.plot(
+            b["x"],
+            b["shown"],
+            marker="_",
+            markersize=7,
+            markeredgewidth=2.5,
+            color=color,
+            markerfacecolor="white",
+            zorder=3,
+            clip_on=False,
+        )
+        if b["clipped"]:
+            ax.plot(b["x"], low, marker="v", color=DARK, markersize=7, clip_on=False, zorder=5)
+        parts = [f"{b['value']:.2f}%"] if b["state"] == "missed" else []
+        if b["partial"] and b["measured"] is not None:
+            parts.append(f"{b['measured']:.0%} measured")
+        if parts:
+            # Below the bar's end when there is room, else inside the (long) bar.
+            room = b["shown"] - low > (high - low) * 0.45
+            inside = not room and b["state"] == "missed" and not b["partial"]
+            ax.text(
+                b["x"],
+                b["shown"] - (high - low) * 0.03 if room else low + (high - low) * 0.12,
+                ", ".join(parts),
+                rotation=90,
+                ha="center",
+                va="top" if room else "bottom",
+                fontsize=6,
+                color="white" if inside else DARK if b["state"] == "missed" else "#555555",
+                zorder=4,
+            )
+    ax.axhline(data["target"], color="black", linestyle="--", linewidth=1, zorder=3)
+    ax.yaxis.set_major_formatter(lambda v, _pos: f"{v:.1f}%")
+    ax.tick_params(axis="y", labelsize=7)
+    _day_ticks(ax, data["axis"])
+    handles = [Line2D([], [], color="black", linestyle="--", label=f"target {data['target']:g}%")]
+    legend = {
+        "met": Patch(color=GREEN, label="met"),
+        "missed": Patch(color=RED, label="below target"),
+        "partial": Patch(color=GREY, label="partly measured (pale)"),
+        "no data": Patch(facecolor="white", edgecolor=GREY, hatch="///", label="no data"),
+    }
+    handles += [p for k, p in legend.items() if k in seen]
+    if any(b["clipped"] for b in data["bars"]):
+        handles.append(
+            Line2D([], [], marker="v", color=DARK, linestyle="", label=f"below {low:g}%")
+        )
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2),
+        ncol=6,
+        fontsize=7,
+        frameon=False,
+    )
+    title = "availability per day (of the time measured)"
+    if all(b["value"] is None for b in data["bars"]):
+        title += ": nothing measured"
+    if data["down_minutes"] is not None and data["budget_minutes"]:
+        title += (
+            f": {data['down_minutes']:.1f} min down, error budget {data['budget_minutes']:.1f} min"
+        )
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def draw_response(data: dict[str, Any]) -> Any:
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    ax.set_ylim(*data["ylim"])
+    _future(ax, data["axis"])
+    have = [d for d in data["days"] if d["p50"] is not None]
+    ax.vlines(
+        [d["x"] for d in have],
+        [d["p50"] for d in have],
+        [d["p95"] for d in have],
+        color="#8ecae6",
+        linewidth=3,
+    )
+    # NaN on the days without data breaks the lines there instead of bridging the gap.
+    xs = [d["x"] for d in data["days"]]
+    for key, marker, color in (("p95", "^", RED), ("p50", "o", "#264653")):
+        ys = [math.nan if d[key] is None else d[key] for d in data["days"]]
+        ax.plot(xs, ys, marker=marker, color=color, markersize=4, linewidth=1, label=key)
+    for d in data["days"]:
+        if d["state"] == "no data":
+            ax.axvspan(
+                d["x"] - 0.4,
+                d["x"] + 0.4,
+                facecolor="white",
+                edgecolor=GREY,
+                hatch="///",
+                linewidth=0.5,
+                zorder=0,
+            )
+    ax.axhline(data["target"], color="black", linestyle="--", linewidth=1)
+    ax.set_ylabel("API response, ms", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    _day_ticks(ax, data["axis"])
+    handles = [
+        Line2D([], [], color="black", linestyle="--", label=f"target {data['target'] / 1000:g} s"),
+        *ax.get_legend_handles_labels()[0],
+    ]
+    if any(d["state"] == "no data" for d in data["days"]):
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(facecolor="white", edgecolor=GREY, hatch="///", label="no data"))
+    ax.legend(handles=handles, loc="upper right", fontsize=7, ncol=len(handles))
+    if not have:
+        ax.text(
+            0.5,
+            0.5,
+            "no response samples in this period",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="#444444",
+            bbox={"facecolor": "white", "edgecolor": "none"},
+        )
+    ax.set_title("API response time per day: p50 and p95 of the samples", fontsize=9)
+    return fig
+
+
+def draw_incidents(data: dict[str, Any]) -> Any:
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    marks = data["shown"]
+    fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.3 * max(1, len(marks))))
+    n = data["xlim"][1]
+    _future(ax, data["axis"])
+    for row, m in enumerate(marks):
+        if m["x1"] - m["x0"] < data["min_width"]:
+            # Too short to split: one mark of the minimum width.
+            ax.barh(
+                row,
+                m["width"],
+                left=m["left"],
+                height=0.6,
+                color="white" if m["open"] else RED,
+                edgecolor=DARK,
+                hatch="///" if m["open"] else None,
+                linewidth=0.6,
+            )
+        else:
+            ax.barh(row, m["detect"] - m["x0"], left=m["x0"], height=0.6, color=ORANGE)
+            ax.barh(
+                row,
+                m["x1"] - m["detect"],
+                left=m["detect"],
+                height=0.6,
+                color="white" if m["open"] else RED,
+                edgecolor=RED,
+                hatch="///" if m["open"] else None,
+                linewidth=0.6,
+            )
+        end = m["left"] + m["width"]
+        if m["open"]:
+            ax.plot(end, row, marker=">", color=DARK, markersize=6, clip_on=False)
+        right = end < n * 0.7
+        ax.text(
+            end + n * (0.02 if m["open"] else 0.01) if right else m["left"] - n * 0.01,
+            row,
+            m["text"],
+            ha="left" if right else "right",
+            va="center",
+            fontsize=7,
+        )
+    ax.set_yticks(range(len(marks)), [m["label"] for m in marks], fontsize=7)
+    ax.set_ylim(len(marks) - 0.5 if marks else 0.5, -0.5)
+    _day_ticks(ax, data["axis"])
+    ax.grid(axis="x", which="minor", color="#eeeeee", linewidth=0.5)
+    total = len(data["marks"])
+    if not marks:
+        ax.set_yticks([])
+        ax.text(
+            0.5,
+            0.75,
+            "no incidents in this period",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="#666666",
+        )
+    else:
+        split = any(m["x1"] - m["x0"] >= data["min_width"] for m in marks)
+        legend = (
+            [
+                Patch(color=ORANGE, label="start to alert"),
+                Patch(color=RED, label="alert to recovery"),
+            ]
+            if split
+            else [Patch(color=RED, label="start to recovery")]
+        )
+        if any(m["open"] for m in marks):
+            legend.append(Patch(facecolor="white", edgecolor=RED, hatch="///", label="still open"))
+        ax.legend(
+            handles=legend,
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            ncol=3,
+            fontsize=7,
+            frameon=False,
+        )
+    shown = f" (latest {len(marks)} shown)" if len(marks) < total else ""
+    ax.set_title(f"incidents: {total}{shown}", fontsize=9, loc="left")
+    return fig
+
+
+def draw_alerts(data: dict[str, Any]) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 2.6))
+    bars = ax.bar(data["labels"], data["counts"], color=[GREEN, RED, GREY], width=0.6)
+    ax.bar_label(bars, fontsize=8)
+    ax.set_ylim(*data["ylim"])
+    ax.set_yticks(data["yticks"])
+    ax.tick_params(labelsize=8)
+    ax.set_ylabel("opened alerts", fontsize=8)
+    prec = data["precision"]
+    judged = data["counts"][0] + data["counts"][1]
+    total = sum(data["counts"])
+    title = ("precision not measured" if prec is None else f"precision {prec:.0%}") + (
+        f" ({judged} of {total} alerts judged)" if total else ": no alert opened in this period"
+    )
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def charts(
+    f: SlaFigures,
+    performance: pd.DataFrame,
+    incidents: pd.DataFrame,
+    folder: Path,
+    tz: str,
+    *,
+    availability_target: float = 0.999,
+    response_target_ms: float = 2000,
+    min_measured_share: float = 0.9,
+) -> dict[str, str]:
+    """Write availability.png, response.png, incidents.png and alerts.png into ``folder``.
+
+    Returns {name: file name}.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = chart_data(
+        f,
+        performance,
+        incidents,
+        tz,
+        availability_target=availability_target,
+        response_target_ms=response_target_ms,
+        min_measured_share=min_measured_share,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    made: dict[str, str] = {}
+    for name, draw in (
+        ("availability", draw_availability),
+        ("response", draw_response),
+        ("incidents", draw_incidents),
+        ("alerts", draw_alerts),
+    ):
+        fig = draw(data[name])
+        fig.savefig(folder / f"{name}.png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        made[name] = f"{name}.png"
+    return made
