@@ -34,6 +34,14 @@ def _availability_target() -> float:
     return load_config().sla.targets.availability
 
 
+# Local hours (PostgreSQL 12+ truncates in a zone, DST included): in a half-hour zone
+# (Asia/Kolkata) a UTC hour straddles local midnight and two days wrote the same row.
+HOURLY_SQL = (
+    "SELECT date_trunc('hour', ts, %s) AS hour, mean_api_ms, http_requests, http_failures, tps,"
+    " monitor_rss_mb, postgres_pss_mb FROM westep_ops.performance_samples WHERE ts >= %s AND ts < %s"
+)
+
+
 def _window(context: AssetExecutionContext) -> tuple[datetime, datetime]:
     w = context.partition_time_window
     return w.start, w.end
@@ -227,14 +235,7 @@ def performance_metrics(
     start, end = _window(context)
     store = HistoryStore(ops_storage.value())
     try:
-        perf = _frame(
-            store,
-            # Local hours: in a half-hour zone (Asia/Kolkata) a UTC hour straddles midnight
-            # and two days wrote the same row.
-            "SELECT date_trunc('hour', ts, %s) AS hour, mean_api_ms, http_requests, http_failures, tps,"
-            " monitor_rss_mb, postgres_pss_mb FROM westep_ops.performance_samples WHERE ts >= %s AND ts < %s",
-            (TIMEZONE, start, end),
-        )
+        perf = _frame(store, HOURLY_SQL, (TIMEZONE, start, end))
         if perf.empty:
             hourly = pd.DataFrame(
                 columns=[
