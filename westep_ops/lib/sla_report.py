@@ -37,7 +37,8 @@ TEXT = {
         "by": "by category / severity",
         "judged": "alerts judged by",
         "whatif": "What-if: other thresholds",
-        "time": "time: up {up:.0f} min, down {down:.0f} min, unknown {unknown:.0f} min of {total:.0f} min",
+        "time": "time: up {up:.1f} min, down {down:.1f} min, unknown {unknown:.1f} min of {total:.1f} min",
+        "day_table": "| day | availability | measured | down min | unknown min |",
         "mttd": "MTTD {range} (first failing sample - last passing sample before it; mean over"
         " {n} incident(s)), upper bound p90 {p90}",
         "unbounded": "; {n} incident(s) with no passing sample before them in the data (lower bound only)",
@@ -91,7 +92,8 @@ TEXT = {
         "by": "カテゴリ／重大度別",
         "judged": "アラートの判定方法",
         "whatif": "閾値の見直し（what-if）",
-        "time": "時間: 稼働 {up:.0f}分、停止 {down:.0f}分、不明 {unknown:.0f}分（全 {total:.0f}分）",
+        "time": "時間: 稼働 {up:.1f}分、停止 {down:.1f}分、不明 {unknown:.1f}分（全 {total:.1f}分）",
+        "day_table": "| 日付 | 稼働率 | 測定割合 | 停止（分） | 不明（分） |",
         "mttd": "検出時間（MTTD）{range}（最初の失敗サンプル～その前の最後の成功サンプルから；"
         "{n}件の平均）、上限のp90 {p90}",
         "unbounded": "；{n}件はデータ内に先行する成功サンプルがない（下限のみ）",
@@ -242,10 +244,7 @@ def render(
         if key in charts:
             out += [f"![{key}]({charts[key]})", ""]
         if key == "availability" and f.daily:
-            out += [
-                "| day | availability | measured | down min | unknown min |",
-                "|---|---|---|---|---|",
-            ]
+            out += [t["day_table"], "|---|---|---|---|---|"]
             out += [
                 f"| {d['day']} | {fmt('availability', d['availability'])} | "
                 f"{fmt('coverage', d['measured'])} | {d['down_minutes']:.1f} | {d['unknown_minutes']:.1f} |"
