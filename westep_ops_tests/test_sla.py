@@ -539,3 +539,19 @@ def test_a_period_ending_mid_minute_counts_the_partial_minute() -> None:
     end = DAY + timedelta(minutes=10, seconds=30)  # e.g. a month still in progress
     f = compute(DAY, end, **{**EMPTY, "samples": samples({m: "ok" for m in range(11)})})
     assert (f.period_minutes, f.up_minutes, f.unknown_minutes) == pytest.approx((10.5, 10.5, 0))
+
+
+def test_the_daily_rollup_and_the_month_share_one_definition_of_available() -> None:
+    """A warning is degraded but up in both; critical is down; error is unknown in both."""
+    from westep_ops.defs.monitoring.assets import daily_health_frame
+
+    st = {
+        m: "warning" if m < 30 else "critical" if m < 40 else "error" if m < 50 else "ok"
+        for m in range(60)
+    }
+    frame = samples(st, ("connection",)).assign(day=DAY.date())
+    daily = daily_health_frame(frame).set_index("category")
+    assert daily.loc["connection", "availability"] == pytest.approx(40 / 50)
+    f = compute(DAY, DAY + timedelta(hours=1), **{**EMPTY, "samples": frame})
+    assert f.availability == pytest.approx(40 / 50)
+    assert (f.up_minutes, f.down_minutes, f.unknown_minutes) == pytest.approx((40, 10, 10))
