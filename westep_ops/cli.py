@@ -1010,10 +1010,17 @@ def trends_cmd(
         click.echo(
             _table(
                 [
-                    [w["name"], str(w["alerts"]), str(w["false_positives"]), str(w["missed"])]
+                    [
+                        w["name"],
+                        str(w["alerts"]),
+                        str(w["judged_true"]),
+                        str(w["false_positives"]),
+                        str(w["unjudged"]),
+                        f"{w['missed']} of {w['truth_windows']}",
+                    ]
                     for w in report.whatif
                 ],
-                ["settings", "alerts", "false positives", "missed"],
+                ["settings", "alerts", "real", "false positives", "unjudged", "missed"],
             )
         )
     click.echo(f"report: {report.path}")

@@ -504,11 +504,34 @@ class MaintenanceWindow(_Model):
         return v
 
 
+class SlaTargets(_Model):
+    """The monthly report's targets (the seed's values by default)."""
+
+    availability: float = Field(0.999, ge=0, le=1, description="up / measured time, at least")
+    mean_response_ms: float = Field(2000, gt=0, le=MAX_PROBE_TIMEOUT_MS, description="under")
+    error_rate: float = Field(0.01, ge=0, le=1, description="failed / API requests, under")
+    detection_seconds: float = Field(
+        300, gt=0, le=MAX_SECONDS, description="mean detection (upper bound), under"
+    )
+    recovery_seconds: float = Field(900, gt=0, le=MAX_SECONDS, description="mean recovery, under")
+    auto_recovery_success: float = Field(0.8, ge=0, le=1, description="at least")
+    alert_precision: float = Field(0.95, ge=0, le=1, description="true / judged alerts, at least")
+    false_positive_rate: float = Field(0.05, ge=0, le=1, description="false / judged, under")
+    coverage: float = Field(1.0, ge=0, le=1, description="share of time watched, at least")
+
+
 class Sla(_Model):
     exclude_maintenance: bool = Field(
         False,
         description="leave maintenance-window time out of availability (it is shown apart anyway)",
     )
+    min_measured_share: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="below this share of measured time, availability is 'insufficient data'",
+    )
+    targets: SlaTargets = SlaTargets()
 
 
 class Config(_Model):

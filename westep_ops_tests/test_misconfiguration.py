@@ -448,8 +448,10 @@ def test_sla_counts_a_misconfigured_or_unconfigured_sample_as_unknown() -> None:
             h7 = "warning"  # degraded but up
         rows += [(m, "connection", h1), (m, "api", h7)]
     f = compute(DAY, DAY + timedelta(hours=1), **_frames(rows), interval_s=60)
-    assert (f.slots, f.up, f.down, f.unknown) == (60, 37, 3, 20)
-    assert f.availability == pytest.approx(37 / 60)
+    assert (f.period_minutes, f.up_minutes, f.down_minutes, f.unknown_minutes) == pytest.approx(
+        (60, 37, 3, 20)
+    )
+    assert f.availability == pytest.approx(37 / 40)  # over the measured time
     assert f.measured_share == pytest.approx(40 / 60)
 
 
@@ -461,16 +463,18 @@ def test_sla_plain_postgresql_without_endpoints_is_judged_on_h1() -> None:
         rows += [(m, "connection", h1), (m, "api", "not_configured")]
     rows += [(30, "connection", "not_configured"), (30, "api", "not_configured")]
     f = compute(DAY, DAY + timedelta(minutes=31), **_frames(rows), interval_s=60)
-    assert (f.slots, f.up, f.down, f.unknown) == (31, 25, 2, 4)
+    assert (f.period_minutes, f.up_minutes, f.down_minutes, f.unknown_minutes) == pytest.approx(
+        (31, 25, 2, 4)
+    )
 
 
-def test_sla_slot_with_an_up_and_a_blind_sample_is_up() -> None:
+def test_sla_an_up_sample_after_a_blind_one_is_up_from_its_own_time() -> None:
     rows = [(0, "connection", "error"), (0, "api", "ok")]
     rows += [(0, "connection", "ok"), (0, "api", "ok")]
     frames = _frames(rows)
-    frames["samples"].loc[2:, "ts"] = DAY + timedelta(seconds=30)  # a second sweep in the slot
+    frames["samples"].loc[2:, "ts"] = DAY + timedelta(seconds=30)  # a second sweep 30 s later
     f = compute(DAY, DAY + timedelta(minutes=1), **frames, interval_s=60)
-    assert (f.up, f.down, f.unknown) == (1, 0, 0)
+    assert (f.up_minutes, f.down_minutes, f.unknown_minutes) == pytest.approx((0.5, 0, 0.5))
 
 
 def test_daily_rollup_availability_ignores_error_samples() -> None:

@@ -301,13 +301,13 @@ def test_monthly_report_shows_maintenance_apart() -> None:
     )
     inc = sla.compute(start, end, **kw)
     exc = sla.compute(start, end, exclude_maintenance=True, **kw)
-    assert inc.maintenance_slots == 60 and inc.maintenance_down == 60
+    assert inc.maintenance_minutes == 60 and inc.maintenance_down_minutes == 60
     assert inc.availability == pytest.approx(0.75)
     assert exc.availability == pytest.approx(1.0) and exc.availability_outside_maintenance == 1.0
     from westep_ops.lib.sla_report import render
 
     text = render("2026-11", "UTC", inc, None, {}, "en", [])
-    assert "maintenance windows: 60 min (60 slots, 60 down)" in text
+    assert "maintenance windows: 60 min (60 min down)" in text
     assert "included in availability" in text
 
 

@@ -2,48 +2,68 @@
 
 How each figure is measured (the report repeats this):
 
-- **availability**: the month is cut into slots of one probe interval. A scheduled
-  sample is *down* when H1 (connection) or H7 (API) is critical; otherwise *unknown*
-  when one of them is ``error`` (the monitor could not look, e.g. it is misconfigured)
-  or none of them applies; otherwise *up* (ok or warning). A check that is
-  ``not_configured`` (e.g. H7 without endpoints) is left out: the sample is judged on
-  the checks that apply. A slot is down when one of its
-  samples is down, else up when one is up, else unknown (also when it has no sample:
-  the monitor itself was down). Availability = up / all slots: unknown time is never
-  counted as up, and never as down. The share of slots measured (up or down) is
-  reported as the measured share. Slots that start inside a maintenance window
-  (config ``maintenanceWindows``) are shown apart (maintenance time, and availability
-  outside it); with ``sla.excludeMaintenance`` they are left out of availability.
+- **available**: one definition for the monthly figure and the daily assets. A check
+  result is *up* when ok or warning (degraded but serving), *down* when critical,
+  *unknown* when ``error`` (the monitor could not look, e.g. it is misconfigured);
+  ``not_configured`` (e.g. H7 without endpoints) is dropped. A scheduled sample (one
+  sweep) of the service is down when H1 (connection) or H7 (API) is down, else unknown
+  when one of them is unknown or none applies, else up.
+- **availability** is measured over time, not slots: each scheduled sample's state holds
+  until the next sample, at most a staleness limit (2x the cheap-probe interval + the
+  confirmation delay); time with no fresh sample is unknown (the monitor itself was not
+  looking). Availability = up / (up + down) over the measured time; beside it the
+  measured share = (up + down) / all time, and a lower bound = up / all time that counts
+  unknown time as down. When the measured share is under ``sla.minMeasuredShare`` the
+  verdict is "insufficient data", not a failure. Maintenance-window time (config
+  ``maintenanceWindows``) is shown apart; with ``sla.excludeMaintenance`` it is left out.
+- **days** are local days of the configured time zone.
 - **response time** and **error rate**: from the performance samples (P1, P2).
-- **MTTD** = alert time - first failing sample; **MTTR** = first passing sample after the
-  alert - alert time; each incident counts on its own, overlapping or not.
+- **detection (MTTD)** is a bound per incident: lower = alert - first failing sample,
+  upper = alert - last passing sample of the same category before it (the fault began
+  somewhere in between). The verdict uses the upper bound.
+- **recovery (MTTR)** = first passing sample after the alert - alert; an incident still
+  open at the period's end counts as "at least" (end - alert). Incidents, their alerts
+  and their repairs count in the period where the incident started, once.
 - **auto-recovery success**: incidents recovered by an automatic repair (verified by the
   passing re-probe that closed them, and the repair really changed something: "nothing
   to do" is no success) / incidents that had one attempted.
-- **alert precision**: opened alerts judged real / all opened alerts. An alert is judged
-  by a person's label when there is one, else by drill ground truth (a fault was on),
-  else by its confirmation probe (every alert is confirmed before it is sent).
-  False-positive rate = alerts judged false / all.
-- **monitoring coverage**: per category H1-H7, the share of expected samples (one per
-  full-sweep interval) that exist; the figure is the mean, and "every interval" means 100%.
+- **alert precision**: only judged alerts count (``judge``): a person's label, drill ground
+  truth (a fault of the alert's category was on: true; a quiet window or a fault of
+  other categories: false), or an explicit later signal (the incident closed after an
+  automatic repair that changed something: true). Precision = true / judged, reported
+  with the judged share; "not measured" when nothing is judged.
+- **monitoring coverage**: per category H1-H7, the share of the period with a fresh sample
+  of it, fresh for 2x the interval at which that category is probed + the confirmation
+  delay; the figure is the mean over the categories.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
 H_CATEGORIES = ("connection", "pool", "tables", "integrity", "realtime", "auth", "api")
 SERVICE = ("connection", "api")
+SCHEDULED = ("cheap", "full")
 # A check that could not look (error) makes its sample blind: unknown, neither up nor
 # down. A check that does not apply (not_configured, e.g. H7 without endpoints) is
 # dropped: the sample is judged on the checks that apply.
 BLIND = ("error",)
 NOT_APPLICABLE = "not_configured"
+# The one definition of "available" per check result (None: dropped).
+STATE = {"ok": "up", "warning": "up", "critical": "down", "error": "unknown"}
+DRILL_GRACE = pd.Timedelta(seconds=60)  # a fault's alert may come just after its removal
+
+
+def status_state(status: str) -> str | None:
+    """'up', 'down' or 'unknown' for one check result; None when it does not apply."""
+    return None if status == NOT_APPLICABLE else STATE.get(status, "unknown")
 
 
 @dataclass(frozen=True)
@@ -59,32 +79,52 @@ class Target:
         return value >= self.target if self.higher_is_better else value < self.target
 
 
-TARGETS = {
-    "availability": Target("availability", 0.999, True, "ratio"),
-    "mean_response_ms": Target("mean response time", 2000, False, "ms"),
-    "error_rate": Target("error rate", 0.01, False, "ratio"),
-    "mttd_mean_s": Target("detection (MTTD)", 300, False, "s"),
-    "mttr_mean_s": Target("recovery (MTTR)", 900, False, "s"),
-    "auto_recovery_success": Target("auto-recovery success", 0.80, True, "ratio"),
-    "alert_precision": Target("alert accuracy", 0.95, True, "ratio"),
-    "false_positive_rate": Target("false-positive rate", 0.05, False, "ratio"),
-    "coverage": Target("monitoring coverage", 1.0, True, "ratio"),
-}
+def targets(sla_cfg: Any | None = None) -> dict[str, Target]:
+    """The nine targets from the config's ``sla`` block (its defaults when None).
+
+    Keys are the ``SlaFigures`` attributes they judge.
+    """
+    if sla_cfg is None:
+        from westep_ops.config import Sla
+
+        sla_cfg = Sla()
+    t = sla_cfg.targets
+    return {
+        "availability": Target("availability", t.availability, True, "ratio"),
+        "mean_response_ms": Target("mean response time", t.mean_response_ms, False, "ms"),
+        "error_rate": Target("error rate", t.error_rate, False, "ratio"),
+        "mttd_upper_mean_s": Target("detection (MTTD)", t.detection_seconds, False, "s"),
+        "mttr_mean_s": Target("recovery (MTTR)", t.recovery_seconds, False, "s"),
+        "auto_recovery_success": Target(
+            "auto-recovery success", t.auto_recovery_success, True, "ratio"
+        ),
+        "alert_precision": Target("alert accuracy", t.alert_precision, True, "ratio"),
+        "false_positive_rate": Target("false-positive rate", t.false_positive_rate, False, "ratio"),
+        "coverage": Target("monitoring coverage", t.coverage, True, "ratio"),
+    }
+
+
+TARGETS = targets()  # the defaults; a report uses targets(config.sla)
+
+# Verdict words (``SlaFigures.status``).
+PASS, FAIL, INSUFFICIENT, NOT_MEASURED = "pass", "fail", "insufficient data", "not measured"
 
 
 @dataclass
 class SlaFigures:
     start: datetime
     end: datetime
-    slots: int = 0
-    up: int = 0
-    down: int = 0
-    unknown: int = 0
-    availability: float | None = None
-    measured_share: float | None = None
-    maintenance_slots: int = 0  # slots starting inside a maintenance window
-    maintenance_minutes: float = 0.0
-    maintenance_down: int = 0  # of those, down ones (planned downtime)
+    tz: str = "UTC"
+    period_minutes: float = 0.0
+    up_minutes: float = 0.0
+    down_minutes: float = 0.0
+    unknown_minutes: float = 0.0
+    availability: float | None = None  # up / (up + down): over the measured time
+    availability_lower_bound: float | None = None  # up / all time: unknown counted as down
+    measured_share: float | None = None  # (up + down) / all time
+    min_measured_share: float = 0.9
+    maintenance_minutes: float = 0.0  # time inside maintenance windows
+    maintenance_down_minutes: float = 0.0  # of it, down (planned downtime)
     availability_outside_maintenance: float | None = None
     maintenance_excluded: bool = False
     mean_response_ms: float | None = None
@@ -92,66 +132,178 @@ class SlaFigures:
     error_rate: float | None = None
     incidents: int = 0
     incidents_by: dict[str, int] = field(default_factory=dict)
-    mttd_mean_s: float | None = None
-    mttd_p90_s: float | None = None
-    mttr_mean_s: float | None = None
+    mttd_lower_mean_s: float | None = None  # alert - first failing sample
+    mttd_upper_mean_s: float | None = None  # alert - last passing sample (judged)
+    mttd_upper_p90_s: float | None = None
+    mttd_unbounded: int = 0  # incidents with no passing sample before them in the data
+    mttr_mean_s: float | None = None  # "at least" when mttr_open_incidents > 0
     mttr_p90_s: float | None = None
+    mttr_open_incidents: int = 0
     auto_recovery_attempted: int = 0
     auto_recovery_success: float | None = None
     alerts: int = 0
     alerts_true: int = 0
     alerts_false: int = 0
+    alerts_unjudged: int = 0
+    alert_judged_share: float | None = None
     alert_judged_by: dict[str, int] = field(default_factory=dict)
-    alert_precision: float | None = None
-    false_positive_rate: float | None = None
+    alert_precision: float | None = None  # true / judged
+    false_positive_rate: float | None = None  # false / judged
     coverage: float | None = None
     coverage_by: dict[str, float] = field(default_factory=dict)
     daily: list[dict[str, Any]] = field(default_factory=list)
+    targets: dict[str, Target] = field(default_factory=lambda: dict(TARGETS))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "status": self.status()}
+
+    def status(self) -> dict[str, str]:
+        """Per target: "pass", "fail", "insufficient data" or "not measured"."""
+        out = {}
+        for key, t in self.targets.items():
+            ok = t.passes(getattr(self, key))
+            if ok is None:
+                out[key] = NOT_MEASURED
+            elif key == "availability" and (self.measured_share or 0.0) < self.min_measured_share:
+                out[key] = INSUFFICIENT
+            else:
+                out[key] = PASS if ok else FAIL
+        return out
 
     def verdicts(self) -> dict[str, bool | None]:
-        return {k: t.passes(getattr(self, k)) for k, t in TARGETS.items()}
+        """True/False per target; None when not measured or on insufficient data."""
+        return {k: {PASS: True, FAIL: False}.get(s) for k, s in self.status().items()}
 
 
 def _none(x: Any) -> float | None:
     return None if x is None or pd.isna(x) else float(x)
 
 
-def slot_states(
-    samples: pd.DataFrame, start: datetime, end: datetime, interval_s: float
-) -> pd.Series:
-    """Per slot: 'up', 'down' or 'unknown' (index: slot start time)."""
-    n = max(
-        0, math.ceil((end - start).total_seconds() / interval_s)
-    )  # a month in progress ends mid-slot
-    index = pd.date_range(start, periods=n, freq=pd.Timedelta(seconds=interval_s))
-    states = pd.Series("unknown", index=index, dtype=object)
-    if n == 0 or samples.empty:
-        return states
-    s = samples[samples["kind"].isin(["cheap", "full"]) & samples["category"].isin(SERVICE)]
-    s = s[(s["ts"] >= start) & (s["ts"] < end) & (s["status"] != NOT_APPLICABLE)]
+def _ns(t: Any) -> int:
+    return int(pd.Timestamp(t).as_unit("ns").value)
+
+
+def _asi8(values: Any) -> np.ndarray:
+    """Timestamps as int64 ns since the epoch (UTC), whatever their resolution."""
+    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
+
+
+# -- time intervals ---------------------------------------------------------------------
+@dataclass
+class Intervals:
+    """Half-open [begin, end) spans in ns (UTC) with a state each; the rest is unknown."""
+
+    begin: np.ndarray
+    end: np.ndarray
+    state: np.ndarray
+
+    def seconds(self, a: int, b: int) -> dict[str, float]:
+        """Seconds of up and down inside [a, b) (ns), and unknown for the rest."""
+        d = np.clip(np.minimum(self.end, b) - np.maximum(self.begin, a), 0, None) / 1e9
+        up = float(d[self.state == "up"].sum())
+        down = float(d[self.state == "down"].sum())
+        return {"up": up, "down": down, "unknown": max(0.0, (b - a) / 1e9 - up - down)}
+
+
+def _hold(ts: np.ndarray, stale_ns: int) -> np.ndarray:
+    """End of each sample's span: the next sample, at most ``stale_ns`` later."""
+    nxt = np.append(ts[1:], np.iinfo(np.int64).max)
+    return np.minimum(nxt, ts + stale_ns)
+
+
+def sample_states(samples: pd.DataFrame, categories: Iterable[str] = SERVICE) -> pd.Series:
+    """Per scheduled sample (its ts, sorted): 'up', 'down' or 'unknown' over ``categories``.
+
+    Down beats unknown beats up; a sample whose checks there all do not apply is unknown.
+    """
+    if samples.empty:
+        return pd.Series(dtype=object)
+    s = samples[samples["kind"].isin(SCHEDULED) & samples["category"].isin(tuple(categories))]
     if s.empty:
-        return states
-    # One sample = one sweep (its rows share ts and kind): down beats blind beats up; a
-    # sample whose service checks all do not apply has no row left and stays unknown.
-    per_sample = (
-        s.assign(down=s["status"] == "critical", blind=s["status"].isin(BLIND))
-        .groupby(["ts", "kind"])[["down", "blind"]]
-        .any()
-    )
-    ts = per_sample.index.get_level_values("ts")
-    per_sample["slot"] = ((ts - start).total_seconds() // interval_s).astype(int)
-    per_sample["up"] = ~per_sample["down"] & ~per_sample["blind"]
-    by_slot = per_sample.groupby("slot")[["down", "up"]].any()
-    states.iloc[by_slot.index.to_numpy()] = [
-        "down" if d else "up" if u else "unknown"
-        for d, u in zip(by_slot["down"].to_numpy(), by_slot["up"].to_numpy(), strict=True)
-    ]
-    return states
+        return pd.Series(dtype=object)
+    states = s["status"].map(status_state)
+    g = s.assign(down=states == "down", blind=states == "unknown", applies=states.notna()).groupby(
+        "ts"
+    )[["down", "blind", "applies"]]
+    per = g.any()
+    return pd.Series(
+        np.where(per["down"], "down", np.where(per["blind"] | ~per["applies"], "unknown", "up")),
+        index=per.index,
+    ).sort_index()
 
 
+def state_intervals(samples: pd.DataFrame, stale_s: float) -> Intervals:
+    """The service's state over time: each sample holds until the next, at most ``stale_s``."""
+    st = sample_states(samples)
+    if st.empty:
+        empty = np.array([], dtype=np.int64)
+        return Intervals(empty, empty, np.array([], dtype=object))
+    ts = _asi8(st.index)
+    return Intervals(ts, _hold(ts, int(stale_s * 1e9)), st.to_numpy(dtype=object))
+
+
+def covered_seconds(ts: pd.Series, a: int, b: int, stale_s: float) -> float:
+    """Seconds of [a, b) (ns) within ``stale_s`` of a sample (and before the next one)."""
+    if ts.empty:
+        return 0.0
+    t = np.unique(_asi8(ts))
+    end = _hold(t, int(stale_s * 1e9))
+    return float(np.clip(np.minimum(end, b) - np.maximum(t, a), 0, None).sum() / 1e9)
+
+
+def local_days(start: datetime, end: datetime, tz: str) -> list[tuple[date, int, int]]:
+    """The local days of ``tz`` meeting [start, end): (date, from ns, to ns), clipped."""
+    zone = ZoneInfo(tz)
+    a, b = _ns(start), _ns(end)
+    if b <= a:
+        return []
+    first = pd.Timestamp(start).tz_convert(zone).date()
+    last = pd.Timestamp(end - timedelta(microseconds=1)).tz_convert(zone).date()
+    out = []
+    d = first
+    while d <= last:
+        lo = _ns(datetime.combine(d, time(), tzinfo=zone))
+        hi = _ns(datetime.combine(d + timedelta(days=1), time(), tzinfo=zone))
+        out.append((d, max(lo, a), min(hi, b)))
+        d += timedelta(days=1)
+    return out
+
+
+def _merge(spans: Iterable[tuple[datetime, datetime]], a: int, b: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted((max(_ns(s), a), min(_ns(e), b)) for s, e in spans):
+        if hi <= lo:
+            continue
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+# -- detection -------------------------------------------------------------------------
+def detection_bounds(incidents: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """Per incident: ``lower_s`` = detected - started; ``upper_s`` = detected - the last
+    passing (ok) sample of its category before it started (NaN when none is in ``samples``)."""
+    out = pd.DataFrame(index=incidents.index)
+    out["lower_s"] = (incidents["detected_at"] - incidents["started_at"]).dt.total_seconds()
+    out["upper_s"] = np.nan
+    if samples.empty or incidents.empty:
+        return out
+    ok = samples[samples["status"] == "ok"]
+    for cat, rows in incidents.groupby("category"):
+        ts = np.sort(_asi8(ok.loc[ok["category"] == cat, "ts"]))
+        if not len(ts):
+            continue
+        started = _asi8(rows["started_at"])
+        i = np.searchsorted(ts, started, side="left") - 1  # strictly before started_at
+        detected = _asi8(rows["detected_at"])
+        upper = np.where(i >= 0, (detected - ts[np.clip(i, 0, None)]) / 1e9, np.nan)
+        out.loc[rows.index, "upper_s"] = upper
+    return out
+
+
+# -- the figures -------------------------------------------------------------------------
 def compute(
     start: datetime,
     end: datetime,
@@ -164,43 +316,30 @@ def compute(
     drill: pd.DataFrame | None = None,
     interval_s: float = 60,
     full_interval_s: float = 300,
+    confirm_s: float = 5,
+    cadence_s: Mapping[str, float] | None = None,
     maintenance: list[tuple[datetime, datetime]] | None = None,
     exclude_maintenance: bool = False,
+    tz: str = "UTC",
+    sla_cfg: Any | None = None,
 ) -> SlaFigures:
     """All SLA figures of [start, end). Frames may be empty; columns as in the ops store.
 
-    ``maintenance``: the maintenance-window intervals of the period (UTC); their time is
-    reported apart, and left out of availability with ``exclude_maintenance``.
+    ``samples`` may begin before ``start`` (a sample just before it holds into the period
+    and bounds detection). ``interval_s``: the cheap-probe interval; ``cadence_s``: the
+    interval at which each category is probed (default: H4 integrity at
+    ``full_interval_s``, the others at ``interval_s``). ``maintenance``: the maintenance
+    windows of the period (UTC); left out of availability with ``exclude_maintenance``.
+    ``sla_cfg``: the config's ``sla`` block (targets, minimum measured share).
     """
-    f = SlaFigures(start, end)
-    states = slot_states(samples, start, end, interval_s)
-    f.slots = int(len(states))
-    counts = states.value_counts()
-    f.up, f.down, f.unknown = (int(counts.get(k, 0)) for k in ("up", "down", "unknown"))
-    in_window = pd.Series(False, index=states.index)
-    for ws, we in maintenance or []:
-        in_window |= (states.index >= pd.Timestamp(ws)) & (states.index < pd.Timestamp(we))
-    f.maintenance_slots = int(in_window.sum())
-    f.maintenance_minutes = f.maintenance_slots * interval_s / 60
-    f.maintenance_down = int((states[in_window] == "down").sum())
-    outside = states[~in_window]
-    if len(outside):
-        f.availability_outside_maintenance = float((outside == "up").mean())
-    f.maintenance_excluded = exclude_maintenance
-    if f.slots:
-        f.availability = f.up / f.slots
-        if exclude_maintenance:
-            f.availability = f.availability_outside_maintenance
-        f.measured_share = (f.up + f.down) / f.slots
-        days = states.groupby(states.index.floor("D"))
-        f.daily = [
-            {
-                "day": d.date().isoformat(),
-                "availability": float((g == "up").mean()),
-                "measured": float((g != "unknown").mean()),
-            }
-            for d, g in days
-        ]
+    f = SlaFigures(start, end, tz=tz)
+    if sla_cfg is not None:
+        f.targets = targets(sla_cfg)
+        f.min_measured_share = sla_cfg.min_measured_share
+    a, b = _ns(start), _ns(end)
+    total = max(0.0, (b - a) / 1e9)
+    f.period_minutes = total / 60
+    _availability(f, samples, a, b, interval_s, confirm_s, maintenance, exclude_maintenance)
 
     p = (
         performance[(performance["ts"] >= start) & (performance["ts"] < end)]
@@ -218,87 +357,207 @@ def compute(
         if len(incidents)
         else incidents
     )
-    f.incidents = int(len(inc))
-    if len(inc):
-        f.incidents_by = {
-            f"{c}/{s}": int(n) for (c, s), n in inc.groupby(["category", "severity"]).size().items()
-        }
-        mttd = (inc["detected_at"] - inc["started_at"]).dt.total_seconds()
-        f.mttd_mean_s, f.mttd_p90_s = _none(mttd.mean()), _none(mttd.quantile(0.9))
-        resolved = inc[inc["resolved_at"].notna()]
-        if len(resolved):
-            mttr = (resolved["resolved_at"] - resolved["detected_at"]).dt.total_seconds()
-            f.mttr_mean_s, f.mttr_p90_s = _none(mttr.mean()), _none(mttr.quantile(0.9))
-        tried = set(repairs["incident_id"].dropna().astype(int)) if len(repairs) else set()
-        attempted = inc[inc["id"].isin(tried)]
-        f.auto_recovery_attempted = int(len(attempted))
-        if len(attempted):
-            # "nothing to do" changed nothing: only an attempt that repaired counts.
-            fixed = (
-                set(
-                    repairs.loc[repairs["outcome"] == "repaired", "incident_id"]
-                    .dropna()
-                    .astype(int)
-                )
-                if len(repairs) and "outcome" in repairs.columns
-                else None
-            )
-            ok = attempted["resolved_at"].notna() & attempted["recovered_by"].fillna(
-                ""
-            ).str.startswith("auto:")
-            if fixed is not None:
-                ok &= attempted["id"].isin(fixed)
-            f.auto_recovery_success = float(ok.mean())
+    _incidents(f, inc, samples, repairs, end)
+    _alerts(f, alerts, incidents, inc, repairs, drill, start, end)
 
-    opened = (
-        alerts[(alerts["kind"] == "opened") & (alerts["ts"] >= start) & (alerts["ts"] < end)]
-        if len(alerts)
-        else alerts
-    )
-    f.alerts = int(len(opened))
-    if len(opened):
-        judged = [judge(row, inc, drill) for row in opened.itertuples()]
-        f.alerts_true = sum(1 for real, _how in judged if real)
-        f.alerts_false = f.alerts - f.alerts_true
-        f.alert_judged_by = pd.Series([how for _real, how in judged]).value_counts().to_dict()
-        f.alert_precision = f.alerts_true / f.alerts
-        f.false_positive_rate = f.alerts_false / f.alerts
-
-    if len(samples):
-        expected = max(1, int((end - start).total_seconds() // full_interval_s))
-        s = samples[
-            samples["kind"].isin(["cheap", "full"])
-            & (samples["ts"] >= start)
-            & (samples["ts"] < end)
-        ]
+    cadence = {
+        c: (full_interval_s if c == "integrity" else interval_s) for c in H_CATEGORIES
+    } | dict(cadence_s or {})
+    if total:
+        s = (
+            samples[samples["kind"].isin(SCHEDULED)]
+            if len(samples)
+            else pd.DataFrame(columns=["ts", "category"])
+        )
         for cat in H_CATEGORIES:
-            got = s[s["category"] == cat]
-            slots = (
-                ((got["ts"] - start).dt.total_seconds() // full_interval_s).nunique()
-                if len(got)
-                else 0
-            )
-            f.coverage_by[cat] = min(1.0, slots / expected)
+            got = s.loc[s["category"] == cat, "ts"]
+            stale = 2 * cadence[cat] + confirm_s
+            f.coverage_by[cat] = min(1.0, covered_seconds(got, a, b, stale) / total)
         f.coverage = sum(f.coverage_by.values()) / len(H_CATEGORIES)
-    elif f.slots:
-        f.coverage = 0.0
     return f
 
 
-def judge(alert: Any, incidents: pd.DataFrame, drill: pd.DataFrame | None) -> tuple[bool, str]:
-    """Was an opened alert real? A person's label first, then drill truth, then confirmation."""
+def _availability(
+    f: SlaFigures,
+    samples: pd.DataFrame,
+    a: int,
+    b: int,
+    interval_s: float,
+    confirm_s: float,
+    maintenance: list[tuple[datetime, datetime]] | None,
+    exclude: bool,
+) -> None:
+    if b <= a:
+        return
+    iv = state_intervals(samples, 2 * interval_s + confirm_s)
+    whole = iv.seconds(a, b)
+    f.up_minutes, f.down_minutes, f.unknown_minutes = (
+        whole[k] / 60 for k in ("up", "down", "unknown")
+    )
+    windows = _merge(maintenance or [], a, b)
+    inside = {"up": 0.0, "down": 0.0, "unknown": 0.0}
+    for lo, hi in windows:
+        for k, v in iv.seconds(lo, hi).items():
+            inside[k] += v
+    f.maintenance_minutes = sum(hi - lo for lo, hi in windows) / 6e10
+    f.maintenance_down_minutes = inside["down"] / 60
+    out = {k: whole[k] - inside[k] for k in whole}
+    if out["up"] + out["down"] > 0:
+        f.availability_outside_maintenance = out["up"] / (out["up"] + out["down"])
+    f.maintenance_excluded = exclude
+    use = out if exclude else whole
+    span = sum(use.values())
+    measured = use["up"] + use["down"]
+    f.availability = use["up"] / measured if measured > 0 else None
+    f.measured_share = measured / span if span > 0 else 0.0
+    # Nothing measured: no figure at all ("-"), not a lower bound of 0%.
+    f.availability_lower_bound = use["up"] / span if measured > 0 else None
+    for day, lo, hi in local_days(f.start, f.end, f.tz):
+        d = iv.seconds(lo, hi)
+        m = d["up"] + d["down"]
+        f.daily.append(
+            {
+                "day": day.isoformat(),
+                "availability": d["up"] / m if m > 0 else None,
+                "measured": m / ((hi - lo) / 1e9),
+                "down_minutes": d["down"] / 60,
+                "unknown_minutes": d["unknown"] / 60,
+            }
+        )
+
+
+def _incidents(
+    f: SlaFigures,
+    inc: pd.DataFrame,
+    samples: pd.DataFrame,
+    repairs: pd.DataFrame,
+    end: datetime,
+) -> None:
+    f.incidents = int(len(inc))
+    if not len(inc):
+        return
+    f.incidents_by = {
+        f"{c}/{s}": int(n) for (c, s), n in inc.groupby(["category", "severity"]).size().items()
+    }
+    bounds = detection_bounds(inc, samples)
+    f.mttd_lower_mean_s = _none(bounds["lower_s"].mean())
+    upper = bounds["upper_s"].dropna()
+    f.mttd_unbounded = int(len(bounds) - len(upper))
+    if len(upper):
+        f.mttd_upper_mean_s, f.mttd_upper_p90_s = _none(upper.mean()), _none(upper.quantile(0.9))
+    open_ = inc["resolved_at"].isna()
+    f.mttr_open_incidents = int(open_.sum())
+    resolved_or_end = inc["resolved_at"].where(~open_, pd.Timestamp(end))
+    mttr = (resolved_or_end - inc["detected_at"]).dt.total_seconds().clip(lower=0)
+    f.mttr_mean_s, f.mttr_p90_s = _none(mttr.mean()), _none(mttr.quantile(0.9))
+    tried = set(repairs["incident_id"].dropna().astype(int)) if len(repairs) else set()
+    attempted = inc[inc["id"].isin(tried)]
+    f.auto_recovery_attempted = int(len(attempted))
+    if len(attempted):
+        # "nothing to do" changed nothing: only an attempt that repaired counts.
+        fixed = _repaired(repairs) if "outcome" in repairs.columns else None
+        ok = attempted["resolved_at"].notna() & attempted["recovered_by"].fillna("").str.startswith(
+            "auto:"
+        )
+        if fixed is not None:
+            ok &= attempted["id"].isin(fixed)
+        f.auto_recovery_success = float(ok.mean())
+
+
+def _repaired(repairs: pd.DataFrame | None) -> set[int]:
+    if repairs is None or not len(repairs) or "outcome" not in repairs.columns:
+        return set()
+    return set(repairs.loc[repairs["outcome"] == "repaired", "incident_id"].dropna().astype(int))
+
+
+def _alerts(
+    f: SlaFigures,
+    alerts: pd.DataFrame,
+    incidents: pd.DataFrame,
+    inc: pd.DataFrame,
+    repairs: pd.DataFrame,
+    drill: pd.DataFrame | None,
+    start: datetime,
+    end: datetime,
+) -> None:
+    if not len(alerts):
+        return
+    opened = alerts[alerts["kind"] == "opened"]
+    # An alert counts with its incident, in the period the incident started (once), even
+    # when it went out after the period's end; an alert of no known incident by its time.
+    known = set(incidents["id"].dropna().astype(int)) if len(incidents) else set()
+    mine = set(inc["id"].dropna().astype(int)) if len(inc) else set()
+    iid = opened["incident_id"]
+    has = iid.notna() & iid.isin(known)
+    in_time = (opened["ts"] >= start) & (opened["ts"] < end)
+    opened = opened[(has & iid.isin(mine)) | (~has & in_time)]
+    f.alerts = int(len(opened))
+    if not len(opened):
+        return
+    judged = [judge(row, incidents, drill, repairs) for row in opened.itertuples()]
+    f.alerts_true = sum(1 for real, _how in judged if real is True)
+    f.alerts_false = sum(1 for real, _how in judged if real is False)
+    f.alerts_unjudged = f.alerts - f.alerts_true - f.alerts_false
+    f.alert_judged_by = dict(sorted(pd.Series([h for _r, h in judged]).value_counts().items()))
+    n = f.alerts_true + f.alerts_false
+    f.alert_judged_share = n / f.alerts
+    if n:
+        f.alert_precision = f.alerts_true / n
+        f.false_positive_rate = f.alerts_false / n
+
+
+# -- judging one alert -------------------------------------------------------------------
+def _categories(row: Any) -> list[str] | None:
+    """A drill row's categories; [] for a quiet window; None when unknown (an old row)."""
+    cats = getattr(row, "categories", None)
+    if getattr(row, "fault", None) == "quiet":
+        return []
+    if isinstance(cats, str) or cats is None:
+        return None
+    try:
+        return [str(c) for c in cats]
+    except TypeError:  # NaN: the column did not exist
+        return None
+
+
+def judge(
+    alert: Any,
+    incidents: pd.DataFrame | None,
+    drill: pd.DataFrame | None,
+    repairs: pd.DataFrame | None = None,
+) -> tuple[bool | None, str]:
+    """Was an opened alert real? -> (True | False | None, how).
+
+    ``alert`` needs ``ts``, ``category``, ``label`` and ``incident_id``. In order: a
+    person's label ("label"); drill truth ("drill": inside a drill row's window, +60 s
+    grace after its removal, whose categories hold the alert's category -> True; inside
+    a quiet window or a fault of other categories only -> False); the alert's incident
+    closed after an automatic repair that changed something ("repaired" -> True, needs
+    ``repairs``); otherwise (None, "unjudged"). A drill row of unknown categories (older
+    rows) judges nothing.
+    """
     label = getattr(alert, "label", None)
     if label is not None and not pd.isna(label):
         return bool(label), "label"
+    ts = pd.Timestamp(alert.ts)
     if drill is not None and len(drill):
-        ts = alert.ts
-        # Drill truth only speaks for alerts raised while a drill ran: between its first
-        # injection and a settling minute after its last removal.
-        grace = pd.Timedelta(seconds=60)
-        spans = drill.groupby("drill").agg(first=("injected_at", "min"), last=("removed_at", "max"))
-        if ((spans["first"] <= ts) & (spans["last"].fillna(ts) + grace >= ts)).any():
-            active = drill[
-                (drill["injected_at"] <= ts) & (drill["removed_at"].fillna(ts) + grace / 2 >= ts)
-            ]
-            return (len(active) > 0), "drill"
-    return True, "confirmation"
+        category = getattr(alert, "category", None)
+        active = drill[
+            (drill["injected_at"] <= ts) & (drill["removed_at"].fillna(ts) + DRILL_GRACE >= ts)
+        ]
+        cats = [_categories(r) for r in active.itertuples()]
+        if any(c is not None and category in c for c in cats):
+            return True, "drill"
+        if cats and all(c is not None for c in cats):
+            return False, "drill"
+    incident_id = getattr(alert, "incident_id", None)
+    if incident_id is not None and not pd.isna(incident_id) and incidents is not None:
+        row = incidents[incidents["id"] == incident_id] if len(incidents) else incidents
+        if (
+            len(row)
+            and pd.notna(row["resolved_at"].iloc[0])
+            and str(row["recovered_by"].iloc[0] or "").startswith("auto:")
+            and int(incident_id) in _repaired(repairs)
+        ):
+            return True, "repaired"
+    return None, "unjudged"

@@ -1,17 +1,15 @@
-"""The monthly SLA report: Markdown (English or Japanese) and PNG charts.
+"""The monthly SLA report in Markdown (English or Japanese).
 
-Charts use matplotlib's Agg backend. Their labels are English unless a CJK font is
-installed (the report text itself is fully translated with ``--lang ja``).
+The PNG charts are drawn by ``lib/sla_charts.py``; ``render`` embeds them by name.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from westep_ops.lib.sla import TARGETS, SlaFigures
+from westep_ops.lib.sla import INSUFFICIENT, NOT_MEASURED, PASS, TARGETS, SlaFigures
 
 TEXT = {
     "en": {
@@ -24,7 +22,11 @@ TEXT = {
         "prev": "previous month",
         "yes": "PASS",
         "no": "FAIL",
-        "na": "n/a",
+        "na": "not measured",
+        "insufficient": "insufficient data",
+        "measured": "measured share (of the month so far)",
+        "lower": "availability lower bound (unknown time as down)",
+        "judged_share": "alerts judged",
         "how": "How the figures are measured",
         "daily": "Daily availability",
         "response": "Response time",
@@ -35,15 +37,34 @@ TEXT = {
         "by": "by category / severity",
         "judged": "alerts judged by",
         "whatif": "What-if: other thresholds",
+        "time": "time: up {up:.1f} min, down {down:.1f} min, unknown {unknown:.1f} min of {total:.1f} min",
+        "day_table": "| day | availability | measured | down min | unknown min |",
+        "mttd": "MTTD {range} (first failing sample - last passing sample before it; mean over"
+        " {n} incident(s)), upper bound p90 {p90}",
+        "unbounded": "; {n} incident(s) with no passing sample before them in the data (lower bound only)",
+        "mttr": "MTTR mean {mean} / p90 {p90}",
+        "mttr_open": " (at least: {n} incident(s) still open at the period's end counted to its end)",
+        "alerts_line": "{true} true, {false} false, {unjudged} unjudged of {n} alerts (judged {share});"
+        " precision over judged alerts {precision}",
         "how_text": (
-            "Time is cut into slots of one probe interval. A slot is down when a scheduled sample shows the "
-            "connection (H1) or the API (H7) critical, up when one shows both ok or warning, unknown when "
-            "there is no sample or the monitor could not look (a check in error, e.g. the monitor is "
-            "misconfigured, or not configured); availability = up / all slots, so missing data never counts "
-            "as up. MTTD = alert - first "
-            "failing sample; MTTR = first passing sample after the alert - alert. Auto-recovery success = "
-            "incidents recovered by an automatic repair / incidents with one attempted. An alert is judged by "
-            "a person's label, else by drill ground truth, else by its confirmation probe."
+            "**Availability** is measured over time: each scheduled sample's state holds until the next "
+            "sample, at most {stale:.0f} s (2x the {cheap:.0f} s probe interval + the confirmation delay); "
+            "after that the time is unknown. A sample is down when the connection (H1) or the API (H7) is "
+            "critical, up when they are ok or warning, unknown when the monitor could not look (a check in "
+            "error) or neither check applies. Availability = up / (up + down): the measured time. Beside it, "
+            "the measured share (measured / all time) and a lower bound that counts unknown time as down; "
+            'under {min_share} measured the verdict is "insufficient data". Days are local days ({tz}). '
+            "**Detection (MTTD)** is a bound: from the first failing sample (lower) and from the last passing "
+            "sample before it (upper; the fault began in between); the verdict uses the upper bound. "
+            "**Recovery (MTTR)** = first passing sample after the alert - alert; an incident still open at "
+            "the period's end counts as at least (end - alert). An incident counts once, with its alerts and "
+            "repairs, in the month it started. **Auto-recovery success** = incidents recovered by an "
+            "automatic repair that changed something / incidents with one attempted. **Alert accuracy** "
+            "counts judged alerts only: a person's label, drill ground truth (a fault of the alert's "
+            "category on: true; a quiet window or another category's fault: false), or the incident closed "
+            "after an automatic repair that changed something (true); other alerts are unjudged. "
+            "**Coverage**: per category, the share of time with a sample fresh for 2x the interval at which "
+            "that category is probed + the confirmation delay."
         ),
     },
     "ja": {
@@ -56,7 +77,11 @@ TEXT = {
         "prev": "前月",
         "yes": "達成",
         "no": "未達",
-        "na": "該当なし",
+        "na": "未測定",
+        "insufficient": "データ不足",
+        "measured": "測定できた時間の割合（今月のこれまで）",
+        "lower": "稼働率の下限（不明時間を停止とみなす）",
+        "judged_share": "判定できたアラート",
         "how": "指標の測り方",
         "daily": "日別稼働率",
         "response": "応答時間",
@@ -67,13 +92,31 @@ TEXT = {
         "by": "カテゴリ／重大度別",
         "judged": "アラートの判定方法",
         "whatif": "閾値の見直し（what-if）",
+        "time": "時間: 稼働 {up:.1f}分、停止 {down:.1f}分、不明 {unknown:.1f}分（全 {total:.1f}分）",
+        "day_table": "| 日付 | 稼働率 | 測定割合 | 停止（分） | 不明（分） |",
+        "mttd": "検出時間（MTTD）{range}（最初の失敗サンプル～その前の最後の成功サンプルから；"
+        "{n}件の平均）、上限のp90 {p90}",
+        "unbounded": "；{n}件はデータ内に先行する成功サンプルがない（下限のみ）",
+        "mttr": "復旧時間（MTTR）平均 {mean}／p90 {p90}",
+        "mttr_open": "（以上：期間末に未解決の{n}件を期間末までとして算入）",
+        "alerts_line": "{n}件中 正 {true}件、誤 {false}件、未判定 {unjudged}件（判定率 {share}）；"
+        "判定済みアラートに対する精度 {precision}",
         "how_text": (
-            "期間を監視間隔ごとの枠に分け、定期サンプルで接続（H1）かAPI（H7）がcriticalなら停止、"
-            "両方がokかwarningなら稼働、サンプルがないか監視側が確認できなかった場合（チェックがerror、"
-            "例えば監視の設定誤り、または未設定）は不明とします。稼働率＝稼働枠／全枠で、欠測は稼働に数えません。"
-            "検出時間（MTTD）＝アラート時刻－最初の失敗サンプル、復旧時間（MTTR）＝アラート後最初の成功サンプル－"
-            "アラート時刻。自動復旧成功率＝自動修復で復旧したインシデント／自動修復を試みたインシデント。"
-            "アラートは担当者のラベル、なければ訓練の正解記録、なければ確認プローブで判定します。"
+            "**稼働率**は時間で測ります。定期サンプルの状態は次のサンプルまで、最大{stale:.0f}秒"
+            "（監視間隔{cheap:.0f}秒の2倍＋確認遅延）有効で、それを過ぎた時間は不明です。接続（H1）か"
+            "API（H7）がcriticalなら停止、okかwarningなら稼働、監視側が確認できない（チェックがerror）か"
+            "どちらも該当しない場合は不明です。稼働率＝稼働／（稼働＋停止）で、測定できた時間に対する割合です。"
+            "あわせて測定できた時間の割合と、不明時間を停止とみなした下限を示します。測定割合が{min_share}"
+            "未満なら判定は「データ不足」です。日付は{tz}の日付です。**検出時間（MTTD）**は範囲で示します："
+            "最初の失敗サンプルから（下限）と、その前の最後の成功サンプルから（上限。障害はその間に始まった）。"
+            "判定は上限で行います。**復旧時間（MTTR）**＝アラート後最初の成功サンプル－アラート時刻。期間末に"
+            "未解決のインシデントは「以上」（期間末－アラート）として数えます。インシデントは始まった月に、"
+            "そのアラートと修復とともに一度だけ数えます。**自動復旧成功率**＝実際に変更を加えた自動修復で"
+            "復旧したインシデント／自動修復を試みたインシデント。**アラート精度**は判定できたアラートだけで"
+            "数えます：担当者のラベル、訓練の正解記録（アラートのカテゴリの障害中なら正、静穏時間や別カテゴリ"
+            "の障害中なら誤）、または変更を加えた自動修復の後にインシデントが閉じた場合（正）。それ以外は"
+            "未判定です。**監視カバレッジ**：カテゴリごとに、そのカテゴリの監視間隔の2倍＋確認遅延以内の"
+            "サンプルがあった時間の割合。"
         ),
     },
 }
@@ -81,7 +124,7 @@ NAMES_JA = {
     "availability": "稼働率",
     "mean_response_ms": "平均応答時間",
     "error_rate": "エラー率",
-    "mttd_mean_s": "検出時間（MTTD）",
+    "mttd_upper_mean_s": "検出時間（MTTD）",
     "mttr_mean_s": "復旧時間（MTTR）",
     "auto_recovery_success": "自動復旧成功率",
     "alert_precision": "アラート精度",
@@ -103,6 +146,31 @@ def fmt(key: str, value: float | None) -> str:
     return f"{value:g}"
 
 
+def mttd_range(f: SlaFigures) -> str:
+    """Detection as its bound: "12-75 s" (lower-upper mean), ">= 12 s" without an upper."""
+    if f.mttd_lower_mean_s is None:
+        return "-"
+    if f.mttd_upper_mean_s is None:
+        return f">= {f.mttd_lower_mean_s:.0f} s"
+    return f"{f.mttd_lower_mean_s:.0f}-{f.mttd_upper_mean_s:.0f} s"
+
+
+def cell(key: str, f: SlaFigures | None) -> str:
+    """A figure as the table shows it: detection as its bound, MTTR "at least" when open."""
+    if f is None:
+        return "-"
+    if key == "mttd_upper_mean_s":
+        return mttd_range(f)
+    if key == "mttr_mean_s" and f.mttr_open_incidents and f.mttr_mean_s is not None:
+        return f">= {fmt(key, f.mttr_mean_s)}"
+    return fmt(key, getattr(f, key))
+
+
+def _share(value: float | None) -> str:
+    """A what-if precision: "not measured" when nothing it raised could be judged."""
+    return "not measured" if value is None else f"{value:.0%}"
+
+
 def render(
     month: str,
     tz: str,
@@ -111,38 +179,60 @@ def render(
     charts: dict[str, str],
     lang: str = "en",
     whatif: list[dict[str, Any]] | None = None,
+    *,
+    stale_s: float = 125,
+    cheap_s: float = 60,
 ) -> str:
+    """The report's Markdown; ``stale_s``/``cheap_s`` only explain how it was measured."""
     t = TEXT[lang]
-    verdicts = f.verdicts()
-    judged = [v for v in verdicts.values() if v is not None]
+    status = f.status()
+    judged = [s for s in status.values() if s not in (NOT_MEASURED, INSUFFICIENT)]
+    words = {PASS: t["yes"], INSUFFICIENT: t["insufficient"], NOT_MEASURED: t["na"]}
     out = [
         f"# {t['title'].format(month=month, tz=tz)}",
         "",
-        f"**{t['verdict'].format(met=sum(judged), judged=len(judged))}**",
+        f"**{t['verdict'].format(met=judged.count(PASS), judged=len(judged))}**",
         "",
         f"| {t['figure']} | {t['this']} | {t['target']} | {t['pass']} | {t['prev']} |",
         "|---|---|---|---|---|",
     ]
-    for key, target in TARGETS.items():
+    for key, target in f.targets.items():
         name = NAMES_JA[key] if lang == "ja" else target.name
         sign = ">=" if target.higher_is_better else "<"
-        verdict = {True: t["yes"], False: t["no"], None: t["na"]}[verdicts[key]]
-        before = fmt(key, getattr(prev, key)) if prev is not None else "-"
+        verdict = words.get(status[key], t["no"])
         out.append(
-            f"| {name} | {fmt(key, getattr(f, key))} | {sign} {fmt(key, target.target)} | {verdict} | {before} |"
+            f"| {name} | {cell(key, f)} | {sign} {fmt(key, target.target)} | {verdict} | {cell(key, prev)} |"
         )
+        if key == "availability":
+            out.append(
+                f"| {t['measured']} | {fmt('coverage', f.measured_share)} | >= "
+                f"{fmt('coverage', f.min_measured_share)} | - | "
+                f"{fmt('coverage', prev.measured_share) if prev else '-'} |"
+            )
+            out.append(
+                f"| {t['lower']} | {fmt('availability', f.availability_lower_bound)} | - | - | "
+                f"{fmt('availability', prev.availability_lower_bound) if prev else '-'} |"
+            )
+        if key == "alert_precision":
+            out.append(
+                f"| {t['judged_share']} | {fmt('coverage', f.alert_judged_share)} | - | - | "
+                f"{fmt('coverage', prev.alert_judged_share) if prev else '-'} |"
+            )
     out += [
         "",
         f"## {t['how']}",
         "",
-        t["how_text"],
+        t["how_text"].format(
+            stale=stale_s, cheap=cheap_s, min_share=fmt("coverage", f.min_measured_share), tz=tz
+        ),
         "",
-        f"slots: {f.slots}, up {f.up}, down {f.down}, unknown {f.unknown} "
-        f"(measured share {fmt('coverage', f.measured_share)})",
+        t["time"].format(
+            up=f.up_minutes, down=f.down_minutes, unknown=f.unknown_minutes, total=f.period_minutes
+        ),
         "",
         (
-            f"maintenance windows: {f.maintenance_minutes:.0f} min ({f.maintenance_slots} slots, "
-            f"{f.maintenance_down} down); availability outside maintenance "
+            f"maintenance windows: {f.maintenance_minutes:.0f} min "
+            f"({f.maintenance_down_minutes:.0f} min down); availability outside maintenance "
             f"{fmt('availability', f.availability_outside_maintenance)}; maintenance time is "
             + ("excluded from" if f.maintenance_excluded else "included in")
             + " availability (sla.excludeMaintenance)"
@@ -158,17 +248,49 @@ def render(
         out += [f"## {title}", ""]
         if key in charts:
             out += [f"![{key}]({charts[key]})", ""]
+        if key == "availability" and f.daily:
+            out += [t["day_table"], "|---|---|---|---|---|"]
+            out += [
+                f"| {d['day']} | {fmt('availability', d['availability'])} | "
+                f"{fmt('coverage', d['measured'])} | {d['down_minutes']:.1f} | {d['unknown_minutes']:.1f} |"
+                for d in f.daily
+            ]
+            out.append("")
         if key == "incidents":
+            s = "mttd_upper_mean_s"
+            mttd = t["mttd"].format(
+                range=mttd_range(f),
+                n=f.incidents,
+                p90=fmt(s, f.mttd_upper_p90_s),
+            )
+            if f.mttd_unbounded:
+                mttd += t["unbounded"].format(n=f.mttd_unbounded)
+            mttr = t["mttr"].format(mean=fmt(s, f.mttr_mean_s), p90=fmt(s, f.mttr_p90_s))
+            if f.mttr_open_incidents:
+                mttr += t["mttr_open"].format(n=f.mttr_open_incidents)
             out += [
                 f"{f.incidents} — {t['by']}: "
                 + (", ".join(f"{k} {v}" for k, v in sorted(f.incidents_by.items())) or "-"),
-                f"MTTD mean {fmt('mttd_mean_s', f.mttd_mean_s)} / p90 {fmt('mttd_mean_s', f.mttd_p90_s)}; "
-                f"MTTR mean {fmt('mttr_mean_s', f.mttr_mean_s)} / p90 {fmt('mttr_mean_s', f.mttr_p90_s)}",
+                "",
+                mttd,
+                "",
+                mttr,
                 "",
             ]
         if key == "alerts":
             out += [
-                f"{f.alerts_true}/{f.alerts} — {t['judged']}: "
+                t["alerts_line"].format(
+                    true=f.alerts_true,
+                    false=f.alerts_false,
+                    unjudged=f.alerts_unjudged,
+                    n=f.alerts,
+                    share=fmt("coverage", f.alert_judged_share),
+                    precision=fmt("alert_precision", f.alert_precision)
+                    if f.alert_precision is not None
+                    else t["na"],
+                ),
+                "",
+                f"{t['judged']}: "
                 + (", ".join(f"{k} {v}" for k, v in sorted(f.alert_judged_by.items())) or "-"),
                 "",
             ]
@@ -179,91 +301,14 @@ def render(
             "",
             f"## {t['whatif']}",
             "",
-            "| settings | alerts | false positives | missed incidents |",
-            "|---|---|---|---|",
+            "| settings | alerts | judged real | false positives | unjudged | precision"
+            " | missed (of truth windows) |",
+            "|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {w['name']} | {w['alerts']} | {w['false_positives']} | {w['missed']} |"
+            f"| {w['name']} | {w['alerts']} | {w['judged_true']} | {w['false_positives']}"
+            f" | {w['unjudged']} | {_share(w.get('precision'))}"
+            f" | {w['missed']} of {w['truth_windows']} |"
             for w in whatif
         ]
     return "\n".join(out) + "\n"
-
-
-def charts(
-    f: SlaFigures, performance: pd.DataFrame, incidents: pd.DataFrame, folder: Path, tz: str
-) -> dict[str, str]:
-    """Write the PNG charts into ``folder``; returns {name: file name}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    made: dict[str, str] = {}
-
-    def save(fig: Any, name: str) -> None:
-        fig.savefig(folder / f"{name}.png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        made[name] = f"{name}.png"
-
-    fig, ax = plt.subplots(figsize=(7, 2.6))
-    if f.daily:
-        days = [d["day"][5:] for d in f.daily]
-        ax.bar(
-            days,
-            [d["availability"] * 100 for d in f.daily],
-            color=["#2a9d8f" if d["availability"] >= 0.999 else "#e76f51" for d in f.daily],
-        )
-        ax.set_ylim(min(99.0, min(d["availability"] * 100 for d in f.daily) - 0.5), 100.05)
-        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
-    ax.axhline(99.9, color="black", linestyle="--", linewidth=1, label="target 99.9%")
-    ax.set_ylabel("availability %")
-    ax.set_title("daily availability")
-    ax.legend(loc="lower left", fontsize=8)
-    save(fig, "availability")
-
-    fig, ax = plt.subplots(figsize=(7, 2.6))
-    if len(performance):
-        daily = performance.set_index("ts")["mean_api_ms"].resample("1D").mean()
-        ax.plot(daily.index, daily.to_numpy(), marker=".")
-    ax.axhline(2000, color="black", linestyle="--", linewidth=1, label="target 2 s")
-    ax.set_ylabel("mean API ms")
-    ax.set_title("response time per day")
-    ax.legend(loc="upper left", fontsize=8)
-    save(fig, "response")
-
-    fig, ax = plt.subplots(figsize=(7, 2.8))
-    # Bars on a date axis: widths are in days, matplotlib's date unit.
-    for i, row in enumerate(incidents.itertuples()):
-        end = row.resolved_at if pd.notna(row.resolved_at) else f.end
-        ax.barh(
-            i,
-            (row.detected_at - row.started_at).total_seconds() / 86400,
-            left=row.started_at,
-            color="#f4a261",
-        )
-        ax.barh(
-            i,
-            (pd.Timestamp(end) - row.detected_at).total_seconds() / 86400,
-            left=row.detected_at,
-            color="#e76f51",
-        )
-    ax.set_yticks(
-        range(len(incidents)), [f"#{r.id} {r.category}" for r in incidents.itertuples()], fontsize=7
-    )
-    ax.set_xlim(pd.Timestamp(f.start), pd.Timestamp(f.end))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
-    ax.set_title(
-        f"incidents (orange: to detection, red: to recovery) MTTD {fmt('mttd_mean_s', f.mttd_mean_s)}, "
-        f"MTTR {fmt('mttr_mean_s', f.mttr_mean_s)}",
-        fontsize=9,
-    )
-    save(fig, "incidents")
-
-    fig, ax = plt.subplots(figsize=(4, 2.6))
-    ax.bar(["real", "false"], [f.alerts_true, f.alerts_false], color=["#2a9d8f", "#e76f51"])
-    prec = "-" if f.alert_precision is None else f"{f.alert_precision:.0%}"
-    ax.set_title(f"alerts: precision {prec} (target 95%)", fontsize=9)
-    save(fig, "alerts")
-    return made

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,18 +23,32 @@ from westep_ops.lib import sla, sla_report
 from westep_ops.lib.whatif import CURRENT, Setting, compare, read_thresholds
 from westep_ops.monitoring.history import HistoryStore
 
+# Samples start one full interval (+ one cheap interval of jitter) before the period: the
+# sample just before it holds into the period, and bounds the detection of an incident
+# that starts early in it. Incidents count in the period where they started; their
+# alerts and repairs come with them (an alert of the 31st's incident sent on the 1st is
+# the 31st's); alerts of no incident count by their own time. Drill rows are those
+# whose window meets the period or the day after (an incident's late alert).
 QUERIES = {
-    "samples": "SELECT ts, kind, category, status FROM westep_ops.samples WHERE ts >= %s AND ts < %s",
+    "samples": "SELECT ts, kind, category, status FROM westep_ops.samples"
+    " WHERE ts >= %(samples_from)s AND ts < %(end)s",
     "performance": "SELECT ts, mean_api_ms, http_requests, http_failures FROM westep_ops.performance_samples"
-    " WHERE ts >= %s AND ts < %s",
+    " WHERE ts >= %(start)s AND ts < %(end)s",
     "incidents": "SELECT id, category, severity, started_at, detected_at, resolved_at, recovered_by, escalation"
-    " FROM westep_ops.incidents WHERE started_at >= %s AND started_at < %s ORDER BY started_at",
-    "alerts": "SELECT id, incident_id, ts, kind, severity, category, label FROM westep_ops.alerts"
-    " WHERE ts >= %s AND ts < %s AND suppressed_by IS NULL",  # a silenced alert was never sent
-    "repairs": "SELECT incident_id, action, outcome FROM westep_ops.repair_attempts"
-    " WHERE incident_id IS NOT NULL AND NOT dry_run AND started_at >= %s AND started_at < %s",
-    "drill": "SELECT drill, fault, injected_at, removed_at FROM westep_ops.drill_faults"
-    " WHERE injected_at >= %s AND injected_at < %s",
+    " FROM westep_ops.incidents WHERE started_at >= %(start)s AND started_at < %(end)s ORDER BY started_at",
+    "alerts": "SELECT a.id, a.incident_id, a.ts, a.kind, a.severity, a.category, a.label"
+    " FROM westep_ops.alerts a LEFT JOIN westep_ops.incidents i ON i.id = a.incident_id"
+    " WHERE a.suppressed_by IS NULL"  # a silenced alert was never sent
+    " AND CASE WHEN i.id IS NULL THEN a.ts >= %(start)s AND a.ts < %(end)s"
+    " ELSE i.started_at >= %(start)s AND i.started_at < %(end)s END",
+    "repairs": "SELECT r.incident_id, r.action, r.outcome FROM westep_ops.repair_attempts r"
+    " JOIN westep_ops.incidents i ON i.id = r.incident_id"
+    " WHERE NOT r.dry_run AND i.started_at >= %(start)s AND i.started_at < %(end)s",
+    # to_jsonb(d): rows written before the drill recorded categories have none (NULL).
+    "drill": "SELECT d.drill, d.fault, d.injected_at, d.removed_at,"
+    " to_jsonb(d) -> 'categories' AS categories FROM westep_ops.drill_faults d"
+    " WHERE d.injected_at < %(end)s + interval '1 day'"
+    " AND coalesce(d.removed_at, 'infinity') >= %(start)s",
 }
 
 
@@ -67,11 +81,19 @@ def month_window(month: str, tz: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def load(store: HistoryStore, start: datetime, end: datetime) -> dict[str, pd.DataFrame]:
+def load(
+    store: HistoryStore, start: datetime, end: datetime, *, margin_s: float = 360
+) -> dict[str, pd.DataFrame]:
+    """The period's frames; samples from ``margin_s`` before ``start`` (see QUERIES)."""
+    params = {
+        "start": start,
+        "end": end,
+        "samples_from": start - timedelta(seconds=margin_s),
+    }
     out = {}
     with store.tx() as conn:
         for name, q in QUERIES.items():
-            cur = conn.execute(q, (start, end))
+            cur = conn.execute(q, params)
             out[name] = pd.DataFrame(
                 cur.fetchall(), columns=[d.name for d in cur.description or []]
             )
@@ -86,12 +108,32 @@ def load(store: HistoryStore, start: datetime, end: datetime) -> dict[str, pd.Da
             out[name][c] = pd.to_datetime(out[name][c], utc=True)
     for c in ("mean_api_ms",):
         out["performance"][c] = pd.to_numeric(out["performance"][c])
+    drill = out["drill"]
+    drill["categories"] = [
+        [] if f == "quiet" and c is None else c
+        for f, c in zip(drill["fault"], drill["categories"], strict=True)
+    ]  # None left for an old fault row: unknown, it judges nothing
     return out
+
+
+def margin_s(config: Config) -> float:
+    """How far before a period the samples are loaded: one full and one cheap interval."""
+    iv = config.monitoring.intervals
+    return (iv.health + iv.performance) / 1000
+
+
+def stale_s(config: Config) -> float:
+    """How long a sample's state holds: 2x the cheap interval + the confirmation delay."""
+    return (
+        2 * config.monitoring.intervals.performance / 1000
+        + config.monitoring.alerting.confirm_delay_seconds
+    )
 
 
 def figures(
     frames: dict[str, pd.DataFrame], start: datetime, end: datetime, config: Config
 ) -> sla.SlaFigures:
+    from westep_ops.monitoring.engine import CHEAP
     from westep_ops.silences import window_intervals
 
     iv = config.monitoring.intervals
@@ -101,9 +143,10 @@ def figures(
         for w in config.maintenance_windows
         for span in window_intervals(w, s.to_pydatetime(), e.to_pydatetime(), config.timezone)
     ]
+    cheap = {str(c) for c in CHEAP}  # the categories the cheap probes look at
     return sla.compute(
-        pd.Timestamp(start).tz_convert("UTC"),
-        pd.Timestamp(end).tz_convert("UTC"),
+        s,
+        e,
         samples=frames["samples"],
         performance=frames["performance"],
         incidents=frames["incidents"],
@@ -112,8 +155,14 @@ def figures(
         drill=frames["drill"] if len(frames["drill"]) else None,
         interval_s=iv.performance / 1000,
         full_interval_s=iv.health / 1000,
+        confirm_s=config.monitoring.alerting.confirm_delay_seconds,
+        cadence_s={
+            c: (iv.performance if c in cheap else iv.health) / 1000 for c in sla.H_CATEGORIES
+        },
         maintenance=windows,
         exclude_maintenance=config.sla.exclude_maintenance,
+        tz=config.timezone,
+        sla_cfg=config.sla,
     )
 
 
@@ -179,21 +228,42 @@ def build(
     thresholds: str | None = None,
     reports_dir: Path = Path("reports"),
 ) -> MonthlyReport:
+    from westep_ops.lib import sla_charts  # the charts module (its own file)
+
     settings = parse_settings(thresholds, config)
     start, end = month_window(check_month(month), config.timezone)
     pstart, _ = month_window(
         (start.replace(day=1) - pd.Timedelta(days=1)).strftime("%Y-%m"), config.timezone
     )
     now = datetime.now(ZoneInfo(config.timezone))
-    frames = load(store, start, end)
+    margin = margin_s(config)
+    frames = load(store, start, end, margin_s=margin)
     this = figures(frames, start, min(end, max(start, now)), config)
-    prev = figures(load(store, pstart, start), pstart, start, config)
+    prev = figures(load(store, pstart, start, margin_s=margin), pstart, start, config)
     folder = reports_dir / month
-    charts = sla_report.charts(
-        this, frames["performance"], frames["incidents"], folder, config.timezone
+    t = config.sla.targets
+    charts = sla_charts.charts(
+        this,
+        frames["performance"],
+        frames["incidents"],
+        folder,
+        config.timezone,
+        availability_target=t.availability,
+        response_target_ms=t.mean_response_ms,
+        min_measured_share=config.sla.min_measured_share,
     )
     replayed = whatif(store, frames, settings, start, min(end, max(start, now))) if settings else []
-    text = sla_report.render(month, config.timezone, this, prev, charts, lang, replayed)
+    text = sla_report.render(
+        month,
+        config.timezone,
+        this,
+        prev,
+        charts,
+        lang,
+        replayed,
+        stale_s=stale_s(config),
+        cheap_s=config.monitoring.intervals.performance / 1000,
+    )
     path = folder / "sla-report.md"
     path.write_text(text, encoding="utf-8")
     return MonthlyReport(month, path, this, prev, charts, replayed)

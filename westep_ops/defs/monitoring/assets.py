@@ -21,13 +21,25 @@ from dagster import (
     asset,
 )
 
-from westep_ops.config import Category
+from westep_ops.config import Category, load_config
 from westep_ops.defs.monitoring.partitions import TIMEZONE, daily
+from westep_ops.lib import sla
 from westep_ops.monitoring.history import HistoryStore
 from westep_ops.resources import PostgresResource
 from westep_ops.store import log_dir
 
-AVAILABILITY_TARGET = 0.999
+
+def _availability_target() -> float:
+    """The configured availability target (config ``sla.targets.availability``)."""
+    return load_config().sla.targets.availability
+
+
+# Local hours (PostgreSQL 12+ truncates in a zone, DST included): in a half-hour zone
+# (Asia/Kolkata) a UTC hour straddles local midnight and two days wrote the same row.
+HOURLY_SQL = (
+    "SELECT date_trunc('hour', ts, %s) AS hour, mean_api_ms, http_requests, http_failures, tps,"
+    " monitor_rss_mb, postgres_pss_mb FROM westep_ops.performance_samples WHERE ts >= %s AND ts < %s"
+)
 
 
 def _window(context: AssetExecutionContext) -> tuple[datetime, datetime]:
@@ -49,12 +61,13 @@ def _png(fig: object) -> str:
 
 
 def daily_health_frame(samples: pd.DataFrame) -> pd.DataFrame:
-    """Per day and category: sample counts by status and availability (ok share).
+    """Per day and category: sample counts by status and availability.
 
     Only scheduled samples (cheap/full) count; confirmation and verification re-probes
-    would weight failures twice. Availability is the ok share of the *measured* samples:
-    an ``error`` sample (the monitor could not look, e.g. it is misconfigured) and a
-    ``not_configured`` one are unknown, neither up nor down; no measured sample -> None.
+    would weight failures twice. "Available" is the monthly report's definition
+    (``lib/sla.status_state``): ok and warning are up, critical is down; an ``error``
+    sample (the monitor could not look) is unknown and a ``not_configured`` one does not
+    apply, so availability = up / (up + down) samples; no measured sample -> None.
     """
     s = samples[samples["kind"].isin(["cheap", "full"])]
     if s.empty:
@@ -78,8 +91,11 @@ def daily_health_frame(samples: pd.DataFrame) -> pd.DataFrame:
             counts[col] = 0
     out = counts[["ok", "warning", "critical", "error"]].reset_index()
     out["samples"] = out[["ok", "warning", "critical", "error"]].sum(axis=1)
-    measured = out[["ok", "warning", "critical"]].sum(axis=1)
-    out["availability"] = (out["ok"] / measured.where(measured > 0)).astype(object)
+    up = sum(out[c] for c in ("ok", "warning", "critical", "error") if sla.STATE[c] == "up")
+    measured = sum(
+        out[c] for c in ("ok", "warning", "critical", "error") if sla.STATE[c] != "unknown"
+    )
+    out["availability"] = (up / measured.where(measured > 0)).astype(object)
     out.loc[measured == 0, "availability"] = None
     return out[["day", "category", "samples", "ok", "warning", "critical", "error", "availability"]]
 
@@ -96,14 +112,23 @@ def health_samples(
     context: AssetExecutionContext, ops_storage: PostgresResource
 ) -> MaterializeResult:
     start, end = _window(context)
+    cfg = load_config()
+    target = cfg.sla.targets.availability
+    iv = cfg.monitoring.intervals
+    stale = 2 * iv.performance / 1000 + cfg.monitoring.alerting.confirm_delay_seconds
     store = HistoryStore(ops_storage.value())
     try:
-        samples = _frame(
+        # From one cheap interval before the day: the sample just before midnight holds
+        # into it (the service's availability over time, as in the monthly report).
+        earlier = _frame(
             store,
             "SELECT ts, (ts AT TIME ZONE %s)::date AS day, kind, category, status FROM westep_ops.samples"
             " WHERE ts >= %s AND ts < %s",
-            (TIMEZONE, start, end),
+            (TIMEZONE, start - timedelta(seconds=stale), end),
         )
+        if len(earlier):
+            earlier["ts"] = pd.to_datetime(earlier["ts"], utc=True)
+        samples = earlier[earlier["ts"] >= start] if len(earlier) else earlier
         frame = daily_health_frame(samples)
         with store.tx() as conn:
             conn.execute(
@@ -130,14 +155,15 @@ def health_samples(
             else 0
         )
         if measured:
-            avail = float(by_cat.loc[c.value, "ok"] / measured)
+            avail = float(by_cat.loc[c.value, ["ok", "warning"]].sum() / measured)
             checks.append(
                 AssetCheckResult(
                     check_name=f"{c.value}_available",
-                    passed=avail >= AVAILABILITY_TARGET,
+                    passed=avail >= target,
                     severity=AssetCheckSeverity.WARN,
                     metadata={
                         "availability": avail,
+                        "target": target,
                         "samples": int(by_cat.loc[c.value, "samples"]),
                     },
                 )
@@ -157,6 +183,17 @@ def health_samples(
                     },
                 )
             )
+    service = sla.state_intervals(earlier, stale).seconds(
+        int(pd.Timestamp(start).value), int(pd.Timestamp(end).value)
+    )
+    measured_s = service["up"] + service["down"]
+    service_meta: dict = {
+        "measured_share": measured_s / max(1.0, (end - start).total_seconds()),
+        "down_minutes": service["down"] / 60,
+        "unknown_minutes": service["unknown"] / 60,
+    }
+    if measured_s:  # no figure rather than a made-up one
+        service_meta["availability"] = service["up"] / measured_s
     worst = (
         "critical"
         if frame["critical"].sum()
@@ -171,6 +208,7 @@ def health_samples(
             "samples": int(len(samples)),
             "days": int(frame["day"].nunique()) if len(frame) else 0,
             "worst_status": worst,
+            **service_meta,
             "by_category": MetadataValue.md(
                 frame.to_markdown(index=False) if len(frame) else "no samples"
             ),
@@ -197,12 +235,7 @@ def performance_metrics(
     start, end = _window(context)
     store = HistoryStore(ops_storage.value())
     try:
-        perf = _frame(
-            store,
-            "SELECT date_trunc('hour', ts) AS hour, mean_api_ms, http_requests, http_failures, tps,"
-            " monitor_rss_mb, postgres_pss_mb FROM westep_ops.performance_samples WHERE ts >= %s AND ts < %s",
-            (start, end),
-        )
+        perf = _frame(store, HOURLY_SQL, (TIMEZONE, start, end))
         if perf.empty:
             hourly = pd.DataFrame(
                 columns=[
@@ -248,9 +281,10 @@ def performance_metrics(
     metadata: dict = {"hours": int(len(hourly)), "samples": int(len(perf))}
     if len(hourly):
         fig, ax = plt.subplots(figsize=(6, 2.2))
-        ax.plot(hourly["hour"], hourly["mean_api_ms"], marker=".")
+        local = pd.to_datetime(hourly["hour"], utc=True).dt.tz_convert(TIMEZONE)
+        ax.plot(local.dt.tz_localize(None), hourly["mean_api_ms"], marker=".")
         ax.set_ylabel("API ms")
-        ax.set_title("mean API response per hour")
+        ax.set_title(f"mean API response per hour ({TIMEZONE})")
         metadata["chart"] = MetadataValue.md(_png(fig))
         plt.close(fig)
         metadata["mean_api_ms"] = float(hourly["mean_api_ms"].mean())
@@ -353,7 +387,9 @@ def diagnosis_report(
                 " ORDER BY hour",
                 (day, nxt),
             )
-            text = render_daily_report(day.strftime("%Y-%m-%d"), health, inc, perf)
+            text = render_daily_report(
+                day.strftime("%Y-%m-%d"), health, inc, perf, target=_availability_target()
+            )
             path = log_dir() / f"daily-report-{day:%Y-%m-%d}.md"
             path.write_text(text, encoding="utf-8")
             paths.append(path)
@@ -369,19 +405,36 @@ def diagnosis_report(
     )
 
 
+def _local(frame: pd.DataFrame, tz: str) -> pd.DataFrame:
+    """Timestamps shown in the configured zone (stored in UTC)."""
+    out = frame.copy()
+    for c in ("hour", "started_at", "detected_at", "resolved_at"):
+        if c in out and len(out):
+            out[c] = pd.to_datetime(out[c], utc=True).dt.tz_convert(tz)
+    return out
+
+
 def render_daily_report(
-    day: str, health: pd.DataFrame, inc: pd.DataFrame, perf: pd.DataFrame
+    day: str,
+    health: pd.DataFrame,
+    inc: pd.DataFrame,
+    perf: pd.DataFrame,
+    *,
+    target: float = 0.999,
+    tz: str = TIMEZONE,
 ) -> str:
-    bad = health[health["availability"] < AVAILABILITY_TARGET] if len(health) else health
+    """The day's Markdown; times in ``tz``, categories below ``target`` named."""
+    bad = health[health["availability"] < target] if len(health) else health
     verdict = (
         "no data"
         if health.empty
         else "HEALTHY all day"
         if bad.empty and inc.empty
-        else f"{len(inc)} incident(s); below {AVAILABILITY_TARGET:.1%}: {', '.join(bad['category']) or 'none'}"
+        else f"{len(inc)} incident(s); below {target:.1%}: {', '.join(bad['category']) or 'none'}"
     )
+    inc, perf = _local(inc, tz), _local(perf, tz)
     out = [
-        f"# Daily report {day} ({TIMEZONE})",
+        f"# Daily report {day} ({tz})",
         "",
         f"**Verdict: {verdict}**",
         "",
