@@ -101,6 +101,7 @@ def one_day() -> tuple[SlaFigures, pd.DataFrame, pd.DataFrame]:
         alerts=3,
         alerts_true=1,
         alerts_false=1,
+        alerts_unjudged=1,
         alert_precision=0.5,
     )
     perf = performance(
@@ -124,7 +125,13 @@ def full_month() -> tuple[SlaFigures, pd.DataFrame, pd.DataFrame]:
         a = {5: 0.9975, 23: 0.962, 27: None}.get(i, 1.0)
         daily.append(day(f"2026-12-{i:02d}", a, measured={13: 0.6, 27: 0.0}.get(i, 1.0)))
     f = figures(
-        MONTH_END, daily, alerts=20, alerts_true=11, alerts_false=2, alert_precision=11 / 13
+        MONTH_END,
+        daily,
+        alerts=20,
+        alerts_true=11,
+        alerts_false=2,
+        alerts_unjudged=7,
+        alert_precision=11 / 13,
     )
     perf = performance(
         *[
@@ -175,7 +182,7 @@ def test_one_day_shows_the_day_on_the_month_axis() -> None:
     assert marks[0]["text"] == "12-01 02:00  20 min"
 
     al = data["alerts"]
-    assert al["counts"] == [1, 1, 1]  # unjudged = alerts - true - false without alerts_unjudged
+    assert al["counts"] == [1, 1, 1]
     assert all(isinstance(t, int) for t in al["yticks"])
 
 
@@ -352,5 +359,5 @@ def test_materialized_asset_shows_charts_and_numbers(sandbox: Any, tmp_path: Pat
         assert (tmp_path / month / f"{name}.png").is_file()
     assert isinstance(meta["report"], PathMetadataValue)
     figures_meta = {k: v for k, v in meta.items() if k != "report" and "_chart" not in k}
-    assert {"slots", "incidents", "alerts", "targets_met"} <= set(figures_meta)
+    assert {"period_minutes", "incidents", "alerts", "targets_met"} <= set(figures_meta)
     assert all(isinstance(v, IntMetadataValue | FloatMetadataValue) for v in figures_meta.values())

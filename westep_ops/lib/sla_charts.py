@@ -244,10 +244,7 @@ def incident_data(f: SlaFigures, incidents: pd.DataFrame, tz: str) -> dict[str, 
 
 def alerts_data(f: SlaFigures) -> dict[str, Any]:
     """Opened alerts judged real, false and not judged, with integer y ticks."""
-    unjudged = getattr(f, "alerts_unjudged", None)
-    if unjudged is None:
-        unjudged = max(0, f.alerts - f.alerts_true - f.alerts_false)
-    counts = [int(f.alerts_true), int(f.alerts_false), int(unjudged)]
+    counts = [int(f.alerts_true), int(f.alerts_false), int(f.alerts_unjudged)]
     top = max(counts + [1])
     step = max(1, math.ceil(top / 6))
     return {
