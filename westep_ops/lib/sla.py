@@ -507,11 +507,23 @@ def _alerts(
 
 
 # -- judging one alert -------------------------------------------------------------------
-def _categories(row: Any) -> list[str] | None:
+QUIET = "quiet"  # a drill row that is a window where nothing was broken
+
+
+@dataclass(frozen=True)
+class DrillWindow:
+    """A drill row as a window: a fault's (categories it breaks), or quiet (none)."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp | None  # None: not removed yet (a drill still running, or killed)
+    categories: tuple[str, ...] | None  # () quiet; None unknown (an older row)
+
+
+def drill_categories(row: Any) -> list[str] | None:
     """A drill row's categories; [] for a quiet window; None when unknown (an old row)."""
-    cats = getattr(row, "categories", None)
-    if getattr(row, "fault", None) == "quiet":
+    if getattr(row, "fault", None) == QUIET:
         return []
+    cats = getattr(row, "categories", None)
     if isinstance(cats, str) or cats is None:
         return None
     try:
@@ -520,44 +532,67 @@ def _categories(row: Any) -> list[str] | None:
         return None
 
 
+def drill_windows(drill: pd.DataFrame | None) -> list[DrillWindow]:
+    if drill is None or not len(drill):
+        return []
+    out = []
+    for row in drill.itertuples(index=False):
+        cats = drill_categories(row)
+        stop = row.removed_at if pd.notna(row.removed_at) else None
+        out.append(DrillWindow(row.injected_at, stop, None if cats is None else tuple(cats)))
+    return out
+
+
+def verdict(
+    label: Any, ts: Any, category: str | None, windows: list[DrillWindow], repaired: bool
+) -> tuple[bool | None, str]:
+    """The one rule that judges an alert (recorded, or replayed by the what-if).
+
+    In order: a person's label ("label"); drill truth ("drill": inside a drill window,
+    +60 s grace after its removal, whose categories hold the alert's category -> True;
+    inside quiet windows or faults of other categories only -> False); an explicit later
+    signal ("repaired": its incident closed after an automatic repair that changed
+    something -> True); otherwise (None, "unjudged"). A window of unknown categories
+    (older rows) judges nothing.
+    """
+    if label is not None and not pd.isna(label):
+        return bool(label), "label"
+    ts = pd.Timestamp(ts)
+    inside = [w for w in windows if w.start <= ts and (w.end is None or ts <= w.end + DRILL_GRACE)]
+    if any(w.categories is not None and category in w.categories for w in inside):
+        return True, "drill"
+    if inside and all(w.categories is not None for w in inside):
+        return False, "drill"
+    if repaired:
+        return True, "repaired"
+    return None, "unjudged"
+
+
 def judge(
     alert: Any,
     incidents: pd.DataFrame | None,
     drill: pd.DataFrame | None,
     repairs: pd.DataFrame | None = None,
 ) -> tuple[bool | None, str]:
-    """Was an opened alert real? -> (True | False | None, how).
+    """Was an opened alert real? -> (True | False | None, how), by :func:`verdict`.
 
-    ``alert`` needs ``ts``, ``category``, ``label`` and ``incident_id``. In order: a
-    person's label ("label"); drill truth ("drill": inside a drill row's window, +60 s
-    grace after its removal, whose categories hold the alert's category -> True; inside
-    a quiet window or a fault of other categories only -> False); the alert's incident
-    closed after an automatic repair that changed something ("repaired" -> True, needs
-    ``repairs``); otherwise (None, "unjudged"). A drill row of unknown categories (older
-    rows) judges nothing.
+    ``alert`` needs ``ts``, ``category``, ``label`` and ``incident_id``; the "repaired"
+    signal needs ``repairs``.
     """
-    label = getattr(alert, "label", None)
-    if label is not None and not pd.isna(label):
-        return bool(label), "label"
-    ts = pd.Timestamp(alert.ts)
-    if drill is not None and len(drill):
-        category = getattr(alert, "category", None)
-        active = drill[
-            (drill["injected_at"] <= ts) & (drill["removed_at"].fillna(ts) + DRILL_GRACE >= ts)
-        ]
-        cats = [_categories(r) for r in active.itertuples()]
-        if any(c is not None and category in c for c in cats):
-            return True, "drill"
-        if cats and all(c is not None for c in cats):
-            return False, "drill"
+    repaired = False
     incident_id = getattr(alert, "incident_id", None)
     if incident_id is not None and not pd.isna(incident_id) and incidents is not None:
         row = incidents[incidents["id"] == incident_id] if len(incidents) else incidents
-        if (
+        repaired = bool(
             len(row)
             and pd.notna(row["resolved_at"].iloc[0])
             and str(row["recovered_by"].iloc[0] or "").startswith("auto:")
             and int(incident_id) in _repaired(repairs)
-        ):
-            return True, "repaired"
-    return None, "unjudged"
+        )
+    return verdict(
+        getattr(alert, "label", None),
+        alert.ts,
+        getattr(alert, "category", None),
+        drill_windows(drill),
+        repaired,
+    )

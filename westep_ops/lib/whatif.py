@@ -19,7 +19,7 @@ categories overlaps is missed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +36,7 @@ from westep_ops.config import (
 )
 from westep_ops.errors import WestepError
 from westep_ops.lib.alerting import CONFIRMATION, Replay, Sample, Thresholds, read_status
+from westep_ops.lib.sla import DRILL_GRACE, drill_windows, verdict
 
 CURRENT = "current"  # the name of the setting in force, always compared first
 
@@ -95,8 +96,6 @@ def read_thresholds(path: str | Path) -> list[WhatIfSetting]:
 
 VERIFICATION = "verification"  # a repair's re-probe: counts in later runs, decides nothing
 INCIDENT_COLUMNS = ["category", "started", "detected", "resolved"]
-DRILL_GRACE = pd.Timedelta(seconds=60)  # an alert this long after a fault's removal is its
-QUIET = "quiet"  # a drill row that is a window where nothing was broken
 
 
 def _listed(value: Any) -> list[str]:
@@ -159,62 +158,6 @@ def replay(
     return pd.DataFrame(rows, columns=INCIDENT_COLUMNS)
 
 
-def drill_categories(row: Any) -> list[str] | None:
-    """The categories a drill row breaks ([] for a quiet window); None when unknown (a row
-    recorded before drills kept them: it judges nothing and is no truth window)."""
-    if row.fault == QUIET:
-        return []
-    cats = getattr(row, "categories", None)
-    return list(cats) if isinstance(cats, list | tuple) else None
-
-
-@dataclass(frozen=True)
-class Window:
-    start: pd.Timestamp
-    end: pd.Timestamp
-    categories: tuple[str, ...] | None  # () quiet; None unknown
-
-
-def _drill_windows(drill: pd.DataFrame | None, end: pd.Timestamp) -> list[Window]:
-    """Drill rows as windows; one not removed (a drill still running, or killed) lasts
-    until ``end``."""
-    if drill is None or not len(drill):
-        return []
-    out = []
-    for row in drill.itertuples(index=False):
-        cats = drill_categories(row)
-        stop = row.removed_at if pd.notna(row.removed_at) else end
-        out.append(Window(row.injected_at, stop, None if cats is None else tuple(cats)))
-    return out
-
-
-def _judge_replayed(
-    alert: Mapping[str, Any],
-    windows: list[Window],
-    label: bool | None,
-    repaired: bool,
-) -> tuple[bool | None, str]:
-    """Judge one replayed alert by the rules of INTERFACES §3 (``lib/sla.judge``).
-
-    A person's label (of the recorded alert it coincides with) first; then drill truth:
-    inside a fault window (+ grace) of its category: true; inside a drill window (quiet,
-    or another category's fault) matching no active fault: false; then the explicit
-    later signal (its recorded incident closed after a repair that repaired something);
-    else unjudged. Kept private until ``lib/sla.judge`` takes replayed alerts.
-    """
-    if label is not None:
-        return label, "label"
-    ts, cat = alert["detected"], alert["category"]
-    inside = [w for w in windows if w.start <= ts <= w.end + DRILL_GRACE]
-    if any(w.categories is not None and cat in w.categories for w in inside):
-        return True, "drill"
-    if inside and all(w.categories is not None for w in inside):
-        return False, "drill"
-    if repaired:
-        return True, "repaired"
-    return None, "unjudged"
-
-
 def _overlaps(a0: Any, a1: Any, b0: Any, b1: Any) -> bool:
     return bool(a0 <= b1 and b0 <= a1)
 
@@ -269,7 +212,10 @@ def score(incidents: pd.DataFrame, frames: Mapping[str, pd.DataFrame], end: Any)
     alerts labelled real outside them.
     """
     end = pd.Timestamp(end)
-    windows = _drill_windows(frames.get("drill"), end)
+    # A drill row not removed (a drill still running, or killed) lasts until ``end``.
+    windows = [
+        w if w.end is not None else replace(w, end=end) for w in drill_windows(frames.get("drill"))
+    ]
     recorded = _recorded(frames, end)
     verdicts: list[bool | None] = []
     spans: list[tuple[str, Any, Any]] = []
@@ -282,8 +228,7 @@ def score(incidents: pd.DataFrame, frames: Mapping[str, pd.DataFrame], end: Any)
         labels = {r.label for r in near if r.label is not None}
         label = True if True in labels else (False if labels else None)
         repaired = any(r.repaired for r in near)
-        verdict, _how = _judge_replayed(inc._asdict(), windows, label, repaired)
-        verdicts.append(verdict)
+        verdicts.append(verdict(label, inc.detected, inc.category, windows, repaired)[0])
 
     def in_fault(category: str, start: Any, stop: Any) -> bool:
         return any(
