@@ -1,14 +1,10 @@
 """The monitoring cycle (M1-M4), shared by ``westep-ops monitor`` and the Dagster sensor.
 
-One :meth:`Monitor.tick` decides what is due from ``monitoring.intervals`` (the cheap
-sweep every ``performance`` interval, the full H1-H7 sweep every ``health`` interval),
-probes, stores the samples, and runs the alert state machine per category. The cheap
-sweep (:data:`CHEAP`) is H1, H2, H7, the performance sample and the catalog-level checks
--- H3 privileges, H5's publication and replication set-up, H6's roles, schema and health
-endpoint -- so a revoked grant or a dropped publication is seen within one ``performance``
-interval; only heavy work waits for the full sweep: H4's integrity counts and H5's
-LISTEN/NOTIFY round trip (which a cheap sweep also runs while H5 has an open incident, so
-that a sample that did not look at what failed never counts toward closing it).
+One :meth:`Monitor.tick` decides what is due from ``monitoring.intervals`` (cheap probes
+-- :data:`CHEAP`, all but the heavy work, and the performance sample -- every
+``performance`` interval,
+the full H1-H7 sweep every ``health`` interval), probes, stores the samples, and runs the
+alert state machine per category:
 
 - an incident opens after ``failureThreshold`` failing samples in a row, or at once when
   an immediate re-probe ``confirmDelaySeconds`` later confirms a first failure, so
@@ -53,7 +49,11 @@ from westep_ops.redact import redact
 from westep_ops.repairs.base import monitor_refused
 from westep_ops.repairs.recovery import MONITOR_CATEGORY, OBSERVE_ONLY, plan_repairs
 
-# The cheap sweep: everything but the heavy work (H4, H5's NOTIFY): see the module docstring.
+# The cheap sweep: H1, H2, H7 and the catalog-level checks -- H3 privileges, H5's
+# publication and replication set-up, H6's roles, schema and health endpoint -- so a
+# revoked grant or a dropped publication is seen within one ``performance`` interval. Only
+# heavy work waits for the full sweep: H4's integrity counts and H5's LISTEN/NOTIFY round
+# trip (which a cheap sweep runs too while H5 has an open incident: see Monitor.sweep).
 CHEAP = (
     Category.connection,
     Category.pool,
