@@ -1,16 +1,20 @@
-"""Benchmark the H1-H7 sweep against the sandbox and print p50/p95 figures.
+"""Benchmark the H1-H7 sweep against the sandbox and print n, p50/p95 and worst figures.
 
     .venv/bin/python benchmarks/bench_health.py [--sweeps 200] [--idle-sweeps 10]
 
-Starts (or reuses) the demo sandbox in .westep/sandbox. Prints, for each mode, p50/p95 of
-the whole sweep and of each category, and the peak number of server connections the
-monitor role held (sampled every millisecond from pg_stat_activity; it counts the server
-connection pgbouncer opens for the monitor's pooled check too):
+Starts (or reuses) the demo sandbox in .westep/sandbox. Prints, for each mode, n, p50/p95
+and the worst of the whole sweep and p50/p95 of each category, and the peak number of
+server connections the monitor role held (sampled every millisecond from
+pg_stat_activity; it counts the server connection pgbouncer opens for the monitor's
+pooled check too):
 
 The direct-connection probes share two batched round trips ("direct batches"); each
 category's own row is what it spends beyond them (H7 runs in parallel on its own lane).
 
 - kept:   a long-running monitor, direct + admin connections kept, pooled made afresh
+          (the full sweep the monitor runs every ``intervals.health``)
+- cheap:  the same session, the monitor's cheap sweep (``engine.CHEAP`` without the heavy
+          work: no H4, no H5 NOTIFY round trip; every ``intervals.performance``)
 - idle:   the same with a 1.5 s gap before each sweep (these VMs pay a wake-up delay)
 - fresh:  a new session per sweep, every connection made afresh (what one CLI run does)
 - cli:    the whole `westep-ops health-check` process, wall time
@@ -32,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from westep_ops.config import Category, load_config  # noqa: E402
 from westep_ops.environment import Environment  # noqa: E402
+from westep_ops.monitoring.engine import CHEAP  # noqa: E402
 from westep_ops.probes.health import run_health_check  # noqa: E402
 from westep_ops.probes.session import ProbeSession  # noqa: E402
 from westep_ops.sandbox.manager import Sandbox  # noqa: E402
@@ -67,7 +72,7 @@ class PeakConnections:
         self._t.join()
 
 
-def sweeps_of(env: Environment, cfg, sweeps: int, *, keep: bool, gap: float):
+def sweeps_of(env: Environment, cfg, sweeps: int, *, keep: bool, gap: float, cheap: bool):
     session = ProbeSession(env, cfg, keep_open=True) if keep else None
     try:
         for _ in range(sweeps):
@@ -75,7 +80,7 @@ def sweeps_of(env: Environment, cfg, sweeps: int, *, keep: bool, gap: float):
                 time.sleep(gap)
             s = session or ProbeSession(env, cfg)
             t0 = time.perf_counter()
-            results = run_health_check(s)
+            results = run_health_check(s, CHEAP, heavy=()) if cheap else run_health_check(s)
             yield (time.perf_counter() - t0) * 1000, results, s.stats.get("prefetch_ms", 0.0)
             if session:
                 session.end_sweep()
@@ -87,7 +92,15 @@ def sweeps_of(env: Environment, cfg, sweeps: int, *, keep: bool, gap: float):
 
 
 def run_mode(
-    name: str, sb: Sandbox, env: Environment, cfg, sweeps: int, *, keep: bool, gap: float
+    name: str,
+    sb: Sandbox,
+    env: Environment,
+    cfg,
+    sweeps: int,
+    *,
+    keep: bool,
+    gap: float,
+    cheap: bool = False,
 ) -> None:
     totals: list[float] = []
     per: dict[Category, list[float]] = {c: [] for c in Category}
@@ -96,7 +109,7 @@ def run_mode(
     with ProbeSession(env, cfg) as warm:
         run_health_check(warm)
     batches: list[float] = []
-    for ms, results, prefetch_ms in sweeps_of(env, cfg, sweeps, keep=keep, gap=gap):
+    for ms, results, prefetch_ms in sweeps_of(env, cfg, sweeps, keep=keep, gap=gap, cheap=cheap):
         totals.append(ms)
         batches.append(prefetch_ms)
         for r in results:
@@ -105,15 +118,21 @@ def run_mode(
     # The connection count is sampled in a second pass: the sampler's own queries would
     # otherwise compete with the sweeps for these two cores and skew the timings.
     with PeakConnections(sb) as peak:
-        for _ in sweeps_of(env, cfg, min(sweeps, 20), keep=keep, gap=gap and 0.2):
+        for _ in sweeps_of(env, cfg, min(sweeps, 20), keep=keep, gap=gap and 0.2, cheap=cheap):
             pass
-    print(f"\n[{name}] {sweeps} sweeps, statuses seen: {sorted(statuses)}")
-    print(f"  whole sweep    p50 {pct(totals, 50):7.2f} ms   p95 {pct(totals, 95):7.2f} ms")
+    cats = ", ".join(c.value for c in per if per[c])
+    print(f"\n[{name}] n={sweeps} sweeps of {cats}; statuses seen: {sorted(statuses)}")
+    print(
+        f"  whole sweep    p50 {pct(totals, 50):7.2f} ms   p95 {pct(totals, 95):7.2f} ms"
+        f"   worst {max(totals):7.2f} ms"
+    )
     print(
         f"  direct batches p50 {pct(batches, 50):7.2f} ms   p95 {pct(batches, 95):7.2f} ms"
         "   (shared by H2-H6; the rows below are each category's own part)"
     )
     for c, v in per.items():
+        if not v:
+            continue
         print(f"  {c.value:<13}  p50 {pct(v, 50):7.2f} ms   p95 {pct(v, 95):7.2f} ms")
     print(f"  peak server connections of the monitor role: {peak.peak}")
 
@@ -150,9 +169,11 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d %H:%M')}"
     )
     run_mode("kept", sb, env, cfg, args.sweeps, keep=True, gap=0)
+    run_mode("cheap", sb, env, cfg, args.sweeps, keep=True, gap=0, cheap=True)
     run_mode("idle", sb, env, cfg, args.idle_sweeps, keep=True, gap=1.5)
     run_mode("fresh", sb, env, cfg, max(10, args.sweeps // 4), keep=False, gap=0)
-    run_cli(args.cli_runs)
+    if args.cli_runs:
+        run_cli(args.cli_runs)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The monitoring cycle (M1-M4), shared by ``westep-ops monitor`` and the Dagster sensor.
 
 One :meth:`Monitor.tick` decides what is due from ``monitoring.intervals`` (cheap probes
--- connection, pool, API and the performance sample -- every ``performance`` interval,
+-- :data:`CHEAP`, all but the heavy work, and the performance sample -- every
+``performance`` interval,
 the full H1-H7 sweep every ``health`` interval), probes, stores the samples, and runs the
 alert state machine per category (its open/confirm/close decisions are
 ``lib/alerting.py``'s, fed with the category's recent samples read back from the history;
@@ -51,7 +52,19 @@ from westep_ops.redact import redact
 from westep_ops.repairs.base import monitor_refused
 from westep_ops.repairs.recovery import MONITOR_CATEGORY, OBSERVE_ONLY, plan_repairs
 
-CHEAP = (Category.connection, Category.pool, Category.api)
+# The cheap sweep: H1, H2, H7 and the catalog-level checks -- H3 privileges, H5's
+# publication and replication set-up, H6's roles, schema and health endpoint -- so a
+# revoked grant or a dropped publication is seen within one ``performance`` interval. Only
+# heavy work waits for the full sweep: H4's integrity counts and H5's LISTEN/NOTIFY round
+# trip (which a cheap sweep runs too while H5 has an open incident: see Monitor.sweep).
+CHEAP = (
+    Category.connection,
+    Category.pool,
+    Category.tables,
+    Category.realtime,
+    Category.auth,
+    Category.api,
+)
 PERFORMANCE = "performance"
 MONITOR = "monitor"  # the category of "monitor degraded" alerts
 # An error (the check could not run) is unknown: neither failing nor passing.
@@ -318,11 +331,24 @@ class Monitor:
             return "cheap"
         return None
 
+    def sweep(self, kind: str) -> tuple[tuple[Category, ...] | None, tuple[Category, ...] | None]:
+        """What a sweep of ``kind`` probes: (categories, those whose heavy part runs);
+        None is all of them. A cheap sweep runs the heavy part of a category only while
+        it has an open incident (its closing must rest on the same check that opened it)."""
+        if kind == "full":
+            return None, None
+        open_ = self.history.open_incidents()
+        return CHEAP, tuple(c for c in CHEAP if c.value in open_)
+
     def probe(
-        self, categories: tuple[Category, ...] | None, *, with_performance: bool
+        self,
+        categories: tuple[Category, ...] | None,
+        *,
+        with_performance: bool,
+        heavy: tuple[Category, ...] | None = None,
     ) -> list[Observation]:
         try:
-            results = run_health_check(self.session, categories)
+            results = run_health_check(self.session, categories, heavy=heavy)
             perf = self.performance.sample(self.session, results) if with_performance else None
         finally:
             self.session.end_sweep()
@@ -339,7 +365,8 @@ class Monitor:
         if kind is None:
             return out
         out.ran = kind
-        obs = self.probe(None if kind == "full" else CHEAP, with_performance=True)
+        categories, heavy = self.sweep(kind)
+        obs = self.probe(categories, heavy=heavy, with_performance=True)
         out.observations = obs
         self._last["cheap"] = now
         if kind == "full":
@@ -568,9 +595,11 @@ class Monitor:
         """Re-probe ``category`` right after a repair; the sample counts toward closing."""
         if category == PERFORMANCE:
             fresh = [
-                x for x in self.probe(CHEAP, with_performance=True) if x.category == PERFORMANCE
+                x
+                for x in self.probe(CHEAP, heavy=(), with_performance=True)
+                if x.category == PERFORMANCE
             ]
-        else:
+        else:  # with its heavy part: the sample counts toward closing
             fresh = self.probe((Category(category),), with_performance=False)
         self.history.add_samples(self.clock(), "verification", [x.row() for x in fresh])
         return fresh[0] if fresh else None
@@ -578,14 +607,19 @@ class Monitor:
     def _confirm(
         self, candidates: list[Observation], still: Callable[[Observation], bool] | None = None
     ) -> list[Observation]:
-        """Re-probe first failures after a short delay; those still failing are confirmed."""
+        """Re-probe first failures after a short delay; those still failing are confirmed.
+
+        Each failing category is re-probed in full (with its heavy part), whichever sweep
+        saw it: a first H3 failure of a cheap sweep is confirmed by H3 itself."""
         self.sleep(self.config.monitoring.alerting.confirm_delay_seconds)
         wanted = {o.category for o in candidates}
         checks = tuple(Category(c) for c in wanted if c != PERFORMANCE)
         if PERFORMANCE in wanted:
-            fresh = self.probe(tuple(dict.fromkeys((*CHEAP, *checks))), with_performance=True)
+            fresh = self.probe(
+                tuple(dict.fromkeys((*CHEAP, *checks))), heavy=checks, with_performance=True
+            )
         else:
-            fresh = self.probe(checks, with_performance=False)
+            fresh = self.probe(checks, heavy=checks, with_performance=False)
         fresh = [x for x in fresh if x.category in wanted]
         self.history.add_samples(self.clock(), "confirmation", [x.row() for x in fresh])
         if still is not None:

@@ -1374,8 +1374,13 @@ SELECT current_setting('wal_level') AS wal_level,
 """
 
 
-def check_realtime(session: ProbeSession) -> CheckResult:
-    """H5: logical replication set-up, the publication's tables, slots, LISTEN/NOTIFY."""
+def check_realtime(session: ProbeSession, *, notify: bool = True) -> CheckResult:
+    """H5: logical replication set-up, the publication's tables, slots, LISTEN/NOTIFY.
+
+    ``notify=False`` leaves out the LISTEN/NOTIFY round trip (the heavy part, which the
+    monitor runs in full sweeps only): ``values["notify"]`` then says it was not run, and
+    the verdict is about the catalog alone.
+    """
     cfg = session.config
     rt = cfg.realtime
     th = cfg.monitoring.thresholds
@@ -1432,12 +1437,19 @@ def check_realtime(session: ProbeSession) -> CheckResult:
                     f"slot {slot['name']} ({state}) is {_bytes(lag)} behind",
                     "replication_lag",
                 )
-        _notify_round_trip(session, res)
+        if notify:
+            _notify_round_trip(session, res)
+            said = f"NOTIFY {res.values.get('notify_ms', '-')} ms"
+        else:
+            res.values["notify"] = NOTIFY_NOT_RUN
+            said = "NOTIFY not run this sweep"
         res.finish(
-            f"{rt.publication}: {len(row['tables'])} tables, {len(row['slots'])} slots, "
-            f"NOTIFY {res.values.get('notify_ms', '-')} ms"
+            f"{rt.publication}: {len(row['tables'])} tables, {len(row['slots'])} slots, {said}"
         )
     return res
+
+
+NOTIFY_NOT_RUN = "not run this sweep (the LISTEN/NOTIFY round trip runs in full sweeps)"
 
 
 def _realtime_applies(rt: Realtime, rows: list[dict[str, Any]]) -> bool:
@@ -1463,12 +1475,14 @@ def _notify_round_trip(session: ProbeSession, res: CheckResult) -> None:
                 got = True
                 break
     except DB_FAILURES as e:
+        res.values["notify"] = "could not run"
         res.problem(Status.error, f"LISTEN/NOTIFY could not run: {_reason(e)}")
         return
     if not got:
+        res.values["notify"] = "lost"
         res.problem(Status.critical, f"NOTIFY not delivered within {wait_s:.0f} s", "notify_lost")
     else:
-        res.values["notify_ms"] = _ms(t0)
+        res.values.update(notify="delivered", notify_ms=_ms(t0))
 
 
 def notify_statement(channel: str, token: str) -> sql.Composable:
@@ -1736,20 +1750,29 @@ PROBES: dict[Category, Callable[[ProbeSession], CheckResult]] = {
 
 
 def run_health_check(
-    session: ProbeSession, categories: Iterable[Category] | None = None
+    session: ProbeSession,
+    categories: Iterable[Category] | None = None,
+    *,
+    heavy: Iterable[Category] | None = None,
 ) -> list[CheckResult]:
     """Run the requested categories (all by default); results in H1..H7 order.
+
+    ``heavy`` names the categories whose heavy part runs too (all of them by default):
+    today that is H5's LISTEN/NOTIFY round trip. H4 is heavy as a whole (integrity
+    counts on big tables): a caller that wants a light sweep leaves it out of
+    ``categories``, as the monitor's cheap sweep does.
 
     Three lanes overlap, each on its own connection: the HTTP probes (H7 and H6's
     endpoint), H1's pooled check (started once the admin console has said whether the
     pool is paused), and the direct-connection probes in this thread.
     """
     wanted = set(categories or PROBES)
+    heavy_parts = wanted if heavy is None else wanted & set(heavy)
     results: dict[Category, CheckResult] = {}
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="westep-probe") as lanes:
         api = lanes.submit(check_api, session) if Category.api in wanted else None
         auth_ep = lanes.submit(auth_endpoint, session) if Category.auth in wanted else None
-        prefetch(session, wanted)
+        prefetch(session, wanted, heavy_parts)
         if Category.pool in wanted:
             results[Category.pool] = _safe(check_pool, session, Category.pool)
         if Category.connection in wanted:
@@ -1758,9 +1781,14 @@ def run_health_check(
             results[Category.connection] = _safe(
                 lambda s: check_connection(s, pooled.result()), session, Category.connection
             )
-        for cat in (Category.tables, Category.integrity, Category.realtime):
+        for cat in (Category.tables, Category.integrity):
             if cat in wanted:
                 results[cat] = _safe(PROBES[cat], session, cat)
+        if Category.realtime in wanted:
+            notify = Category.realtime in heavy_parts
+            results[Category.realtime] = _safe(
+                lambda s: check_realtime(s, notify=notify), session, Category.realtime
+            )
         if auth_ep is not None:
             results[Category.auth] = _safe(
                 lambda s: check_auth(s, auth_ep.result()), session, Category.auth
@@ -1772,24 +1800,27 @@ def run_health_check(
     return ordered
 
 
-def prefetch(session: ProbeSession, wanted: set[Category]) -> None:
+def prefetch(
+    session: ProbeSession, wanted: set[Category], heavy: set[Category] | None = None
+) -> None:
     """Fetch what the direct-connection probes need in two round trips instead of nine.
 
     Round trip 1 carries the catalog queries of H2 (backends), H3 (privileges), H4 (what
     each rule needs), the ACCESS EXCLUSIVE locks on H3/H4's tables, H5 and H6, bound
-    client-side by psycopg; round trip 2 the counts of H4 and the NOTIFY of H5, leaving
-    out the items round trip 1 already judged (missing, not granted, locked), so a
-    predictable failure never fails the batch. (H3's per-role SELECTs, when the optional
-    role-probe login is set, take one round trip of their own on its connection.) On a hosted database
-    20-50 ms away, round trips are the sweep time. If a batch still fails, nothing is
-    remembered and each probe re-runs its own items one by one (bounded), which also
-    finds out exactly which item failed.
+    client-side by psycopg; round trip 2 the counts of H4 and the NOTIFY of H5 (when H5
+    is in ``heavy``, all of ``wanted`` by default), leaving out the items round trip 1
+    already judged (missing, not granted, locked), so a predictable failure never fails
+    the batch; a sweep without H4 and without H5's NOTIFY has no round trip 2. (H3's
+    per-role SELECTs, when the optional role-probe login is set, take one round trip of
+    their own on its connection.) On a hosted database 20-50 ms away, round trips are
+    the sweep time. If a batch still fails, nothing is remembered and each probe re-runs
+    its own items one by one (bounded), which also finds out exactly which item failed.
     """
     if not session.configured("direct"):
         return
     t_start = time.perf_counter()
     try:
-        _prefetch(session, wanted)
+        _prefetch(session, wanted, wanted if heavy is None else heavy)
     except Exception as e:  # noqa: BLE001 - a shortcut failing must not fail the sweep
         # Each probe then runs its own items (bounded) and reports what is wrong.
         session.forget(*PREFETCHED)
@@ -1814,7 +1845,7 @@ PREFETCHED = (
 )
 
 
-def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:
+def _prefetch(session: ProbeSession, wanted: set[Category], heavy: set[Category]) -> None:
     cfg = session.config
     pairs = _pairs(session) if Category.tables in wanted else []
     rules = list(cfg.integrity_rules) if Category.integrity in wanted else []
@@ -1850,7 +1881,7 @@ def _prefetch(session: ProbeSession, wanted: set[Category]) -> None:
     if runnable:
         stmts += integrity_statements(session, runnable)
     token = secrets.token_hex(8)
-    notify = Category.realtime in wanted and _realtime_applies(
+    notify = Category.realtime in (wanted & heavy) and _realtime_applies(
         cfg.realtime, session.memo("q:realtime", list)
     )
     if notify:
