@@ -6,6 +6,7 @@ from pathlib import Path
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from westep_ops.defs import owners
 from westep_ops.defs.monitoring.assets import health_samples, incidents, performance_metrics
 from westep_ops.defs.monitoring.partitions import monthly
 from westep_ops.lib.sla import TARGETS
@@ -27,6 +28,7 @@ class SlaReportConfig(Config):
     partitions_def=monthly,
     deps=[health_samples, performance_metrics, incidents],
     group_name="sla",
+    owners=owners(),
     kinds={"pandas", "markdown"},
     description="The month's SLA figures against their targets and the month before, with charts.",
 )
