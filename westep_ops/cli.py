@@ -1355,6 +1355,19 @@ def sandbox_faults(sandbox_dir: str | None) -> None:
 
 
 # -- Dagster UI ---------------------------------------------------------------------------
+# `dagster dev` warns that ./dagster.yaml "will not be used" whenever DAGSTER_HOME is
+# elsewhere, though `ui` copies it there: that one message is dropped, nothing else.
+_DAGSTER_DEV = """
+import logging, runpy, sys
+class CopiedConfig(logging.Filter):
+    def filter(self, record):
+        return "will not be used to configure Dagster" not in record.getMessage()
+logging.getLogger("dagster").addFilter(CopiedConfig())
+sys.argv = ["dagster", *sys.argv[1:]]
+runpy.run_module("dagster", run_name="__main__")
+"""
+
+
 @cli.command("ui")
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Webserver port."
@@ -1363,6 +1376,8 @@ def ui(port: int) -> None:
     """Open the Dagster UI (webserver + daemon) on this project, storage in the ops database.
 
     Needs WESTEP_OPS_STORAGE_URL; derives the psycopg2 URL Dagster's storage needs.
+    Starts ``dagster dev`` (Dagster 1.13 prints that ``dg dev`` supersedes it; ``dg``
+    is the separate dagster-dg-cli package, which runs ``dagster dev`` underneath).
     """
     import subprocess
 
@@ -1386,8 +1401,8 @@ def ui(port: int) -> None:
     child["DAGSTER_HOME"] = str(home)
     cmd = [
         sys.executable,
-        "-m",
-        "dagster",
+        "-c",
+        _DAGSTER_DEV,
         "dev",
         "-w",
         "workspace.yaml",

@@ -22,7 +22,9 @@ from dagster import (
 )
 
 from westep_ops.config import Category, load_config
+from westep_ops.defs import owners
 from westep_ops.defs.monitoring.partitions import TIMEZONE, daily
+from westep_ops.defs.monitoring.tables import markdown_table
 from westep_ops.lib import sla
 from westep_ops.monitoring.history import HistoryStore
 from westep_ops.resources import PostgresResource
@@ -103,8 +105,16 @@ def daily_health_frame(samples: pd.DataFrame) -> pd.DataFrame:
 @asset(
     partitions_def=daily,
     backfill_policy=BackfillPolicy.single_run(),
-    check_specs=[AssetCheckSpec(f"{c.value}_available", asset="health_samples") for c in Category],
+    check_specs=[
+        AssetCheckSpec(
+            f"{c.value}_available",
+            asset="health_samples",
+            description=f"{c.value}: the day's measured samples were ok at least 99.9% of the time.",
+        )
+        for c in Category
+    ],
     group_name="monitoring",
+    owners=owners(),
     kinds={"postgres", "pandas"},
     description="The day's health samples (H1-H7 and performance) per category: counts by status and availability.",
 )
@@ -221,6 +231,7 @@ def health_samples(
     partitions_def=daily,
     backfill_policy=BackfillPolicy.single_run(),
     group_name="monitoring",
+    owners=owners(),
     kinds={"postgres", "pandas"},
     description="P1-P4 per hour: API response time (mean, p95), error rate, throughput, memory.",
 )
@@ -297,7 +308,9 @@ def incident_frame(incidents: pd.DataFrame) -> pd.DataFrame:
         return incidents.assign(detect_s=pd.Series(dtype=float), recover_s=pd.Series(dtype=float))
     out = incidents.copy()
     out["detect_s"] = (out["detected_at"] - out["started_at"]).dt.total_seconds()
-    out["recover_s"] = (out["resolved_at"] - out["detected_at"]).dt.total_seconds()
+    # All still open (today's partition, say): resolved_at is all None, not datetimes.
+    resolved = pd.to_datetime(out["resolved_at"], utc=True)
+    out["recover_s"] = (resolved - out["detected_at"]).dt.total_seconds()
     return out
 
 
@@ -306,6 +319,7 @@ def incident_frame(incidents: pd.DataFrame) -> pd.DataFrame:
     backfill_policy=BackfillPolicy.single_run(),
     deps=[health_samples],
     group_name="monitoring",
+    owners=owners(),
     kinds={"postgres", "pandas"},
     description="The day's incidents with their detection and recovery times.",
 )
@@ -343,9 +357,7 @@ def incidents(context: AssetExecutionContext, ops_storage: PostgresResource) -> 
             "mean_recover_s": float(frame["recover_s"].mean())
             if frame["recover_s"].notna().any()
             else 0.0,
-            "table": MetadataValue.md(
-                shown.to_markdown(index=False) if len(frame) else "no incidents"
-            ),
+            "table": MetadataValue.md(markdown_table(shown) if len(frame) else "no incidents"),
         }
     )
 
@@ -355,7 +367,8 @@ def incidents(context: AssetExecutionContext, ops_storage: PostgresResource) -> 
     backfill_policy=BackfillPolicy.single_run(),
     deps=[health_samples, performance_metrics, incidents],
     group_name="monitoring",
-    kinds={"markdown"},
+    owners=owners(),
+    kinds={"postgres", "markdown"},
     description="The day's report in Markdown (health per category, incidents, performance), also in logs/.",
 )
 def diagnosis_report(

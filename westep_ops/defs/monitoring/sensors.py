@@ -7,7 +7,8 @@ stores the samples, reports the H1-H7 results as asset check evaluations of
 needs one: a repair the state of an open incident calls for. Requests are level-triggered
 (see the engine): the run key is incident + action + attempts already on record, so the
 same request is never launched twice, and a request after a refused attempt whose limit
-has freed up is a new key.
+has freed up is a new key. When an incident opens or closes it also requests a refresh
+of today's daily assets, so the incidents table of today shows it within a minute.
 
 "Preview tick result" in the UI (GraphQL ``sensorDryRun``) runs this function for real.
 Dagster 1.13 has no flag for it, but a daemon tick's log key ends in its tick id while a
@@ -20,6 +21,8 @@ the state anyway, so neither a preview nor a lost tick can lose one.
 Slack is sent by one process-wide background sender, so an evaluation never waits for
 a slow webhook; what it has not delivered is resent by a later evaluation.
 """
+
+from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckEvaluation,
@@ -34,7 +37,9 @@ from dagster import (
 )
 
 from westep_ops.defs.health.assets import check_name
-from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG, repair_job
+from westep_ops.defs.maintenance.schedules import IN_PROGRESS_TAG, daily_monitoring_job
+from westep_ops.defs.monitoring.partitions import day_key
+from westep_ops.defs.repairs.jobs import ACTION_TAG, DEFAULT_TARGET, REPAIR_TAG, repair_job
 from westep_ops.environment import Environment
 from westep_ops.monitoring.engine import Monitor
 from westep_ops.monitoring.history import HistoryUnavailable, PreviewHistory, ResilientHistory
@@ -61,12 +66,28 @@ def is_preview(context: SensorEvaluationContext) -> bool:
     return bool(key) and not str(key[-1]).isdigit()
 
 
+def incident_refreshes(opened: list[int], closed: list[int], now: datetime) -> list[RunRequest]:
+    """One refresh of today's daily assets per incident that opened or closed this tick."""
+    day = day_key(now)
+    return [
+        RunRequest(
+            run_key=f"today-{day}-incident-{i}-{what}",
+            job_name=daily_monitoring_job.name,
+            partition_key=day,
+            tags={IN_PROGRESS_TAG: "true", "westep-ops/incident": str(i)},
+        )
+        for what, ids in (("opened", opened), ("closed", closed))
+        for i in ids
+    ]
+
+
 @sensor(
     name="monitoring_sensor",
-    jobs=[repair_job],
+    jobs=[repair_job, daily_monitoring_job],
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Continuous monitoring (M1-M4): probes, incidents, alerts, repair runs.",
+    description="Continuous monitoring (M1-M4): probes, incidents, alerts, repair runs,"
+    " and a refresh of today's daily assets when an incident opens or closes.",
 )
 def monitoring_sensor(
     context: SensorEvaluationContext, stack: MonitoredStackResource, ops_storage: PostgresResource
@@ -135,10 +156,15 @@ def monitoring_sensor(
                     }
                 }
             },
-            tags={REPAIR_TAG: DEFAULT_TARGET, "westep-ops/incident": str(r.incident_id)},
+            tags={
+                REPAIR_TAG: DEFAULT_TARGET,
+                ACTION_TAG: r.action.value,
+                "westep-ops/incident": str(r.incident_id),
+            },
         )
         for r in result.repairs
     ]
+    runs += incident_refreshes(result.opened, result.closed, datetime.now(UTC))
     if preview:
         context.log.info("preview: nothing was stored and no alert was sent")
     context.log.info(

@@ -14,6 +14,7 @@ from typing import Any
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from westep_ops.defs import owners
 from westep_ops.defs.monitoring.assets import health_samples, incidents, performance_metrics
 from westep_ops.defs.monitoring.partitions import monthly
 from westep_ops.lib.sla import SlaFigures
@@ -94,6 +95,7 @@ def report_metadata(f: SlaFigures, report_path: Path, charts: dict[str, str]) ->
     partitions_def=monthly,
     deps=[health_samples, performance_metrics, incidents],
     group_name="sla",
+    owners=owners(),
     kinds={"pandas", "markdown"},
     description="The month's SLA figures against their targets and the month before, with charts.",
 )
