@@ -148,6 +148,7 @@ def parse_settings(path: str | None, config: Config) -> list[Setting]:
 def ground_truth(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """What really happened: drill faults, and recorded incidents nobody labelled false."""
     drill = frames["drill"].rename(columns={"injected_at": "start", "removed_at": "end"})
+    drill = drill[drill["fault"] != "quiet"]  # a drill's quiet window is no event
     alerts = frames["alerts"]
     opened = alerts[alerts["kind"] == "opened"]
     false_ids = set(opened.loc[opened["label"].eq(False), "incident_id"])
