@@ -328,7 +328,7 @@ def run_drill(
         settled_rows: Counter[str] | None = None
         moved: Counter[str] | None = None
         try:
-            echo(f"  {name}: injected" + (f" (trial {trial})" if trials > 1 else ""))
+            echo(f"  {name}: injected (trial {trial})")
             spin(lambda: _settled(incident_since(t0, cats)), timeout)
             inc = incident_since(t0, cats)
             try:  # before the fault is removed and before any restore
@@ -435,7 +435,10 @@ def run_drill(
     try:
         if not quiet:
             driver.run_repairs(monitor, monitor.tick(force="full"))
-        for i, (trial, name) in enumerate((t, n) for t in range(1, trials + 1) for n in names):
+        seen: Counter[str] = Counter()  # a fault named twice counts as two trials
+        for i, name in enumerate(n for _ in range(trials) for n in names):
+            seen[name] += 1
+            trial = seen[name]
             own = faults.CATEGORIES[name][0]
             # A random part of the interval that watches the fault: it lands at a random
             # moment of the probe cycle, not always just after (or before) a probe.
