@@ -1,0 +1,5 @@
+"""``python -m westep_ops.cli``: the same as the ``westep-ops`` console script."""
+
+from westep_ops.cli import main
+
+main()
