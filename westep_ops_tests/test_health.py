@@ -494,7 +494,7 @@ def test_process_stays_light(sandbox: Sandbox) -> None:
     import subprocess
     import sys
 
-    code = "import sys, westep_ops.cli, westep_ops.probes.health; print(sorted(m for m in ('dagster','pandas','matplotlib') if m in sys.modules))"
+    code = "import sys, westep_ops.cli, westep_ops.cli.health, westep_ops.probes.health; print(sorted(m for m in ('dagster','pandas','matplotlib') if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ)
     )

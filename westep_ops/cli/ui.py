@@ -1,0 +1,71 @@
+"""``westep-ops ui``: the Dagster UI (webserver + daemon) on this project."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from westep_ops.cli.common import _env, _separate_store
+from westep_ops.errors import WestepError
+
+# `dagster dev` warns that ./dagster.yaml "will not be used" whenever DAGSTER_HOME is
+# elsewhere, though `ui` copies it there: that one message is dropped, nothing else.
+_DAGSTER_DEV = """
+import logging, runpy, sys
+class CopiedConfig(logging.Filter):
+    def filter(self, record):
+        return "will not be used to configure Dagster" not in record.getMessage()
+logging.getLogger("dagster").addFilter(CopiedConfig())
+sys.argv = ["dagster", *sys.argv[1:]]
+runpy.run_module("dagster", run_name="__main__")
+"""
+
+
+@click.command("ui")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Webserver port."
+)
+def ui(port: int) -> None:
+    """Open the Dagster UI (webserver + daemon) on this project, storage in the ops database.
+
+    Needs WESTEP_OPS_STORAGE_URL; derives the psycopg2 URL Dagster's storage needs.
+    Starts ``dagster dev`` (Dagster 1.13 prints that ``dg dev`` supersedes it; ``dg``
+    is the separate dagster-dg-cli package, which runs ``dagster dev`` underneath).
+    """
+    import subprocess
+
+    env = _env()
+    storage = env.require("storage_url")
+    _separate_store(env)
+    child = dict(os.environ)
+    child.setdefault(
+        "WESTEP_OPS_DAGSTER_STORAGE_URL",
+        storage.replace("postgresql://", "postgresql+psycopg2://", 1).replace(
+            "postgres://", "postgresql+psycopg2://", 1
+        ),
+    )
+    if not (Path("dagster.yaml").exists() and Path("workspace.yaml").exists()):
+        raise WestepError(
+            "run 'westep-ops ui' from the project directory (it needs dagster.yaml and workspace.yaml)"
+        )
+    home = Path(child.get("DAGSTER_HOME") or ".westep/dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(Path("dagster.yaml").read_text())
+    child["DAGSTER_HOME"] = str(home)
+    cmd = [
+        sys.executable,
+        "-c",
+        _DAGSTER_DEV,
+        "dev",
+        "-w",
+        "workspace.yaml",
+        "-p",
+        str(port),
+        "-h",
+        "127.0.0.1",
+    ]
+    click.echo(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    sys.exit(subprocess.call(cmd, env=child))
