@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
 from westep_ops.probes.performance import PerformanceSample
-from westep_ops.redact import redact
+from westep_ops.redact import redact, redact_tree
 from westep_ops.spool import Spool
 from westep_ops.store import migrate
 
@@ -453,9 +453,8 @@ def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int 
 
 
 def _json_safe(value: Any) -> Any:
-    import json
-
-    return json.loads(redact(json.dumps(value, default=str)))
+    """JSON-ready with every string redacted (walked, not the serialised text)."""
+    return redact_tree(value)
 
 
 # Last answers of the store per (url, question), kept for the process's lifetime so that

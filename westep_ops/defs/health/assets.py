@@ -20,7 +20,7 @@ from westep_ops.defs import owners
 from westep_ops.probes.base import H_NUMBER, CheckResult, Status, exit_code, worst
 from westep_ops.probes.health import run_health_check
 from westep_ops.probes.session import ProbeSession
-from westep_ops.redact import redact
+from westep_ops.redact import redact, redact_tree
 from westep_ops.resources import MonitoredStackResource
 
 CHECK_DESCRIPTIONS = {
@@ -62,9 +62,8 @@ def check_result(r: CheckResult) -> AssetCheckResult:
 
 
 def _jsonable(value: object) -> object:
-    import json
-
-    return json.loads(redact(json.dumps(value, default=str)))
+    """JSON-ready with every string redacted (walked, not the serialised text)."""
+    return redact_tree(value)
 
 
 @asset(
