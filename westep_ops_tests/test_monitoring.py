@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -169,9 +170,9 @@ def test_sensor_requests_one_repair_run_per_incident(sandbox: Sandbox, cfg: Path
             assert all(e.passed for e in healthy.asset_events)
             stored = rows("SELECT count(*) FROM westep_ops.samples")[0][0]
             assert stored == 8  # H1-H7 + performance, no run launched
-            assert (
-                tick().skip_message == "nothing due yet"
-            )  # a tick before the interval does nothing
+            assert healthy.skip_reason.skip_message == "swept full: 7 checks, 0 failing"
+            # a tick before the interval does nothing, and says when the next sweep is due
+            assert re.fullmatch(r"idle: next cheap sweep due in \d+ s", tick().skip_message)
 
             faults.inject(sandbox, "grant_revoke", True)
             _age_samples()
@@ -181,8 +182,12 @@ def test_sensor_requests_one_repair_run_per_incident(sandbox: Sandbox, cfg: Path
             # incident, action, attempts already on record: a refusal re-requests under a new key
             assert request.run_key == f"incident-{iid}-fix_table_permissions-0"
             assert request.tags["westep-ops/repair-target"] == "monitored-database"
-            failed = [e.check_name for e in opened.asset_events if not e.passed]
-            assert failed == ["h3_tables"]
+            failed = [
+                (e.check_name, e.metadata["probe"].value)
+                for e in opened.asset_events
+                if not e.passed
+            ]
+            assert failed == [("h3_tables", "full"), ("h3_tables", "confirmation")]
             # confirmed by an immediate re-probe before the incident opened
             assert rows(
                 "SELECT kind FROM westep_ops.samples WHERE category = 'tables' AND status = 'critical'"

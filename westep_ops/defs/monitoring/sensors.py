@@ -23,8 +23,6 @@ a slow webhook; what it has not delivered is resent by a later evaluation.
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetCheckSeverity,
-    AssetKey,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -33,13 +31,12 @@ from dagster import (
     sensor,
 )
 
-from westep_ops.defs.health.assets import check_name
+from westep_ops.defs.health.assets import check_evaluation
 from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG, repair_job
 from westep_ops.environment import Environment
-from westep_ops.monitoring.engine import Monitor
+from westep_ops.monitoring.engine import Monitor, TickResult
 from westep_ops.monitoring.history import HistoryUnavailable, PreviewHistory, ResilientHistory
 from westep_ops.monitoring.notify import Notifier, PreviewNotifier
-from westep_ops.probes.base import Status
 from westep_ops.redact import redact
 from westep_ops.resources import MonitoredStackResource, PostgresResource
 from westep_ops.store import refuse_monitored_store
@@ -95,30 +92,14 @@ def monitoring_sensor(
         result = monitor.tick()
         if result.ran is None and preview:
             result = monitor.tick(force="cheap")
+        next_due = monitor.next_due_in(monitor.clock()) if result.ran is None else 0.0
     except HistoryUnavailable as e:
         return SkipReason(f"ops store unavailable: {redact(e)}")
     finally:
         monitor.close(wait_s=0)
     if result.ran is None:
-        return SkipReason("nothing due yet")
-    evaluations = [
-        AssetCheckEvaluation(
-            asset_key=AssetKey("health_check"),
-            check_name=check_name(o.result.category),
-            passed=o.result.status in (Status.ok, Status.not_configured),
-            severity=AssetCheckSeverity.WARN
-            if o.result.status is Status.warning
-            else AssetCheckSeverity.ERROR,
-            metadata={
-                "status": o.status,
-                "summary": redact(o.summary),
-                "sample": result.ran,
-                "suspected_cause": o.suspected_cause or "-",
-            },
-        )
-        for o in result.observations
-        if o.result is not None
-    ]
+        return SkipReason(f"idle: next cheap sweep due in {next_due:.0f} s")
+    evaluations = sweep_evaluations(result)
     runs = [
         RunRequest(
             run_key=r.key,
@@ -139,11 +120,12 @@ def monitoring_sensor(
         )
         for r in result.repairs
     ]
+    summary = sweep_summary(result, len(runs))
     if preview:
         context.log.info("preview: nothing was stored and no alert was sent")
     context.log.info(
         ("preview of a " if preview else "")
-        + f"{result.ran} sweep in {result.duration_ms:.0f} ms; opened {result.opened}, closed {result.closed}, "
+        + f"{summary} in {result.duration_ms:.0f} ms; opened {result.opened}, closed {result.closed}, "
         f"{len(runs)} repair run(s) requested"
         + (
             f"; history unavailable, {result.spooled} writes spooled"
@@ -151,4 +133,40 @@ def monitoring_sensor(
             else ""
         )
     )
-    return SensorResult(run_requests=runs, asset_events=evaluations)
+    # A sweep that requests no run is a skipped tick for Dagster: its reason says what ran.
+    return SensorResult(
+        run_requests=runs, asset_events=evaluations, skip_reason=None if runs else summary
+    )
+
+
+def sweep_evaluations(result: TickResult) -> list[AssetCheckEvaluation]:
+    """Every probe of the tick that decides something, as an evaluation of its check: the
+    sweep's results, then the confirmation re-probes (so the latest evaluation is the one
+    that decided)."""
+    out = [
+        check_evaluation(o.result, result.ran or "sweep", o.suspected_cause)
+        for o in result.observations
+        if o.result is not None
+    ]
+    out += [
+        check_evaluation(o.result, "confirmation", o.suspected_cause)
+        for o in result.confirmations
+        if o.result is not None
+    ]
+    return out
+
+
+def sweep_summary(result: TickResult, runs: int = 0) -> str:
+    """ "swept cheap: 6 checks, 1 failing (tables), confirmed 1" -- what the tick list shows."""
+    checks = [o for o in result.observations if o.result is not None]
+    failing = [o.category for o in checks if o.status in ("warning", "critical")]
+    text = f"swept {result.ran}: {len(checks)} checks, {len(failing)} failing"
+    if failing:
+        text += f" ({', '.join(failing)})"
+    if result.confirmations:
+        text += f", {len(result.confirmations)} re-probed to confirm"
+    if result.opened:
+        text += f", opened {len(result.opened)} incident(s)"
+    if result.closed:
+        text += f", closed {len(result.closed)}"
+    return text
