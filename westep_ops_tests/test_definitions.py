@@ -45,6 +45,7 @@ def test_definitions_shape() -> None:
     }
     assert specs == {
         "health_check": HEALTH_CHECKS,
+        "probe_samples": [],  # the sensor's stored sweeps: a source, no run materializes it
         "health_samples": sorted(
             f"{c}_available"
             for c in ("connection", "pool", "tables", "integrity", "realtime", "auth", "api")

@@ -2,9 +2,10 @@
 
 Every 30 s it asks the engine what is due (cheap probes every
 ``monitoring.intervals.performance``, the full sweep every ``monitoring.intervals.health``),
-stores the samples, reports the H1-H7 results as asset check evaluations of
-``health_check`` (visible in the UI without a run), and requests a run only for work that
-needs one: a repair the state of an open incident calls for. Requests are level-triggered
+stores the samples, reports every probe that decides something -- the sweep's H1-H7
+results and the re-probes that confirm a first failure -- as asset check evaluations of
+``health_check`` with numeric metadata (visible and plotted in the UI without a run),
+observes ``probe_samples`` once per sweep, and requests a run only for work that needs one: a repair the state of an open incident calls for. Requests are level-triggered
 (see the engine): the run key is incident + action + attempts already on record, so the
 same request is never launched twice, and a request after a refused attempt whose limit
 has freed up is a new key.
@@ -18,11 +19,15 @@ cheap sweep, so the preview always shows the current state. Repairs are requeste
 the state anyway, so neither a preview nor a lost tick can lose one.
 
 Slack is sent by one process-wide background sender, so an evaluation never waits for
-a slow webhook; what it has not delivered is resent by a later evaluation.
+a slow webhook; what it has not delivered is resent by a later evaluation. An evaluation
+is bounded by the probes' timeouts and one confirmation delay. The tick list tells them
+apart: an idle tick is skipped with "idle: next cheap sweep due in N s", a sweep that
+requests no run with "swept cheap: 6 checks, 0 failing" (and what it opened or closed).
 """
 
 from dagster import (
     AssetCheckEvaluation,
+    AssetObservation,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -32,6 +37,7 @@ from dagster import (
 )
 
 from westep_ops.defs.health.assets import check_evaluation
+from westep_ops.defs.monitoring.assets import probe_samples
 from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG, repair_job
 from westep_ops.environment import Environment
 from westep_ops.monitoring.engine import Monitor, TickResult
@@ -99,7 +105,18 @@ def monitoring_sensor(
         monitor.close(wait_s=0)
     if result.ran is None:
         return SkipReason(f"idle: next cheap sweep due in {next_due:.0f} s")
-    evaluations = sweep_evaluations(result)
+    evaluations: list[AssetCheckEvaluation | AssetObservation] = [
+        *sweep_evaluations(result),
+        AssetObservation(
+            asset_key=probe_samples.key,
+            metadata={
+                "sweep": result.ran,
+                "samples": len(result.observations) + len(result.confirmations),
+                "failing": sum(o.failing for o in result.observations),
+                "sweep_ms": result.duration_ms,
+            },
+        ),
+    ]
     runs = [
         RunRequest(
             run_key=r.key,
