@@ -165,11 +165,7 @@ def daily_completeness(context: AssetExecutionContext) -> dict[str, Any]:
     ``health_samples`` partition materialized, and which do not."""
     window = monthly.time_window_for_partition_key(context.partition_key)
     existing = set(daily.get_partition_keys())
-    due = [
-        k
-        for k in daily.get_partition_keys_in_time_window(window)  # type: ignore[attr-defined]
-        if k in existing
-    ]
+    due = [k for k in daily.get_partition_keys_in_time_window(window) if k in existing]
     status = (
         context.instance.get_status_by_partition(AssetKey("health_samples"), due, daily) or {}
         if due
@@ -180,7 +176,7 @@ def daily_completeness(context: AssetExecutionContext) -> dict[str, Any]:
     out: dict[str, Any] = {
         "built_from": "raw samples (probe_samples) over the whole month, same definitions as"
         " the daily assets; daily partitions are views to drill into, not inputs",
-        "days_in_month": len(daily.get_partition_keys_in_time_window(window)),  # type: ignore[attr-defined]
+        "days_in_month": len(daily.get_partition_keys_in_time_window(window)),
         "daily_partitions_due": len(due),
         "daily_partitions_materialized": len(done),
         "daily_partitions_missing": _ranges(missing),
