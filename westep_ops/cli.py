@@ -1037,24 +1037,50 @@ def trends_cmd(
 @click.option(
     "--interval",
     type=click.FloatRange(1, 300),
-    default=5,
+    default=None,
+    help="Probe everything every SECONDS, for quick runs "
+    "(default: the config's own intervals, monitoring.intervals).",
+)
+@click.option(
+    "--quiet",
+    "quiet_s",
+    type=click.FloatRange(0, 86400),
+    default=None,
+    help="Seconds with no fault on before the first fault, between faults and after the "
+    "last (0: none; default: 3 cheap-probe intervals).",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(1, 100),
+    default=1,
     show_default=True,
-    help="Probe interval in seconds during the drill.",
+    help="Inject each fault this many times (median and worst are reported per fault).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.pass_context
-def drill_cmd(ctx: click.Context, fault_names: str, interval: float, as_json: bool) -> None:
-    """Fault drill on the sandbox only: inject each fault, time detection and recovery.
+def drill_cmd(
+    ctx: click.Context,
+    fault_names: str,
+    interval: float | None,
+    quiet_s: float | None,
+    trials: int,
+    as_json: bool,
+) -> None:
+    """Fault drill on the sandbox only: quiet windows and faults in turn, at the config's
+    own probe intervals; detection, recovery and false alarms measured.
 
-    Prints per fault: detected, time to detect, time to recover, repaired automatically
-    or escalated, rows lost (must be 0), alerts raised; and alerts raised with no fault
-    on (false positives). The ground truth goes into the history, so this month's SLA
-    report shows the drill. Exit code 1 if a fault went undetected or rows were lost.
+    Prints per fault and trial: detected (by an alert in a category the fault breaks),
+    time from the injection to the alert (and to the first failing sample), time from the
+    alert to the verified recovery, repaired automatically or escalated, rows lost (must
+    be 0) and rows quarantined; then per fault n, median and worst; then the alerts that
+    matched no fault on (false positives), and those inside the quiet windows per quiet
+    hour. The ground truth goes into the history, so this month's SLA report judges its
+    alerts against it. Progress goes to stderr with --json. Exit code 1 if a fault went
+    undetected, rows were lost or an alert matched no fault.
     """
     from westep_ops.sandbox import drill
     from westep_ops.sandbox.manager import Sandbox
     from westep_ops.sandbox.state import sandbox_dir
-    from westep_ops.store import now_utc
 
     names = (
         list(drill.DEFAULT_FAULTS)
@@ -1067,49 +1093,98 @@ def drill_cmd(ctx: click.Context, fault_names: str, interval: float, as_json: bo
     env = _env()
     env.require("storage_url")
     _separate_store(env)
-    start = now_utc()
-    results = drill.run_drill(
+    report = drill.run_drill(
         sb,
         env,
         _cfg(ctx),
         names,
         interval,
-        echo=(lambda s: None) if as_json else click.echo,
+        quiet_s=quiet_s,
+        trials=trials,
+        echo=(lambda s: click.echo(s, err=True)) if as_json else click.echo,
     )
-    fp = drill.false_alerts(env, start)
     if as_json:
-        click.echo(json.dumps({"results": drill.as_rows(results), "false_positives": fp}, indent=2))
-    else:
-        click.echo(
-            _table(
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        sys.exit(1 if report.failed else 0)
+
+    def secs(v: float | None) -> str:
+        return f"{v} s" if v is not None else "-"
+
+    click.echo(
+        _table(
+            [
                 [
-                    [
-                        r.fault,
-                        "yes" if r.detected else click.style("NO", fg="red"),
-                        r.category or "-",
-                        f"{r.detect_s} s" if r.detect_s is not None else "-",
-                        f"{r.recover_s} s" if r.recover_s is not None else "-",
-                        r.outcome,
-                        str(r.rows_lost),
-                        str(r.alerts),
-                    ]
-                    for r in results
-                ],
-                [
-                    "fault",
-                    "detected",
-                    "category",
-                    "to detect",
-                    "to recover",
-                    "outcome",
-                    "rows lost",
-                    "alerts",
-                ],
-            )
+                    r.fault,
+                    str(r.trial),
+                    "yes" if r.detected else click.style("NO", fg="red"),
+                    r.category or "-",
+                    secs(r.detect_s),
+                    secs(r.first_fail_s),
+                    secs(r.recover_s),
+                    r.outcome,
+                    str(r.rows_lost),
+                    str(r.rows_quarantined),
+                    str(r.alerts),
+                ]
+                for r in report.results
+            ],
+            [
+                "fault",
+                "trial",
+                "detected",
+                "category",
+                "to alert",
+                "to 1st failing",
+                "to recover",
+                "outcome",
+                "rows lost",
+                "quarantined",
+                "alerts",
+            ],
         )
-        click.echo(f"alerts with no fault on (false positives): {fp}")
-    bad = any(not r.detected or r.rows_lost for r in results)
-    sys.exit(1 if bad else 0)
+    )
+    click.echo(
+        "\nper fault (times from the injection; recovery from the alert):\n"
+        + _table(
+            [
+                [
+                    s["fault"],
+                    str(s["n"]),
+                    f"{s['detected']}/{s['n']}",
+                    secs(s["detect_s"]["median"]),
+                    secs(s["detect_s"]["worst"]),
+                    secs(s["recover_s"]["median"]),
+                    secs(s["recover_s"]["worst"]),
+                    str(s["rows_lost"]),
+                    str(s["rows_quarantined"]),
+                ]
+                for s in drill.summarize(report.results)
+            ],
+            [
+                "fault",
+                "n",
+                "detected",
+                "alert median",
+                "alert worst",
+                "recover median",
+                "recover worst",
+                "rows lost",
+                "quarantined",
+            ],
+        )
+    )
+    t = report.tally
+    per_hour = t.per_quiet_hour
+    click.echo(
+        f"quiet windows: {t.quiet_windows}, {t.quiet_s / 60:.1f} min with no fault on, "
+        f"alerts in them: {t.quiet_alerts}"
+        + (f" ({per_hour:.2f} per quiet hour)" if per_hour is not None else " (not measured)")
+    )
+    click.echo(
+        f"alerts during the drill: {t.alerts}, matching a fault on: {t.attributed}, "
+        f"false positives: {t.false_positives}"
+    )
+    sys.exit(1 if report.failed else 0)
 
 
 # -- config -------------------------------------------------------------------------------
@@ -1355,6 +1430,19 @@ def sandbox_faults(sandbox_dir: str | None) -> None:
 
 
 # -- Dagster UI ---------------------------------------------------------------------------
+# `dagster dev` warns that ./dagster.yaml "will not be used" whenever DAGSTER_HOME is
+# elsewhere, though `ui` copies it there: that one message is dropped, nothing else.
+_DAGSTER_DEV = """
+import logging, runpy, sys
+class CopiedConfig(logging.Filter):
+    def filter(self, record):
+        return "will not be used to configure Dagster" not in record.getMessage()
+logging.getLogger("dagster").addFilter(CopiedConfig())
+sys.argv = ["dagster", *sys.argv[1:]]
+runpy.run_module("dagster", run_name="__main__")
+"""
+
+
 @cli.command("ui")
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Webserver port."
@@ -1363,6 +1451,8 @@ def ui(port: int) -> None:
     """Open the Dagster UI (webserver + daemon) on this project, storage in the ops database.
 
     Needs WESTEP_OPS_STORAGE_URL; derives the psycopg2 URL Dagster's storage needs.
+    Starts ``dagster dev`` (Dagster 1.13 prints that ``dg dev`` supersedes it; ``dg``
+    is the separate dagster-dg-cli package, which runs ``dagster dev`` underneath).
     """
     import subprocess
 
@@ -1386,8 +1476,8 @@ def ui(port: int) -> None:
     child["DAGSTER_HOME"] = str(home)
     cmd = [
         sys.executable,
-        "-m",
-        "dagster",
+        "-c",
+        _DAGSTER_DEV,
         "dev",
         "-w",
         "workspace.yaml",

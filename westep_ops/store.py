@@ -178,6 +178,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE westep_ops.repair_attempts ADD COLUMN attempt_uid text;
     CREATE UNIQUE INDEX repair_attempts_uid ON westep_ops.repair_attempts (attempt_uid);
     """,
+    # 7: drill ground truth says what each fault may break (its own category first; '{}'
+    # for the drill's quiet windows, fault = 'quiet'), and the rows a repair quarantined
+    """
+    ALTER TABLE westep_ops.drill_faults ADD COLUMN categories text[];
+    ALTER TABLE westep_ops.drill_faults ADD COLUMN rows_quarantined bigint;
+    """,
 ]
 
 # Outcomes that ran nothing: not counted by the hourly limit.

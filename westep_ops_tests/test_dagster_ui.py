@@ -221,7 +221,8 @@ def test_repair_verification_flips_the_check_to_passed(sandbox: Sandbox, cfg: Pa
             failed = latest(instance)
             assert not failed.passed and failed.metadata["probe"].value == "confirmation"
             assert failed.metadata["status_level"].value == 2
-            (request,) = tick.run_requests
+            # the repair, and a refresh of today's daily assets for the opened incident
+            (request,) = [r for r in tick.run_requests if r.job_name == "repair_job"]
             result = defs.get_job_def("repair_job").execute_in_process(
                 instance=instance, run_config=request.run_config
             )

@@ -1,4 +1,8 @@
-"""The Dagster definitions load without secrets and the job really runs on the sandbox."""
+"""The Dagster definitions load without secrets and the job really runs on the sandbox.
+
+Their shape (assets, checks, partitions, jobs, schedules, sensors) is snapshotted in
+test_definitions_snapshot.py.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from westep_ops.sandbox.manager import Sandbox
-from westep_ops_tests.conftest import HEALTH_CHECKS, ROOT
+from westep_ops_tests.conftest import ROOT
 
 DAGSTER_ENV = ("DATABASE_URL", "DIRECT_URL", "PGBOUNCER_ADMIN_URL", "WESTEP_OPS_STORAGE_URL")
 
@@ -32,53 +36,6 @@ def test_definitions_load_without_any_secret(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "All code locations passed validation" in res.stderr + res.stdout
-
-
-def test_definitions_shape() -> None:
-    """A snapshot of the graph: assets, their checks and jobs never change silently."""
-    from westep_ops.definitions import defs
-
-    repo = defs.get_repository_def()
-    specs = {
-        str(key.to_user_string()): sorted(c.name for c in defs.resolve_assets_def(key).check_specs)
-        for key in repo.asset_graph.get_all_asset_keys()
-    }
-    assert specs == {
-        "health_check": HEALTH_CHECKS,
-        "probe_samples": [],  # the sensor's stored sweeps: a source, no run materializes it
-        "health_samples": sorted(
-            f"{c}_available"
-            for c in ("connection", "pool", "tables", "integrity", "realtime", "auth", "api")
-        ),
-        "performance_metrics": [],
-        "incidents": [],
-        "diagnosis_report": [],
-        "monthly_sla_report": [],
-    }
-    assert {s.name for s in repo.schedule_defs} == {
-        "morning_health_check_schedule",
-        "noon_performance_schedule",
-        "evening_summary_schedule",
-        "weekly_maintenance_schedule",
-        "daily_assets_schedule",
-        "monthly_sla_schedule",
-    }
-    assert all(s.execution_timezone == "Asia/Tokyo" for s in repo.schedule_defs)
-    (sensor,) = repo.sensor_defs
-    assert sensor.name == "monitoring_sensor" and sensor.default_status.value == "RUNNING"
-    jobs = {j.name for j in repo.get_all_jobs()} - {"__ASSET_JOB"}
-    assert jobs == {
-        "test_connection_job",
-        "repair_job",
-        "recovery_job",
-        "health_check_job",
-        "daily_monitoring_job",
-        "performance_diagnosis_job",
-        "daily_summary_job",
-        "weekly_maintenance_job",
-        "monthly_sla_job",
-    }
-    assert set(repo.get_top_level_resources()) == {"stack", "ops_storage"}
 
 
 def test_test_connection_job_runs_on_the_sandbox(sandbox: Sandbox, tmp_path: Path) -> None:

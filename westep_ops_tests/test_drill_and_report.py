@@ -18,7 +18,8 @@ from westep_ops_tests.conftest import clear_history, run_cli
 
 @pytest.fixture(scope="module")
 def drill(sandbox: Sandbox) -> dict:
-    """One drill for the module: pool_pause, grant_revoke, orphans, pg_down at 2 s probes."""
+    """One drill for the module: pool_pause, grant_revoke, orphans, pg_down at 2 s probes,
+    with 4 s quiet windows before, between and after them."""
     clear_history()
     res = run_cli(
         "drill",
@@ -26,10 +27,12 @@ def drill(sandbox: Sandbox) -> dict:
         "pool_pause,grant_revoke,orphans,pg_down",
         "--interval",
         "2",
+        "--quiet",
+        "4",
         "--json",
         timeout=500,
     )
-    assert "Traceback" not in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and res.stdout, res.stderr
     assert faults.active(sandbox) == []
     return {"code": res.returncode, **json.loads(res.stdout)}
 
@@ -51,15 +54,43 @@ def test_drill_detects_repairs_escalates_and_loses_nothing(drill: dict) -> None:
         by["pg_down"]["category"] == "connection"
         and by["pg_down"]["outcome"] == "escalated (level 2)"
     )
-    # Detection within one probe interval + the confirmation, plus the probes' own timeouts.
+    # Detection from the injection: within one probe interval + the confirmation, plus the
+    # probes' own timeouts; the first failing sample comes before the alert.
     assert all(r["detect_s"] < 2 + 1 + 12 for r in by.values())
-    assert drill["false_positives"] == 0
+    assert all(0 <= r["first_fail_s"] <= r["detect_s"] for r in by.values())
+    # The repair moved the 25 injected orphans to the quarantine: counted apart, not lost.
+    assert by["orphans"]["rows_quarantined"] == faults.ORPHAN_ROWS
+    assert all(r["rows_quarantined"] == 0 for f, r in by.items() if f != "orphans")
+    # Quiet windows at the same cadence, before, between and after: no alert in them.
+    quiet = drill["quiet"]
+    assert quiet["quiet_windows"] == 5 and quiet["quiet_s"] >= 5 * 4
+    assert quiet["quiet_alerts"] == 0 and quiet["per_quiet_hour"] == 0
+    assert drill["false_positives"] == 0 and quiet["attributed"] == quiet["alerts"] >= 4
+    assert [(s["fault"], s["n"], s["detected"]) for s in drill["summary"]] == [
+        (f, 1, 1) for f in ("pool_pause", "grant_revoke", "orphans", "pg_down")
+    ]
     with psycopg.connect(os.environ["WESTEP_OPS_STORAGE_URL"]) as conn:
         truth = conn.execute(
-            "SELECT fault, outcome, rows_lost FROM westep_ops.drill_faults ORDER BY id"
+            "SELECT fault, categories, rows_lost, injected_at, removed_at"
+            " FROM westep_ops.drill_faults ORDER BY injected_at"
         ).fetchall()
-    assert [t[0] for t in truth] == ["pool_pause", "grant_revoke", "orphans", "pg_down"]
-    assert all(t[2] == 0 for t in truth)
+    assert [t[0] for t in truth] == [
+        "quiet",
+        "pool_pause",
+        "quiet",
+        "grant_revoke",
+        "quiet",
+        "orphans",
+        "quiet",
+        "pg_down",
+        "quiet",
+    ]
+    assert all(t[2] == 0 for t in truth if t[0] != "quiet")
+    cats = {t[0]: t[1] for t in truth}
+    assert cats["quiet"] == [] and cats["grant_revoke"] == ["tables"]
+    assert cats["pool_pause"][0] == "pool" and cats["pg_down"][0] == "connection"
+    # The windows follow each other and never overlap.
+    assert all(a[4] <= b[3] for a, b in zip(truth, truth[1:], strict=False))
 
 
 def test_monthly_report_of_this_month_shows_the_drill(

@@ -179,11 +179,14 @@ def test_sensor_requests_one_repair_run_per_incident(sandbox: Sandbox, cfg: Path
             faults.inject(sandbox, "grant_revoke", True)
             _age_samples()
             opened = tick()
-            (request,) = opened.run_requests
+            (request,) = [r for r in opened.run_requests if r.job_name == "repair_job"]
+            (refresh,) = [r for r in opened.run_requests if r.job_name == "daily_monitoring_job"]
+            assert refresh.tags["westep-ops/in-progress"] == "true"  # today, with the incident
             ((iid,),) = rows("SELECT id FROM westep_ops.incidents WHERE closed_at IS NULL")
             # incident, action, attempts already on record: a refusal re-requests under a new key
             assert request.run_key == f"incident-{iid}-fix_table_permissions-0"
             assert request.tags["westep-ops/repair-target"] == "monitored-database"
+            assert request.tags["westep-ops/action"] == "fix_table_permissions"
             failed = [
                 (e.check_name, e.metadata["probe"].value)
                 for e in opened.asset_events
@@ -201,11 +204,19 @@ def test_sensor_requests_one_repair_run_per_incident(sandbox: Sandbox, cfg: Path
             # same run key, so Dagster launches it once (a lost tick or preview loses nothing).
             assert [r.run_key for r in tick().run_requests] == [request.run_key]
 
-            # The repair run the sensor requested, with its config.
+            # The repair run the sensor requested, with its config and the daemon's tag.
             result = defs.get_job_def("repair_job").execute_in_process(
-                instance=instance, run_config=request.run_config
+                instance=instance,
+                run_config=request.run_config,
+                tags={**request.tags, "dagster/sensor_name": "monitoring_sensor"},
             )
             assert result.success
+            run = instance.get_run_by_id(result.run_id)
+            assert run is not None and run.tags["westep-ops/outcome"] == "repaired"
+            (out,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+            meta = out.event_specific_data.metadata
+            assert meta["outcome"].value == "repaired" and meta["changed"].value >= 1
+            assert meta["trigger"].value == f"incident #{iid}"
             _age_samples()
             tick()
         assert rows("SELECT closed_at IS NOT NULL, recovered_by FROM westep_ops.incidents") == [

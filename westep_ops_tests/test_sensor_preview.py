@@ -80,7 +80,9 @@ def test_preview_stores_and_sends_nothing_and_a_real_tick_then_acts(broken: None
         failing = [e.check_name for e in shown.asset_events if not getattr(e, "passed", True)]
         assert failing == ["h3_tables", "h3_tables"]
         assert [
-            r.run_config["ops"]["run_repair_op"]["config"]["action"] for r in shown.run_requests
+            r.run_config["ops"]["run_repair_op"]["config"]["action"]
+            for r in shown.run_requests
+            if r.job_name == "repair_job"
         ] == ["fix_table_permissions"]
         # ... with nothing stored and nothing sent.
         assert counts() == before
@@ -90,8 +92,12 @@ def test_preview_stores_and_sends_nothing_and_a_real_tick_then_acts(broken: None
         preview, real = tick()
         assert not preview
         failing = [e.check_name for e in real.asset_events if not getattr(e, "passed", True)]
-        assert failing == ["h3_tables", "h3_tables"]
-        assert len(real.run_requests) == 1
+        assert failing == ["h3_tables", "h3_tables"]  # the sweep's, then the confirmation's
+        # One repair, and a refresh of today's daily assets for the opened incident.
+        assert sorted(r.job_name for r in real.run_requests) == [
+            "daily_monitoring_job",
+            "repair_job",
+        ]
         after = counts()
         assert after["incidents"] == 1 and after["alerts"] == 1 and after["samples"] > 0
         assert len(alert_lines()) == len(lines_before) + 1

@@ -1,1 +1,34 @@
-"""Dagster wiring, one folder per domain. Thin: the work lives in probes/ and repairs/."""
+"""Dagster wiring per domain, and what every definition shares: owners and quiet logs.
+
+Owners come from ``WESTEP_OPS_DAGSTER_OWNERS`` (comma-separated e-mails or ``team:name``;
+not a secret, so reading it when the definitions load is fine), ``team:on-call`` by
+default. Two Dagster 1.13 beta notices are silenced here, before any definition is
+built: every process that loads the definitions (code server, each run) printed them
+again, about 290 lines a ``dagster dev`` session. Only these two messages are dropped.
+"""
+
+import os
+import re
+import warnings
+
+warnings.filterwarnings(
+    "ignore", message=re.escape("Parameter `backfill_policy` of function `asset`")
+)
+# Dagster copies the sensor when it binds resources and passes owners=[] along.
+warnings.filterwarnings(
+    "ignore", message=re.escape("Parameter `owners` of initializer `SensorDefinition.__init__`")
+)
+
+DEFAULT_OWNERS = ("team:on-call",)
+
+
+def owners() -> list[str]:
+    """The assets' owners: ``WESTEP_OPS_DAGSTER_OWNERS`` or ``team:on-call``."""
+    raw = os.environ.get("WESTEP_OPS_DAGSTER_OWNERS", "")
+    found = [o.strip() for o in raw.split(",") if o.strip()]
+    bad = [o for o in found if not (o.startswith("team:") or re.fullmatch(r"[^@\s]+@[^@\s]+", o))]
+    if bad:
+        raise ValueError(
+            f"WESTEP_OPS_DAGSTER_OWNERS: {', '.join(bad)} is neither an e-mail nor team:NAME"
+        )
+    return found or list(DEFAULT_OWNERS)

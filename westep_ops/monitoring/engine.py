@@ -230,6 +230,11 @@ def observations(results: list[CheckResult], perf: PerformanceSample | None) -> 
     return out
 
 
+def _manual(attempt: dict) -> bool:
+    """A repair attempt a person launched (recorded with a "manual" trigger)."""
+    return str(attempt.get("trigger") or "").startswith("manual")
+
+
 class Monitor:
     def __init__(
         self,
@@ -773,18 +778,32 @@ class Monitor:
             bad = [a for _k, a in new_bad]
             level = max(a["escalation"] or 2 for a in bad)
             self.history.update_incident(incident["id"], escalation=level)
+            manual = [_manual(a) for a in bad]
+            who = (
+                "a manual repair"
+                if all(manual)
+                else "repair"
+                if any(manual)
+                else "automatic repair"
+            )
             self._alert(
                 out,
                 now,
                 "escalated",
                 "critical",
                 incident["category"],
-                f"level {level}: automatic repair did not fix it: "
-                + "; ".join(f"{a['action']} {a['outcome']}: {a['summary']}" for a in bad),
+                f"level {level}: {who} did not fix it: "
+                + "; ".join(
+                    f"{a['action']}{' (manual)' if _manual(a) else ''} {a['outcome']}: {a['summary']}"
+                    for a in bad
+                ),
                 incident["id"],
             )
         elif not bad:
-            repaired = [a["action"] for a in latest if a["outcome"] == "repaired"]
+            # A person's repair is not an automatic recovery (the SLA counts auto: ones).
+            repaired = [
+                a["action"] for a in latest if a["outcome"] == "repaired" and not _manual(a)
+            ]
             label = "auto:" + ",".join(repaired) if repaired else None
             if repaired and incident.get("recovered_by") != label:
                 self.history.update_incident(incident["id"], recovered_by=label)

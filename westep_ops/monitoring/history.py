@@ -242,7 +242,7 @@ class HistoryStore:
     def repair_outcomes(self, incident_id: int) -> list[dict[str, Any]]:
         with self.tx() as conn:
             cur = conn.execute(
-                "SELECT action, outcome, summary, escalation FROM westep_ops.repair_attempts"
+                "SELECT action, outcome, summary, escalation, trigger FROM westep_ops.repair_attempts"
                 " WHERE incident_id = %s AND NOT dry_run ORDER BY id",
                 (incident_id,),
             )
@@ -660,7 +660,10 @@ class ResilientHistory(HistoryStore):
             f"repairs:{incident_id}", lambda: HistoryStore.repair_outcomes(self, incident_id)
         )
         spooled = [
-            {k: a["record"].get(k) for k in ("action", "outcome", "summary", "escalation")}
+            {
+                k: a["record"].get(k)
+                for k in ("action", "outcome", "summary", "escalation", "trigger")
+            }
             for a in self._pending("repair_attempt")
             if a["record"].get("incident_id") == incident_id and not a["record"].get("dry_run")
         ]

@@ -3,12 +3,14 @@
 Safer than the seed's shell: today's files are left alone (the monitor is still writing
 them), the repair audit (``*.jsonl``) is never archived away (the rate limit reads it),
 and originals are removed only after the archive has been read back and every member's
-content compared byte for byte.
+content compared byte for byte. Whatever pointed at an archived file (a daily report's
+path in the Dagster UI) can be told where it went: :meth:`Rotation.daily_reports`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,11 @@ from pathlib import Path
 class Rotation:
     archive: Path | None
     files: list[str]
+
+    def daily_reports(self) -> dict[str, str]:
+        """Day (YYYY-MM-DD) -> file name of each archived ``daily-report-<day>.md``."""
+        found = (re.fullmatch(r"daily-report-(\d{4}-\d{2}-\d{2})\.md", f) for f in self.files)
+        return {m.group(1): m.group(0) for m in found if m}
 
 
 def _sha(data: bytes) -> str:

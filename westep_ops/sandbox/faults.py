@@ -299,6 +299,27 @@ FAULTS: dict[str, Fault] = {
 }
 
 
+# What each fault legitimately breaks: its own category first, then the categories that
+# fail as its symptoms (what the drill's ground truth attributes to it; any other alert
+# while it is on is a false positive). Derived from what the fault does to the sandbox:
+# the app's /api/health goes through pgbouncer; GoTrue and PostgREST connect directly;
+# the REST probe reads public.steps as anon (grant_revoke takes SELECT from authenticated
+# only, so the API keeps answering).
+_ALL_DB = ("tables", "integrity", "realtime", "auth")
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "pool_pause": ("pool", "connection", "api", "performance"),
+    "pool_exhaust": ("pool", "connection", "api", "performance"),
+    "grant_revoke": ("tables",),
+    "orphans": ("integrity",),
+    "bloat": ("performance",),
+    "idle_in_tx": ("pool",),
+    "pg_down": ("connection", "pool", "api", "performance", *_ALL_DB),
+    "bouncer_down": ("pool", "connection", "api", "performance"),
+    "api_down": ("api", "performance"),
+    "publication_drop": ("realtime",),
+}
+
+
 def wait_serving(sb: Sandbox, timeout: float = 20) -> None:
     """Wait until the app answers /api/health with 200 again (after a fault is removed)."""
     import httpx

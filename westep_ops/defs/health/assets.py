@@ -20,6 +20,7 @@ from dagster import (
 )
 
 from westep_ops.config import Category
+from westep_ops.defs import owners
 from westep_ops.probes.base import H_NUMBER, CheckResult, Status, exit_code, worst
 from westep_ops.probes.health import run_health_check
 from westep_ops.probes.session import ProbeSession
@@ -127,6 +128,7 @@ def _jsonable(value: object) -> object:
     ],
     kinds={"postgres", "python"},
     group_name="health",
+    owners=owners(),
     description="One health sweep (H1-H7) of the monitored stack; each category is an asset check.",
 )
 def health_check(

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import psycopg
-from dagster import OpExecutionContext, job, op
+from dagster import AssetObservation, MetadataValue, OpExecutionContext, job, op
 
 from westep_ops.config import RepairAction, split_name
 from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG
@@ -96,13 +96,29 @@ def update_statistics(
     return "skipped " + ", ".join(skipped) if skipped else "analyzed"
 
 
-@op(description="Sunday: archive older logs into logs-YYYY-MM-DD.tar.gz, verified before removal.")
+@op(
+    description="Sunday: archive older logs into logs-YYYY-MM-DD.tar.gz, verified before removal;"
+    " each archived daily report's partition is told where its file went."
+)
 def rotate(context: OpExecutionContext, stack: MonitoredStackResource) -> None:
     today = datetime.now(ZoneInfo(stack.config().timezone)).strftime("%Y-%m-%d")
     r = rotate_logs(log_dir(), today)
     context.log.info(
         f"archived {len(r.files)} files into {r.archive}" if r.archive else "nothing to rotate"
     )
+    # The report's materialization still names logs/daily-report-<day>.md: an
+    # observation on the same partition says it now lives in the archive.
+    for day, name in r.daily_reports().items():
+        context.log_event(
+            AssetObservation(
+                asset_key="diagnosis_report",
+                partition=day,
+                metadata={
+                    "path": f"{name} archived in {r.archive}",
+                    "archive": MetadataValue.path(str(r.archive)),
+                },
+            )
+        )
 
 
 @job(description="12:00: performance check and diagnosis.")

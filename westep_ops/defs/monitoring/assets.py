@@ -16,7 +16,7 @@ import base64
 import io
 import warnings
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 from dagster import (
@@ -35,7 +35,9 @@ from dagster import (
 )
 
 from westep_ops.config import Category, load_config
-from westep_ops.defs.monitoring.partitions import TIMEZONE, daily
+from westep_ops.defs import owners
+from westep_ops.defs.monitoring.partitions import TIMEZONE, daily, partition_progress
+from westep_ops.defs.monitoring.tables import markdown_table
 from westep_ops.lib import sla
 from westep_ops.monitoring.history import HistoryStore
 from westep_ops.resources import PostgresResource
@@ -80,6 +82,15 @@ def _png(fig: object) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=72, bbox_inches="tight")  # type: ignore[attr-defined]
     return "![chart](data:image/png;base64," + base64.b64encode(buf.getvalue()).decode() + ")"
+
+
+def _add_day_metadata(context: AssetExecutionContext, metadata: dict, partition_key: str) -> None:
+    """One day's metadata on that day's own materialization, marked in progress while the
+    day is not over in the team's zone (today's partition is refreshed during the day)."""
+    context.add_asset_metadata(
+        {**metadata, **partition_progress(partition_key, datetime.now(UTC))},
+        partition_key=partition_key,
+    )
 
 
 def daily_health_frame(samples: pd.DataFrame) -> pd.DataFrame:
@@ -130,6 +141,7 @@ probe_samples = AssetSpec(
     deps=[AssetKey("health_check")],
     group_name="monitoring",
     kinds={"postgres"},
+    owners=owners(),
     description="The probes' samples as the monitoring sensor stores them every sweep"
     " (westep_ops.samples, performance_samples, incidents, alerts): the source of every figure.",
 )
@@ -223,6 +235,7 @@ def service_metadata(intervals: "sla.Intervals", start: datetime, end: datetime)
     check_specs=AVAILABILITY_CHECKS,
     deps=[probe_samples],
     group_name="monitoring",
+    owners=owners(),
     kinds={"postgres", "pandas"},
     description="The day's health samples (H1-H7 and performance) per category: counts by status and availability.",
 )
@@ -276,7 +289,8 @@ def health_samples(
             else "no data"
         )
         checks = availability_evaluations(key, day, target)
-        context.add_asset_metadata(
+        _add_day_metadata(
+            context,
             {
                 "samples": n,
                 "worst_status": worst,
@@ -306,6 +320,7 @@ def health_samples(
     backfill_policy=BackfillPolicy.single_run(),
     deps=[probe_samples],
     group_name="monitoring",
+    owners=owners(),
     kinds={"postgres", "pandas"},
     description="P1-P4 per hour: API response time (mean, p95), error rate, throughput, memory.",
 )
@@ -382,7 +397,7 @@ def performance_metrics(
             metadata["mean_api_ms"] = float(day["mean_api_ms"].mean())
             if day["error_rate"].notna().any():
                 metadata["error_rate"] = float(day["error_rate"].mean())
-        context.add_asset_metadata(metadata, partition_key=key)
+        _add_day_metadata(context, metadata, partition_key=key)
     return MaterializeResult()
 
 
@@ -392,7 +407,9 @@ def incident_frame(incidents: pd.DataFrame) -> pd.DataFrame:
         return incidents.assign(detect_s=pd.Series(dtype=float), recover_s=pd.Series(dtype=float))
     out = incidents.copy()
     out["detect_s"] = (out["detected_at"] - out["started_at"]).dt.total_seconds()
-    out["recover_s"] = (out["resolved_at"] - out["detected_at"]).dt.total_seconds()
+    # All still open (today's partition, say): resolved_at is all None, not datetimes.
+    resolved = pd.to_datetime(out["resolved_at"], utc=True)
+    out["recover_s"] = (resolved - out["detected_at"]).dt.total_seconds()
     return out
 
 
@@ -401,6 +418,7 @@ def incident_frame(incidents: pd.DataFrame) -> pd.DataFrame:
     backfill_policy=BackfillPolicy.single_run(),
     deps=[probe_samples],
     group_name="monitoring",
+    owners=owners(),
     kinds={"postgres", "pandas"},
     description="The day's incidents with their detection and recovery times.",
 )
@@ -425,7 +443,7 @@ def incidents(context: AssetExecutionContext, ops_storage: PostgresResource) -> 
             if started is not None
             else frame
         )
-        context.add_asset_metadata(incident_metadata(day), partition_key=key)
+        _add_day_metadata(context, incident_metadata(day), partition_key=key)
     return MaterializeResult()
 
 
@@ -446,7 +464,7 @@ def incident_metadata(frame: pd.DataFrame) -> dict:
     metadata: dict = {
         "incidents": int(len(frame)),
         "open": int(frame["resolved_at"].isna().sum()) if len(frame) else 0,
-        "table": MetadataValue.md(shown.to_markdown(index=False) if len(frame) else "no incidents"),
+        "table": MetadataValue.md(markdown_table(shown) if len(frame) else "no incidents"),
     }
     if len(frame):
         metadata["mean_detect_s"] = float(frame["detect_s"].mean())
@@ -460,7 +478,8 @@ def incident_metadata(frame: pd.DataFrame) -> dict:
     backfill_policy=BackfillPolicy.single_run(),
     deps=[health_samples, performance_metrics, incidents],
     group_name="monitoring",
-    kinds={"markdown"},
+    owners=owners(),
+    kinds={"postgres", "markdown"},
     description="The day's report in Markdown (health per category, incidents, performance), also in logs/.",
 )
 def diagnosis_report(
@@ -503,7 +522,8 @@ def diagnosis_report(
         store.close()
     for key, path in zip(context.partition_keys, paths, strict=True):
         text = path.read_text()
-        context.add_asset_metadata(
+        _add_day_metadata(
+            context,
             {
                 "verdict": text.split("**Verdict: ", 1)[1].split("**", 1)[0],
                 "path": MetadataValue.path(str(path)),

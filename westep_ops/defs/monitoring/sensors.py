@@ -8,7 +8,8 @@ results and the re-probes that confirm a first failure -- as asset check evaluat
 observes ``probe_samples`` once per sweep, and requests a run only for work that needs one: a repair the state of an open incident calls for. Requests are level-triggered
 (see the engine): the run key is incident + action + attempts already on record, so the
 same request is never launched twice, and a request after a refused attempt whose limit
-has freed up is a new key.
+has freed up is a new key. When an incident opens or closes it also requests a refresh
+of today's daily assets, so the incidents table of today shows it within a minute.
 
 "Preview tick result" in the UI (GraphQL ``sensorDryRun``) runs this function for real.
 Dagster 1.13 has no flag for it, but a daemon tick's log key ends in its tick id while a
@@ -25,6 +26,8 @@ apart: an idle tick is skipped with "idle: next cheap sweep due in N s", a sweep
 requests no run with "swept cheap: 6 checks, 0 failing" (and what it opened or closed).
 """
 
+from datetime import UTC, datetime
+
 from dagster import (
     AssetCheckEvaluation,
     AssetObservation,
@@ -37,8 +40,10 @@ from dagster import (
 )
 
 from westep_ops.defs.health.assets import check_evaluation
+from westep_ops.defs.maintenance.schedules import IN_PROGRESS_TAG, daily_monitoring_job
 from westep_ops.defs.monitoring.assets import probe_samples
-from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG, repair_job
+from westep_ops.defs.monitoring.partitions import day_key
+from westep_ops.defs.repairs.jobs import ACTION_TAG, DEFAULT_TARGET, REPAIR_TAG, repair_job
 from westep_ops.environment import Environment
 from westep_ops.monitoring.engine import Monitor, TickResult
 from westep_ops.monitoring.history import HistoryUnavailable, PreviewHistory, ResilientHistory
@@ -64,12 +69,28 @@ def is_preview(context: SensorEvaluationContext) -> bool:
     return bool(key) and not str(key[-1]).isdigit()
 
 
+def incident_refreshes(opened: list[int], closed: list[int], now: datetime) -> list[RunRequest]:
+    """One refresh of today's daily assets per incident that opened or closed this tick."""
+    day = day_key(now)
+    return [
+        RunRequest(
+            run_key=f"today-{day}-incident-{i}-{what}",
+            job_name=daily_monitoring_job.name,
+            partition_key=day,
+            tags={IN_PROGRESS_TAG: "true", "westep-ops/incident": str(i)},
+        )
+        for what, ids in (("opened", opened), ("closed", closed))
+        for i in ids
+    ]
+
+
 @sensor(
     name="monitoring_sensor",
-    jobs=[repair_job],
+    jobs=[repair_job, daily_monitoring_job],
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Continuous monitoring (M1-M4): probes, incidents, alerts, repair runs.",
+    description="Continuous monitoring (M1-M4): probes, incidents, alerts, repair runs,"
+    " and a refresh of today's daily assets when an incident opens or closes.",
 )
 def monitoring_sensor(
     context: SensorEvaluationContext, stack: MonitoredStackResource, ops_storage: PostgresResource
@@ -133,17 +154,22 @@ def monitoring_sensor(
                     }
                 }
             },
-            tags={REPAIR_TAG: DEFAULT_TARGET, "westep-ops/incident": str(r.incident_id)},
+            tags={
+                REPAIR_TAG: DEFAULT_TARGET,
+                ACTION_TAG: r.action.value,
+                "westep-ops/incident": str(r.incident_id),
+            },
         )
         for r in result.repairs
     ]
+    runs += incident_refreshes(result.opened, result.closed, datetime.now(UTC))
     summary = sweep_summary(result, len(runs))
     if preview:
         context.log.info("preview: nothing was stored and no alert was sent")
     context.log.info(
         ("preview of a " if preview else "")
         + f"{summary} in {result.duration_ms:.0f} ms; opened {result.opened}, closed {result.closed}, "
-        f"{len(runs)} repair run(s) requested"
+        f"{len(runs)} run(s) requested"
         + (
             f"; history unavailable, {result.spooled} writes spooled"
             if result.history_error

@@ -3,12 +3,18 @@
 Both carry the ``westep-ops/repair-target`` tag, which ``dagster.yaml`` limits to one run
 per tag value: two repairs never work on the same database at once, whoever launched them
 (a sensor, a schedule, a person in the UI). The work itself is the plain repair code.
+
+A repair run also carries ``westep-ops/action`` and, once done, ``westep-ops/outcome``
+tags (so the runs list says what each run did), and its changes and outcome are the
+op output's metadata (shown on the run's output event). A run the sensor did
+not launch itself -- a person's launch or re-execution -- is recorded as manual.
+
 A successful repair of an incident is verified by re-probing its category at once; that
 probe is reported as an evaluation of the category's ``health_check`` check, so the UI
 shows the check passing as soon as the repair is verified.
 """
 
-from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
+from dagster import Config, Failure, MetadataValue, OpExecutionContext, Out, job, op
 from pydantic import Field
 
 from westep_ops.defs.health.assets import check_evaluation
@@ -18,6 +24,20 @@ from westep_ops.resources import MonitoredStackResource
 
 REPAIR_TAG = "westep-ops/repair-target"
 DEFAULT_TARGET = "monitored-database"
+ACTION_TAG = "westep-ops/action"
+OUTCOME_TAG = "westep-ops/outcome"
+
+
+def launched_by_sensor(tags: dict[str, str]) -> bool:
+    """True for a run the monitoring sensor launched itself (not a person's re-execution)."""
+    return "dagster/sensor_name" in tags and "dagster/parent_run_id" not in tags
+
+
+def repair_trigger(configured: str, tags: dict[str, str], run_id: str) -> str:
+    """The trigger recorded for the attempt: the sensor's, or "manual" for a person's run."""
+    if launched_by_sensor(tags):
+        return configured
+    return f"manual (Dagster run {run_id[:8]}, {configured})"
 
 
 class RepairConfig(Config):
@@ -45,12 +65,18 @@ class RecoveryConfig(Config):
     dry_run: bool = False
 
 
-@op(description="Run one repair with rate limit, timeouts, verification and audit.")
+@op(
+    description="Run one repair with rate limit, timeouts, verification and audit.",
+    out=Out(str, description="The repair's outcome; its metadata lists the changes."),
+)
 def run_repair_op(
     context: OpExecutionContext, config: RepairConfig, stack: MonitoredStackResource
-) -> None:
+) -> str:
     action = parse_action(config.action)
     env, cfg = stack.environment(), stack.config()
+    tags = dict(context.run.tags)
+    if tags.get(ACTION_TAG) != action.value:
+        context.instance.add_run_tags(context.run_id, {ACTION_TAG: action.value})
     result = run_repair(
         action,
         env,
@@ -58,9 +84,10 @@ def run_repair_op(
         dry_run=config.dry_run,
         force=config.force,
         all_declared=config.all_declared,
-        trigger=config.trigger,
+        trigger=repair_trigger(config.trigger, tags, context.run_id),
         incident_id=config.incident_id,
     )
+    context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: result.outcome})
     if result.ok and config.incident_id and config.category and not config.dry_run:
         # Re-probe now: the passing sample starts the streak that closes the incident.
         from westep_ops.monitoring.driver import build
@@ -74,9 +101,13 @@ def run_repair_op(
             # The check in the UI follows the repair at once, not at the next sweep.
             context.log_event(check_evaluation(fresh.result, "verification", fresh.suspected_cause))
     metadata = {
+        "action": result.action,
         "outcome": result.outcome,
         "summary": result.summary,
         "changes": MetadataValue.json(result.changes),
+        "changed": len(result.changes),
+        "trigger": result.trigger,
+        "dry_run": result.dry_run,
         "duration_ms": result.duration_ms,
     }
     context.log.info(
@@ -86,6 +117,8 @@ def run_repair_op(
         raise Failure(
             description=f"{result.action} {result.outcome}: {result.summary}", metadata=metadata
         )
+    context.add_output_metadata(metadata)
+    return result.outcome
 
 
 @op(description="Check health, run the repairs it calls for, re-check, escalate the rest.")
@@ -112,12 +145,15 @@ def run_recovery_op(
 
 @job(
     tags={REPAIR_TAG: DEFAULT_TARGET},
-    description="Run one repair action (config: action, dry_run).",
+    description="Run one repair action (config: action, dry_run); the sensor launches it per incident.",
 )
 def repair_job() -> None:
     run_repair_op()
 
 
-@job(tags={REPAIR_TAG: DEFAULT_TARGET}, description="Automatic recovery from a fresh health check.")
+@job(
+    tags={REPAIR_TAG: DEFAULT_TARGET},
+    description="Automatic recovery: a fresh health check, the repairs it calls for, escalation.",
+)
 def recovery_job() -> None:
     run_recovery_op()

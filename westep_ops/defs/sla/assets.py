@@ -31,6 +31,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from westep_ops.defs import owners
 from westep_ops.defs.monitoring.assets import probe_samples
 from westep_ops.defs.monitoring.partitions import daily, monthly
 from westep_ops.lib.sla import SlaFigures
@@ -111,6 +112,7 @@ def report_metadata(f: SlaFigures, report_path: Path, charts: dict[str, str]) ->
     partitions_def=monthly,
     deps=[probe_samples],
     group_name="sla",
+    owners=owners(),
     kinds={"pandas", "markdown"},
     description="The month's SLA figures against their targets and the month before, with charts.",
 )
