@@ -198,6 +198,9 @@ class TickResult:
     history_error: str | None = None
     spooled: int = 0  # history writes waiting in the local spool after this tick
     suppressed: list[Alert] = field(default_factory=list)  # recorded, not sent: silenced
+    # The re-probes of first failures (and of checks that could not run), as stored with
+    # kind "confirmation": they decide whether an incident opens, so they are reported too.
+    confirmations: list[Observation] = field(default_factory=list)
 
 
 def observations(results: list[CheckResult], perf: PerformanceSample | None) -> list[Observation]:
@@ -256,6 +259,7 @@ class Monitor:
         self._resent_at = 0.0
         self.resend_every_s = RESEND_EVERY_S
         self.silenced: Any = None  # silences.Matcher of the current tick
+        self._confirmations: list[Observation] = []  # this tick's re-probes
 
     def close(self, wait_s: float = 2.0) -> None:
         """Give queued Slack sends up to ``wait_s`` (the rest is resent later), then close."""
@@ -336,6 +340,16 @@ class Monitor:
             return "cheap"
         return None
 
+    def next_due_in(self, now: datetime) -> float:
+        """Seconds until the next sweep (cheap or full) is due; 0 when one is due now."""
+        self.due(now)  # reads the last sweeps from the history the first time
+        iv = self.config.monitoring.intervals
+        nxt = min(
+            self._last["cheap"] + timedelta(milliseconds=iv.performance),
+            self._last["full"] + timedelta(milliseconds=iv.health),
+        )
+        return max(0.0, (nxt - now).total_seconds())
+
     def sweep(self, kind: str) -> tuple[tuple[Category, ...] | None, tuple[Category, ...] | None]:
         """What a sweep of ``kind`` probes: (categories, those whose heavy part runs);
         None is all of them. A cheap sweep runs the heavy part of a category only while
@@ -365,6 +379,7 @@ class Monitor:
         t0 = time.perf_counter()
         now = self.clock()
         out = TickResult()
+        self._confirmations = out.confirmations
         self._deliveries(now)
         kind = force or self.due(now)
         if kind is None:
@@ -627,6 +642,7 @@ class Monitor:
             fresh = self.probe(checks, heavy=checks, with_performance=False)
         fresh = [x for x in fresh if x.category in wanted]
         self.history.add_samples(self.clock(), "confirmation", [x.row() for x in fresh])
+        self._confirmations.extend(fresh)
         if still is not None:
             return [x for x in fresh if still(x)]
         return [x for x in fresh if x.failing and x.suspected_cause is None]
