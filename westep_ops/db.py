@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from westep_ops.redact import redact
 
@@ -96,10 +97,9 @@ def admin_show(conn: psycopg.Connection, what: str) -> list[dict[str, object]]:
     """Run ``SHOW <what>`` on pgbouncer's admin console; rows as dicts."""
     if not what.isalpha():
         raise ValueError(f"not a SHOW target: {what!r}")
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql.SQL("SHOW {}").format(sql.SQL(what.upper())))
-        cols = [d.name for d in cur.description or []]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        return cur.fetchall()
 
 
 class DeadlineExceeded(Exception):

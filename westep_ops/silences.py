@@ -25,11 +25,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 from zoneinfo import ZoneInfo
 
 import psycopg
 from croniter import croniter
+from psycopg.rows import class_row
 
 from westep_ops.config import Category, Config, MaintenanceWindow
 from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
@@ -206,10 +207,10 @@ class SilenceStore:
                 self._sync(conn)
                 with conn.transaction():
                     out = fn(conn)
-                rows = conn.execute(
-                    "SELECT * FROM westep_ops.silences WHERE expired_at IS NULL AND ends_at > now()"
+                cache = _silences(
+                    conn,
+                    "SELECT {} FROM westep_ops.silences WHERE expired_at IS NULL AND ends_at > now()",
                 )
-                cache = [_row(r, rows) for r in rows.fetchall()]
                 data = self._load()
                 data["cache"] = [s.as_dict() for s in cache]
                 self._save(data)
@@ -278,12 +279,12 @@ class SilenceStore:
 
     def list(self, *, include_ended: bool = False, now: datetime) -> list[Silence]:
         def read(conn: psycopg.Connection) -> list[Silence]:
-            cur = conn.execute(
-                "SELECT * FROM westep_ops.silences WHERE %s OR (expired_at IS NULL AND ends_at > %s)"
+            return _silences(
+                conn,
+                "SELECT {} FROM westep_ops.silences WHERE %s OR (expired_at IS NULL AND ends_at > %s)"
                 " ORDER BY id",
                 (include_ended, now),
             )
-            return [_row(r, cur) for r in cur.fetchall()]
 
         got = self._with_db(read)
         if got is not None:
@@ -298,13 +299,13 @@ class SilenceStore:
 
     def expire(self, silence_id: int, now: datetime) -> Silence | None:
         def upd(conn: psycopg.Connection) -> Silence | None:
-            cur = conn.execute(
+            got = _silences(
+                conn,
                 "UPDATE westep_ops.silences SET expired_at = %s WHERE id = %s"
-                " AND expired_at IS NULL RETURNING *",
+                " AND expired_at IS NULL RETURNING {}",
                 (now, silence_id),
             )
-            row = cur.fetchone()
-            return _row(row, cur) if row else None
+            return got[0] if got else None
 
         if silence_id > 0:
             got = self._with_db(upd)
@@ -324,19 +325,18 @@ class SilenceStore:
         return [s for s in self.list(now=now) if s.active(now)]
 
 
-def _row(r: tuple[Any, ...], cur: Any) -> Silence:
-    d = dict(zip([c.name for c in cur.description], r, strict=True))
-    return Silence(
-        int(d["id"]),
-        list(d["categories"]),
-        d["starts_at"],
-        d["ends_at"],
-        d["reason"],
-        d["created_by"],
-        d["created_at"],
-        d["expired_at"],
-        d["uid"] or "",
-    )
+# The stored columns, named as Silence's fields, so psycopg builds each Silence itself
+# (class_row); a silence stored before uids existed has none.
+_COLUMNS = psycopg.sql.SQL(
+    "id, categories, starts_at, ends_at, reason, created_by, created_at, expired_at,"
+    " coalesce(uid, '') AS uid"
+)
+
+
+def _silences(conn: psycopg.Connection, query: LiteralString, params: Any = None) -> list[Silence]:
+    """Run ``query`` (its ``{}`` is the column list) and return its rows as silences."""
+    cur = conn.cursor(row_factory=class_row(Silence))
+    return cur.execute(psycopg.sql.SQL(query).format(_COLUMNS), params).fetchall()
 
 
 @dataclass

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
@@ -191,9 +192,10 @@ class HistoryStore:
     # -- reads ----------------------------------------------------------------------------
     def open_incidents(self) -> dict[str, dict[str, Any]]:
         with self.tx() as conn:
-            cur = conn.execute("SELECT * FROM westep_ops.incidents WHERE closed_at IS NULL")
-            cols = [d.name for d in cur.description or []]
-            return {r[1]: dict(zip(cols, r, strict=True)) for r in cur.fetchall()}
+            cur = conn.cursor(row_factory=dict_row).execute(
+                "SELECT * FROM westep_ops.incidents WHERE closed_at IS NULL"
+            )
+            return {r["category"]: r for r in cur.fetchall()}
 
     def recently_closed(
         self, since: datetime, *, critical_only: bool = False
@@ -230,24 +232,22 @@ class HistoryStore:
     def undelivered(self, channel: str, since: datetime, limit: int) -> list[dict[str, Any]]:
         """Alerts since ``since`` that ``channel`` has not taken yet, oldest first."""
         with self.tx() as conn:
-            cur = conn.execute(
+            cur = conn.cursor(row_factory=dict_row).execute(
                 "SELECT id, incident_id, ts, kind, severity, category, message FROM westep_ops.alerts"
                 " WHERE ts >= %s AND NOT %s = ANY(channels) AND suppressed_by IS NULL"
                 " ORDER BY id LIMIT %s",
                 (since, channel, limit),
             )
-            cols = [d.name for d in cur.description or []]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            return cur.fetchall()
 
     def repair_outcomes(self, incident_id: int) -> list[dict[str, Any]]:
         with self.tx() as conn:
-            cur = conn.execute(
+            cur = conn.cursor(row_factory=dict_row).execute(
                 "SELECT action, outcome, summary, escalation, trigger FROM westep_ops.repair_attempts"
                 " WHERE incident_id = %s AND NOT dry_run ORDER BY id",
                 (incident_id,),
             )
-            cols = [d.name for d in cur.description or []]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            return cur.fetchall()
 
     def alerts(
         self, *, open_only: bool = False, unlabelled: bool = False, limit: int = 50
@@ -256,7 +256,7 @@ class HistoryStore:
         sent (not suppressed by a silence) and nobody has labelled yet: what the alert
         precision would count if a person judged them."""
         with self.tx() as conn:
-            cur = conn.execute(
+            cur = conn.cursor(row_factory=dict_row).execute(
                 # An alert without an incident ("monitor degraded") belongs to no open one.
                 psycopg.sql.SQL(
                     "SELECT a.*, (i.id IS NOT NULL AND i.closed_at IS NULL) AS incident_open"
@@ -267,8 +267,7 @@ class HistoryStore:
                 ).format(unlabelled=UNLABELLED),
                 (open_only, unlabelled, limit),
             )
-            cols = [d.name for d in cur.description or []]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            return cur.fetchall()
 
     def acknowledge(self, alert_id: int, by: str, ts: datetime) -> bool:
         with self.tx() as conn:
@@ -288,7 +287,7 @@ class HistoryStore:
         when there is no such alert.
         """
         with self.tx() as conn:
-            cur = conn.execute(
+            cur = conn.cursor(row_factory=dict_row).execute(
                 "WITH old AS (SELECT id, label FROM westep_ops.alerts WHERE id = %s FOR UPDATE)"
                 " UPDATE westep_ops.alerts a SET label = %s, labeled_at = %s FROM old"
                 " WHERE a.id = old.id RETURNING a.kind, a.incident_id, old.label AS previous,"
@@ -296,9 +295,7 @@ class HistoryStore:
                 "  AND o.kind = 'opened') AS opened_id",
                 (alert_id, real, ts),
             )
-            row = cur.fetchone()
-            cols = [d.name for d in cur.description or []]
-        return dict(zip(cols, row, strict=True)) if row else None
+            return cur.fetchone()
 
 
 # The alerts a person should judge: opened, sent (a silenced one was never sent and is not
