@@ -33,7 +33,7 @@ from croniter import croniter
 from psycopg.rows import class_row
 
 from westep_ops.config import Category, Config, MaintenanceWindow
-from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
+from westep_ops.db import DeadlineExceeded, deadline, describe_error, store_connection
 from westep_ops.errors import WestepError
 
 PERFORMANCE = "performance"
@@ -192,35 +192,35 @@ class SilenceStore:
             return None
         from westep_ops.store import migrate
 
+        # From the process's ops-store pool (the engine asks on every tick).
         try:
-            conn = connect(
+            with store_connection(
                 self.url or "",
                 connect_timeout_ms=self.connect_timeout_ms,
                 statement_timeout_ms=2000,
-            )
-        except psycopg.Error as e:
-            self.error = describe_error(e)
-            return None
-        try:
-            with deadline(conn, 3000):
-                migrate(conn)
-                self._sync(conn)
-                with conn.transaction():
-                    out = fn(conn)
-                cache = _silences(
-                    conn,
-                    "SELECT {} FROM westep_ops.silences WHERE expired_at IS NULL AND ends_at > now()",
-                )
-                data = self._load()
-                data["cache"] = [s.as_dict() for s in cache]
-                self._save(data)
-                conn.commit()
-                return out
+                prepare=migrate,
+            ) as conn:
+                try:
+                    with deadline(conn, 3000):
+                        self._sync(conn)
+                        with conn.transaction():
+                            out = fn(conn)
+                        cache = _silences(
+                            conn,
+                            "SELECT {} FROM westep_ops.silences"
+                            " WHERE expired_at IS NULL AND ends_at > now()",
+                        )
+                        data = self._load()
+                        data["cache"] = [s.as_dict() for s in cache]
+                        self._save(data)
+                        conn.commit()
+                        return out
+                except _UNAVAILABLE:
+                    conn.close()  # cut or dead: never back into the pool
+                    raise
         except _UNAVAILABLE as e:
             self.error = describe_error(e)
             return None
-        finally:
-            conn.close()
 
     def _sync(self, conn: psycopg.Connection) -> None:
         """Write silences added (and expirations made) while the store was down, once."""

@@ -23,7 +23,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
+from westep_ops.db import DeadlineExceeded, deadline, describe_error, store_connection
 from westep_ops.probes.performance import PerformanceSample
 from westep_ops.redact import redact
 from westep_ops.spool import Spool
@@ -44,10 +44,12 @@ def _why(e: BaseException) -> str:
 
 
 class HistoryStore:
-    """One kept connection to the ops database, reopened when it breaks.
+    """The history in the ops database, one transaction at a time.
 
-    Every transaction has ``statement_timeout`` on the server and a client-side deadline
-    a little longer (``db.deadline``), so a stopped server costs at most that long.
+    Each transaction takes a connection from the process's ops-store pool
+    (:func:`westep_ops.db.store_connection`: opened directly and migrated the first time,
+    reused afterwards) and has ``statement_timeout`` on the server and a client-side
+    deadline a little longer (``db.deadline``), so a stopped server costs at most that long.
     """
 
     def __init__(
@@ -61,45 +63,37 @@ class HistoryStore:
         self.connect_timeout_ms = connect_timeout_ms
         self.statement_timeout_ms = statement_timeout_ms
         self.deadline_ms = statement_timeout_ms + 1000
-        self._conn: psycopg.Connection | None = None
         self.error: str | None = None  # set by ResilientHistory; a plain store raises instead
 
-    def _connect(self) -> psycopg.Connection:
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A store connection for the block; HistoryUnavailable when the store is not there."""
         if not self.url:
             raise HistoryUnavailable("WESTEP_OPS_STORAGE_URL is not set")
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            conn = None
-            try:
-                conn = connect(
-                    self.url,
-                    connect_timeout_ms=self.connect_timeout_ms,
-                    statement_timeout_ms=self.statement_timeout_ms,
-                    autocommit=False,
-                )
-                with deadline(conn, self.deadline_ms):
-                    migrate(conn)
-            except (psycopg.Error, DeadlineExceeded) as e:
-                if conn is not None:
-                    conn.close()
-                self._conn = None
-                raise HistoryUnavailable(_why(e)) from None
-            self._conn = conn
-        return self._conn
+        try:
+            with store_connection(
+                self.url,
+                connect_timeout_ms=self.connect_timeout_ms,
+                statement_timeout_ms=self.statement_timeout_ms,
+                autocommit=False,
+                prepare=migrate,
+            ) as conn:
+                yield conn
+        except _UNAVAILABLE as e:
+            raise HistoryUnavailable(_why(e)) from None
 
     @contextmanager
     def tx(self) -> Iterator[psycopg.Connection]:
-        conn = self._connect()
-        try:
-            with deadline(conn, self.deadline_ms), conn.transaction():
-                yield conn
-        except _UNAVAILABLE as e:
-            conn.close()
-            raise HistoryUnavailable(_why(e)) from None
+        with self._connection() as conn:
+            try:
+                with deadline(conn, self.deadline_ms), conn.transaction():
+                    yield conn
+            except _UNAVAILABLE:
+                conn.close()  # cut or dead: never back into the pool
+                raise
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Nothing of its own to close: connections go back to the pool after each use."""
 
     # -- writes ---------------------------------------------------------------------------
     def _write(self, op: str, args: dict[str, Any]) -> int | None:
@@ -525,14 +519,15 @@ class ResilientHistory(HistoryStore):
             start, spent = time.monotonic(), 0.0
         try:
             while spent < self.replay_budget_s and self.spool.count():
-                conn = self._connect()
                 t0 = time.monotonic()
                 try:
-                    with deadline(conn, self.deadline_ms + 5000):
-                        n = self.spool.replay(conn, apply_entry, limit=100)
-                except _UNAVAILABLE as e:
-                    conn.close()
-                    raise HistoryUnavailable(_why(e)) from None
+                    with self._connection() as conn:
+                        try:
+                            with deadline(conn, self.deadline_ms + 5000):
+                                n = self.spool.replay(conn, apply_entry, limit=100)
+                        except _UNAVAILABLE:
+                            conn.close()
+                            raise
                 finally:
                     spent += time.monotonic() - t0
                 self.replayed += n
