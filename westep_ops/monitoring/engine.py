@@ -41,7 +41,7 @@ from typing import Any
 
 from westep_ops.config import Category, Config, RepairAction
 from westep_ops.environment import Environment
-from westep_ops.lib import alerting
+from westep_ops.lib import alerting, grouping
 from westep_ops.monitoring.history import HistoryStore
 from westep_ops.monitoring.notify import Alert, Notifier
 from westep_ops.probes.base import CheckResult, Status
@@ -71,37 +71,6 @@ MONITOR = "monitor"  # the category of "monitor degraded" alerts
 UNKNOWN = alerting.UNKNOWN
 RESEND_WINDOW = timedelta(hours=1)  # undelivered alerts older than this are not resent
 RESEND_EVERY_S = 10.0
-# category -> the categories whose incident, open or just closed, explains its failures
-EXPLAINED_BY = {
-    Category.pool.value: (Category.connection.value,),
-    Category.connection.value: (Category.pool.value,),
-    Category.api.value: (Category.connection.value, Category.pool.value),
-    PERFORMANCE: (Category.connection.value, Category.pool.value, Category.api.value),
-}
-# Findings that are a fault of their own whatever came before them.
-OWN_FAULTS = {"direct_connection_failed", "pool_paused", "pool_disabled", "pgbouncer_down"}
-# What a cause category must be failing with, in the same sweep, for its open incident to
-# explain another category's failure (a warning such as slow_connection explains nothing).
-EXPLAINING = {
-    Category.connection.value: {
-        "direct_connection_failed",
-        "pooled_connection_failed",
-        "project_paused",
-    },
-    Category.pool.value: {
-        "pgbouncer_down",
-        "pool_paused",
-        "pool_disabled",
-        "pool_wait",
-        "pool_exhausted",
-        "pool_missing",
-    },
-    Category.api.value: {"endpoint_down"},
-}
-# Pool findings that H1 explains only when PostgreSQL itself is failing: with the direct
-# connection ok, a pool that cannot serve is the pool's own fault.
-POOL_CANNOT_SERVE = {"pool_wait", "pool_exhausted"}
-_RANK = {Status.warning.value: 1, Status.critical.value: 2}
 
 
 @dataclass
@@ -158,6 +127,18 @@ class Observation:
         """The status as alerting reads it (as the history reads the stored sample back)."""
         findings = self.result.findings if self.result is not None else []
         return alerting.read_status(self.status, findings, OBSERVE_ONLY)
+
+    def observed(self) -> grouping.Observed:
+        """This observation as grouping reads it (as it reads the stored sample back)."""
+        row = self.row()
+        return grouping.Observed.of(
+            self.category,
+            self.status,
+            self.failing,
+            row["findings"],
+            row["value"],
+            self.suspected_cause,
+        )
 
     def sample(self, ts: datetime, kind: str = "sweep") -> alerting.Sample:
         """This observation for the alert state machine."""
@@ -453,9 +434,12 @@ class Monitor:
                 self._follow_repairs(incident, out)
                 if d.action == "hold":
                     self._request_repairs(incident, o, out)
-                    if self.silenced_by(o.category):
-                        continue  # reminders pause while silenced
-                    if now - incident["last_notified_at"] >= timedelta(minutes=a.reminder_minutes):
+                    if alerting.remind(
+                        now,
+                        incident["last_notified_at"],
+                        timedelta(minutes=a.reminder_minutes),
+                        silenced=bool(self.silenced_by(o.category)),
+                    ):
                         self._alert(
                             out,
                             now,
@@ -504,82 +488,25 @@ class Monitor:
     def _group_with_recent(
         self, now: datetime, obs: list[Observation], open_: dict[str, dict]
     ) -> None:
-        """Mark failures that follow an open or just-closed incident explaining them.
-
-        After PostgreSQL comes back, pgbouncer may still hold a client that queued through
-        the outage: that is the outage's tail, not a new incident. "Just closed" is within
-        ``alerting.groupGraceIntervals`` cheap-probe intervals; a failure that outlasts the
-        grace opens its own incident. Faults that are their own (the database down, a
-        paused pool) are never grouped. Only a critical incident explains anything, and
-        an open one only while its category fails in this same sweep with a finding that
-        explains (``EXPLAINING``): a lingering warning (idle in transaction, a slow
-        connect) hides nothing. A symptom more severe than its cause is never grouped,
-        nor is a pool that cannot serve (pool_wait/pool_exhausted) under an open
-        connection incident while the direct connection works, except when its oldest
-        waiter queued before PostgreSQL (re)started during a critical connection incident
-        that is open or just closed (the outage's tail, seen by H2 as
-        ``max_wait_since_server_start_s``).
-        """
+        """Mark failures that follow an open or just-closed incident explaining them (the
+        outage's tail, its symptoms): ``lib/grouping.py`` decides, from this sweep, the
+        open incidents and the critical ones closed within ``alerting.groupGraceIntervals``
+        cheap-probe intervals."""
         a = self.config.monitoring.alerting
         grace = timedelta(
             milliseconds=self.config.monitoring.intervals.performance * a.group_grace_intervals
         )
-        candidates = [
-            o
-            for o in obs
-            if o.failing
-            and o.suspected_cause is None
-            and o.category not in open_
-            and o.category in EXPLAINED_BY
-            and not (o.result is not None and OWN_FAULTS & set(o.result.findings))
-        ]
-        if not candidates:
-            return
-        by_cat = {x.category: x for x in obs}
-        # open incidents that explain now: category -> severity rank
-        causes: dict[str, int] = {}
-        for c, incident in open_.items():
-            now_obs = by_cat.get(c)
-            if (
-                incident.get("severity") == Status.critical.value
-                and now_obs is not None
-                and now_obs.status == Status.critical.value
-                and now_obs.result is not None
-                and EXPLAINING.get(c, set()) & set(now_obs.result.findings)
-            ):
-                causes[c] = _RANK[Status.critical.value]
-        tail = (
-            set(self.history.recently_closed(now - grace, critical_only=True)) if grace else set()
-        )
-        conn = by_cat.get(Category.connection.value)
-        direct_ok = (
-            conn is not None
-            and conn.result is not None
-            and "direct_connection_failed" not in conn.result.findings
-            and "direct_error" not in conn.result.values
-        )
-        open_critical = {c for c, i in open_.items() if i.get("severity") == Status.critical.value}
-        for o in candidates:
-            findings = set(o.result.findings) if o.result is not None else set()
-            # H2 saw a client that queued before PostgreSQL (re)started: the outage's tail.
-            queued_through = o.result is not None and (
-                "max_wait_since_server_start_s" in o.result.values
-            )
-            for c in EXPLAINED_BY[o.category]:
-                if c == Category.connection.value and direct_ok and findings & POOL_CANNOT_SERVE:
-                    # a pool that cannot serve while PostgreSQL answers is the pool's fault,
-                    # unless its waiter queued through the restart of a connection outage
-                    if queued_through and (c in tail or c in open_critical):
-                        o.suspected_cause = c
-                        break
-                    continue
-                if c in tail and c not in causes:
-                    o.suspected_cause = c  # the real tail: a critical incident just closed
-                    break
-                if c not in causes or _RANK.get(o.status, 0) > causes[c]:
-                    continue
-                o.suspected_cause = c
-                break
+
+        def tail() -> set[str]:
+            if not grace:
+                return set()
+            return set(self.history.recently_closed(now - grace, critical_only=True))
+
+        severities = {c: str(i.get("severity") or "") for c, i in open_.items()}
+        grouped = grouping.group([o.observed() for o in obs], severities, tail)
+        for o in obs:
+            if o.category in grouped:
+                o.suspected_cause = grouped[o.category]
 
     def _open(self, o: Observation, started: datetime | None, out: TickResult) -> None:
         detected = self.clock()
@@ -883,7 +810,7 @@ class Monitor:
                 out, now, "degraded", "warning", MONITOR, f"monitor degraded: {cause}", None
             )
             state = {"since": since or now, "last_notified": now}
-        elif now - state["last_notified"] >= reminder:
+        elif alerting.remind(now, state["last_notified"], reminder):
             self._alert(
                 out, now, "reminder", "warning", MONITOR, f"monitor still degraded: {cause}", None
             )
