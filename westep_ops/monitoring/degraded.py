@@ -10,45 +10,20 @@ an incident (``lib/alerting.remind``) and resolved when it ends. That state is l
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from westep_ops.config import Category, Config
+from westep_ops.config import Category
 from westep_ops.lib import alerting
-from westep_ops.monitoring.history import HistoryStore
+from westep_ops.monitoring.host import MonitorHost
 from westep_ops.monitoring.observation import MONITOR, UNKNOWN, Observation
 
 if TYPE_CHECKING:
     from westep_ops.monitoring.engine import TickResult
 
 
-class DegradedState:
+class DegradedState(MonitorHost):
     """The monitor's "monitor degraded" alerts (see the module docstring)."""
-
-    config: Config
-    history: HistoryStore
-
-    if TYPE_CHECKING:
-
-        def _state(self, key: str) -> Any: ...
-        def _set_state(self, key: str, value: Any) -> None: ...
-        def _confirm(
-            self,
-            candidates: list[Observation],
-            still: Callable[[Observation], bool] | None = None,
-        ) -> list[Observation]: ...
-        def _alert(
-            self,
-            out: TickResult,
-            ts: datetime,
-            kind: str,
-            severity: str,
-            category: str,
-            message: str,
-            incident_id: int | None,
-            suppressed_by: str | None = None,
-        ) -> None: ...
 
     def _degraded(self, now: datetime, obs: list[Observation], out: TickResult) -> None:
         """One alert per cause of blindness, reminded like an incident, resolved when it ends.

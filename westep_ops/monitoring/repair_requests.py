@@ -9,15 +9,12 @@ interrupted attempt escalates the incident (level 2/3) with an alert, once per a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from westep_ops.config import Config, RepairAction
-from westep_ops.environment import Environment
-from westep_ops.monitoring.history import HistoryStore
+from westep_ops.config import RepairAction
+from westep_ops.monitoring.host import MonitorHost
 from westep_ops.monitoring.observation import Observation, RepairRequest
-from westep_ops.probes.base import CheckResult
 from westep_ops.repairs.recovery import MONITOR_CATEGORY, plan_repairs
 
 if TYPE_CHECKING:
@@ -29,32 +26,8 @@ def _manual(attempt: dict) -> bool:
     return str(attempt.get("trigger") or "").startswith("manual")
 
 
-class RepairFollowing:
+class RepairFollowing(MonitorHost):
     """The monitor's repair requests and their follow-up (see the module docstring)."""
-
-    env: Environment
-    config: Config
-    history: HistoryStore
-    recovery: bool
-    clock: Callable[[], datetime]
-    _refused: list[CheckResult]
-
-    if TYPE_CHECKING:
-
-        def silenced_by(self, category: str) -> str | None: ...
-        def _state(self, key: str) -> Any: ...
-        def _set_state(self, key: str, value: Any) -> None: ...
-        def _alert(
-            self,
-            out: TickResult,
-            ts: datetime,
-            kind: str,
-            severity: str,
-            category: str,
-            message: str,
-            incident_id: int | None,
-            suppressed_by: str | None = None,
-        ) -> None: ...
 
     def _plan_for(self, o: Observation) -> tuple[list[Any], list[Any]]:
         refused = [r for r in self._refused if r is not o.result]
