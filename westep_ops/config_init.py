@@ -31,6 +31,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import psycopg
+from psycopg.rows import dict_row
 
 from westep_ops.config import _IDENT, Config, parse_config, qualified_name, quote_part, split_name
 from westep_ops.db import connect, describe_error
@@ -387,9 +388,7 @@ def _answers(http: httpx.Client, url: str, headers: dict[str, str]) -> bool:
 
 
 def _dicts(conn: psycopg.Connection, query: str, params: Any = None) -> list[dict[str, Any]]:
-    cur = conn.execute(query, params)
-    cols = [d.name for d in cur.description or []]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    return conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
 
 
 def init_config(

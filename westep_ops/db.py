@@ -8,19 +8,25 @@ drops them), so their timeouts are set per transaction with ``SET LOCAL`` instea
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from westep_ops.redact import redact
+
+if TYPE_CHECKING:  # imported where used: the probe paths never need a pool
+    from psycopg_pool import ConnectionPool
 
 APP_NAME = "westep-ops"
 
@@ -37,6 +43,28 @@ def connect(
     application_name: str = APP_NAME,
 ) -> psycopg.Connection:
     """Open one connection with our timeouts. Errors propagate as psycopg errors."""
+    kwargs = _connect_kwargs(
+        connect_timeout_ms=connect_timeout_ms,
+        statement_timeout_ms=statement_timeout_ms,
+        lock_timeout_ms=lock_timeout_ms,
+        pooled=pooled,
+        admin_console=admin_console,
+        autocommit=autocommit,
+        application_name=application_name,
+    )
+    return psycopg.connect(dsn, **kwargs)  # type: ignore[arg-type]
+
+
+def _connect_kwargs(
+    *,
+    connect_timeout_ms: int,
+    statement_timeout_ms: int | None,
+    lock_timeout_ms: int | None,
+    pooled: bool,
+    admin_console: bool,
+    autocommit: bool,
+    application_name: str,
+) -> dict[str, object]:
     kwargs: dict[str, object] = {
         "connect_timeout": max(1, round(connect_timeout_ms / 1000)),
         "autocommit": autocommit,
@@ -56,7 +84,7 @@ def connect(
             options.append(f"-c lock_timeout={int(lock_timeout_ms)}")
         if options:
             kwargs["options"] = " ".join(options)
-    return psycopg.connect(dsn, **kwargs)  # type: ignore[arg-type]
+    return kwargs
 
 
 def set_local_timeouts(
@@ -96,10 +124,9 @@ def admin_show(conn: psycopg.Connection, what: str) -> list[dict[str, object]]:
     """Run ``SHOW <what>`` on pgbouncer's admin console; rows as dicts."""
     if not what.isalpha():
         raise ValueError(f"not a SHOW target: {what!r}")
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql.SQL("SHOW {}").format(sql.SQL(what.upper())))
-        cols = [d.name for d in cur.description or []]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        return cur.fetchall()
 
 
 class DeadlineExceeded(Exception):
@@ -195,6 +222,161 @@ def deadline(conn: psycopg.Connection, ms: float) -> Iterator[None]:
         raise
     if watchdog().disarm(token):  # fired just as the block finished: the connection is cut
         raise DeadlineExceeded(ms)
+
+
+# -- the ops store's connections, reused within a process ---------------------------------
+# The monitoring sensor's tick (in Dagster's long-running code server), every OpsStore (a
+# repair's rate limit, lock and audit), every SilenceStore call and every HistoryStore
+# transaction used to open, migrate and close a connection of their own; a process now
+# reuses them through one psycopg_pool per ops store.
+#
+# A pool must not turn a dead store into a wait or hide why it is dead. So the first
+# connection (and the first after any failure) is opened directly: a refused or unreachable
+# store fails as fast and with the same reason as before, and only a success creates the
+# pool. The pool has no minimum (nothing connects in the background), getconn waits at most
+# the connect timeout, a reused connection is checked under a client-side deadline (a
+# frozen server cannot hold the check), and any broken connection closes the pool, so the
+# next caller goes the direct way again and no worker keeps knocking on a dead server.
+STORE_POOL_SIZE = 8
+STORE_POOL_IDLE_S = 120
+_CHECK_MS = 2000
+_pools: dict[tuple[int, str, int | None, bool], ConnectionPool] = {}
+_pools_lock = threading.Lock()
+
+
+@contextmanager
+def store_connection(
+    url: str,
+    *,
+    connect_timeout_ms: int = 3000,
+    statement_timeout_ms: int | None = 5000,
+    autocommit: bool = True,
+    prepare: Callable[[psycopg.Connection], None] | None = None,
+) -> Iterator[psycopg.Connection]:
+    """A connection to the ops store for the block: reused from this process's pool, or
+    opened directly (then the pool is created for the next caller).
+
+    ``prepare`` (the schema migration) runs once on every new connection, under a
+    deadline. Errors propagate as psycopg errors (``PoolTimeout`` is an
+    ``OperationalError``) or :class:`DeadlineExceeded`. The connection goes back to the
+    pool after the block; one left broken (cut by a deadline, server gone) closes the pool.
+    """
+    key = (os.getpid(), url, statement_timeout_ms, autocommit)
+    with _pools_lock:
+        pool = _pools.get(key)
+    if pool is None:
+        conn = connect(
+            url,
+            connect_timeout_ms=connect_timeout_ms,
+            statement_timeout_ms=statement_timeout_ms,
+            autocommit=autocommit,
+        )
+        try:
+            if prepare is not None:
+                with deadline(conn, _CHECK_MS + (statement_timeout_ms or 0)):
+                    prepare(conn)
+            _open_pool(key, url, connect_timeout_ms, statement_timeout_ms, autocommit, prepare)
+            yield conn
+        finally:
+            conn.close()
+        return
+    try:
+        conn = pool.getconn(timeout=connect_timeout_ms / 1000)
+    except (psycopg.Error, DeadlineExceeded):
+        _drop_pool(key, pool)
+        raise
+    try:
+        yield conn
+    finally:
+        broken = conn.closed or conn.broken
+        pool.putconn(conn)
+        if broken:
+            _drop_pool(key, pool)
+
+
+def _open_pool(
+    key: tuple[int, str, int | None, bool],
+    url: str,
+    connect_timeout_ms: int,
+    statement_timeout_ms: int | None,
+    autocommit: bool,
+    prepare: Callable[[psycopg.Connection], None] | None,
+) -> None:
+    def configure(conn: psycopg.Connection) -> None:
+        if prepare is not None:
+            with deadline(conn, _CHECK_MS + (statement_timeout_ms or 0)):
+                prepare(conn)
+
+    from psycopg_pool import ConnectionPool
+
+    with _pools_lock:
+        if key in _pools:
+            return
+        _pools[key] = ConnectionPool(
+            url,
+            kwargs=_connect_kwargs(
+                connect_timeout_ms=connect_timeout_ms,
+                statement_timeout_ms=statement_timeout_ms,
+                lock_timeout_ms=None,
+                pooled=False,
+                admin_console=False,
+                autocommit=autocommit,
+                application_name=APP_NAME,
+            ),
+            min_size=0,
+            max_size=STORE_POOL_SIZE,
+            max_idle=STORE_POOL_IDLE_S,
+            timeout=connect_timeout_ms / 1000,
+            reconnect_timeout=max(1.0, connect_timeout_ms / 1000),
+            num_workers=1,
+            configure=configure,
+            check=_alive,
+            reset=_reset,
+            name="westep-ops-store",
+            open=True,
+        )
+
+
+def _alive(conn: psycopg.Connection) -> None:
+    """Before a reused connection is handed out: the server still answers."""
+    from psycopg_pool import ConnectionPool
+
+    with deadline(conn, _CHECK_MS):
+        ConnectionPool.check_connection(conn)
+
+
+def _reset(conn: psycopg.Connection) -> None:
+    """Before a connection goes back: no session advisory lock (OpsStore.try_lock) leaks."""
+    with deadline(conn, _CHECK_MS):
+        conn.execute("SELECT pg_advisory_unlock_all()")
+        if not conn.autocommit:
+            conn.rollback()
+
+
+def _drop_pool(key: tuple[int, str, int | None, bool], pool: ConnectionPool) -> None:
+    with _pools_lock:
+        if _pools.get(key) is pool:
+            del _pools[key]
+    pool.close(timeout=1.0)
+
+
+def has_store_pool(url: str) -> bool:
+    """Whether this process holds a pool for ``url`` (after a success, until a failure)."""
+    with _pools_lock:
+        return any(k[0] == os.getpid() and k[1] == url for k in _pools)
+
+
+def close_store_pools() -> None:
+    """Close this process's ops-store pools (at exit; tests that stop the store)."""
+    with _pools_lock:
+        pools = list(_pools.items())
+        _pools.clear()
+    for (pid, *_), pool in pools:
+        if pid == os.getpid():
+            pool.close(timeout=1.0)
+
+
+atexit.register(close_store_pools)
 
 
 def describe_error(exc: BaseException) -> str:

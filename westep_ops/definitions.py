@@ -24,6 +24,7 @@ from westep_ops.defs.monitoring.assets import (
     health_samples,
     incidents,
     performance_metrics,
+    probe_samples,
 )
 from westep_ops.defs.monitoring.sensors import monitoring_sensor
 from westep_ops.defs.repairs.jobs import recovery_job, repair_job
@@ -33,6 +34,7 @@ from westep_ops.resources import default_resources
 defs = Definitions(
     assets=[
         health_check,
+        probe_samples,
         health_samples,
         performance_metrics,
         incidents,

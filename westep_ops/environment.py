@@ -7,14 +7,22 @@ login ``WESTEP_OPS_ROLE_PROBE_URL``, which H3 uses only inside read-only transac
 ``WESTEP_OPS_REPAIR_URL`` and
 ``WESTEP_OPS_PGBOUNCER_REPAIR_URL`` are read only by repairs. Every secret read here is
 registered with :mod:`westep_ops.redact` before anything can print it.
+
+The environment is a pydantic-settings model whose fields are the variables, each
+credential (every DSN, the anon and service role keys, the webhook URL) a ``SecretStr``:
+``repr()``, ``str()``, ``model_dump()`` and ``model_dump_json()`` of an Environment show
+``**********`` for them, so a logged or printed environment leaks nothing. The code reads
+the lower-case attributes (``env.direct_url``: the plain string a driver needs).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import overload
 from urllib.parse import urlsplit
+
+from pydantic import SecretStr, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from westep_ops.errors import WestepError
 from westep_ops.redact import register_secret, register_url
@@ -55,37 +63,105 @@ VARIABLES: dict[str, tuple[str, str, str]] = {
 }
 
 
-@dataclass(frozen=True)
-class Environment:
-    database_url: str | None = None
-    direct_url: str | None = None
-    pgbouncer_admin_url: str | None = None
-    role_probe_url: str | None = None
-    repair_url: str | None = None
-    pgbouncer_repair_url: str | None = None
-    storage_url: str | None = None
-    supabase_url: str | None = None
-    app_url: str | None = None
-    metrics_url: str | None = None
-    anon_key: str | None = None
-    service_role_key: str | None = None
-    webhook_url: str | None = None
-    alert_channel: str | None = None
-    debug: bool = False
+# The kinds whose whole value is a credential: held as SecretStr, so repr(), str() and
+# model_dump() of an Environment show "**********" (a DSN carries its password).
+_SECRET_KINDS = frozenset({"pg", "secret", "webhook"})
+_NAME_OF = {attr: name for name, (attr, _kind, _what) in VARIABLES.items()}
+
+
+class _Var:
+    """The plain value of one variable, as the driver that uses it needs it (a credential's
+    SecretStr revealed). Reading it is deliberate; printing the Environment never is."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Var: ...
+    @overload
+    def __get__(self, obj: Environment, owner: type | None = None) -> str | None: ...
+    def __get__(self, obj: Environment | None, owner: type | None = None) -> _Var | str | None:
+        if obj is None:
+            return self
+        value = getattr(obj, self.name)
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+class Environment(BaseSettings):
+    """The variables of :data:`VARIABLES`, read by pydantic-settings from the process
+    environment (``Environment()``) or from a mapping (:meth:`from_env`).
+
+    The fields are named as the variables; credentials (every DSN, the keys, the webhook
+    URL) are ``SecretStr``. Code reads the lower-case attributes (``env.direct_url``),
+    which give the plain string.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True, case_sensitive=True, extra="ignore", ignored_types=(_Var,)
+    )
+
+    DATABASE_URL: SecretStr | None = None
+    DIRECT_URL: SecretStr | None = None
+    PGBOUNCER_ADMIN_URL: SecretStr | None = None
+    WESTEP_OPS_ROLE_PROBE_URL: SecretStr | None = None
+    WESTEP_OPS_REPAIR_URL: SecretStr | None = None
+    WESTEP_OPS_PGBOUNCER_REPAIR_URL: SecretStr | None = None
+    WESTEP_OPS_STORAGE_URL: SecretStr | None = None
+    NEXT_PUBLIC_SUPABASE_URL: str | None = None
+    WESTEP_OPS_APP_URL: str | None = None
+    WESTEP_OPS_METRICS_URL: str | None = None
+    SUPABASE_ANON_KEY: SecretStr | None = None
+    SUPABASE_SERVICE_ROLE_KEY: SecretStr | None = None
+    WEBHOOK_URL: SecretStr | None = None
+    ALERT_CHANNEL: str | None = None
+    DEBUG: bool = False
+
+    database_url = _Var("DATABASE_URL")
+    direct_url = _Var("DIRECT_URL")
+    pgbouncer_admin_url = _Var("PGBOUNCER_ADMIN_URL")
+    role_probe_url = _Var("WESTEP_OPS_ROLE_PROBE_URL")
+    repair_url = _Var("WESTEP_OPS_REPAIR_URL")
+    pgbouncer_repair_url = _Var("WESTEP_OPS_PGBOUNCER_REPAIR_URL")
+    storage_url = _Var("WESTEP_OPS_STORAGE_URL")
+    supabase_url = _Var("NEXT_PUBLIC_SUPABASE_URL")
+    app_url = _Var("WESTEP_OPS_APP_URL")
+    metrics_url = _Var("WESTEP_OPS_METRICS_URL")
+    anon_key = _Var("SUPABASE_ANON_KEY")
+    service_role_key = _Var("SUPABASE_SERVICE_ROLE_KEY")
+    webhook_url = _Var("WEBHOOK_URL")
+    alert_channel = _Var("ALERT_CHANNEL")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _checked(cls, raw: object, info: ValidationInfo) -> object:
+        """Strip; empty is unset; check the shape and register the secret before anything
+        can print it. A malformed value raises WestepError (one line), not a ValidationError."""
+        name = info.field_name or ""
+        if name == "DEBUG":
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes")
+        if not isinstance(raw, str):
+            return raw
+        raw = raw.strip()
+        if not raw:
+            return None
+        _check(name, raw, VARIABLES[name][1])
+        return raw
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Environment:
-        """Read and check the variables; one clear error line for a malformed value."""
-        env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        for name, (attr, kind, _what) in VARIABLES.items():
-            raw = env.get(name, "").strip()
-            if not raw:
-                continue
-            _check(name, raw, kind)
-            values[attr] = raw
-        values["debug"] = env.get("DEBUG", "").lower() in ("1", "true", "yes")
-        return cls(**values)  # type: ignore[arg-type]
+        """Read and check the variables; one clear error line for a malformed value.
+
+        ``env`` given: only that mapping is read (not the process environment)."""
+        if env is None:
+            return cls()
+        # Every field given (None when absent), so the process environment fills none.
+        return cls(**{name: env.get(name) for name in cls.model_fields})
+
+    @property
+    def debug(self) -> bool:
+        return self.DEBUG
 
     @property
     def api_base(self) -> str | None:
@@ -95,9 +171,22 @@ class Environment:
     def require(self, attr: str) -> str:
         value = getattr(self, attr)
         if not value:
-            name = next(n for n, (a, _k, _w) in VARIABLES.items() if a == attr)
+            name = _NAME_OF[attr]
             raise WestepError(f"{name} is not set ({VARIABLES[name][2]})")
         return value
+
+    def replace(self, **changes: str | None) -> Environment:
+        """A copy with some attributes changed (``env.replace(storage_url=...)``), each new
+        value checked and registered as if it had been read from the environment."""
+        unknown = set(changes) - set(_NAME_OF)
+        if unknown:
+            raise TypeError(f"not an Environment attribute: {', '.join(sorted(unknown))}")
+        values: dict[str, object] = {
+            name: changes[attr] if attr in changes else getattr(self, attr)
+            for name, (attr, _kind, _what) in VARIABLES.items()
+        }
+        values["DEBUG"] = self.DEBUG
+        return type(self)(**values)
 
 
 def _check(name: str, raw: str, kind: str) -> None:

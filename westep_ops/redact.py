@@ -52,6 +52,24 @@ def redact(text: object) -> str:
     return s
 
 
+def redact_tree(value: object) -> object:
+    """``value`` with every string in it redacted, dicts and lists walked (keys too).
+
+    For anything serialised to JSON: redacting the serialised text instead could cut
+    through a JSON escape (a masked value next to ``\\n``) and leave a line no reader parses.
+    Other leaves become their ``str()`` only if they are not JSON scalars.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): redact_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [redact_tree(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(str(value))
+
+
 def safe_url(url: str) -> str:
     """A URL fit for display: password masked, query string dropped (it may carry keys)."""
     try:

@@ -25,14 +25,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 from zoneinfo import ZoneInfo
 
 import psycopg
 from croniter import croniter
+from psycopg.rows import class_row
 
 from westep_ops.config import Category, Config, MaintenanceWindow
-from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
+from westep_ops.db import DeadlineExceeded, deadline, describe_error, store_connection
 from westep_ops.errors import WestepError
 
 PERFORMANCE = "performance"
@@ -191,35 +192,35 @@ class SilenceStore:
             return None
         from westep_ops.store import migrate
 
+        # From the process's ops-store pool (the engine asks on every tick).
         try:
-            conn = connect(
+            with store_connection(
                 self.url or "",
                 connect_timeout_ms=self.connect_timeout_ms,
                 statement_timeout_ms=2000,
-            )
-        except psycopg.Error as e:
-            self.error = describe_error(e)
-            return None
-        try:
-            with deadline(conn, 3000):
-                migrate(conn)
-                self._sync(conn)
-                with conn.transaction():
-                    out = fn(conn)
-                rows = conn.execute(
-                    "SELECT * FROM westep_ops.silences WHERE expired_at IS NULL AND ends_at > now()"
-                )
-                cache = [_row(r, rows) for r in rows.fetchall()]
-                data = self._load()
-                data["cache"] = [s.as_dict() for s in cache]
-                self._save(data)
-                conn.commit()
-                return out
+                prepare=migrate,
+            ) as conn:
+                try:
+                    with deadline(conn, 3000):
+                        self._sync(conn)
+                        with conn.transaction():
+                            out = fn(conn)
+                        cache = _silences(
+                            conn,
+                            "SELECT {} FROM westep_ops.silences"
+                            " WHERE expired_at IS NULL AND ends_at > now()",
+                        )
+                        data = self._load()
+                        data["cache"] = [s.as_dict() for s in cache]
+                        self._save(data)
+                        conn.commit()
+                        return out
+                except _UNAVAILABLE:
+                    conn.close()  # cut or dead: never back into the pool
+                    raise
         except _UNAVAILABLE as e:
             self.error = describe_error(e)
             return None
-        finally:
-            conn.close()
 
     def _sync(self, conn: psycopg.Connection) -> None:
         """Write silences added (and expirations made) while the store was down, once."""
@@ -278,12 +279,12 @@ class SilenceStore:
 
     def list(self, *, include_ended: bool = False, now: datetime) -> list[Silence]:
         def read(conn: psycopg.Connection) -> list[Silence]:
-            cur = conn.execute(
-                "SELECT * FROM westep_ops.silences WHERE %s OR (expired_at IS NULL AND ends_at > %s)"
+            return _silences(
+                conn,
+                "SELECT {} FROM westep_ops.silences WHERE %s OR (expired_at IS NULL AND ends_at > %s)"
                 " ORDER BY id",
                 (include_ended, now),
             )
-            return [_row(r, cur) for r in cur.fetchall()]
 
         got = self._with_db(read)
         if got is not None:
@@ -298,13 +299,13 @@ class SilenceStore:
 
     def expire(self, silence_id: int, now: datetime) -> Silence | None:
         def upd(conn: psycopg.Connection) -> Silence | None:
-            cur = conn.execute(
+            got = _silences(
+                conn,
                 "UPDATE westep_ops.silences SET expired_at = %s WHERE id = %s"
-                " AND expired_at IS NULL RETURNING *",
+                " AND expired_at IS NULL RETURNING {}",
                 (now, silence_id),
             )
-            row = cur.fetchone()
-            return _row(row, cur) if row else None
+            return got[0] if got else None
 
         if silence_id > 0:
             got = self._with_db(upd)
@@ -324,19 +325,18 @@ class SilenceStore:
         return [s for s in self.list(now=now) if s.active(now)]
 
 
-def _row(r: tuple[Any, ...], cur: Any) -> Silence:
-    d = dict(zip([c.name for c in cur.description], r, strict=True))
-    return Silence(
-        int(d["id"]),
-        list(d["categories"]),
-        d["starts_at"],
-        d["ends_at"],
-        d["reason"],
-        d["created_by"],
-        d["created_at"],
-        d["expired_at"],
-        d["uid"] or "",
-    )
+# The stored columns, named as Silence's fields, so psycopg builds each Silence itself
+# (class_row); a silence stored before uids existed has none.
+_COLUMNS = psycopg.sql.SQL(
+    "id, categories, starts_at, ends_at, reason, created_by, created_at, expired_at,"
+    " coalesce(uid, '') AS uid"
+)
+
+
+def _silences(conn: psycopg.Connection, query: LiteralString, params: Any = None) -> list[Silence]:
+    """Run ``query`` (its ``{}`` is the column list) and return its rows as silences."""
+    cur = conn.cursor(row_factory=class_row(Silence))
+    return cur.execute(psycopg.sql.SQL(query).format(_COLUMNS), params).fetchall()
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
+from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error, store_connection
 from westep_ops.errors import WestepError
 
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, DeadlineExceeded)
@@ -263,6 +264,7 @@ class OpsStore:
         self.connect_timeout_ms = connect_timeout_ms
         self.audit_file = log_dir() / "repair-attempts.jsonl"
         self._db: psycopg.Connection | None = None
+        self._held = ExitStack()  # the pooled connection, while this object uses it
         self.status = StoreStatus(False, "WESTEP_OPS_STORAGE_URL is not set") if not url else None
         if url and unreachable:  # the caller already knows: do not wait for it again
             self.status = StoreStatus(False, f"ops store unreachable: {unreachable}")
@@ -273,13 +275,16 @@ class OpsStore:
         if not self.url or (self.status is not None and not self.status.ok):
             return None
         try:
-            self._db = connect(
-                self.url,
-                connect_timeout_ms=self.connect_timeout_ms,
-                statement_timeout_ms=self.STATEMENT_MS,
+            # From the process's ops-store pool (opened directly and migrated the first
+            # time): a recovery, a sensor tick, the engine's limit checks reuse it.
+            self._db = self._held.enter_context(
+                store_connection(
+                    self.url,
+                    connect_timeout_ms=self.connect_timeout_ms,
+                    statement_timeout_ms=self.STATEMENT_MS,
+                    prepare=migrate,
+                )
             )
-            with deadline(self._db, self.STATEMENT_MS + 1000):
-                migrate(self._db)
         except (psycopg.Error, DeadlineExceeded) as e:
             self._fail(e)
             return None
@@ -288,7 +293,8 @@ class OpsStore:
 
     def _fail(self, e: BaseException) -> None:
         if self._db is not None:
-            self._db.close()
+            self._db.close()  # cut or dead: never back into the pool
+        self._held.close()
         self._db = None
         self.status = StoreStatus(False, f"ops store unreachable: {describe_error(e)}")
 
@@ -305,9 +311,9 @@ class OpsStore:
             return None
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        """Give the connection back (its session advisory locks are released on the way)."""
+        self._held.close()
+        self._db = None
 
     def __enter__(self) -> OpsStore:
         return self

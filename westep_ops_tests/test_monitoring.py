@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -165,13 +166,15 @@ def test_sensor_requests_one_repair_run_per_incident(sandbox: Sandbox, cfg: Path
                     return sensor(ctx)
 
             healthy = tick()
-            assert healthy.run_requests == [] and len(healthy.asset_events) == 7
-            assert all(e.passed for e in healthy.asset_events)
+            assert (
+                healthy.run_requests == [] and len(healthy.asset_events) == 8
+            )  # H1-H7 + probe_samples
+            assert all(e.passed for e in healthy.asset_events if hasattr(e, "passed"))
             stored = rows("SELECT count(*) FROM westep_ops.samples")[0][0]
             assert stored == 8  # H1-H7 + performance, no run launched
-            assert (
-                tick().skip_message == "nothing due yet"
-            )  # a tick before the interval does nothing
+            assert healthy.skip_reason.skip_message == "swept full: 7 checks, 0 failing"
+            # a tick before the interval does nothing, and says when the next sweep is due
+            assert re.fullmatch(r"idle: next cheap sweep due in \d+ s", tick().skip_message)
 
             faults.inject(sandbox, "grant_revoke", True)
             _age_samples()
@@ -184,8 +187,12 @@ def test_sensor_requests_one_repair_run_per_incident(sandbox: Sandbox, cfg: Path
             assert request.run_key == f"incident-{iid}-fix_table_permissions-0"
             assert request.tags["westep-ops/repair-target"] == "monitored-database"
             assert request.tags["westep-ops/action"] == "fix_table_permissions"
-            failed = [e.check_name for e in opened.asset_events if not e.passed]
-            assert failed == ["h3_tables"]
+            failed = [
+                (e.check_name, e.metadata["probe"].value)
+                for e in opened.asset_events
+                if not getattr(e, "passed", True)
+            ]
+            assert failed == [("h3_tables", "full"), ("h3_tables", "confirmation")]
             # confirmed by an immediate re-probe before the incident opened
             assert rows(
                 "SELECT kind FROM westep_ops.samples WHERE category = 'tables' AND status = 'critical'"

@@ -12,16 +12,21 @@ history, read back newest first; or the stored samples replayed in order).
   opens one when it ends a run of ``failureThreshold`` failing samples, or at once when
   it is the confirming re-probe of a first failure; a first failure asks for that
   re-probe. The incident started at the oldest failing sample of the run looked at.
-- An incident open: a failing sample holds it (reminders, repairs: the engine's); it
-  closes when a run of ``successThreshold`` passing samples is reached, and recovered at
-  the first passing sample of that closing streak.
+- An incident open: a failing sample holds it (repairs: the engine's); it closes when a
+  run of ``successThreshold`` passing samples is reached, and recovered at the first
+  passing sample of that closing streak.
+- A held incident is re-notified at most every ``reminderMinutes`` (:func:`remind`), not
+  at all while a silence covers it; the "monitor degraded" state is reminded the same way.
+
+Which failures are another incident's symptom or tail is ``lib/grouping.py``'s, decided
+before this state machine sees the sweep.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, TypeVar
 
 FAILING = frozenset({"warning", "critical"})
@@ -114,14 +119,25 @@ def decide(is_open: bool, sample: Sample, recent: Recent, th: Thresholds) -> Dec
     return Decision("confirm") if th.confirm else NONE
 
 
+def remind(
+    now: datetime, last_notified: datetime, every: timedelta, *, silenced: bool = False
+) -> bool:
+    """A held incident is due a reminder: ``every`` has passed since it was last notified
+    (opened, reminded or unsilenced), and no silence covers it (reminders pause)."""
+    return not silenced and now - last_notified >= every
+
+
 @dataclass
 class Incident:
-    """An incident the replay opened: detected when opened, resolved when recovered."""
+    """An incident the replay opened: detected when opened, resolved when recovered,
+    closed when the closing sample came (what grouping's grace counts from)."""
 
     category: str
     started: datetime
     detected: datetime
     resolved: datetime | None = None
+    severity: str = "warning"  # of the sample that opened it, as the engine records it
+    closed: datetime | None = None
 
 
 @dataclass
@@ -152,9 +168,10 @@ class Replay:
             return NONE
         d = decide(self.open is not None, sample, self._recent, self.th)
         if d.action == "open":
-            self.open = Incident(self.category, d.at or sample.ts, sample.ts)
+            severity = "critical" if sample.status == "critical" else "warning"
+            self.open = Incident(self.category, d.at or sample.ts, sample.ts, severity=severity)
             self.incidents.append(self.open)
         elif d.action == "close" and self.open is not None:
-            self.open.resolved = d.at
+            self.open.resolved, self.open.closed = d.at, sample.ts
             self.open = None
         return d

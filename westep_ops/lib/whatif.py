@@ -3,8 +3,9 @@
 The seed's monthly "review intervals, thresholds and recovery settings", made concrete:
 the engine's own alert state machine (``lib/alerting.py``: open after N failing samples,
 or after a confirming re-probe; close after M passing ones) is driven per category over
-the stored samples, and the performance samples are re-judged against another
-response-time threshold.
+the stored samples, each sweep's failures grouped first as the engine groups them
+(``lib/grouping.py``: an outage's tail and symptoms open nothing), and the performance
+samples are re-judged against another response-time threshold.
 
 Each setting's alerts are judged against what is known independently of any setting,
 never against the incidents the current setting recorded (which would make it miss
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,7 +37,15 @@ from westep_ops.config import (
     read_json_file,
 )
 from westep_ops.errors import WestepError
-from westep_ops.lib.alerting import CONFIRMATION, Replay, Sample, Thresholds, read_status
+from westep_ops.lib.alerting import (
+    CONFIRMATION,
+    Replay,
+    Sample,
+    Thresholds,
+    failing,
+    read_status,
+)
+from westep_ops.lib.grouping import CRITICAL, Observed, group
 from westep_ops.lib.sla import DRILL_GRACE, drill_windows, verdict
 
 CURRENT = "current"  # the name of the setting in force, always compared first
@@ -48,6 +58,9 @@ class Setting:
     success_threshold: int = 2
     confirm: bool = True
     response_time_ms: float | None = None  # re-judge performance samples; None keeps stored status
+    # grouping's grace (``groupGraceIntervals`` x the cheap interval): within it after a
+    # critical incident closed, its category's tail opens nothing; 0 groups no tail
+    group_grace_s: float = 0.0
 
 
 def _label(value: str) -> str:
@@ -102,8 +115,27 @@ def _listed(value: Any) -> list[str]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
-def _symptom(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and pd.isna(value))
+def _named(value: Any) -> list[str]:
+    """The names of a stored sample's figures (its ``value`` object), if any."""
+    return [str(k) for k in value] if isinstance(value, dict) else []
+
+
+def _cause(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    return str(value)
+
+
+def _sweeps(data: pd.DataFrame) -> Iterable[list[tuple[Any, ...]]]:
+    """The rows in time order, those of one sample write (same ts and kind) together."""
+    batch: list[tuple[Any, ...]] = []
+    for r in data.itertuples(index=False, name=None):
+        if batch and (r[0], r[1]) != (batch[0][0], batch[0][1]):
+            yield batch
+            batch = []
+        batch.append(r)
+    if batch:
+        yield batch
 
 
 def replay(
@@ -114,14 +146,17 @@ def replay(
 ) -> pd.DataFrame:
     """Incidents the setting would have opened: category, started, detected, resolved.
 
-    ``samples`` has ts, kind, category, status and, when known, findings and
-    suspected_cause (a symptom opens nothing; an observe-only warning reads as ok).
-    Re-probes that confirmed a first failure exist only with confirmation on; without,
-    they are dropped. With ``response_time_ms`` the performance samples are re-judged
-    against it (failing when the mean API time is over it), keeping the stored
-    performance sample's suspected cause.
+    ``samples`` has ts, kind, category, status and, when known, findings, value and
+    suspected_cause (a symptom opens nothing; an observe-only warning reads as ok). A
+    sweep's failures are grouped with the replay's own open and just-closed incidents
+    first, as the engine groups them (re-probes are not: the engine groups sweeps);
+    without findings and values, only the stored suspected cause speaks. Re-probes that
+    confirmed a first failure exist only with confirmation on; without, they are
+    dropped. With ``response_time_ms`` the performance samples are re-judged against it
+    (failing when the mean API time is over it), keeping the stored performance
+    sample's suspected cause.
     """
-    cols = ["ts", "kind", "category", "status", "findings", "suspected_cause"]
+    cols = ["ts", "kind", "category", "status", "findings", "suspected_cause", "value"]
     data = samples.reindex(columns=cols)
     if s.response_time_ms is not None and len(performance):
         stored = data[data["category"] == "performance"].drop_duplicates("ts", keep="last")
@@ -132,6 +167,7 @@ def replay(
             "warning" if ms > s.response_time_ms else "ok" for ms in performance["mean_api_ms"]
         ]
         p["findings"] = None
+        p["value"] = None
         data = pd.concat([data[data["category"] != "performance"], p[cols]])
     if not s.confirm:
         data = data[data["kind"] != CONFIRMATION]
@@ -139,12 +175,34 @@ def replay(
         return pd.DataFrame(columns=INCIDENT_COLUMNS)
     data = data.sort_values("ts", kind="stable")
     th = Thresholds(s.failure_threshold, s.success_threshold, s.confirm)
+    grace = timedelta(seconds=s.group_grace_s)
+    observe_only = frozenset(observe_only)
     replays: dict[str, Replay] = {}
-    for ts, kind, cat, status, findings, cause in data.itertuples(index=False, name=None):
-        read = read_status(status, _listed(findings), observe_only)
-        replays.setdefault(cat, Replay(cat, th)).feed(
-            Sample(ts, read, _symptom(cause), kind), decides=kind != VERIFICATION
-        )
+    for sweep in _sweeps(data):
+        ts, kind = sweep[0][0], sweep[0][1]
+        seen = []
+        for _ts, _kind, cat, status, findings, cause, value in sweep:
+            found = _listed(findings)
+            read = read_status(status, found, observe_only)
+            seen.append(
+                Observed.of(cat, status, failing(read), found, _named(value), _cause(cause))
+            )
+        grouped: dict[str, str] = {}
+        if kind not in (CONFIRMATION, VERIFICATION):
+            open_ = {c: r.open.severity for c, r in replays.items() if r.open is not None}
+            tail = {
+                c
+                for c, r in replays.items()
+                for i in r.incidents
+                if grace and i.severity == CRITICAL and i.closed and i.closed > ts - grace
+            }
+            grouped = group(seen, open_, tail)
+        for o in seen:
+            symptom = o.cause is not None or o.category in grouped
+            sample = Sample(ts, read_status(o.status, o.findings, observe_only), symptom, kind)
+            replays.setdefault(o.category, Replay(o.category, th)).feed(
+                sample, decides=kind != VERIFICATION
+            )
     rows = [
         {
             "category": i.category,

@@ -2,33 +2,31 @@
 
 One :meth:`Monitor.tick` decides what is due from ``monitoring.intervals`` (cheap probes
 -- :data:`CHEAP`, all but the heavy work, and the performance sample -- every
-``performance`` interval,
-the full H1-H7 sweep every ``health`` interval), probes, stores the samples, and runs the
-alert state machine per category (its open/confirm/close decisions are
-``lib/alerting.py``'s, fed with the category's recent samples read back from the history;
-the what-if review replays the same functions over stored samples):
+``performance`` interval, the full H1-H7 sweep every ``health`` interval), probes, stores
+the samples, and acts on the decisions of the pure alert state machine, which the
+what-if review replays over stored samples with the same functions. This module only
+gathers the inputs (the sweep, the open and recently closed incidents, the recent
+samples read back from the history) and acts (incidents, alerts, repair requests):
 
-- an incident opens after ``failureThreshold`` failing samples in a row, or at once when
-  an immediate re-probe ``confirmDelaySeconds`` later confirms a first failure, so
-  detection does not wait for the next interval and a single blip opens nothing;
-- symptoms explained by another failure (``suspected_cause``) open nothing of their own,
-  nor do those that follow an open or just-closed incident that explains them (the tail
-  of an outage: clients that queued through it, requests that failed meanwhile);
-- an open incident is re-notified at most every ``reminderMinutes``;
-- it closes after ``successThreshold`` passing samples; its recovery time is the first
-  passing sample of that streak;
-- repairs are requested from the state, not only when an incident opens: every tick,
-  an open incident whose planned repair has no attempt yet (left by ``--no-recovery``, a
-  crash, a preview), or whose last attempt was refused by a limit that has since freed
-  up, yields a :class:`RepairRequest` (unless recovery is off); how repairs then ran is
-  read back from the repair audit, and a failed or refused repair escalates the incident
-  (level 2/3) with an alert;
-- a check that could not run (``Status.error``: the monitor's own problem, e.g. its login
-  is refused) is neither failing nor passing: it opens, closes and repairs nothing, and
-  raises one "monitor degraded" alert (category ``monitor``, kind ``degraded``), reminded
-  like an incident and resolved when the checks run again. So does a history that cannot
-  be written (``ResilientHistory`` spools meanwhile). That state is local (the spool), as
-  it must outlive the ops store.
+- ``lib/grouping.py``: which failures are an open or just-closed incident's symptom or
+  tail (clients that queued through an outage, requests that failed meanwhile); those
+  open nothing of their own;
+- ``lib/alerting.py``: an incident opens after ``failureThreshold`` failing samples in a
+  row, or at once when an immediate re-probe ``confirmDelaySeconds`` later confirms a
+  first failure (so detection does not wait for the next interval and a single blip
+  opens nothing); it closes after ``successThreshold`` passing samples, recovered at the
+  first of them; while held it is re-notified at most every ``reminderMinutes``, not
+  while silenced (:func:`~westep_ops.lib.alerting.remind`);
+- ``monitoring/repair_requests.py``: repairs requested from the state every tick and
+  followed back from the repair audit (a failed or refused repair escalates, level 2/3);
+- ``monitoring/degraded.py``: a check that could not run (``Status.error``: the
+  monitor's own problem) or a history that cannot be written is neither failing nor
+  passing: one "monitor degraded" alert, reminded like an incident;
+- ``monitoring/observation.py``: what a sweep saw, as a sample row and as the state
+  machine reads it.
+
+Its size (~460 lines) is the tick, the cadence, silences, confirmation and verification
+re-probes, alert delivery, and opening/closing incidents: the acting half of one cycle.
 """
 
 from __future__ import annotations
@@ -39,151 +37,43 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from westep_ops.config import Category, Config, RepairAction
+from westep_ops.config import Category, Config
 from westep_ops.environment import Environment
-from westep_ops.lib import alerting
+from westep_ops.lib import alerting, grouping
+from westep_ops.monitoring.degraded import DegradedState
 from westep_ops.monitoring.history import HistoryStore
 from westep_ops.monitoring.notify import Alert, Notifier
-from westep_ops.probes.base import CheckResult, Status
+from westep_ops.monitoring.observation import (
+    CHEAP,
+    MONITOR,
+    PERFORMANCE,
+    UNKNOWN,
+    Observation,
+    RepairRequest,
+    observations,
+)
+from westep_ops.monitoring.repair_requests import RepairFollowing
+from westep_ops.probes.base import CheckResult
 from westep_ops.probes.health import run_health_check
-from westep_ops.probes.performance import PerformanceMonitor, PerformanceSample
+from westep_ops.probes.performance import PerformanceMonitor
 from westep_ops.probes.session import ProbeSession
 from westep_ops.redact import redact
-from westep_ops.repairs.base import monitor_refused
-from westep_ops.repairs.recovery import MONITOR_CATEGORY, OBSERVE_ONLY, plan_repairs
+from westep_ops.repairs.recovery import OBSERVE_ONLY
 
-# The cheap sweep: H1, H2, H7 and the catalog-level checks -- H3 privileges, H5's
-# publication and replication set-up, H6's roles, schema and health endpoint -- so a
-# revoked grant or a dropped publication is seen within one ``performance`` interval. Only
-# heavy work waits for the full sweep: H4's integrity counts and H5's LISTEN/NOTIFY round
-# trip (which a cheap sweep runs too while H5 has an open incident: see Monitor.sweep).
-CHEAP = (
-    Category.connection,
-    Category.pool,
-    Category.tables,
-    Category.realtime,
-    Category.auth,
-    Category.api,
-)
-PERFORMANCE = "performance"
-MONITOR = "monitor"  # the category of "monitor degraded" alerts
-# An error (the check could not run) is unknown: neither failing nor passing.
-UNKNOWN = alerting.UNKNOWN
+__all__ = [
+    "CHEAP",
+    "MONITOR",
+    "PERFORMANCE",
+    "UNKNOWN",
+    "Monitor",
+    "Observation",
+    "RepairRequest",
+    "TickResult",
+    "observations",
+]
+
 RESEND_WINDOW = timedelta(hours=1)  # undelivered alerts older than this are not resent
 RESEND_EVERY_S = 10.0
-# category -> the categories whose incident, open or just closed, explains its failures
-EXPLAINED_BY = {
-    Category.pool.value: (Category.connection.value,),
-    Category.connection.value: (Category.pool.value,),
-    Category.api.value: (Category.connection.value, Category.pool.value),
-    PERFORMANCE: (Category.connection.value, Category.pool.value, Category.api.value),
-}
-# Findings that are a fault of their own whatever came before them.
-OWN_FAULTS = {"direct_connection_failed", "pool_paused", "pool_disabled", "pgbouncer_down"}
-# What a cause category must be failing with, in the same sweep, for its open incident to
-# explain another category's failure (a warning such as slow_connection explains nothing).
-EXPLAINING = {
-    Category.connection.value: {
-        "direct_connection_failed",
-        "pooled_connection_failed",
-        "project_paused",
-    },
-    Category.pool.value: {
-        "pgbouncer_down",
-        "pool_paused",
-        "pool_disabled",
-        "pool_wait",
-        "pool_exhausted",
-        "pool_missing",
-    },
-    Category.api.value: {"endpoint_down"},
-}
-# Pool findings that H1 explains only when PostgreSQL itself is failing: with the direct
-# connection ok, a pool that cannot serve is the pool's own fault.
-POOL_CANNOT_SERVE = {"pool_wait", "pool_exhausted"}
-_RANK = {Status.warning.value: 1, Status.critical.value: 2}
-
-
-@dataclass
-class Observation:
-    """One category's state in a sample (H1-H7, or the performance monitor)."""
-
-    category: str
-    status: str
-    summary: str
-    suspected_cause: str | None = None
-    result: CheckResult | None = None
-    performance: PerformanceSample | None = None
-
-    def row(self) -> dict:
-        """This observation as a history sample row."""
-        if self.result is not None:
-            r = self.result
-            return {
-                "category": self.category,
-                "status": self.status,
-                "summary": self.summary,
-                "findings": r.findings,
-                "suspected_cause": self.suspected_cause,
-                "duration_ms": r.duration_ms,
-                "value": r.values,
-            }
-        p = self.performance
-        value = (
-            {}
-            if p is None
-            else {
-                "problems": p.problems,
-                "mean_api_ms": p.mean_api_ms,
-                "error_rate": p.error_rate,
-                "tps": p.tps,
-            }
-        )
-        return {
-            "category": self.category,
-            "status": self.status,
-            "summary": self.summary,
-            "findings": ["performance_degraded"] if self.failing else [],
-            "value": value,
-        }
-
-    @property
-    def failing(self) -> bool:
-        """Failing enough to open an incident: a warning made only of load figures
-        (``OBSERVE_ONLY``, e.g. clients queued a moment) is shown, not paged."""
-        return alerting.failing(self.read_status)
-
-    @property
-    def read_status(self) -> str:
-        """The status as alerting reads it (as the history reads the stored sample back)."""
-        findings = self.result.findings if self.result is not None else []
-        return alerting.read_status(self.status, findings, OBSERVE_ONLY)
-
-    def sample(self, ts: datetime, kind: str = "sweep") -> alerting.Sample:
-        """This observation for the alert state machine."""
-        return alerting.Sample(ts, self.read_status, self.suspected_cause is not None, kind)
-
-    @property
-    def monitor_refused(self) -> bool:
-        """H1 says the monitor's own direct login was refused: the sweep is half blind."""
-        return self.result is not None and monitor_refused(self.result)
-
-    @property
-    def severity(self) -> str:
-        return "critical" if self.status == Status.critical.value else "warning"
-
-
-@dataclass
-class RepairRequest:
-    incident_id: int
-    category: str
-    action: RepairAction
-    attempt: int = 0  # attempts of this action already on record for the incident
-
-    @property
-    def key(self) -> str:
-        """Unique per incident, action and attempt: the sensor's run key."""
-        return f"incident-{self.incident_id}-{self.action.value}-{self.attempt}"
 
 
 @dataclass
@@ -198,41 +88,12 @@ class TickResult:
     history_error: str | None = None
     spooled: int = 0  # history writes waiting in the local spool after this tick
     suppressed: list[Alert] = field(default_factory=list)  # recorded, not sent: silenced
+    # The re-probes of first failures (and of checks that could not run), as stored with
+    # kind "confirmation": they decide whether an incident opens, so they are reported too.
+    confirmations: list[Observation] = field(default_factory=list)
 
 
-def observations(results: list[CheckResult], perf: PerformanceSample | None) -> list[Observation]:
-    out = [
-        Observation(
-            r.category.value,
-            r.status.value,
-            r.summary,
-            r.suspected_cause.value if r.suspected_cause else None,
-            result=r,
-        )
-        for r in results
-    ]
-    if perf is not None:
-        status = Status.warning.value if perf.problems else Status.ok.value
-        # Slow or failing requests while a check is failing are that failure's symptom;
-        # dead tuples are not anyone's symptom.
-        roots = [o.category for o in out if o.failing and o.suspected_cause is None]
-        # ...and so are they while the monitor's own direct login is refused (it is half
-        # blind then); another check that could not run (a bad metrics URL, no anon key)
-        # mutes nothing.
-        roots += [o.category for o in out if o.monitor_refused]
-        own = any("dead tuples" in p for p in perf.problems)
-        cause = roots[0] if roots and not own else None
-        summary = "; ".join(perf.problems) or "ok"
-        out.append(Observation(PERFORMANCE, status, summary, cause, performance=perf))
-    return out
-
-
-def _manual(attempt: dict) -> bool:
-    """A repair attempt a person launched (recorded with a "manual" trigger)."""
-    return str(attempt.get("trigger") or "").startswith("manual")
-
-
-class Monitor:
+class Monitor(RepairFollowing, DegradedState):
     def __init__(
         self,
         env: Environment,
@@ -256,6 +117,7 @@ class Monitor:
         self._resent_at = 0.0
         self.resend_every_s = RESEND_EVERY_S
         self.silenced: Any = None  # silences.Matcher of the current tick
+        self._confirmations: list[Observation] = []  # this tick's re-probes
 
     def close(self, wait_s: float = 2.0) -> None:
         """Give queued Slack sends up to ``wait_s`` (the rest is resent later), then close."""
@@ -336,6 +198,16 @@ class Monitor:
             return "cheap"
         return None
 
+    def next_due_in(self, now: datetime) -> float:
+        """Seconds until the next sweep (cheap or full) is due; 0 when one is due now."""
+        self.due(now)  # reads the last sweeps from the history the first time
+        iv = self.config.monitoring.intervals
+        nxt = min(
+            self._last["cheap"] + timedelta(milliseconds=iv.performance),
+            self._last["full"] + timedelta(milliseconds=iv.health),
+        )
+        return max(0.0, (nxt - now).total_seconds())
+
     def sweep(self, kind: str) -> tuple[tuple[Category, ...] | None, tuple[Category, ...] | None]:
         """What a sweep of ``kind`` probes: (categories, those whose heavy part runs);
         None is all of them. A cheap sweep runs the heavy part of a category only while
@@ -365,6 +237,7 @@ class Monitor:
         t0 = time.perf_counter()
         now = self.clock()
         out = TickResult()
+        self._confirmations = out.confirmations
         self._deliveries(now)
         kind = force or self.due(now)
         if kind is None:
@@ -453,9 +326,12 @@ class Monitor:
                 self._follow_repairs(incident, out)
                 if d.action == "hold":
                     self._request_repairs(incident, o, out)
-                    if self.silenced_by(o.category):
-                        continue  # reminders pause while silenced
-                    if now - incident["last_notified_at"] >= timedelta(minutes=a.reminder_minutes):
+                    if alerting.remind(
+                        now,
+                        incident["last_notified_at"],
+                        timedelta(minutes=a.reminder_minutes),
+                        silenced=bool(self.silenced_by(o.category)),
+                    ):
                         self._alert(
                             out,
                             now,
@@ -504,82 +380,25 @@ class Monitor:
     def _group_with_recent(
         self, now: datetime, obs: list[Observation], open_: dict[str, dict]
     ) -> None:
-        """Mark failures that follow an open or just-closed incident explaining them.
-
-        After PostgreSQL comes back, pgbouncer may still hold a client that queued through
-        the outage: that is the outage's tail, not a new incident. "Just closed" is within
-        ``alerting.groupGraceIntervals`` cheap-probe intervals; a failure that outlasts the
-        grace opens its own incident. Faults that are their own (the database down, a
-        paused pool) are never grouped. Only a critical incident explains anything, and
-        an open one only while its category fails in this same sweep with a finding that
-        explains (``EXPLAINING``): a lingering warning (idle in transaction, a slow
-        connect) hides nothing. A symptom more severe than its cause is never grouped,
-        nor is a pool that cannot serve (pool_wait/pool_exhausted) under an open
-        connection incident while the direct connection works, except when its oldest
-        waiter queued before PostgreSQL (re)started during a critical connection incident
-        that is open or just closed (the outage's tail, seen by H2 as
-        ``max_wait_since_server_start_s``).
-        """
+        """Mark failures that follow an open or just-closed incident explaining them (the
+        outage's tail, its symptoms): ``lib/grouping.py`` decides, from this sweep, the
+        open incidents and the critical ones closed within ``alerting.groupGraceIntervals``
+        cheap-probe intervals."""
         a = self.config.monitoring.alerting
         grace = timedelta(
             milliseconds=self.config.monitoring.intervals.performance * a.group_grace_intervals
         )
-        candidates = [
-            o
-            for o in obs
-            if o.failing
-            and o.suspected_cause is None
-            and o.category not in open_
-            and o.category in EXPLAINED_BY
-            and not (o.result is not None and OWN_FAULTS & set(o.result.findings))
-        ]
-        if not candidates:
-            return
-        by_cat = {x.category: x for x in obs}
-        # open incidents that explain now: category -> severity rank
-        causes: dict[str, int] = {}
-        for c, incident in open_.items():
-            now_obs = by_cat.get(c)
-            if (
-                incident.get("severity") == Status.critical.value
-                and now_obs is not None
-                and now_obs.status == Status.critical.value
-                and now_obs.result is not None
-                and EXPLAINING.get(c, set()) & set(now_obs.result.findings)
-            ):
-                causes[c] = _RANK[Status.critical.value]
-        tail = (
-            set(self.history.recently_closed(now - grace, critical_only=True)) if grace else set()
-        )
-        conn = by_cat.get(Category.connection.value)
-        direct_ok = (
-            conn is not None
-            and conn.result is not None
-            and "direct_connection_failed" not in conn.result.findings
-            and "direct_error" not in conn.result.values
-        )
-        open_critical = {c for c, i in open_.items() if i.get("severity") == Status.critical.value}
-        for o in candidates:
-            findings = set(o.result.findings) if o.result is not None else set()
-            # H2 saw a client that queued before PostgreSQL (re)started: the outage's tail.
-            queued_through = o.result is not None and (
-                "max_wait_since_server_start_s" in o.result.values
-            )
-            for c in EXPLAINED_BY[o.category]:
-                if c == Category.connection.value and direct_ok and findings & POOL_CANNOT_SERVE:
-                    # a pool that cannot serve while PostgreSQL answers is the pool's fault,
-                    # unless its waiter queued through the restart of a connection outage
-                    if queued_through and (c in tail or c in open_critical):
-                        o.suspected_cause = c
-                        break
-                    continue
-                if c in tail and c not in causes:
-                    o.suspected_cause = c  # the real tail: a critical incident just closed
-                    break
-                if c not in causes or _RANK.get(o.status, 0) > causes[c]:
-                    continue
-                o.suspected_cause = c
-                break
+
+        def tail() -> set[str]:
+            if not grace:
+                return set()
+            return set(self.history.recently_closed(now - grace, critical_only=True))
+
+        severities = {c: str(i.get("severity") or "") for c, i in open_.items()}
+        grouped = grouping.group([o.observed() for o in obs], severities, tail)
+        for o in obs:
+            if o.category in grouped:
+                o.suspected_cause = grouped[o.category]
 
     def _open(self, o: Observation, started: datetime | None, out: TickResult) -> None:
         detected = self.clock()
@@ -627,171 +446,10 @@ class Monitor:
             fresh = self.probe(checks, heavy=checks, with_performance=False)
         fresh = [x for x in fresh if x.category in wanted]
         self.history.add_samples(self.clock(), "confirmation", [x.row() for x in fresh])
+        self._confirmations.extend(fresh)
         if still is not None:
             return [x for x in fresh if still(x)]
         return [x for x in fresh if x.failing and x.suspected_cause is None]
-
-    def _plan_for(self, o: Observation) -> tuple[list[Any], list[Any]]:
-        refused = [r for r in self._refused if r is not o.result]
-        results = [o.result] if o.result is not None else []
-        plan, escalations = plan_repairs(
-            results + refused, o.performance if o.result is None else None, self.config
-        )
-        # the misconfiguration itself is the "monitor degraded" alert's, not this incident's
-        return plan, [e for e in escalations if e.category != MONITOR_CATEGORY]
-
-    def _plan(self, iid: int, o: Observation, out: TickResult, now: datetime) -> None:
-        if self.silenced_by(o.category):
-            return  # no repair and no escalation while silenced; judged afresh at its end
-        plan, escalations = self._plan_for(o)
-        for e in escalations:
-            self.history.update_incident(iid, escalation=e.level)
-            self._alert(
-                out,
-                now,
-                "escalated",
-                "critical" if e.level == 3 else o.severity,
-                o.category,
-                f"level {e.level}: {e.reason}",
-                iid,
-            )
-        if not plan:
-            return
-        if not self.recovery:
-            self._alert(
-                out,
-                now,
-                "escalated",
-                o.severity,
-                o.category,
-                "level 2: automatic recovery is off; would run "
-                + ", ".join(p.action.value for p in plan),
-                iid,
-            )
-            self.history.update_incident(iid, escalation=2)
-            return
-        out.repairs += [RepairRequest(iid, o.category, p.action) for p in plan]
-
-    def _request_repairs(self, incident: dict, o: Observation, out: TickResult) -> None:
-        """Ask again for what the open incident's plan still lacks (level-triggered).
-
-        An action with no attempt yet is requested; one whose last attempt was refused is
-        requested again once the hourly limit has room. A failed repair is not retried:
-        it escalated, and a person decides.
-        """
-        if not self.recovery or o.suspected_cause is not None:
-            return  # off, or now a symptom of another failure: that one's repair comes first
-        if self.silenced_by(o.category):
-            return  # silenced: no automatic repair (an operator may be at work)
-        plan, _escalations = self._plan_for(o)
-        if not plan:
-            return
-        attempts = self.history.repair_outcomes(incident["id"])
-        for p in plan:
-            mine = [a for a in attempts if a["action"] == p.action.value]
-            if mine and mine[-1]["outcome"] == "running" and self._reap(p.action):
-                mine[-1] = {**mine[-1], "outcome": "interrupted"}
-            retry = mine and mine[-1]["outcome"] in ("refused", "interrupted")
-            if mine and not (retry and self._limit_free(p.action)):
-                continue
-            out.repairs.append(RepairRequest(incident["id"], o.category, p.action, len(mine)))
-
-    def _limit_free(self, action: RepairAction) -> bool:
-        from westep_ops.store import OpsStore
-
-        # The file fallback counts while the ops store is down, as the runner will.
-        with OpsStore(
-            self.env.storage_url,
-            connect_timeout_ms=self.config.monitoring.timeouts.connect,
-            unreachable=self.history.error,
-        ) as store:
-            count, _source = store.attempts_last_hour(action.value)
-        return count < self.config.monitoring.auto_recovery.max_attempts_per_hour
-
-    def _reap(self, action: RepairAction) -> bool:
-        """A "running" attempt whose lock is free belongs to a dead process: mark it
-        interrupted (True). False while it really runs somewhere."""
-        from westep_ops.store import LocalLock, OpsStore
-
-        local = LocalLock(action.value)
-        if not local.acquire():
-            return False
-        try:
-            with OpsStore(
-                self.env.storage_url,
-                connect_timeout_ms=self.config.monitoring.timeouts.connect,
-                unreachable=self.history.error,
-            ) as store:
-                lock = store.try_lock(action.value)
-                if lock is False:
-                    return False
-                try:
-                    store.reap_interrupted(action.value)
-                finally:
-                    if lock:
-                        store.unlock(action.value)
-            return True
-        finally:
-            local.release()
-
-    def _follow_repairs(self, incident: dict, out: TickResult) -> None:
-        """Read back how the incident's repairs went: record success, escalate failure.
-
-        Every attempt is followed, not only the first: each failed, refused or
-        interrupted attempt not yet escalated raises one escalation, also after an
-        earlier success or escalation. The incident is marked recovered by the actions
-        whose latest attempt really repaired something ("nothing to do" repaired nothing).
-        """
-        attempts = self.history.repair_outcomes(incident["id"])
-        if not attempts:
-            return
-        latest = list({a["action"]: a for a in attempts}.values())
-        if any(a["outcome"] == "running" for a in latest):
-            return  # still running (or its process died: _request_repairs finds out)
-        ok = ("repaired", "nothing_to_do", "skipped", "done_by_other")
-        seen = set(self._state(f"escalated:{incident['id']}") or [])
-        new_bad = [
-            (f"{i}:{a['action']}:{a['outcome']}", a)
-            for i, a in enumerate(attempts)
-            if a["outcome"] not in ok and f"{i}:{a['action']}:{a['outcome']}" not in seen
-        ]
-        bad = [a for a in latest if a["outcome"] not in ok]
-        now = self.clock()
-        if new_bad and bad:
-            self._set_state(f"escalated:{incident['id']}", sorted(seen | {k for k, _a in new_bad}))
-            bad = [a for _k, a in new_bad]
-            level = max(a["escalation"] or 2 for a in bad)
-            self.history.update_incident(incident["id"], escalation=level)
-            manual = [_manual(a) for a in bad]
-            who = (
-                "a manual repair"
-                if all(manual)
-                else "repair"
-                if any(manual)
-                else "automatic repair"
-            )
-            self._alert(
-                out,
-                now,
-                "escalated",
-                "critical",
-                incident["category"],
-                f"level {level}: {who} did not fix it: "
-                + "; ".join(
-                    f"{a['action']}{' (manual)' if _manual(a) else ''} {a['outcome']}: {a['summary']}"
-                    for a in bad
-                ),
-                incident["id"],
-            )
-        elif not bad:
-            # A person's repair is not an automatic recovery (the SLA counts auto: ones).
-            repaired = [
-                a["action"] for a in latest if a["outcome"] == "repaired" and not _manual(a)
-            ]
-            label = "auto:" + ",".join(repaired) if repaired else None
-            if repaired and incident.get("recovered_by") != label:
-                self.history.update_incident(incident["id"], recovered_by=label)
-                incident["recovered_by"] = label
 
     def _alert(
         self,
@@ -816,90 +474,3 @@ class Monitor:
             return
         self.history.set_alert_channels(a.alert_id, self.notifier.alert(a))
         out.alerts.append(a)
-
-    # -- monitor degraded ---------------------------------------------------------------------
-    def _degraded(self, now: datetime, obs: list[Observation], out: TickResult) -> None:
-        """One alert per cause of blindness, reminded like an incident, resolved when it ends.
-
-        Confirmed first, as outages are: checks that could not run are re-probed once
-        ``confirmDelaySeconds`` later, and the history must stay unavailable that long
-        (the spool loses nothing meanwhile, so a blip needs nobody).
-        """
-        # A check that could not run because the database is down (suspected_cause set)
-        # is the outage's symptom, not the monitor's problem: the outage is alerted.
-        errors = [o for o in obs if o.status == UNKNOWN and o.suspected_cause is None]
-        seen = {o.category for o in obs}
-        checks = self._state("degraded:checks")
-        if errors and checks is None:
-            wanted = {o.category for o in errors}
-            # H1 goes into the re-probe too, so an outage that began meanwhile is seen as one.
-            h1 = [o for o in obs if o.category == Category.connection.value and o not in errors]
-            errors = self._confirm(
-                errors + h1, still=lambda x: x.status == UNKNOWN and x.suspected_cause is None
-            )
-            seen |= wanted
-        if errors:
-            cause = "; ".join(f"{o.category}: {o.summary}" for o in errors)
-            cats = sorted({o.category for o in errors} | set((checks or {}).get("categories", [])))
-            self._degrade(now, out, "checks", cause, cats)
-        elif checks and set(checks["categories"]) <= seen:
-            self._undegrade(now, out, "checks", "the checks run again")
-        history = self._state("degraded:history")
-        if self.history.error:
-            hold = timedelta(seconds=self.config.monitoring.alerting.confirm_delay_seconds)
-            since = history["since"] if history else self._state("history:failing_since")
-            if since is None:
-                self._set_state("history:failing_since", now)
-            elif history or now - since >= hold:
-                self._degrade(
-                    now,
-                    out,
-                    "history",
-                    f"history unavailable ({self.history.error}); samples, incidents and "
-                    "alerts are spooled locally until the ops store returns",
-                    [],
-                    since=since,
-                )
-        else:
-            self._set_state("history:failing_since", None)
-            if history:
-                self._undegrade(
-                    now, out, "history", "history available again; spooled writes replayed"
-                )
-
-    def _degrade(
-        self,
-        now: datetime,
-        out: TickResult,
-        key: str,
-        cause: str,
-        categories: list[str],
-        since: datetime | None = None,
-    ) -> None:
-        state = self._state(f"degraded:{key}")
-        reminder = timedelta(minutes=self.config.monitoring.alerting.reminder_minutes)
-        if state is None:
-            self._alert(
-                out, now, "degraded", "warning", MONITOR, f"monitor degraded: {cause}", None
-            )
-            state = {"since": since or now, "last_notified": now}
-        elif now - state["last_notified"] >= reminder:
-            self._alert(
-                out, now, "reminder", "warning", MONITOR, f"monitor still degraded: {cause}", None
-            )
-            state["last_notified"] = now
-        self._set_state(f"degraded:{key}", {**state, "cause": cause, "categories": categories})
-
-    def _undegrade(self, now: datetime, out: TickResult, key: str, why: str) -> None:
-        state = self._state(f"degraded:{key}")
-        took = (now - state["since"]).total_seconds()
-        self._alert(
-            out,
-            now,
-            "resolved",
-            "info",
-            MONITOR,
-            f"monitor no longer degraded ({why}) after {took:.0f} s: was {state['cause']}",
-            None,
-        )
-        self._set_state(f"degraded:{key}", None)

@@ -20,11 +20,12 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error
+from westep_ops.db import DeadlineExceeded, deadline, describe_error, store_connection
 from westep_ops.probes.performance import PerformanceSample
-from westep_ops.redact import redact
+from westep_ops.redact import redact, redact_tree
 from westep_ops.spool import Spool
 from westep_ops.store import migrate
 
@@ -43,10 +44,12 @@ def _why(e: BaseException) -> str:
 
 
 class HistoryStore:
-    """One kept connection to the ops database, reopened when it breaks.
+    """The history in the ops database, one transaction at a time.
 
-    Every transaction has ``statement_timeout`` on the server and a client-side deadline
-    a little longer (``db.deadline``), so a stopped server costs at most that long.
+    Each transaction takes a connection from the process's ops-store pool
+    (:func:`westep_ops.db.store_connection`: opened directly and migrated the first time,
+    reused afterwards) and has ``statement_timeout`` on the server and a client-side
+    deadline a little longer (``db.deadline``), so a stopped server costs at most that long.
     """
 
     def __init__(
@@ -60,45 +63,37 @@ class HistoryStore:
         self.connect_timeout_ms = connect_timeout_ms
         self.statement_timeout_ms = statement_timeout_ms
         self.deadline_ms = statement_timeout_ms + 1000
-        self._conn: psycopg.Connection | None = None
         self.error: str | None = None  # set by ResilientHistory; a plain store raises instead
 
-    def _connect(self) -> psycopg.Connection:
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A store connection for the block; HistoryUnavailable when the store is not there."""
         if not self.url:
             raise HistoryUnavailable("WESTEP_OPS_STORAGE_URL is not set")
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            conn = None
-            try:
-                conn = connect(
-                    self.url,
-                    connect_timeout_ms=self.connect_timeout_ms,
-                    statement_timeout_ms=self.statement_timeout_ms,
-                    autocommit=False,
-                )
-                with deadline(conn, self.deadline_ms):
-                    migrate(conn)
-            except (psycopg.Error, DeadlineExceeded) as e:
-                if conn is not None:
-                    conn.close()
-                self._conn = None
-                raise HistoryUnavailable(_why(e)) from None
-            self._conn = conn
-        return self._conn
+        try:
+            with store_connection(
+                self.url,
+                connect_timeout_ms=self.connect_timeout_ms,
+                statement_timeout_ms=self.statement_timeout_ms,
+                autocommit=False,
+                prepare=migrate,
+            ) as conn:
+                yield conn
+        except _UNAVAILABLE as e:
+            raise HistoryUnavailable(_why(e)) from None
 
     @contextmanager
     def tx(self) -> Iterator[psycopg.Connection]:
-        conn = self._connect()
-        try:
-            with deadline(conn, self.deadline_ms), conn.transaction():
-                yield conn
-        except _UNAVAILABLE as e:
-            conn.close()
-            raise HistoryUnavailable(_why(e)) from None
+        with self._connection() as conn:
+            try:
+                with deadline(conn, self.deadline_ms), conn.transaction():
+                    yield conn
+            except _UNAVAILABLE:
+                conn.close()  # cut or dead: never back into the pool
+                raise
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Nothing of its own to close: connections go back to the pool after each use."""
 
     # -- writes ---------------------------------------------------------------------------
     def _write(self, op: str, args: dict[str, Any]) -> int | None:
@@ -191,9 +186,10 @@ class HistoryStore:
     # -- reads ----------------------------------------------------------------------------
     def open_incidents(self) -> dict[str, dict[str, Any]]:
         with self.tx() as conn:
-            cur = conn.execute("SELECT * FROM westep_ops.incidents WHERE closed_at IS NULL")
-            cols = [d.name for d in cur.description or []]
-            return {r[1]: dict(zip(cols, r, strict=True)) for r in cur.fetchall()}
+            cur = conn.cursor(row_factory=dict_row).execute(
+                "SELECT * FROM westep_ops.incidents WHERE closed_at IS NULL"
+            )
+            return {r["category"]: r for r in cur.fetchall()}
 
     def recently_closed(
         self, since: datetime, *, critical_only: bool = False
@@ -230,24 +226,22 @@ class HistoryStore:
     def undelivered(self, channel: str, since: datetime, limit: int) -> list[dict[str, Any]]:
         """Alerts since ``since`` that ``channel`` has not taken yet, oldest first."""
         with self.tx() as conn:
-            cur = conn.execute(
+            cur = conn.cursor(row_factory=dict_row).execute(
                 "SELECT id, incident_id, ts, kind, severity, category, message FROM westep_ops.alerts"
                 " WHERE ts >= %s AND NOT %s = ANY(channels) AND suppressed_by IS NULL"
                 " ORDER BY id LIMIT %s",
                 (since, channel, limit),
             )
-            cols = [d.name for d in cur.description or []]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            return cur.fetchall()
 
     def repair_outcomes(self, incident_id: int) -> list[dict[str, Any]]:
         with self.tx() as conn:
-            cur = conn.execute(
+            cur = conn.cursor(row_factory=dict_row).execute(
                 "SELECT action, outcome, summary, escalation, trigger FROM westep_ops.repair_attempts"
                 " WHERE incident_id = %s AND NOT dry_run ORDER BY id",
                 (incident_id,),
             )
-            cols = [d.name for d in cur.description or []]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            return cur.fetchall()
 
     def alerts(
         self, *, open_only: bool = False, unlabelled: bool = False, limit: int = 50
@@ -256,7 +250,7 @@ class HistoryStore:
         sent (not suppressed by a silence) and nobody has labelled yet: what the alert
         precision would count if a person judged them."""
         with self.tx() as conn:
-            cur = conn.execute(
+            cur = conn.cursor(row_factory=dict_row).execute(
                 # An alert without an incident ("monitor degraded") belongs to no open one.
                 psycopg.sql.SQL(
                     "SELECT a.*, (i.id IS NOT NULL AND i.closed_at IS NULL) AS incident_open"
@@ -267,8 +261,7 @@ class HistoryStore:
                 ).format(unlabelled=UNLABELLED),
                 (open_only, unlabelled, limit),
             )
-            cols = [d.name for d in cur.description or []]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            return cur.fetchall()
 
     def acknowledge(self, alert_id: int, by: str, ts: datetime) -> bool:
         with self.tx() as conn:
@@ -288,7 +281,7 @@ class HistoryStore:
         when there is no such alert.
         """
         with self.tx() as conn:
-            cur = conn.execute(
+            cur = conn.cursor(row_factory=dict_row).execute(
                 "WITH old AS (SELECT id, label FROM westep_ops.alerts WHERE id = %s FOR UPDATE)"
                 " UPDATE westep_ops.alerts a SET label = %s, labeled_at = %s FROM old"
                 " WHERE a.id = old.id RETURNING a.kind, a.incident_id, old.label AS previous,"
@@ -296,9 +289,7 @@ class HistoryStore:
                 "  AND o.kind = 'opened') AS opened_id",
                 (alert_id, real, ts),
             )
-            row = cur.fetchone()
-            cols = [d.name for d in cur.description or []]
-        return dict(zip(cols, row, strict=True)) if row else None
+            return cur.fetchone()
 
 
 # The alerts a person should judge: opened, sent (a silenced one was never sent and is not
@@ -453,9 +444,8 @@ def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int 
 
 
 def _json_safe(value: Any) -> Any:
-    import json
-
-    return json.loads(redact(json.dumps(value, default=str)))
+    """JSON-ready with every string redacted (walked, not the serialised text)."""
+    return redact_tree(value)
 
 
 # Last answers of the store per (url, question), kept for the process's lifetime so that
@@ -528,14 +518,15 @@ class ResilientHistory(HistoryStore):
             start, spent = time.monotonic(), 0.0
         try:
             while spent < self.replay_budget_s and self.spool.count():
-                conn = self._connect()
                 t0 = time.monotonic()
                 try:
-                    with deadline(conn, self.deadline_ms + 5000):
-                        n = self.spool.replay(conn, apply_entry, limit=100)
-                except _UNAVAILABLE as e:
-                    conn.close()
-                    raise HistoryUnavailable(_why(e)) from None
+                    with self._connection() as conn:
+                        try:
+                            with deadline(conn, self.deadline_ms + 5000):
+                                n = self.spool.replay(conn, apply_entry, limit=100)
+                        except _UNAVAILABLE:
+                            conn.close()
+                            raise
                 finally:
                     spent += time.monotonic() - t0
                 self.replayed += n

@@ -40,7 +40,7 @@ from tenacity import (
 )
 
 from westep_ops.environment import Environment
-from westep_ops.redact import redact
+from westep_ops.redact import redact, redact_tree
 from westep_ops.store import log_dir
 
 
@@ -126,7 +126,7 @@ class Notifier:
         """Append one JSON event (redacted) to the day's event file."""
         record = {"ts": ts.astimezone(self.tz).isoformat(timespec="seconds"), **fields}
         path = log_dir() / f"monitoring-events-{self._day(ts)}.json"
-        line = redact(json.dumps(record, default=str, ensure_ascii=False)) + "\n"
+        line = json.dumps(redact_tree(record), ensure_ascii=False) + "\n"
         with self._lock, open(path, "a", encoding="utf-8") as f:
             f.write(line)
 

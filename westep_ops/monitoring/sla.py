@@ -177,6 +177,7 @@ def parse_settings(path: str | None, config: Config) -> list[Setting]:
         a.success_threshold,
         True,
         config.monitoring.thresholds.response_time,
+        config.monitoring.intervals.performance * a.group_grace_intervals / 1000,
     )
 
     def given(value: Any, default: Any) -> Any:
@@ -189,15 +190,16 @@ def parse_settings(path: str | None, config: Config) -> list[Setting]:
             given(e.success_threshold, current.success_threshold),
             e.confirm,
             given(e.response_time, current.response_time_ms),
+            current.group_grace_s,
         )
         for e in read_thresholds(path)
     ]
 
 
-# The what-if replays the samples as the engine read them: findings (observe-only) and
-# the sweep's suspected cause (a symptom opens nothing) too.
+# The what-if replays the samples as the engine read them: findings (observe-only), the
+# sweep's suspected cause (a symptom opens nothing) and the figures grouping reads too.
 WHATIF_SAMPLES = (
-    "SELECT ts, kind, category, status, findings, suspected_cause FROM westep_ops.samples"
+    "SELECT ts, kind, category, status, findings, suspected_cause, value FROM westep_ops.samples"
     " WHERE ts >= %s AND ts < %s ORDER BY ts, id"
 )
 

@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
+from psycopg.rows import dict_row
 
 from westep_ops.monitoring.history import UNLABELLED
 from westep_ops.monitoring.notify import UNLABELLED_COMMAND, label_command
@@ -92,9 +93,8 @@ def daily_summary(conn: psycopg.Connection, day: date, tz: str) -> DailySummary:
     out = DailySummary(day, tz)
 
     def rows(query: psycopg.sql.Composable) -> list[dict[str, Any]]:
-        cur = conn.execute(query, {"start": start, "end": end})
-        cols = [d.name for d in cur.description or []]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        cur = conn.cursor(row_factory=dict_row)
+        return cur.execute(query, {"start": start, "end": end}).fetchall()
 
     out.critical = rows(
         psycopg.sql.SQL(

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from westep_ops.config import Category, RepairAction, qualified_name, split_name
 from westep_ops.db import admin_command, admin_show
@@ -176,9 +177,9 @@ def _wait_gone(conn: Any, rows: list[dict[str, Any]], timeout: float = 5) -> Non
         time.sleep(0.05)
 
 
-def _dict_rows(cur: Any) -> list[dict[str, Any]]:
-    cols = [d.name for d in cur.description or []]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+def _dicts(conn: Any, query: Any, params: Any = None) -> list[dict[str, Any]]:
+    """The rows of ``query`` as dicts (psycopg's ``dict_row``)."""
+    return conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
 
 
 @repair(
@@ -190,14 +191,13 @@ def _dict_rows(cur: Any) -> list[dict[str, Any]]:
 def restore_db_connection(ctx: RepairContext) -> str:
     th = ctx.config.monitoring.thresholds
     with ctx.db() as conn:
-        rows = _dict_rows(
-            conn.execute(
-                STUCK_SQL,
-                {
-                    "idle_s": th.idle_in_transaction_seconds,
-                    "stuck_s": ctx.config.repairs.stuck_query_seconds,
-                },
-            )
+        rows = _dicts(
+            conn,
+            STUCK_SQL,
+            {
+                "idle_s": th.idle_in_transaction_seconds,
+                "stuck_s": ctx.config.repairs.stuck_query_seconds,
+            },
         )
         conn.rollback()
     if not rows:
@@ -279,14 +279,13 @@ def _restore_pool(ctx: RepairContext, admin: Any) -> None:
         ]
         pids = [s["remote_pid"] for s in servers if s.get("remote_pid")]
         with ctx.db() as conn:
-            stuck = _dict_rows(
-                conn.execute(
-                    sql.SQL(
-                        "SELECT {} FROM pg_stat_activity WHERE pid = ANY(%s) AND state = 'active'"
-                        " AND now() - coalesce(query_start, xact_start) > make_interval(secs => %s)"
-                    ).format(_SESSION_COLS),
-                    (pids, stuck_s),
-                )
+            stuck = _dicts(
+                conn,
+                sql.SQL(
+                    "SELECT {} FROM pg_stat_activity WHERE pid = ANY(%s) AND state = 'active'"
+                    " AND now() - coalesce(query_start, xact_start) > make_interval(secs => %s)"
+                ).format(_SESSION_COLS),
+                (pids, stuck_s),
             )
             conn.rollback()
         if stuck:
@@ -363,7 +362,8 @@ def _privilege_rows(conn: Any, triples: list[tuple[str, str, str]]) -> list[dict
     if not triples:
         return []
     names = [split_name(t) for t, _, _ in triples]
-    cur = conn.execute(
+    return _dicts(
+        conn,
         TABLE_PRIVS_SQL,
         (
             [t for t, _, _ in triples],
@@ -373,8 +373,6 @@ def _privilege_rows(conn: Any, triples: list[tuple[str, str, str]]) -> list[dict
             [p for _, _, p in triples],
         ),
     )
-    cols = [d.name for d in cur.description or []]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 def missing_grants(ctx: RepairContext, conn: Any) -> list[tuple[str, str, str]]:
@@ -601,10 +599,8 @@ def _tables_to_optimize(ctx: RepairContext, conn: Any) -> list[dict[str, Any]]:
     )
     # Exact names, matched in the catalogs (public."Step" is not public.step).
     parts = [split_name(t) for t in tables]
-    cur = conn.execute(STATS_SQL, ([p[0] for p in parts], [p[1] for p in parts]))
-    cols = [d.name for d in cur.description or []]
     out = []
-    for row in (dict(zip(cols, r, strict=True)) for r in cur.fetchall()):
+    for row in _dicts(conn, STATS_SQL, ([p[0] for p in parts], [p[1] for p in parts])):
         row["t"] = qualified_name(row["schema_name"], row["table_name"])
         live = row["live"] if row["live"] and row["live"] > 0 else 0  # stats may be unknown
         reasons = []

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 REQUEST_TIMEOUT = 5.0
 _pool = ThreadPoolExecutor(max_workers=32)
@@ -202,14 +203,13 @@ class Handler(BaseHTTPRequestHandler):
         role = self._role() or "anon"
 
         def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
-            with conn.cursor() as cur:
+            with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
                 cur.execute(
                     "SELECT id, user_id, title, is_public, created_at FROM public.steps ORDER BY id LIMIT %s",
                     (limit,),
                 )
-                cols = [d.name for d in cur.description or []]
-                return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+                return cur.fetchall()
 
         return _with_db(self.db_url, read)
 

@@ -5,11 +5,15 @@ The sweep itself is the plain probe code; here its results become check evaluati
 UI shows which category failed and why. Scheduling and partitions come with monitoring.
 """
 
+from typing import Any
+
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -20,7 +24,7 @@ from westep_ops.defs import owners
 from westep_ops.probes.base import H_NUMBER, CheckResult, Status, exit_code, worst
 from westep_ops.probes.health import run_health_check
 from westep_ops.probes.session import ProbeSession
-from westep_ops.redact import redact
+from westep_ops.redact import redact, redact_tree
 from westep_ops.resources import MonitoredStackResource
 
 CHECK_DESCRIPTIONS = {
@@ -38,33 +42,82 @@ def check_name(category: Category) -> str:
     return f"{H_NUMBER[category].lower()}_{category.value}"
 
 
-def check_result(r: CheckResult) -> AssetCheckResult:
-    """A probe result as a Dagster check evaluation (status -> pass/severity)."""
-    metadata = {
+# The status as a number the Plots tab can draw (0 fine ... 2 critical; 3 could not look).
+STATUS_LEVEL = {
+    Status.ok: 0,
+    Status.not_configured: 0,
+    Status.warning: 1,
+    Status.critical: 2,
+    Status.error: 3,
+}
+
+
+def evaluation_metadata(
+    r: CheckResult, probe: str, suspected_cause: str | None = None
+) -> dict[str, Any]:
+    """One probe's evaluation metadata, the same wherever it ran (sensor sweep, confirmation,
+    a repair's verification, a health_check run): text for people, numbers for the Plots tab
+    (``status_level``, ``duration_ms`` and every top-level numeric value as ``value.<name>``).
+
+    ``probe`` says which probe decided: cheap/full (a scheduled sweep), confirmation,
+    verification (after a repair), recovery (recovery_job's first check) or run (a
+    health_check materialization).
+    """
+    metadata: dict[str, Any] = {
+        "probe": probe,
         "status": r.status.value,
+        "status_level": STATUS_LEVEL[r.status],
         "summary": redact(r.summary),
-        "duration_ms": r.duration_ms,
+        "duration_ms": float(r.duration_ms),
         "source": r.source or "-",
+        "findings": ", ".join(r.findings) or "-",
         "values": MetadataValue.json(_jsonable(r.values)),
         "thresholds": MetadataValue.json(_jsonable(r.thresholds)),
-        "findings": ", ".join(r.findings) or "-",
     }
-    if r.suspected_cause:
-        metadata["suspected_cause"] = r.suspected_cause.value
+    for key, value in r.values.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metadata[f"value.{key}"] = value if isinstance(value, int) else float(value)
+    cause = suspected_cause or (r.suspected_cause.value if r.suspected_cause else None)
+    if cause:
+        metadata["suspected_cause"] = cause
+    return metadata
+
+
+def _passed(r: CheckResult) -> bool:
+    return r.status in (Status.ok, Status.not_configured)  # not configured: nothing to fail
+
+
+def _severity(r: CheckResult) -> AssetCheckSeverity:
+    return AssetCheckSeverity.WARN if r.status is Status.warning else AssetCheckSeverity.ERROR
+
+
+def check_result(r: CheckResult) -> AssetCheckResult:
+    """A probe result of a health_check run as a Dagster check result (status -> pass/severity)."""
     return AssetCheckResult(
         check_name=check_name(r.category),
-        passed=r.status in (Status.ok, Status.not_configured),  # not configured: nothing to fail
-        severity=AssetCheckSeverity.WARN
-        if r.status is Status.warning
-        else AssetCheckSeverity.ERROR,
-        metadata=metadata,
+        passed=_passed(r),
+        severity=_severity(r),
+        metadata=evaluation_metadata(r, "run"),
+    )
+
+
+def check_evaluation(
+    r: CheckResult, probe: str, suspected_cause: str | None = None
+) -> AssetCheckEvaluation:
+    """A probe result outside a health_check run (the sensor's sweeps and confirmations, a
+    repair run's verification) as an evaluation of the same check, with the same metadata."""
+    return AssetCheckEvaluation(
+        asset_key=AssetKey("health_check"),
+        check_name=check_name(r.category),
+        passed=_passed(r),
+        severity=_severity(r),
+        metadata=evaluation_metadata(r, probe, suspected_cause),
     )
 
 
 def _jsonable(value: object) -> object:
-    import json
-
-    return json.loads(redact(json.dumps(value, default=str)))
+    """JSON-ready with every string redacted (walked, not the serialised text)."""
+    return redact_tree(value)
 
 
 @asset(

@@ -1,7 +1,5 @@
 """Connectivity as a Dagster job: the first thing an on-call engineer runs from the UI."""
 
-from dataclasses import replace
-
 from dagster import Failure, MetadataValue, OpExecutionContext, job, op
 
 from westep_ops.probes.connection import test_connections
@@ -17,7 +15,7 @@ def test_connection(
 ) -> None:
     env = stack.environment()
     if ops_storage.value():
-        env = replace(env, storage_url=ops_storage.value())
+        env = env.replace(storage_url=ops_storage.value())
     results = test_connections(env, stack.config())
     table = "| target | ok | connect ms | query ms | detail |\n|---|---|---|---|---|\n" + "\n".join(
         f"| {r.target} | {'yes' if r.ok else 'skipped' if r.skipped else 'NO'} | {r.connect_ms or ''} | {r.query_ms or ''} "

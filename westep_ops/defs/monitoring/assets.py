@@ -1,29 +1,42 @@
 """Daily-partitioned views of the monitoring history, recomputed from the ops store.
 
-Each asset reads the stored samples/incidents of its days, writes its own rollup rows
-(so re-running a past day gives the same answer) and returns a ``MaterializeResult``
-with the figures as metadata; backfills run the whole range in one run.
+Each asset reads the stored samples/incidents of its days and writes its own rollup rows
+(so re-running a past day gives the same answer). Backfills run the whole range in one
+run, and each day still gets its own figures: the metadata is added per partition
+(``context.add_asset_metadata(..., partition_key=day)``, which Dagster merges into that
+day's materialization event; whatever a ``MaterializeResult`` carries would be stamped
+on every day of the range, so it carries none). ``health_samples``' availability checks
+are partitioned too: one evaluation per day, so the UI says which day missed the target.
+
+Where the numbers come from: the samples are what the monitoring sensor's sweeps store
+(the observable source asset ``probe_samples``); the daily assets read them.
 """
 
 import base64
 import io
-from datetime import datetime, timedelta
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 from dagster import (
-    AssetCheckResult,
+    AssetCheckEvaluation,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
+    Output,
+    PreviewWarning,
     asset,
 )
 
 from westep_ops.config import Category, load_config
 from westep_ops.defs import owners
-from westep_ops.defs.monitoring.partitions import TIMEZONE, daily
+from westep_ops.defs.monitoring.partitions import TIMEZONE, daily, partition_progress
 from westep_ops.defs.monitoring.tables import markdown_table
 from westep_ops.lib import sla
 from westep_ops.monitoring.history import HistoryStore
@@ -49,6 +62,15 @@ def _window(context: AssetExecutionContext) -> tuple[datetime, datetime]:
     return w.start, w.end
 
 
+def days(context: AssetExecutionContext) -> list[tuple[str, datetime, datetime]]:
+    """The run's days as (partition key, local start, local end): one, or a backfill's range."""
+    out = []
+    for key in context.partition_keys:
+        w = daily.time_window_for_partition_key(key)
+        out.append((key, w.start, w.end))
+    return out
+
+
 def _frame(store: HistoryStore, query: str, params: tuple) -> pd.DataFrame:
     with store.tx() as conn:
         cur = conn.execute(query, params)
@@ -60,6 +82,15 @@ def _png(fig: object) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=72, bbox_inches="tight")  # type: ignore[attr-defined]
     return "![chart](data:image/png;base64," + base64.b64encode(buf.getvalue()).decode() + ")"
+
+
+def _add_day_metadata(context: AssetExecutionContext, metadata: dict, partition_key: str) -> None:
+    """One day's metadata on that day's own materialization, marked in progress while the
+    day is not over in the team's zone (today's partition is refreshed during the day)."""
+    context.add_asset_metadata(
+        {**metadata, **partition_progress(partition_key, datetime.now(UTC))},
+        partition_key=partition_key,
+    )
 
 
 def daily_health_frame(samples: pd.DataFrame) -> pd.DataFrame:
@@ -102,17 +133,107 @@ def daily_health_frame(samples: pd.DataFrame) -> pd.DataFrame:
     return out[["day", "category", "samples", "ok", "warning", "critical", "error", "availability"]]
 
 
+# The monitoring sensor's sweeps (H1-H7 probes of ``health_check`` and the performance
+# sample) as stored in the ops store: no run materializes them, the sensor observes them
+# (an ``AssetObservation`` per sweep), and everything downstream is computed from them.
+probe_samples = AssetSpec(
+    "probe_samples",
+    deps=[AssetKey("health_check")],
+    group_name="monitoring",
+    kinds={"postgres"},
+    owners=owners(),
+    description="The probes' samples as the monitoring sensor stores them every sweep"
+    " (westep_ops.samples, performance_samples, incidents, alerts): the source of every figure.",
+)
+
+HEALTH_KEY = AssetKey("health_samples")
+with warnings.catch_warnings():
+    # Partitioned checks are a preview in Dagster 1.13: what lets the UI show a check per day.
+    warnings.simplefilter("ignore", PreviewWarning)
+    AVAILABILITY_CHECKS = [
+        AssetCheckSpec(
+            f"{c.value}_available",
+            asset=HEALTH_KEY,
+            partitions_def=daily,
+            description=f"{c.value}: the day's availability (ok+warning samples / measured)"
+            " against sla.targets.availability",
+        )
+        for c in Category
+    ]
+
+
+def availability_evaluations(
+    day: str, frame: pd.DataFrame, target: float
+) -> list[AssetCheckEvaluation]:
+    """One evaluation per category for ``day`` (frame: that day's ``daily_health_frame``).
+
+    A category with no measured sample fails with a note and no availability figure (not
+    monitored, the monitor could not look, or not configured): no made-up 100%.
+    """
+    by_cat = frame.set_index("category") if len(frame) else pd.DataFrame()
+    out = []
+    for c in Category:
+        row = by_cat.loc[c.value] if c.value in by_cat.index else None
+        samples = int(row["samples"]) if row is not None else 0
+        measured = int(row[["ok", "warning", "critical"]].sum()) if row is not None else 0
+        metadata: dict = {"day": day, "samples": samples, "target": target}
+        if measured:
+            avail = float(row[["ok", "warning"]].sum() / measured)  # type: ignore[index]
+            metadata |= {
+                "availability": avail,
+                "critical_samples": int(row["critical"]),  # type: ignore[index]
+                "measured_samples": measured,
+            }
+            passed = avail >= target
+        else:
+            metadata["note"] = (
+                "no measured samples: not monitored, or the monitor could not look (error)"
+                " or the check is not configured"
+            )
+            passed = False
+        out.append(
+            AssetCheckEvaluation(
+                asset_key=HEALTH_KEY,
+                check_name=f"{c.value}_available",
+                passed=passed,
+                severity=AssetCheckSeverity.WARN,
+                metadata=metadata,
+                partition=day,
+            )
+        )
+    return out
+
+
+def check_outputs(context: AssetExecutionContext) -> Iterator[Output]:
+    """The (empty) outputs of the selected checks, which Dagster requires of the step.
+
+    The evaluations themselves are yielded as ``AssetCheckEvaluation``s with a partition
+    each: an ``AssetCheckResult`` has no partition, and a range run has no single one.
+    """
+    for key in context.selected_asset_check_keys:
+        yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+
+
+def service_metadata(intervals: "sla.Intervals", start: datetime, end: datetime) -> dict:
+    """The service's availability over time in [start, end): measured share, down and
+    unknown minutes, and availability only when some time was measured."""
+    service = intervals.seconds(int(pd.Timestamp(start).value), int(pd.Timestamp(end).value))
+    measured_s = service["up"] + service["down"]
+    meta: dict = {
+        "measured_share": measured_s / max(1.0, (end - start).total_seconds()),
+        "down_minutes": service["down"] / 60,
+        "unknown_minutes": service["unknown"] / 60,
+    }
+    if measured_s:  # no figure rather than a made-up one
+        meta["availability"] = service["up"] / measured_s
+    return meta
+
+
 @asset(
     partitions_def=daily,
     backfill_policy=BackfillPolicy.single_run(),
-    check_specs=[
-        AssetCheckSpec(
-            f"{c.value}_available",
-            asset="health_samples",
-            description=f"{c.value}: the day's measured samples were ok at least 99.9% of the time.",
-        )
-        for c in Category
-    ],
+    check_specs=AVAILABILITY_CHECKS,
+    deps=[probe_samples],
     group_name="monitoring",
     owners=owners(),
     kinds={"postgres", "pandas"},
@@ -120,7 +241,7 @@ def daily_health_frame(samples: pd.DataFrame) -> pd.DataFrame:
 )
 def health_samples(
     context: AssetExecutionContext, ops_storage: PostgresResource
-) -> MaterializeResult:
+) -> Iterator[MaterializeResult | AssetCheckEvaluation | Output]:
     start, end = _window(context)
     cfg = load_config()
     target = cfg.sla.targets.availability
@@ -128,7 +249,7 @@ def health_samples(
     stale = 2 * iv.performance / 1000 + cfg.monitoring.alerting.confirm_delay_seconds
     store = HistoryStore(ops_storage.value())
     try:
-        # From one cheap interval before the day: the sample just before midnight holds
+        # From one cheap interval before the range: the sample just before midnight holds
         # into it (the service's availability over time, as in the monthly report).
         earlier = _frame(
             store,
@@ -152,84 +273,52 @@ def health_samples(
                 )
     finally:
         store.close()
-    by_cat = (
-        frame.groupby("category")[["samples", "ok", "warning", "critical"]].sum()
-        if not frame.empty
-        else pd.DataFrame()
-    )
-    checks = []
-    for c in Category:
-        measured = (
-            int(by_cat.loc[c.value, ["ok", "warning", "critical"]].sum())
-            if c.value in by_cat.index
-            else 0
+    intervals = sla.state_intervals(earlier, stale)
+    selected = {k.name for k in context.selected_asset_check_keys}
+    evaluations: list[AssetCheckEvaluation] = []
+    for key, d_start, d_end in days(context):
+        day = frame[frame["day"] == d_start.date()] if len(frame) else frame
+        n = int((samples["day"] == d_start.date()).sum()) if len(samples) else 0
+        worst = (
+            "critical"
+            if day["critical"].sum()
+            else "warning"
+            if day["warning"].sum()
+            else "ok"
+            if len(day)
+            else "no data"
         )
-        if measured:
-            avail = float(by_cat.loc[c.value, ["ok", "warning"]].sum() / measured)
-            checks.append(
-                AssetCheckResult(
-                    check_name=f"{c.value}_available",
-                    passed=avail >= target,
-                    severity=AssetCheckSeverity.WARN,
-                    metadata={
-                        "availability": avail,
-                        "target": target,
-                        "samples": int(by_cat.loc[c.value, "samples"]),
-                    },
+        checks = availability_evaluations(key, day, target)
+        _add_day_metadata(
+            context,
+            {
+                "samples": n,
+                "worst_status": worst,
+                **service_metadata(intervals, d_start, d_end),
+                "categories_below_target": ", ".join(
+                    e.check_name.removesuffix("_available")
+                    for e in checks
+                    if not e.passed and "availability" in e.metadata
                 )
-            )
-        else:
-            checks.append(
-                AssetCheckResult(
-                    check_name=f"{c.value}_available",
-                    passed=False,
-                    severity=AssetCheckSeverity.WARN,
-                    metadata={
-                        "samples": int(by_cat.loc[c.value, "samples"])
-                        if c.value in by_cat.index
-                        else 0,
-                        "note": "no measured samples: not monitored, or the monitor could not"
-                        " look (error) or the check is not configured",
-                    },
-                )
-            )
-    service = sla.state_intervals(earlier, stale).seconds(
-        int(pd.Timestamp(start).value), int(pd.Timestamp(end).value)
-    )
-    measured_s = service["up"] + service["down"]
-    service_meta: dict = {
-        "measured_share": measured_s / max(1.0, (end - start).total_seconds()),
-        "down_minutes": service["down"] / 60,
-        "unknown_minutes": service["unknown"] / 60,
-    }
-    if measured_s:  # no figure rather than a made-up one
-        service_meta["availability"] = service["up"] / measured_s
-    worst = (
-        "critical"
-        if frame["critical"].sum()
-        else "warning"
-        if frame["warning"].sum()
-        else "ok"
-        if len(frame)
-        else "no data"
-    )
-    return MaterializeResult(
-        metadata={
-            "samples": int(len(samples)),
-            "days": int(frame["day"].nunique()) if len(frame) else 0,
-            "worst_status": worst,
-            **service_meta,
-            "by_category": MetadataValue.md(
-                frame.to_markdown(index=False) if len(frame) else "no samples"
-            ),
-        },
-        check_results=checks,
-    )
+                or "none",
+                "by_category": MetadataValue.md(
+                    day.drop(columns=["day"]).to_markdown(index=False) if len(day) else "no samples"
+                ),
+            },
+            partition_key=key,
+        )
+        evaluations += [e for e in checks if e.check_name in selected]
+    # The materializations first (one per day, with that day's metadata), then the
+    # evaluations that judge them.
+    yield MaterializeResult()
+    yield from evaluations
+    yield from check_outputs(context)
 
 
 @asset(
     partitions_def=daily,
     backfill_policy=BackfillPolicy.single_run(),
+    deps=[probe_samples],
     group_name="monitoring",
     owners=owners(),
     kinds={"postgres", "pandas"},
@@ -289,17 +378,27 @@ def performance_metrics(
                 )
     finally:
         store.close()
-    metadata: dict = {"hours": int(len(hourly)), "samples": int(len(perf))}
-    if len(hourly):
-        fig, ax = plt.subplots(figsize=(6, 2.2))
-        local = pd.to_datetime(hourly["hour"], utc=True).dt.tz_convert(TIMEZONE)
-        ax.plot(local.dt.tz_localize(None), hourly["mean_api_ms"], marker=".")
-        ax.set_ylabel("API ms")
-        ax.set_title(f"mean API response per hour ({TIMEZONE})")
-        metadata["chart"] = MetadataValue.md(_png(fig))
-        plt.close(fig)
-        metadata["mean_api_ms"] = float(hourly["mean_api_ms"].mean())
-    return MaterializeResult(metadata=metadata)
+    local_day = (
+        pd.to_datetime(hourly["hour"], utc=True).dt.tz_convert(TIMEZONE).dt.date
+        if len(hourly)
+        else pd.Series(dtype=object)
+    )
+    for key, d_start, _d_end in days(context):
+        day = hourly[local_day == d_start.date()] if len(hourly) else hourly
+        metadata: dict = {"hours": int(len(day)), "samples": int(day["samples"].sum())}
+        if len(day):
+            fig, ax = plt.subplots(figsize=(6, 2.2))
+            local = pd.to_datetime(day["hour"], utc=True).dt.tz_convert(TIMEZONE)
+            ax.plot(local.dt.tz_localize(None), day["mean_api_ms"], marker=".")
+            ax.set_ylabel("API ms")
+            ax.set_title(f"{key}: mean API response per hour ({TIMEZONE})")
+            metadata["chart"] = MetadataValue.md(_png(fig))
+            plt.close(fig)
+            metadata["mean_api_ms"] = float(day["mean_api_ms"].mean())
+            if day["error_rate"].notna().any():
+                metadata["error_rate"] = float(day["error_rate"].mean())
+        _add_day_metadata(context, metadata, partition_key=key)
+    return MaterializeResult()
 
 
 def incident_frame(incidents: pd.DataFrame) -> pd.DataFrame:
@@ -317,7 +416,7 @@ def incident_frame(incidents: pd.DataFrame) -> pd.DataFrame:
 @asset(
     partitions_def=daily,
     backfill_policy=BackfillPolicy.single_run(),
-    deps=[health_samples],
+    deps=[probe_samples],
     group_name="monitoring",
     owners=owners(),
     kinds={"postgres", "pandas"},
@@ -337,6 +436,19 @@ def incidents(context: AssetExecutionContext, ops_storage: PostgresResource) -> 
         )
     finally:
         store.close()
+    started = pd.to_datetime(frame["started_at"], utc=True) if len(frame) else None
+    for key, d_start, d_end in days(context):
+        day = (
+            frame[(started >= pd.Timestamp(d_start)) & (started < pd.Timestamp(d_end))]
+            if started is not None
+            else frame
+        )
+        _add_day_metadata(context, incident_metadata(day), partition_key=key)
+    return MaterializeResult()
+
+
+def incident_metadata(frame: pd.DataFrame) -> dict:
+    """One day's incident figures; mean times only when there is something to average."""
     shown = frame[
         [
             "id",
@@ -349,17 +461,16 @@ def incidents(context: AssetExecutionContext, ops_storage: PostgresResource) -> 
             "escalation",
         ]
     ]
-    return MaterializeResult(
-        metadata={
-            "incidents": int(len(frame)),
-            "open": int(frame["resolved_at"].isna().sum()) if len(frame) else 0,
-            "mean_detect_s": float(frame["detect_s"].mean()) if len(frame) else 0.0,
-            "mean_recover_s": float(frame["recover_s"].mean())
-            if frame["recover_s"].notna().any()
-            else 0.0,
-            "table": MetadataValue.md(markdown_table(shown) if len(frame) else "no incidents"),
-        }
-    )
+    metadata: dict = {
+        "incidents": int(len(frame)),
+        "open": int(frame["resolved_at"].isna().sum()) if len(frame) else 0,
+        "table": MetadataValue.md(markdown_table(shown) if len(frame) else "no incidents"),
+    }
+    if len(frame):
+        metadata["mean_detect_s"] = float(frame["detect_s"].mean())
+    if len(frame) and frame["recover_s"].notna().any():
+        metadata["mean_recover_s"] = float(frame["recover_s"].mean())
+    return metadata
 
 
 @asset(
@@ -409,13 +520,18 @@ def diagnosis_report(
             day = nxt
     finally:
         store.close()
-    return MaterializeResult(
-        metadata={
-            "reports": len(paths),
-            "path": MetadataValue.path(str(paths[-1])) if paths else "-",
-            "report": MetadataValue.md(paths[-1].read_text()) if paths else "-",
-        }
-    )
+    for key, path in zip(context.partition_keys, paths, strict=True):
+        text = path.read_text()
+        _add_day_metadata(
+            context,
+            {
+                "verdict": text.split("**Verdict: ", 1)[1].split("**", 1)[0],
+                "path": MetadataValue.path(str(path)),
+                "report": MetadataValue.md(text),
+            },
+            partition_key=key,
+        )
+    return MaterializeResult()
 
 
 def _local(frame: pd.DataFrame, tz: str) -> pd.DataFrame:

@@ -2,9 +2,10 @@
 
 Every 30 s it asks the engine what is due (cheap probes every
 ``monitoring.intervals.performance``, the full sweep every ``monitoring.intervals.health``),
-stores the samples, reports the H1-H7 results as asset check evaluations of
-``health_check`` (visible in the UI without a run), and requests a run only for work that
-needs one: a repair the state of an open incident calls for. Requests are level-triggered
+stores the samples, reports every probe that decides something -- the sweep's H1-H7
+results and the re-probes that confirm a first failure -- as asset check evaluations of
+``health_check`` with numeric metadata (visible and plotted in the UI without a run),
+observes ``probe_samples`` once per sweep, and requests a run only for work that needs one: a repair the state of an open incident calls for. Requests are level-triggered
 (see the engine): the run key is incident + action + attempts already on record, so the
 same request is never launched twice, and a request after a refused attempt whose limit
 has freed up is a new key. When an incident opens or closes it also requests a refresh
@@ -19,15 +20,17 @@ cheap sweep, so the preview always shows the current state. Repairs are requeste
 the state anyway, so neither a preview nor a lost tick can lose one.
 
 Slack is sent by one process-wide background sender, so an evaluation never waits for
-a slow webhook; what it has not delivered is resent by a later evaluation.
+a slow webhook; what it has not delivered is resent by a later evaluation. An evaluation
+is bounded by the probes' timeouts and one confirmation delay. The tick list tells them
+apart: an idle tick is skipped with "idle: next cheap sweep due in N s", a sweep that
+requests no run with "swept cheap: 6 checks, 0 failing" (and what it opened or closed).
 """
 
 from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetCheckSeverity,
-    AssetKey,
+    AssetObservation,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -36,15 +39,15 @@ from dagster import (
     sensor,
 )
 
-from westep_ops.defs.health.assets import check_name
+from westep_ops.defs.health.assets import check_evaluation
 from westep_ops.defs.maintenance.schedules import IN_PROGRESS_TAG, daily_monitoring_job
+from westep_ops.defs.monitoring.assets import probe_samples
 from westep_ops.defs.monitoring.partitions import day_key
 from westep_ops.defs.repairs.jobs import ACTION_TAG, DEFAULT_TARGET, REPAIR_TAG, repair_job
 from westep_ops.environment import Environment
-from westep_ops.monitoring.engine import Monitor
+from westep_ops.monitoring.engine import Monitor, TickResult
 from westep_ops.monitoring.history import HistoryUnavailable, PreviewHistory, ResilientHistory
 from westep_ops.monitoring.notify import Notifier, PreviewNotifier
-from westep_ops.probes.base import Status
 from westep_ops.redact import redact
 from westep_ops.resources import MonitoredStackResource, PostgresResource
 from westep_ops.store import refuse_monitored_store
@@ -116,29 +119,24 @@ def monitoring_sensor(
         result = monitor.tick()
         if result.ran is None and preview:
             result = monitor.tick(force="cheap")
+        next_due = monitor.next_due_in(monitor.clock()) if result.ran is None else 0.0
     except HistoryUnavailable as e:
         return SkipReason(f"ops store unavailable: {redact(e)}")
     finally:
         monitor.close(wait_s=0)
     if result.ran is None:
-        return SkipReason("nothing due yet")
-    evaluations = [
-        AssetCheckEvaluation(
-            asset_key=AssetKey("health_check"),
-            check_name=check_name(o.result.category),
-            passed=o.result.status in (Status.ok, Status.not_configured),
-            severity=AssetCheckSeverity.WARN
-            if o.result.status is Status.warning
-            else AssetCheckSeverity.ERROR,
+        return SkipReason(f"idle: next cheap sweep due in {next_due:.0f} s")
+    evaluations: list[AssetCheckEvaluation | AssetObservation] = [
+        *sweep_evaluations(result),
+        AssetObservation(
+            asset_key=probe_samples.key,
             metadata={
-                "status": o.status,
-                "summary": redact(o.summary),
-                "sample": result.ran,
-                "suspected_cause": o.suspected_cause or "-",
+                "sweep": result.ran,
+                "samples": len(result.observations) + len(result.confirmations),
+                "failing": sum(o.failing for o in result.observations),
+                "sweep_ms": result.duration_ms,
             },
-        )
-        for o in result.observations
-        if o.result is not None
+        ),
     ]
     runs = [
         RunRequest(
@@ -165,16 +163,53 @@ def monitoring_sensor(
         for r in result.repairs
     ]
     runs += incident_refreshes(result.opened, result.closed, datetime.now(UTC))
+    summary = sweep_summary(result, len(runs))
     if preview:
         context.log.info("preview: nothing was stored and no alert was sent")
     context.log.info(
         ("preview of a " if preview else "")
-        + f"{result.ran} sweep in {result.duration_ms:.0f} ms; opened {result.opened}, closed {result.closed}, "
-        f"{len(runs)} repair run(s) requested"
+        + f"{summary} in {result.duration_ms:.0f} ms; opened {result.opened}, closed {result.closed}, "
+        f"{len(runs)} run(s) requested"
         + (
             f"; history unavailable, {result.spooled} writes spooled"
             if result.history_error
             else ""
         )
     )
-    return SensorResult(run_requests=runs, asset_events=evaluations)
+    # A sweep that requests no run is a skipped tick for Dagster: its reason says what ran.
+    return SensorResult(
+        run_requests=runs, asset_events=evaluations, skip_reason=None if runs else summary
+    )
+
+
+def sweep_evaluations(result: TickResult) -> list[AssetCheckEvaluation]:
+    """Every probe of the tick that decides something, as an evaluation of its check: the
+    sweep's results, then the confirmation re-probes (so the latest evaluation is the one
+    that decided)."""
+    out = [
+        check_evaluation(o.result, result.ran or "sweep", o.suspected_cause)
+        for o in result.observations
+        if o.result is not None
+    ]
+    out += [
+        check_evaluation(o.result, "confirmation", o.suspected_cause)
+        for o in result.confirmations
+        if o.result is not None
+    ]
+    return out
+
+
+def sweep_summary(result: TickResult, runs: int = 0) -> str:
+    """ "swept cheap: 6 checks, 1 failing (tables), confirmed 1" -- what the tick list shows."""
+    checks = [o for o in result.observations if o.result is not None]
+    failing = [o.category for o in checks if o.status in ("warning", "critical")]
+    text = f"swept {result.ran}: {len(checks)} checks, {len(failing)} failing"
+    if failing:
+        text += f" ({', '.join(failing)})"
+    if result.confirmations:
+        text += f", {len(result.confirmations)} re-probed to confirm"
+    if result.opened:
+        text += f", opened {len(result.opened)} incident(s)"
+    if result.closed:
+        text += f", closed {len(result.closed)}"
+    return text

@@ -8,11 +8,16 @@ A repair run also carries ``westep-ops/action`` and, once done, ``westep-ops/out
 tags (so the runs list says what each run did), and its changes and outcome are the
 op output's metadata (shown on the run's output event). A run the sensor did
 not launch itself -- a person's launch or re-execution -- is recorded as manual.
+
+A successful repair of an incident is verified by re-probing its category at once; that
+probe is reported as an evaluation of the category's ``health_check`` check, so the UI
+shows the check passing as soon as the repair is verified.
 """
 
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, Out, job, op
 from pydantic import Field
 
+from westep_ops.defs.health.assets import check_evaluation
 from westep_ops.repairs.base import parse_action, run_repair
 from westep_ops.repairs.recovery import recover
 from westep_ops.resources import MonitoredStackResource
@@ -89,9 +94,12 @@ def run_repair_op(
 
         monitor = build(env, cfg, recovery=False)
         try:
-            monitor.verify(config.category)
+            fresh = monitor.verify(config.category)
         finally:
             monitor.close()
+        if fresh is not None and fresh.result is not None:
+            # The check in the UI follows the repair at once, not at the next sweep.
+            context.log_event(check_evaluation(fresh.result, "verification", fresh.suspected_cause))
     metadata = {
         "action": result.action,
         "outcome": result.outcome,
@@ -118,6 +126,12 @@ def run_recovery_op(
     context: OpExecutionContext, config: RecoveryConfig, stack: MonitoredStackResource
 ) -> None:
     report = recover(stack.environment(), stack.config(), dry_run=config.dry_run)
+    # Its checks decide what to repair and what to escalate: report them as evaluations
+    # (the re-check after the repairs last, so the UI shows where recovery left things).
+    for r in report.before:
+        context.log_event(check_evaluation(r, "recovery"))
+    for r in report.after:
+        context.log_event(check_evaluation(r, "verification"))
     context.log.info(f"recovery: {report.verdict} (report {report.path})")
     if report.escalations:
         raise Failure(

@@ -3,6 +3,14 @@
 Its metadata is what the Dagster UI shows: the four charts (small inline PNGs plus the
 files' paths) and every figure as a number, so the Plots tab draws each figure's trend
 across the monthly partitions. A figure that was not measured is left out, never 0.
+
+What it is built from: the raw monitoring history (``probe_samples``: samples,
+performance samples, incidents, alerts) over the whole month, with the same definitions
+as the daily assets (``lib/sla.py``): availability over time needs the samples on either
+side of midnight, and detection/recovery need each incident's own samples, which a daily
+rollup no longer has. The daily partitions are views to drill into, not inputs; the
+metadata says how many of the month's days have them (``daily_partitions_*``) beside the
+figures' own measured share.
 """
 
 import base64
@@ -11,12 +19,21 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetPartitionStatus,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 from pydantic import Field
 
 from westep_ops.defs import owners
-from westep_ops.defs.monitoring.assets import health_samples, incidents, performance_metrics
-from westep_ops.defs.monitoring.partitions import monthly
+from westep_ops.defs.monitoring.assets import probe_samples
+from westep_ops.defs.monitoring.partitions import daily, monthly
 from westep_ops.lib.sla import SlaFigures
 from westep_ops.monitoring import sla
 from westep_ops.monitoring.history import HistoryStore
@@ -93,7 +110,7 @@ def report_metadata(f: SlaFigures, report_path: Path, charts: dict[str, str]) ->
 
 @asset(
     partitions_def=monthly,
-    deps=[health_samples, performance_metrics, incidents],
+    deps=[probe_samples],
     group_name="sla",
     owners=owners(),
     kinds={"pandas", "markdown"},
@@ -119,7 +136,53 @@ def monthly_sla_report(
     finally:
         store.close()
     metadata = report_metadata(report.figures, report.path, report.charts)
+    completeness = daily_completeness(context)
+    metadata.update(completeness)
+    if completeness["daily_partitions_missing"] != "none":
+        context.log.warning(
+            f"{completeness['daily_partitions_materialized']} of"
+            f" {completeness['daily_partitions_due']} days of the month have health_samples"
+            f" materialized (missing: {completeness['daily_partitions_missing']}); the figures"
+            " are computed from the raw samples all the same"
+        )
     context.log.info(
         f"{report.path}: {metadata['targets_met']} of {metadata['targets_judged']} targets met"
     )
     return MaterializeResult(metadata=metadata)
+
+
+def _ranges(keys: list[str]) -> str:
+    """Consecutive days as ranges: 2026-11-02..2026-11-05, 2026-11-09."""
+    out: list[list[str]] = []
+    for k in keys:
+        if out and (pd.Timestamp(k) - pd.Timestamp(out[-1][-1])).days == 1:
+            out[-1].append(k)
+        else:
+            out.append([k])
+    return ", ".join(r[0] if len(r) == 1 else f"{r[0]}..{r[-1]}" for r in out) or "none"
+
+
+def daily_completeness(context: AssetExecutionContext) -> dict[str, Any]:
+    """How many of the month's days (those that have ended) have their daily
+    ``health_samples`` partition materialized, and which do not."""
+    window = monthly.time_window_for_partition_key(context.partition_key)
+    existing = set(daily.get_partition_keys())
+    due = [k for k in daily.get_partition_keys_in_time_window(window) if k in existing]
+    status = (
+        context.instance.get_status_by_partition(AssetKey("health_samples"), due, daily) or {}
+        if due
+        else {}
+    )
+    done = [k for k in due if status.get(k) == AssetPartitionStatus.MATERIALIZED]
+    missing = [k for k in due if k not in done]
+    out: dict[str, Any] = {
+        "built_from": "raw samples (probe_samples) over the whole month, same definitions as"
+        " the daily assets; daily partitions are views to drill into, not inputs",
+        "days_in_month": len(daily.get_partition_keys_in_time_window(window)),
+        "daily_partitions_due": len(due),
+        "daily_partitions_materialized": len(done),
+        "daily_partitions_missing": _ranges(missing),
+    }
+    if due:
+        out["daily_partitions_share"] = len(done) / len(due)
+    return out
