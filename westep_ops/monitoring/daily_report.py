@@ -35,6 +35,11 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return frame.astype(object).where(frame.notna(), None).to_markdown(index=False, missingval="")
 
 
+def health_table(day: pd.DataFrame) -> str:
+    """One day's ``daily_health_frame`` rows as a Markdown table, or "no samples"."""
+    return day.drop(columns=["day"]).to_markdown(index=False) if len(day) else "no samples"
+
+
 def incident_table(frame: pd.DataFrame) -> str:
     """One day's incidents (``rollups.load_incidents``) as a Markdown table, or "no incidents"."""
     return markdown_table(frame[INCIDENT_COLUMNS]) if len(frame) else "no incidents"

@@ -88,6 +88,25 @@ def daily_health_frame(samples: pd.DataFrame) -> pd.DataFrame:
     return out[DAILY_HEALTH_COLUMNS]
 
 
+def category_availability(frame: pd.DataFrame, category: str) -> dict[str, int | float]:
+    """One category's figures in one day's ``daily_health_frame``: its sample count and,
+    only when some sample was measured (ok, warning or critical), its availability
+    (ok+warning / measured), critical and measured sample counts."""
+    rows = frame[frame["category"] == category] if len(frame) else frame
+    if not len(rows):
+        return {"samples": 0}
+    row = rows.iloc[0]
+    out: dict[str, int | float] = {"samples": int(row["samples"])}
+    measured = int(row[["ok", "warning", "critical"]].sum())
+    if measured:
+        out |= {
+            "availability": float(row[["ok", "warning"]].sum() / measured),
+            "critical_samples": int(row["critical"]),
+            "measured_samples": measured,
+        }
+    return out
+
+
 def worst_status(day: pd.DataFrame) -> str:
     """The worst status of one day's ``daily_health_frame`` rows, or "no data"."""
     if day["critical"].sum():

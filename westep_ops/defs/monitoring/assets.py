@@ -104,21 +104,13 @@ def availability_evaluations(
     A category with no measured sample fails with a note and no availability figure (not
     monitored, the monitor could not look, or not configured): no made-up 100%.
     """
-    by_cat = frame.set_index("category") if len(frame) else pd.DataFrame()
     out = []
     for c in Category:
-        row = by_cat.loc[c.value] if c.value in by_cat.index else None
-        samples = int(row["samples"]) if row is not None else 0
-        measured = int(row[["ok", "warning", "critical"]].sum()) if row is not None else 0
-        metadata: dict = {"day": day, "samples": samples, "target": target}
-        if measured:
-            avail = float(row[["ok", "warning"]].sum() / measured)  # type: ignore[index]
-            metadata |= {
-                "availability": avail,
-                "critical_samples": int(row["critical"]),  # type: ignore[index]
-                "measured_samples": measured,
-            }
-            passed = avail >= target
+        figures = rollups.category_availability(frame, c.value)
+        metadata: dict = {"day": day, "samples": figures.pop("samples"), "target": target}
+        if "availability" in figures:
+            metadata |= figures
+            passed = figures["availability"] >= target
         else:
             metadata["note"] = (
                 "no measured samples: not monitored, or the monitor could not look (error)"
@@ -191,9 +183,7 @@ def health_samples(
                     if not e.passed and "availability" in e.metadata
                 )
                 or "none",
-                "by_category": MetadataValue.md(
-                    day.drop(columns=["day"]).to_markdown(index=False) if len(day) else "no samples"
-                ),
+                "by_category": MetadataValue.md(daily_report.health_table(day)),
             },
             partition_key=key,
         )
