@@ -23,11 +23,11 @@ from dagster import (
     materialize,
 )
 
-from westep_ops.defs.maintenance.schedules import IN_PROGRESS_TAG
+from westep_ops.defs.monitoring.jobs import IN_PROGRESS_TAG
 from westep_ops.defs.monitoring.partitions import daily, partition_progress
 from westep_ops.defs.monitoring.sensors import incident_refreshes
-from westep_ops.defs.monitoring.tables import markdown_table
 from westep_ops.defs.repairs.jobs import repair_trigger
+from westep_ops.monitoring.daily_report import markdown_table
 from westep_ops.monitoring.history import HistoryStore
 from westep_ops.monitoring.rotation import Rotation
 from westep_ops.sandbox.manager import Sandbox

@@ -478,7 +478,7 @@ def test_sla_an_up_sample_after_a_blind_one_is_up_from_its_own_time() -> None:
 
 
 def test_daily_rollup_availability_ignores_error_samples() -> None:
-    from westep_ops.defs.monitoring.assets import daily_health_frame
+    from westep_ops.monitoring.rollups import daily_health_frame
 
     day = DAY.date()
     statuses = ["ok"] * 90 + ["critical"] * 10 + ["error"] * 50

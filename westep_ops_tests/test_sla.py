@@ -501,7 +501,7 @@ def test_a_period_ending_mid_minute_counts_the_partial_minute() -> None:
 
 def test_the_daily_rollup_and_the_month_share_one_definition_of_available() -> None:
     """A warning is degraded but up in both; critical is down; error is unknown in both."""
-    from westep_ops.defs.monitoring.assets import daily_health_frame
+    from westep_ops.monitoring.rollups import daily_health_frame
 
     st = {
         m: "warning" if m < 30 else "critical" if m < 40 else "error" if m < 50 else "ok"

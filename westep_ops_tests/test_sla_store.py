@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from westep_ops.config import Config
-from westep_ops.defs.monitoring.assets import HOURLY_SQL
 from westep_ops.monitoring import sla as monthly
 from westep_ops.monitoring.history import HistoryStore
+from westep_ops.monitoring.rollups import HOURLY_SQL
 from westep_ops.sandbox.manager import Sandbox
 from westep_ops_tests.conftest import clear_history, clear_repair_audit
 

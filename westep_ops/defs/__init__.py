@@ -1,4 +1,14 @@
-"""Dagster wiring per domain, and what every definition shares: owners and quiet logs.
+"""Dagster wiring per domain, and what every definition shares: owners, the team's time
+zone, quiet logs.
+
+Each domain (``health``, ``monitoring``, ``repairs``, ``maintenance``, ``sla``) holds its
+own assets, jobs, partitions, schedules and sensors and builds its own ``Definitions`` in
+``<domain>/definitions.py``; ``westep_ops/definitions.py`` merges them and binds the
+resources once. Domain logic lives in plain modules (``probes/``, ``repairs/``,
+``monitoring/``, ``maintenance/``, ``lib/``); the files here only wire it into Dagster.
+
+The time zone of every partition and schedule is the config file's (Asia/Tokyo by
+default); the config holds no secret, so reading it here keeps definitions secret-free.
 
 Owners come from ``WESTEP_OPS_DAGSTER_OWNERS`` (comma-separated e-mails or ``team:name``;
 not a secret, so reading it when the definitions load is fine), ``team:on-call`` by
@@ -11,6 +21,8 @@ import os
 import re
 import warnings
 
+from westep_ops.config import load_config
+
 warnings.filterwarnings(
     "ignore", message=re.escape("Parameter `backfill_policy` of function `asset`")
 )
@@ -19,6 +31,7 @@ warnings.filterwarnings(
     "ignore", message=re.escape("Parameter `owners` of initializer `SensorDefinition.__init__`")
 )
 
+TIMEZONE = load_config().timezone
 DEFAULT_OWNERS = ("team:on-call",)
 
 

@@ -1,6 +1,15 @@
-"""Connectivity as a Dagster job: the first thing an on-call engineer runs from the UI."""
+"""The health domain's jobs: connectivity (the first thing an on-call engineer runs from
+the UI) and the morning sweep of ``health_check``."""
 
-from dagster import Failure, MetadataValue, OpExecutionContext, job, op
+from dagster import (
+    AssetSelection,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+    define_asset_job,
+    job,
+    op,
+)
 
 from westep_ops.probes.connection import test_connections
 from westep_ops.redact import redact
@@ -36,3 +45,10 @@ def test_connection(
 )
 def test_connection_job() -> None:
     test_connection()
+
+
+health_check_job = define_asset_job(
+    "health_check_job",
+    selection=AssetSelection.assets("health_check"),
+    description="09:00: the morning health check (H1-H7 as asset checks).",
+)

@@ -1,19 +1,17 @@
-"""The seed's routines as Dagster jobs: daily checks, the evening summary, Sunday upkeep."""
+"""The seed's routines as Dagster jobs: the noon diagnosis, the evening summary, Sunday
+upkeep. The work is plain code (``maintenance/routines.py``, ``repairs/``, ``probes/``)."""
 
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-import psycopg
 from dagster import AssetObservation, MetadataValue, OpExecutionContext, job, op
 
-from westep_ops.config import RepairAction, split_name
+from westep_ops.config import RepairAction
 from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG
-from westep_ops.monitoring import summary
-from westep_ops.monitoring.history import HistoryStore
-from westep_ops.monitoring.notify import Alert, Notifier
+from westep_ops.maintenance.routines import analyze_tables, send_daily_summary
 from westep_ops.monitoring.rotation import rotate_logs
 from westep_ops.probes.diagnosis import diagnose
-from westep_ops.repairs.base import RepairContext, run_repair
+from westep_ops.repairs.base import run_repair
 from westep_ops.resources import MonitoredStackResource, PostgresResource
 from westep_ops.store import log_dir
 
@@ -33,19 +31,8 @@ def performance_and_diagnosis(context: OpExecutionContext, stack: MonitoredStack
 def daily_summary(
     context: OpExecutionContext, stack: MonitoredStackResource, ops_storage: PostgresResource
 ) -> None:
-    env, cfg = stack.environment(), stack.config()
-    now = datetime.now(UTC)
-    store = HistoryStore(ops_storage.value())
-    try:
-        with store.tx() as conn:
-            s = summary.daily_summary(
-                conn, now.astimezone(ZoneInfo(cfg.timezone)).date(), cfg.timezone
-            )
-    finally:
-        store.close()
-    text = s.text()
-    Notifier(env, cfg.timezone).alert(
-        Alert(now, "summary", "critical" if s.any_open else "info", "daily", text)
+    text = send_daily_summary(
+        stack.environment(), stack.config(), ops_storage.value(), datetime.now(UTC)
     )
     context.log.info(text)
 
@@ -71,29 +58,13 @@ def weekly_optimize(context: OpExecutionContext, stack: MonitoredStackResource) 
 def update_statistics(
     context: OpExecutionContext, stack: MonitoredStackResource, optimized: str
 ) -> str:
-    from psycopg import sql
-
     # ``optimized``: VACUUM and ANALYZE take conflicting locks (SHARE UPDATE EXCLUSIVE), so
     # this op waits for weekly_optimize instead of running beside it.
-    cfg = stack.config()
-    tables = sorted({t.table for t in cfg.critical_tables} | {r.table for r in cfg.integrity_rules})
-    ctx = RepairContext(stack.environment(), cfg, trigger="weekly maintenance")
-    skipped: list[str] = []
-    with ctx.db(autocommit=True) as conn:  # ctx.db sets lock_timeout
-        conn.execute(
-            sql.SQL("SET statement_timeout = {}").format(
-                sql.Literal(int(cfg.repairs.maintenance_timeout_seconds * 1000))
-            )
-        )
-        for t in tables:
-            try:
-                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(*split_name(t))))
-            except psycopg.errors.LockNotAvailable:
-                skipped.append(t)  # someone holds a conflicting lock: not worth waiting on
-    if skipped:
-        context.log.warning(f"ANALYZE skipped (lock_timeout): {', '.join(skipped)}")
-    context.log.info(f"analyzed {len(tables) - len(skipped)} tables (weekly_optimize: {optimized})")
-    return "skipped " + ", ".join(skipped) if skipped else "analyzed"
+    r = analyze_tables(stack.environment(), stack.config(), trigger="weekly maintenance")
+    if r.skipped:
+        context.log.warning(f"ANALYZE skipped (lock_timeout): {', '.join(r.skipped)}")
+    context.log.info(f"analyzed {len(r.analyzed)} tables (weekly_optimize: {optimized})")
+    return "skipped " + ", ".join(r.skipped) if r.skipped else "analyzed"
 
 
 @op(

@@ -10,15 +10,11 @@ is today, the 00:30 schedule names yesterday explicitly (Dagster's
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from dagster import DailyPartitionsDefinition, MonthlyPartitionsDefinition
+from dagster import DailyPartitionsDefinition
 
-from westep_ops.config import load_config
+from westep_ops.defs import TIMEZONE
 
-# The config file holds no secret, so reading it here keeps definitions secret-free.
-TIMEZONE = load_config().timezone
 daily = DailyPartitionsDefinition(start_date="2026-01-01", timezone=TIMEZONE, end_offset=1)
-# The month in progress is a partition too: a drill's figures show in this month's report.
-monthly = MonthlyPartitionsDefinition(start_date="2026-01-01", timezone=TIMEZONE, end_offset=1)
 
 
 def day_key(when: datetime, days_back: int = 0) -> str:

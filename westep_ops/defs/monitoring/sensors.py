@@ -40,8 +40,8 @@ from dagster import (
 )
 
 from westep_ops.defs.health.assets import check_evaluation
-from westep_ops.defs.maintenance.schedules import IN_PROGRESS_TAG, daily_monitoring_job
 from westep_ops.defs.monitoring.assets import probe_samples
+from westep_ops.defs.monitoring.jobs import IN_PROGRESS_TAG, daily_monitoring_job
 from westep_ops.defs.monitoring.partitions import day_key
 from westep_ops.defs.repairs.jobs import ACTION_TAG, DEFAULT_TARGET, REPAIR_TAG, repair_job
 from westep_ops.environment import Environment

@@ -33,7 +33,8 @@ from pydantic import Field
 
 from westep_ops.defs import owners
 from westep_ops.defs.monitoring.assets import probe_samples
-from westep_ops.defs.monitoring.partitions import daily, monthly
+from westep_ops.defs.monitoring.partitions import daily
+from westep_ops.defs.sla.partitions import monthly
 from westep_ops.lib.sla import SlaFigures
 from westep_ops.monitoring import sla
 from westep_ops.monitoring.history import HistoryStore

@@ -1,0 +1,144 @@
+"""The day's report in Markdown (``logs/daily-report-<day>.md``) and its pieces for the UI.
+
+Plain code (pandas, matplotlib, no Dagster): the ``diagnosis_report`` asset writes one
+report per day of its run from the stored rollups (``monitoring/rollups.py``), and the
+other daily assets show the same tables and chart as metadata. Times are shown in the
+team's zone; the database stores UTC.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from westep_ops.monitoring.history import HistoryStore
+from westep_ops.monitoring.rollups import day_rollups
+
+INCIDENT_COLUMNS = [
+    "id",
+    "category",
+    "severity",
+    "started_at",
+    "detect_s",
+    "recover_s",
+    "recovered_by",
+    "escalation",
+]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a Markdown table whose missing values (NaN, NaT, None) are empty cells."""
+    return frame.astype(object).where(frame.notna(), None).to_markdown(index=False, missingval="")
+
+
+def health_table(day: pd.DataFrame) -> str:
+    """One day's ``daily_health_frame`` rows as a Markdown table, or "no samples"."""
+    return day.drop(columns=["day"]).to_markdown(index=False) if len(day) else "no samples"
+
+
+def incident_table(frame: pd.DataFrame) -> str:
+    """One day's incidents (``rollups.load_incidents``) as a Markdown table, or "no incidents"."""
+    return markdown_table(frame[INCIDENT_COLUMNS]) if len(frame) else "no incidents"
+
+
+def _local(frame: pd.DataFrame, tz: str) -> pd.DataFrame:
+    """Timestamps shown in the configured zone (stored in UTC)."""
+    out = frame.copy()
+    for c in ("hour", "started_at", "detected_at", "resolved_at"):
+        if c in out and len(out):
+            out[c] = pd.to_datetime(out[c], utc=True).dt.tz_convert(tz)
+    return out
+
+
+def render_daily_report(
+    day: str,
+    health: pd.DataFrame,
+    inc: pd.DataFrame,
+    perf: pd.DataFrame,
+    *,
+    target: float = 0.999,
+    tz: str,
+) -> str:
+    """The day's Markdown; times in ``tz``, categories below ``target`` named."""
+    bad = health[health["availability"] < target] if len(health) else health
+    verdict = (
+        "no data"
+        if health.empty
+        else "HEALTHY all day"
+        if bad.empty and inc.empty
+        else f"{len(inc)} incident(s); below {target:.1%}: {', '.join(bad['category']) or 'none'}"
+    )
+    inc, perf = _local(inc, tz), _local(perf, tz)
+    out = [
+        f"# Daily report {day} ({tz})",
+        "",
+        f"**Verdict: {verdict}**",
+        "",
+        "## Health per category",
+        "",
+    ]
+    out.append(health.to_markdown(index=False) if len(health) else "no samples")
+    out += ["", "## Incidents", ""]
+    out.append(
+        inc.drop(columns=["started_at"], errors="ignore").to_markdown(index=False)
+        if len(inc)
+        else "none"
+    )
+    out += ["", "## Performance per hour", ""]
+    out.append(perf.to_markdown(index=False) if len(perf) else "no samples")
+    return "\n".join(out) + "\n"
+
+
+def report_verdict(text: str) -> str:
+    """The verdict line of a report ``render_daily_report`` wrote."""
+    return text.split("**Verdict: ", 1)[1].split("**", 1)[0]
+
+
+def write_daily_reports(
+    store: HistoryStore,
+    start: datetime,
+    end: datetime,
+    *,
+    target: float,
+    tz: str,
+    directory: Path,
+) -> list[Path]:
+    """One report per local day in [start, end), from the stored rollups, written to
+    ``directory/daily-report-<day>.md``; the paths in day order."""
+    paths = []
+    day = start
+    while day < end:
+        nxt = day + timedelta(days=1)
+        r = day_rollups(store, day, nxt)
+        text = render_daily_report(
+            day.strftime("%Y-%m-%d"), r.health, r.incidents, r.performance, target=target, tz=tz
+        )
+        path = directory / f"daily-report-{day:%Y-%m-%d}.md"
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+        day = nxt
+    return paths
+
+
+def api_chart(day: pd.DataFrame, title: str, tz: str) -> str:
+    """Mean API response per hour of one day's hourly rows as an inline Markdown PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.2))
+    try:
+        local = pd.to_datetime(day["hour"], utc=True).dt.tz_convert(tz)
+        ax.plot(local.dt.tz_localize(None), day["mean_api_ms"], marker=".")
+        ax.set_ylabel("API ms")
+        ax.set_title(title)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=72, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return "![chart](data:image/png;base64," + base64.b64encode(buf.getvalue()).decode() + ")"
