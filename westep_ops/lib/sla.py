@@ -59,6 +59,9 @@ NOT_APPLICABLE = "not_configured"
 # The one definition of "available" per check result (None: dropped).
 STATE = {"ok": "up", "warning": "up", "critical": "down", "error": "unknown"}
 DRILL_GRACE = pd.Timedelta(seconds=60)  # a fault's alert may come just after its removal
+# No drill keeps one fault on this long (its timeouts end it sooner): an older open row
+# is a killed drill's leftover.
+DRILL_OPEN_LIMIT = pd.Timedelta(hours=6)
 
 
 def status_state(status: str) -> str | None:
@@ -282,15 +285,27 @@ def _merge(spans: Iterable[tuple[datetime, datetime]], a: int, b: int) -> list[t
 
 
 # -- detection -------------------------------------------------------------------------
-def detection_bounds(incidents: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+def detection_bounds(
+    incidents: pd.DataFrame, samples: pd.DataFrame, observe_only: Iterable[str] = ()
+) -> pd.DataFrame:
     """Per incident: ``lower_s`` = detected - started; ``upper_s`` = detected - the last
-    passing (ok) sample of its category before it started (NaN when none is in ``samples``)."""
+    passing sample of its category before it started (NaN when none is in ``samples``).
+
+    Passing as alerting reads it (``alerting.read_status``): a warning made only of
+    ``observe_only`` findings (``findings`` column, when loaded) passes too.
+    """
     out = pd.DataFrame(index=incidents.index)
     out["lower_s"] = (incidents["detected_at"] - incidents["started_at"]).dt.total_seconds()
     out["upper_s"] = np.nan
     if samples.empty or incidents.empty:
         return out
-    ok = samples[samples["status"] == "ok"]
+    passing = samples["status"] == "ok"
+    if "findings" in samples.columns and observe_only:
+        only = set(observe_only)
+        passing |= (samples["status"] == "warning") & samples["findings"].map(
+            lambda f: isinstance(f, list | tuple) and bool(f) and set(f) <= only
+        )
+    ok = samples[passing]
     for cat, rows in incidents.groupby("category"):
         ts = np.sort(_asi8(ok.loc[ok["category"] == cat, "ts"]))
         if not len(ts):
@@ -322,6 +337,7 @@ def compute(
     exclude_maintenance: bool = False,
     tz: str = "UTC",
     sla_cfg: Any | None = None,
+    observe_only: Iterable[str] = (),
 ) -> SlaFigures:
     """All SLA figures of [start, end). Frames may be empty; columns as in the ops store.
 
@@ -357,18 +373,23 @@ def compute(
         if len(incidents)
         else incidents
     )
-    _incidents(f, inc, samples, repairs, end)
+    _incidents(f, inc, samples, repairs, end, observe_only)
     _alerts(f, alerts, incidents, inc, repairs, drill, start, end)
 
     cadence = {
         c: (full_interval_s if c == "integrity" else interval_s) for c in H_CATEGORIES
     } | dict(cadence_s or {})
-    if total:
-        s = (
-            samples[samples["kind"].isin(SCHEDULED)]
-            if len(samples)
-            else pd.DataFrame(columns=["ts", "category"])
-        )
+    s = (
+        samples[samples["kind"].isin(SCHEDULED)]
+        if len(samples)
+        else pd.DataFrame(columns=["ts", "category"])
+    )
+    # A period in which the monitor never ran (e.g. the month before it was installed) has
+    # no coverage figure: "not measured", as for availability, not 0%.
+    ran = bool(len(s)) and bool(
+        ((s["ts"] >= pd.Timestamp(start)) & (s["ts"] < pd.Timestamp(end))).any()
+    )
+    if total and ran:
         for cat in H_CATEGORIES:
             got = s.loc[s["category"] == cat, "ts"]
             stale = 2 * cadence[cat] + confirm_s
@@ -432,6 +453,7 @@ def _incidents(
     samples: pd.DataFrame,
     repairs: pd.DataFrame,
     end: datetime,
+    observe_only: Iterable[str] = (),
 ) -> None:
     f.incidents = int(len(inc))
     if not len(inc):
@@ -439,35 +461,56 @@ def _incidents(
     f.incidents_by = {
         f"{c}/{s}": int(n) for (c, s), n in inc.groupby(["category", "severity"]).size().items()
     }
-    bounds = detection_bounds(inc, samples)
-    f.mttd_lower_mean_s = _none(bounds["lower_s"].mean())
-    upper = bounds["upper_s"].dropna()
-    f.mttd_unbounded = int(len(bounds) - len(upper))
-    if len(upper):
+    bounds = detection_bounds(inc, samples, observe_only)
+    bounded = bounds[bounds["upper_s"].notna()]
+    f.mttd_unbounded = int(len(bounds) - len(bounded))
+    # Both ends over the same incidents, so a range never reads "505-20 s"; incidents with
+    # no passing sample before them (counted apart) give only the lower bound.
+    f.mttd_lower_mean_s = _none((bounded if len(bounded) else bounds)["lower_s"].mean())
+    if len(bounded):
+        upper = bounded["upper_s"]
         f.mttd_upper_mean_s, f.mttd_upper_p90_s = _none(upper.mean()), _none(upper.quantile(0.9))
     open_ = inc["resolved_at"].isna()
     f.mttr_open_incidents = int(open_.sum())
     resolved_or_end = inc["resolved_at"].where(~open_, pd.Timestamp(end))
     mttr = (resolved_or_end - inc["detected_at"]).dt.total_seconds().clip(lower=0)
     f.mttr_mean_s, f.mttr_p90_s = _none(mttr.mean()), _none(mttr.quantile(0.9))
-    tried = set(repairs["incident_id"].dropna().astype(int)) if len(repairs) else set()
+    auto = _automatic(repairs)
+    tried = set(auto["incident_id"].dropna().astype(int)) if len(auto) else set()
     attempted = inc[inc["id"].isin(tried)]
     f.auto_recovery_attempted = int(len(attempted))
     if len(attempted):
-        # "nothing to do" changed nothing: only an attempt that repaired counts.
-        fixed = _repaired(repairs) if "outcome" in repairs.columns else None
-        ok = attempted["resolved_at"].notna() & attempted["recovered_by"].fillna("").str.startswith(
-            "auto:"
+        f.auto_recovery_success = float(
+            attempted["id"].isin(repaired_incidents(inc, repairs)).mean()
         )
-        if fixed is not None:
-            ok &= attempted["id"].isin(fixed)
-        f.auto_recovery_success = float(ok.mean())
 
 
-def _repaired(repairs: pd.DataFrame | None) -> set[int]:
-    if repairs is None or not len(repairs) or "outcome" not in repairs.columns:
+def _automatic(repairs: pd.DataFrame | None) -> pd.DataFrame:
+    """The automatic repair attempts: a person's run (trigger "manual ...") is not one."""
+    if repairs is None or not len(repairs):
+        return pd.DataFrame(columns=["incident_id", "outcome"])
+    if "trigger" in repairs.columns:
+        return repairs[~repairs["trigger"].fillna("").astype(str).str.startswith("manual")]
+    return repairs
+
+
+def repaired_incidents(incidents: pd.DataFrame | None, repairs: pd.DataFrame | None) -> set[int]:
+    """Incidents an automatic repair fixed: closed, recovered by ``auto:...``, and an
+    automatic attempt of theirs changed something ("nothing to do" is no repair).
+
+    The one rule behind auto-recovery success and the "repaired" signal that judges an
+    alert true, in the monthly figures and in the what-if alike.
+    """
+    auto = _automatic(repairs)
+    if incidents is None or not len(incidents) or not len(auto) or "outcome" not in auto:
         return set()
-    return set(repairs.loc[repairs["outcome"] == "repaired", "incident_id"].dropna().astype(int))
+    fixed = set(auto.loc[auto["outcome"] == "repaired", "incident_id"].dropna().astype(int))
+    ok = (
+        incidents["resolved_at"].notna()
+        & incidents["recovered_by"].fillna("").astype(str).str.startswith("auto:")
+        & incidents["id"].isin(fixed)
+    )
+    return set(incidents.loc[ok, "id"].astype(int))
 
 
 def _alerts(
@@ -519,6 +562,13 @@ class DrillWindow:
     categories: tuple[str, ...] | None  # () quiet; None unknown (an older row)
 
 
+def window_end(w: DrillWindow) -> pd.Timestamp:
+    """When a window stops judging: its removal, or, for a row never removed (a drill
+    still running, or one killed before it could remove its fault), ``DRILL_OPEN_LIMIT``
+    after the injection, so a killed drill's leftover row does not judge alerts for ever."""
+    return w.end if w.end is not None else w.start + DRILL_OPEN_LIMIT
+
+
 def drill_categories(row: Any) -> list[str] | None:
     """A drill row's categories; [] for a quiet window; None when unknown (an old row)."""
     if getattr(row, "fault", None) == QUIET:
@@ -558,7 +608,7 @@ def verdict(
     if label is not None and not pd.isna(label):
         return bool(label), "label"
     ts = pd.Timestamp(ts)
-    inside = [w for w in windows if w.start <= ts and (w.end is None or ts <= w.end + DRILL_GRACE)]
+    inside = [w for w in windows if w.start <= ts <= window_end(w) + DRILL_GRACE]
     if any(w.categories is not None and category in w.categories for w in inside):
         return True, "drill"
     if inside and all(w.categories is not None for w in inside):
@@ -579,16 +629,12 @@ def judge(
     ``alert`` needs ``ts``, ``category``, ``label`` and ``incident_id``; the "repaired"
     signal needs ``repairs``.
     """
-    repaired = False
     incident_id = getattr(alert, "incident_id", None)
-    if incident_id is not None and not pd.isna(incident_id) and incidents is not None:
-        row = incidents[incidents["id"] == incident_id] if len(incidents) else incidents
-        repaired = bool(
-            len(row)
-            and pd.notna(row["resolved_at"].iloc[0])
-            and str(row["recovered_by"].iloc[0] or "").startswith("auto:")
-            and int(incident_id) in _repaired(repairs)
-        )
+    repaired = (
+        incident_id is not None
+        and not pd.isna(incident_id)
+        and int(incident_id) in repaired_incidents(incidents, repairs)
+    )
     return verdict(
         getattr(alert, "label", None),
         alert.ts,

@@ -37,6 +37,19 @@ TEXT = {
         "by": "by category / severity",
         "judged": "alerts judged by",
         "whatif": "What-if: other thresholds",
+        "maintenance": (
+            "maintenance windows: {minutes:.0f} min ({down:.0f} min down); availability outside"
+            " maintenance {outside}; maintenance time is {how} availability"
+            " (sla.excludeMaintenance)"
+        ),
+        "excluded": "excluded from",
+        "included": "included in",
+        "whatif_head": (
+            "| settings | alerts | judged real | false positives | unjudged | precision"
+            " | missed (of truth windows) |"
+        ),
+        "of": "of",
+        "not_measured": "not measured",
         "time": "time: up {up:.1f} min, down {down:.1f} min, unknown {unknown:.1f} min of {total:.1f} min",
         "day_table": "| day | availability | measured | down min | unknown min |",
         "mttd": "MTTD {range} (first failing sample - last passing sample before it; mean over"
@@ -92,6 +105,17 @@ TEXT = {
         "by": "カテゴリ／重大度別",
         "judged": "アラートの判定方法",
         "whatif": "閾値の見直し（what-if）",
+        "maintenance": (
+            "メンテナンス時間帯: {minutes:.0f}分（うち停止{down:.0f}分）。メンテナンス外の稼働率 {outside}。"
+            "メンテナンス時間は稼働率の計算に{how}（sla.excludeMaintenance）"
+        ),
+        "excluded": "含めません",
+        "included": "含めます",
+        "whatif_head": (
+            "| 設定 | アラート | 正しいと判定 | 誤検知 | 未判定 | 精度 | 見逃し（正解期間中） |"
+        ),
+        "of": "/",
+        "not_measured": "未測定",
         "time": "時間: 稼働 {up:.1f}分、停止 {down:.1f}分、不明 {unknown:.1f}分（全 {total:.1f}分）",
         "day_table": "| 日付 | 稼働率 | 測定割合 | 停止（分） | 不明（分） |",
         "mttd": "検出時間（MTTD）{range}（最初の失敗サンプル～その前の最後の成功サンプルから；"
@@ -166,9 +190,9 @@ def cell(key: str, f: SlaFigures | None) -> str:
     return fmt(key, getattr(f, key))
 
 
-def _share(value: float | None) -> str:
+def _share(value: float | None, none: str = "not measured") -> str:
     """A what-if precision: "not measured" when nothing it raised could be judged."""
-    return "not measured" if value is None else f"{value:.0%}"
+    return none if value is None else f"{value:.0%}"
 
 
 def render(
@@ -230,12 +254,11 @@ def render(
             up=f.up_minutes, down=f.down_minutes, unknown=f.unknown_minutes, total=f.period_minutes
         ),
         "",
-        (
-            f"maintenance windows: {f.maintenance_minutes:.0f} min "
-            f"({f.maintenance_down_minutes:.0f} min down); availability outside maintenance "
-            f"{fmt('availability', f.availability_outside_maintenance)}; maintenance time is "
-            + ("excluded from" if f.maintenance_excluded else "included in")
-            + " availability (sla.excludeMaintenance)"
+        t["maintenance"].format(
+            minutes=f.maintenance_minutes,
+            down=f.maintenance_down_minutes,
+            outside=fmt("availability", f.availability_outside_maintenance),
+            how=t["excluded"] if f.maintenance_excluded else t["included"],
         ),
         "",
     ]
@@ -301,14 +324,13 @@ def render(
             "",
             f"## {t['whatif']}",
             "",
-            "| settings | alerts | judged real | false positives | unjudged | precision"
-            " | missed (of truth windows) |",
+            t["whatif_head"],
             "|---|---|---|---|---|---|---|",
         ]
         out += [
             f"| {w['name']} | {w['alerts']} | {w['judged_true']} | {w['false_positives']}"
-            f" | {w['unjudged']} | {_share(w.get('precision'))}"
-            f" | {w['missed']} of {w['truth_windows']} |"
+            f" | {w['unjudged']} | {_share(w.get('precision'), t['not_measured'])}"
+            f" | {w['missed']} {t['of']} {w['truth_windows']} |"
             for w in whatif
         ]
     return "\n".join(out) + "\n"

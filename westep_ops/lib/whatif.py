@@ -46,7 +46,13 @@ from westep_ops.lib.alerting import (
     read_status,
 )
 from westep_ops.lib.grouping import CRITICAL, Observed, group
-from westep_ops.lib.sla import DRILL_GRACE, drill_windows, verdict
+from westep_ops.lib.sla import (
+    DRILL_GRACE,
+    drill_windows,
+    repaired_incidents,
+    verdict,
+    window_end,
+)
 
 CURRENT = "current"  # the name of the setting in force, always compared first
 
@@ -236,9 +242,7 @@ def _recorded(frames: Mapping[str, pd.DataFrame], end: pd.Timestamp) -> list[_Re
     alerts = frames.get("alerts")
     incidents = frames.get("incidents")
     repairs = frames.get("repairs")
-    fixed = set()
-    if repairs is not None and len(repairs):
-        fixed = set(repairs.loc[repairs["outcome"] == "repaired", "incident_id"])
+    fixed = repaired_incidents(incidents, repairs)  # the monthly figures' own rule
     spans: dict[Any, _Recorded] = {}
     for r in incidents.itertuples() if incidents is not None else ():
         closed = pd.notna(r.resolved_at)
@@ -270,10 +274,9 @@ def score(incidents: pd.DataFrame, frames: Mapping[str, pd.DataFrame], end: Any)
     alerts labelled real outside them.
     """
     end = pd.Timestamp(end)
-    # A drill row not removed (a drill still running, or killed) lasts until ``end``.
-    windows = [
-        w if w.end is not None else replace(w, end=end) for w in drill_windows(frames.get("drill"))
-    ]
+    # A drill row not removed (a drill still running, or killed) lasts until ``end``, at
+    # most DRILL_OPEN_LIMIT (the monthly figures' rule).
+    windows = [replace(w, end=min(window_end(w), end)) for w in drill_windows(frames.get("drill"))]
     recorded = _recorded(frames, end)
     verdicts: list[bool | None] = []
     spans: list[tuple[str, Any, Any]] = []

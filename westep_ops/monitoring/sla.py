@@ -30,7 +30,9 @@ from westep_ops.monitoring.history import HistoryStore
 # the 31st's); alerts of no incident count by their own time. Drill rows are those
 # whose window meets the period or the day after (an incident's late alert).
 QUERIES = {
-    "samples": "SELECT ts, kind, category, status FROM westep_ops.samples"
+    # findings only of warnings: whether it is observe-only (passing) for detection bounds
+    "samples": "SELECT ts, kind, category, status,"
+    " CASE WHEN status = 'warning' THEN findings END AS findings FROM westep_ops.samples"
     " WHERE ts >= %(samples_from)s AND ts < %(end)s",
     "performance": "SELECT ts, mean_api_ms, http_requests, http_failures FROM westep_ops.performance_samples"
     " WHERE ts >= %(start)s AND ts < %(end)s",
@@ -41,7 +43,7 @@ QUERIES = {
     " WHERE a.suppressed_by IS NULL"  # a silenced alert was never sent
     " AND CASE WHEN i.id IS NULL THEN a.ts >= %(start)s AND a.ts < %(end)s"
     " ELSE i.started_at >= %(start)s AND i.started_at < %(end)s END",
-    "repairs": "SELECT r.incident_id, r.action, r.outcome FROM westep_ops.repair_attempts r"
+    "repairs": "SELECT r.incident_id, r.action, r.outcome, r.trigger FROM westep_ops.repair_attempts r"
     " JOIN westep_ops.incidents i ON i.id = r.incident_id"
     " WHERE NOT r.dry_run AND i.started_at >= %(start)s AND i.started_at < %(end)s",
     # to_jsonb(d): rows written before the drill recorded categories have none (NULL).
@@ -134,6 +136,7 @@ def figures(
     frames: dict[str, pd.DataFrame], start: datetime, end: datetime, config: Config
 ) -> sla.SlaFigures:
     from westep_ops.monitoring.engine import CHEAP
+    from westep_ops.repairs.recovery import OBSERVE_ONLY
     from westep_ops.silences import window_intervals
 
     iv = config.monitoring.intervals
@@ -163,6 +166,7 @@ def figures(
         exclude_maintenance=config.sla.exclude_maintenance,
         tz=config.timezone,
         sla_cfg=config.sla,
+        observe_only=OBSERVE_ONLY,
     )
 
 
