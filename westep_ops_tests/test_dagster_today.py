@@ -93,9 +93,9 @@ def test_partition_progress_in_the_team_zone() -> None:
 
 def test_an_incident_that_opens_or_closes_refreshes_today() -> None:
     reqs = incident_refreshes([7], [5], datetime(2026, 12, 6, 3, 0, tzinfo=UTC))
+    # one refresh per tick, however many incidents opened or closed in it
     assert [(r.job_name, r.partition_key, r.run_key) for r in reqs] == [
-        ("daily_monitoring_job", "2026-12-06", "today-2026-12-06-incident-7-opened"),
-        ("daily_monitoring_job", "2026-12-06", "today-2026-12-06-incident-5-closed"),
+        ("daily_monitoring_job", "2026-12-06", "today-2026-12-06-incidents-5,7-030000"),
     ]
     assert incident_refreshes([], [], datetime.now(UTC)) == []
 

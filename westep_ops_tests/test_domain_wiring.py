@@ -120,8 +120,9 @@ def test_incident_figures_and_the_daily_report() -> None:
         "incidents": 0,
         "open": 0,
     }
-    table = daily_report.incident_table(inc)
+    table = daily_report.incident_table(inc, "Asia/Tokyo")
     assert "| pool  " in table and "| critical  " in table and "recover_s" in table
+    assert "+09:00" in table  # started_at in the team's zone, not UTC
     health = pd.DataFrame([_health("2026-11-03", "pool", 90, 0, 10, 0)])
     perf = pd.DataFrame(columns=rollups.HOURLY_COLUMNS)
     text = daily_report.render_daily_report(
@@ -135,3 +136,43 @@ def test_incident_figures_and_the_daily_report() -> None:
     assert daily_report.report_verdict(empty) == "no data"
     # The incident's times are shown in the team's zone (10:00 in Tokyo).
     assert "10:00:40+09:00" in text
+
+
+def test_the_daily_verdict_is_about_measured_time() -> None:
+    """A day the monitor did not see is never "HEALTHY all day"."""
+    perf = pd.DataFrame(columns=rollups.HOURLY_COLUMNS)
+    none = pd.DataFrame(columns=["id"])
+
+    def verdict(health: list[dict], share: float | None) -> str:
+        text = daily_report.render_daily_report(
+            "2026-11-03", pd.DataFrame(health), none, perf, tz="Asia/Tokyo", measured_share=share
+        )
+        return daily_report.report_verdict(text)
+
+    blind = [_health("2026-11-03", "connection", 0, 0, 0, 1440)]
+    assert verdict(blind, 0.0) == "no data"
+    healthy = [_health("2026-11-03", c, 1440, 0, 0, 0) for c in ("connection", "api")]
+    assert verdict(healthy, 60 / 1440).startswith("insufficient data (4% of the day measured)")
+    assert verdict(healthy, 1.0) == "HEALTHY all day"
+    unseen = healthy + [_health("2026-11-03", "pool", 0, 0, 0, 1440)]
+    assert (
+        verdict(unseen, 1.0) == "no incident; every measured category on target; not measured: pool"
+    )
+
+
+def test_a_category_that_is_not_configured_passes_its_daily_check() -> None:
+    from westep_ops.defs.monitoring.assets import availability_evaluations
+
+    frame = pd.DataFrame(
+        [
+            _health("2026-11-03", "connection", 1440, 0, 0, 0),
+            {**_health("2026-11-03", "api", 0, 0, 0, 0), "samples": 0},  # not_configured
+        ]
+    )
+    got = {e.check_name: e for e in availability_evaluations("2026-11-03", frame, 0.999)}
+    assert (
+        got["api_available"].passed
+        and "not configured" in got["api_available"].metadata["note"].value
+    )
+    assert got["connection_available"].passed
+    assert not got["pool_available"].passed  # never sampled: not monitored

@@ -114,3 +114,44 @@ def test_hourly_rollup_in_a_half_hour_zone_gives_each_local_day_its_own_hours(
     assert min(first) == day1 and max(first) == day2 - timedelta(hours=1)
     assert min(second).astimezone(UTC).strftime("%H:%M") == "18:30"  # local midnight
     clear_history()
+
+
+def test_two_refreshes_of_the_same_day_at_once_both_succeed(sandbox: Sandbox) -> None:
+    """Today's hourly refresh and an incident's refresh may run at once: each DELETEs and
+    INSERTs the same day's rollup keys, so without the rollup lock one INSERT failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from westep_ops.monitoring import rollups
+
+    clear_history()
+    url = _url()
+    day = datetime(2026, 11, 3, tzinfo=TOKYO)
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO westep_ops.samples (ts, kind, category, status, summary)"
+                " VALUES (%s, 'cheap', %s, 'ok', 'ok')",
+                [
+                    (day + timedelta(minutes=m), c)
+                    for m in range(0, 1440, 10)
+                    for c in ("connection", "api", "pool")
+                ],
+            )
+
+    def refresh(_i: int) -> int:
+        store = HistoryStore(url)
+        try:
+            return len(
+                rollups.roll_up_health(store, day, day + timedelta(days=1), "Asia/Tokyo", 125).frame
+            )
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(refresh, range(8))) == [3] * 8
+    with psycopg.connect(url) as conn:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM westep_ops.daily_health WHERE day = %s", (day.date(),)
+        ).fetchone()
+    assert n == 3
+    clear_history()

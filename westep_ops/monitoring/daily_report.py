@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import io
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
+from westep_ops.lib.sla import state_intervals
 from westep_ops.monitoring.history import HistoryStore
-from westep_ops.monitoring.rollups import day_rollups
+from westep_ops.monitoring.rollups import day_rollups, read_samples, service_figures
 
 INCIDENT_COLUMNS = [
     "id",
@@ -24,6 +25,7 @@ INCIDENT_COLUMNS = [
     "severity",
     "started_at",
     "detect_s",
+    "detect_upper_s",
     "recover_s",
     "recovered_by",
     "escalation",
@@ -40,9 +42,12 @@ def health_table(day: pd.DataFrame) -> str:
     return day.drop(columns=["day"]).to_markdown(index=False) if len(day) else "no samples"
 
 
-def incident_table(frame: pd.DataFrame) -> str:
-    """One day's incidents (``rollups.load_incidents``) as a Markdown table, or "no incidents"."""
-    return markdown_table(frame[INCIDENT_COLUMNS]) if len(frame) else "no incidents"
+def incident_table(frame: pd.DataFrame, tz: str) -> str:
+    """One day's incidents (``rollups.load_incidents``) as a Markdown table, or "no
+    incidents"; times in ``tz``, detection as its two bounds, an open one's recovery empty."""
+    if not len(frame):
+        return "no incidents"
+    return markdown_table(_local(frame, tz).reindex(columns=INCIDENT_COLUMNS))
 
 
 def _local(frame: pd.DataFrame, tz: str) -> pd.DataFrame:
@@ -62,16 +67,41 @@ def render_daily_report(
     *,
     target: float = 0.999,
     tz: str,
+    measured_share: float | None = None,
+    min_measured_share: float = 0.9,
 ) -> str:
-    """The day's Markdown; times in ``tz``, categories below ``target`` named."""
+    """The day's Markdown; times in ``tz``, categories below ``target`` named.
+
+    ``measured_share``: the share of the day (so far) for which the service's state was
+    measured (``rollups.service_figures``). The verdict is about time, as in the monthly
+    report: "no data" when nothing was measured, "insufficient data" under
+    ``min_measured_share``; never "HEALTHY all day" for a day the monitor did not see.
+    Categories with no measured sample (and not "not configured") are named.
+    """
     bad = health[health["availability"] < target] if len(health) else health
-    verdict = (
-        "no data"
-        if health.empty
-        else "HEALTHY all day"
-        if bad.empty and inc.empty
-        else f"{len(inc)} incident(s); below {target:.1%}: {', '.join(bad['category']) or 'none'}"
+    unseen = (
+        sorted(health.loc[health["availability"].isna() & (health["error"] > 0), "category"])
+        if len(health)
+        else []
     )
+    measured = health["availability"].notna().any() if len(health) else False
+    findings = f"{len(inc)} incident(s); below {target:.1%}: {', '.join(bad['category']) or 'none'}"
+    if not measured or measured_share == 0:
+        verdict = "no data" if inc.empty else f"no data; {len(inc)} incident(s)"
+    elif measured_share is not None and measured_share < min_measured_share:
+        verdict = f"insufficient data ({measured_share:.0%} of the day measured); {findings}"
+    elif bad.empty and inc.empty:
+        verdict = (
+            "no incident; every measured category on target"
+            if unseen
+            else "HEALTHY all day"
+            if measured_share is not None
+            else "healthy"
+        )
+    else:
+        verdict = findings
+    if unseen and verdict != "no data":
+        verdict += f"; not measured: {', '.join(unseen)}"
     inc, perf = _local(inc, tz), _local(perf, tz)
     out = [
         f"# Daily report {day} ({tz})",
@@ -106,16 +136,34 @@ def write_daily_reports(
     target: float,
     tz: str,
     directory: Path,
+    stale_s: float = 125.0,
+    min_measured_share: float = 0.9,
+    now: datetime | None = None,
 ) -> list[Path]:
     """One report per local day in [start, end), from the stored rollups, written to
-    ``directory/daily-report-<day>.md``; the paths in day order."""
+    ``directory/daily-report-<day>.md``; the paths in day order. The share of each day
+    measured comes from the samples (each holds at most ``stale_s``), up to ``now`` for
+    today."""
     paths = []
     day = start
+    now = now or datetime.now(UTC)
     while day < end:
         nxt = day + timedelta(days=1)
         r = day_rollups(store, day, nxt)
+        share = service_figures(
+            state_intervals(read_samples(store, day, nxt, tz, stale_s), stale_s),
+            day,
+            max(day, min(nxt, now)),
+        )["measured_share"]
         text = render_daily_report(
-            day.strftime("%Y-%m-%d"), r.health, r.incidents, r.performance, target=target, tz=tz
+            day.strftime("%Y-%m-%d"),
+            r.health,
+            r.incidents,
+            r.performance,
+            target=target,
+            tz=tz,
+            measured_share=share,
+            min_measured_share=min_measured_share,
         )
         path = directory / f"daily-report-{day:%Y-%m-%d}.md"
         path.write_text(text, encoding="utf-8")

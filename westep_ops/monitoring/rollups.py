@@ -32,9 +32,16 @@ SAMPLES_SQL = (
     "SELECT ts, (ts AT TIME ZONE %s)::date AS day, kind, category, status FROM westep_ops.samples"
     " WHERE ts >= %s AND ts < %s"
 )
+# Two refreshes of the same day at once (the hourly one and an incident's) would both
+# DELETE then INSERT the same keys, and the second INSERT would fail: one at a time.
+ROLLUP_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
 INCIDENTS_SQL = (
-    "SELECT id, category, severity, started_at, detected_at, resolved_at, recovered_by, escalation"
-    " FROM westep_ops.incidents WHERE started_at >= %s AND started_at < %s ORDER BY started_at"
+    "SELECT id, category, severity, started_at, detected_at, resolved_at, recovered_by, escalation,"
+    # the last passing sample of the category before the incident: detection's upper bound
+    " (SELECT max(s.ts) FROM westep_ops.samples s WHERE s.category = i.category"
+    "  AND s.status = 'ok' AND s.ts < i.started_at"
+    "  AND s.ts > i.started_at - interval '1 day') AS last_ok_at"
+    " FROM westep_ops.incidents i WHERE started_at >= %s AND started_at < %s ORDER BY started_at"
 )
 DAILY_HEALTH_OF_DAY_SQL = "SELECT * FROM westep_ops.daily_health WHERE day = %s ORDER BY category"
 HOURLY_PERFORMANCE_SQL = (
@@ -97,6 +104,8 @@ def category_availability(frame: pd.DataFrame, category: str) -> dict[str, int |
         return {"samples": 0}
     row = rows.iloc[0]
     out: dict[str, int | float] = {"samples": int(row["samples"])}
+    if not out["samples"]:  # sampled, but every sample said the check does not apply
+        out["not_configured"] = 1
     measured = int(row[["ok", "warning", "critical"]].sum())
     if measured:
         out |= {
@@ -130,16 +139,25 @@ class HealthRollup:
     frame: pd.DataFrame
 
 
+def read_samples(
+    store: HistoryStore, start: datetime, end: datetime, tz: str, stale_s: float
+) -> pd.DataFrame:
+    """The samples of [start - stale_s, end): the one just before ``start`` holds into it."""
+    out = read_frame(store, SAMPLES_SQL, (tz, start - timedelta(seconds=stale_s), end))
+    if len(out):
+        out["ts"] = pd.to_datetime(out["ts"], utc=True)
+    return out
+
+
 def roll_up_health(
     store: HistoryStore, start: datetime, end: datetime, tz: str, stale_s: float
 ) -> HealthRollup:
     """Recompute ``westep_ops.daily_health`` for the local days in [start, end)."""
-    earlier = read_frame(store, SAMPLES_SQL, (tz, start - timedelta(seconds=stale_s), end))
-    if len(earlier):
-        earlier["ts"] = pd.to_datetime(earlier["ts"], utc=True)
+    earlier = read_samples(store, start, end, tz, stale_s)
     samples = earlier[earlier["ts"] >= start] if len(earlier) else earlier
     frame = daily_health_frame(samples)
     with store.tx() as conn:
+        conn.execute(ROLLUP_LOCK, ("westep_ops.daily_health",))
         conn.execute(
             "DELETE FROM westep_ops.daily_health WHERE day >= %s AND day < %s",
             (start.date(), end.date()),
@@ -158,7 +176,7 @@ def service_figures(intervals: sla.Intervals, start: datetime, end: datetime) ->
     service = intervals.seconds(int(pd.Timestamp(start).value), int(pd.Timestamp(end).value))
     measured_s = service["up"] + service["down"]
     out = {
-        "measured_share": measured_s / max(1.0, (end - start).total_seconds()),
+        "measured_share": measured_s / (end - start).total_seconds() if end > start else 0.0,
         "down_minutes": service["down"] / 60,
         "unknown_minutes": service["unknown"] / 60,
     }
@@ -193,6 +211,7 @@ def roll_up_performance(
     """Recompute ``westep_ops.hourly_performance`` for [start, end); the hours written."""
     hourly = hourly_performance_frame(read_frame(store, HOURLY_SQL, (tz, start, end)))
     with store.tx() as conn:
+        conn.execute(ROLLUP_LOCK, ("westep_ops.hourly_performance",))
         conn.execute(
             "DELETE FROM westep_ops.hourly_performance WHERE hour >= %s AND hour < %s",
             (start, end),
@@ -220,7 +239,12 @@ def incident_frame(incidents: pd.DataFrame) -> pd.DataFrame:
     if incidents.empty:
         return incidents.assign(detect_s=pd.Series(dtype=float), recover_s=pd.Series(dtype=float))
     out = incidents.copy()
+    # Detection is a bound (as in the monthly report): from the first failing sample
+    # (lower) and from the last passing one before it (upper; None when none is stored).
     out["detect_s"] = (out["detected_at"] - out["started_at"]).dt.total_seconds()
+    if "last_ok_at" in out:
+        last_ok = pd.to_datetime(out["last_ok_at"], utc=True)
+        out["detect_upper_s"] = (out["detected_at"] - last_ok).dt.total_seconds()
     # All still open (today's partition, say): resolved_at is all None, not datetimes.
     resolved = pd.to_datetime(out["resolved_at"], utc=True)
     out["recover_s"] = (resolved - out["detected_at"]).dt.total_seconds()
@@ -248,7 +272,11 @@ def incident_figures(frame: pd.DataFrame) -> dict[str, int | float]:
     }
     if len(frame):
         out["mean_detect_s"] = float(frame["detect_s"].mean())
+    if len(frame) and "detect_upper_s" in frame and frame["detect_upper_s"].notna().any():
+        out["mean_detect_upper_s"] = float(frame["detect_upper_s"].mean())
     if len(frame) and frame["recover_s"].notna().any():
+        # closed incidents only; open ones are counted apart ("open"), as the month's
+        # MTTR counts them: at least until the period's end
         out["mean_recover_s"] = float(frame["recover_s"].mean())
     return out
 

@@ -102,7 +102,8 @@ def availability_evaluations(
     """One evaluation per category for ``day`` (frame: that day's ``daily_health_frame``).
 
     A category with no measured sample fails with a note and no availability figure (not
-    monitored, the monitor could not look, or not configured): no made-up 100%.
+    monitored, or the monitor could not look): no made-up 100%; one that is not
+    configured (every sample said so, e.g. H7 without endpoints) passes with a note.
     """
     out = []
     for c in Category:
@@ -111,6 +112,9 @@ def availability_evaluations(
         if "availability" in figures:
             metadata |= figures
             passed = figures["availability"] >= target
+        elif figures.get("not_configured"):
+            metadata["note"] = "not configured: every sample said the check does not apply"
+            passed = True
         else:
             metadata["note"] = (
                 "no measured samples: not monitored, or the monitor could not look (error)"
@@ -167,6 +171,7 @@ def health_samples(
     intervals = sla.state_intervals(rolled.earlier, stale)
     selected = {k.name for k in context.selected_asset_check_keys}
     evaluations: list[AssetCheckEvaluation] = []
+    now = datetime.now(UTC)
     for key, d_start, d_end in days(context):
         day = frame[frame["day"] == d_start.date()] if len(frame) else frame
         n = int((samples["day"] == d_start.date()).sum()) if len(samples) else 0
@@ -176,7 +181,8 @@ def health_samples(
             {
                 "samples": n,
                 "worst_status": rollups.worst_status(day),
-                **rollups.service_figures(intervals, d_start, d_end),
+                # today so far: the hours still to come are not unknown time
+                **rollups.service_figures(intervals, d_start, min(d_end, max(d_start, now))),
                 "categories_below_target": ", ".join(
                     e.check_name.removesuffix("_available")
                     for e in checks
@@ -258,7 +264,7 @@ def incident_metadata(frame: pd.DataFrame) -> dict:
     return {
         "incidents": figures.pop("incidents"),
         "open": figures.pop("open"),
-        "table": MetadataValue.md(daily_report.incident_table(frame)),
+        "table": MetadataValue.md(daily_report.incident_table(frame, TIMEZONE)),
         **figures,
     }
 
@@ -278,13 +284,17 @@ def diagnosis_report(
     start, end = _window(context)
     store = HistoryStore(ops_storage.value())
     try:
+        cfg = load_config()
         paths = daily_report.write_daily_reports(
             store,
             start,
             end,
-            target=load_config().sla.targets.availability,
+            target=cfg.sla.targets.availability,
             tz=TIMEZONE,
             directory=log_dir(),
+            stale_s=2 * cfg.monitoring.intervals.performance / 1000
+            + cfg.monitoring.alerting.confirm_delay_seconds,
+            min_measured_share=cfg.sla.min_measured_share,
         )
     finally:
         store.close()

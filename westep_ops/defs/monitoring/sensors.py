@@ -70,17 +70,19 @@ def is_preview(context: SensorEvaluationContext) -> bool:
 
 
 def incident_refreshes(opened: list[int], closed: list[int], now: datetime) -> list[RunRequest]:
-    """One refresh of today's daily assets per incident that opened or closed this tick."""
+    """At most one refresh of today's daily assets per tick, when incidents opened or closed
+    in it (the rollups also take a lock, so it never races the hourly refresh)."""
+    if not opened and not closed:
+        return []
     day = day_key(now)
+    ids = ",".join(str(i) for i in sorted({*opened, *closed}))
     return [
         RunRequest(
-            run_key=f"today-{day}-incident-{i}-{what}",
+            run_key=f"today-{day}-incidents-{ids}-{now:%H%M%S}",
             job_name=daily_monitoring_job.name,
             partition_key=day,
-            tags={IN_PROGRESS_TAG: "true", "westep-ops/incident": str(i)},
+            tags={IN_PROGRESS_TAG: "true", "westep-ops/incidents": ids},
         )
-        for what, ids in (("opened", opened), ("closed", closed))
-        for i in ids
     ]
 
 
