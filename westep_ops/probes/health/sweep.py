@@ -1,0 +1,252 @@
+"""The sweep: the wanted checks' declared queries in as few round trips as possible,
+three lanes, and the causes behind the failures.
+
+Round trip 1 carries the catalog queries of H2 (backends), H3 (privileges), H4 (what
+each rule needs), the ACCESS EXCLUSIVE locks on H3/H4's tables, H5 and H6; round trip
+2 the counts of H4 and the NOTIFY of H5 (in heavy sweeps), declared given round trip
+1's answers, so the items it already judged (missing, not granted, locked) are left out
+and a predictable failure never fails the batch. A sweep without H4 and without H5's
+NOTIFY has no round trip 2. (H3's reads as each role, with the optional role-probe
+login, take one round trip of their own on that login's connection.) A failing batch
+runs the same queries one by one (:mod:`.batch`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from westep_ops.config import Category
+from westep_ops.db import describe_error
+from westep_ops.probes.base import MONITOR_MISCONFIGURED, CheckResult, Status
+from westep_ops.probes.health import (
+    h1_connection,
+    h2_pool,
+    h3_tables,
+    h4_integrity,
+    h5_realtime,
+    h6_auth,
+    h7_api,
+)
+from westep_ops.probes.health.batch import Answers, run_queries
+from westep_ops.probes.health.common import ms_since
+from westep_ops.probes.health.locks import LockLedger, lock_query
+from westep_ops.probes.health.pgbouncer import pool_database
+from westep_ops.probes.session import ProbeSession
+
+ORDER = list(Category)  # H1..H7
+# The checks that ask the direct connection, each with its ``needs(session, heavy)``.
+DECLARING = {
+    Category.pool: h2_pool.needs,
+    Category.tables: h3_tables.needs,
+    Category.integrity: h4_integrity.needs,
+    Category.realtime: h5_realtime.needs,
+    Category.auth: h6_auth.needs,
+}
+
+
+@dataclass
+class Collected:
+    """What the checks of one sweep declared (per category), and what came back."""
+
+    needs: dict[Category, Any]
+    answers: Answers
+
+
+def collect(
+    session: ProbeSession, wanted: set[Category], heavy: set[Category] | None = None
+) -> Collected:
+    """Declare the wanted checks' queries and run them in (at most) two round trips.
+
+    ``heavy`` names the categories whose heavy part runs (all of ``wanted`` by default).
+    """
+    heavy = wanted if heavy is None else heavy
+    answers = Answers(LockLedger(session.config.repairs.stuck_query_seconds))
+    needs = {
+        c: declare(session, heavy=c in heavy) for c, declare in DECLARING.items() if c in wanted
+    }
+    t0 = time.perf_counter()
+    try:
+        lock_tables = _lock_tables(session, wanted)
+        first = [
+            q
+            for c in (Category.pool, Category.tables, Category.integrity)
+            if c in needs
+            for q in needs[c].first()
+        ]
+        locks = lock_query(lock_tables) if lock_tables else None
+        first += [locks] if locks else []
+        first += [
+            q for c in (Category.realtime, Category.auth) if c in needs for q in needs[c].first()
+        ]
+        run_queries(session, first, answers)
+        if locks is not None:
+            answers.locks.take(lock_tables, answers.outcome(locks))
+        run_queries(session, [q for n in needs.values() for q in n.second(answers)], answers)
+    except Exception as e:  # noqa: BLE001 - a broken batch must not take the sweep down
+        # Whatever was not answered reports this; each check then says it could not run.
+        answers.broken = e
+    finally:
+        if session.configured("direct"):
+            session.stats["prefetch_ms"] = ms_since(t0)
+    return Collected(needs, answers)
+
+
+def _lock_tables(session: ProbeSession, wanted: set[Category]) -> list[str]:
+    tables: list[str] = []
+    if Category.tables in wanted:
+        tables += h3_tables.tables_read(session)
+    if Category.integrity in wanted:
+        tables += h4_integrity.tables_read(session)
+    return list(dict.fromkeys(tables))
+
+
+def run_health_check(
+    session: ProbeSession,
+    categories: Iterable[Category] | None = None,
+    *,
+    heavy: Iterable[Category] | None = None,
+) -> list[CheckResult]:
+    """Run the requested categories (all by default); results in H1..H7 order.
+
+    ``heavy`` names the categories whose heavy part runs too (all of them by default):
+    today that is H5's LISTEN/NOTIFY round trip. H4 is heavy as a whole (integrity
+    counts on big tables): a caller that wants a light sweep leaves it out of
+    ``categories``, as the monitor's cheap sweep does.
+
+    Three lanes overlap, each on its own connection: the HTTP probes (H7 and H6's
+    endpoint), H1's pooled check (started once the admin console has said whether the
+    pool is paused), and the direct-connection probes in this thread.
+    """
+    wanted = set(categories or ORDER)
+    heavy_parts = wanted if heavy is None else wanted & set(heavy)
+    results: dict[Category, CheckResult] = {}
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="westep-probe") as lanes:
+        api = lanes.submit(h7_api.check_api, session) if Category.api in wanted else None
+        auth_ep = lanes.submit(h6_auth.auth_endpoint, session) if Category.auth in wanted else None
+        got = collect(session, wanted, heavy_parts)
+        needs, answers = got.needs, got.answers
+
+        def judge(cat: Category, fn: Callable[[], CheckResult]) -> None:
+            results[cat] = _safe(fn, cat)
+
+        if Category.pool in wanted:
+            judge(Category.pool, lambda: h2_pool.check_pool(session, needs[Category.pool], answers))
+        if Category.connection in wanted:
+            pool_database(session)  # memoised: the pooled lane reads it without a round trip
+            pooled = lanes.submit(h1_connection.connection_outcome, session, "pooled")
+            judge(
+                Category.connection,
+                lambda: h1_connection.check_connection(session, pooled.result()),
+            )
+        if Category.tables in wanted:
+            judge(
+                Category.tables,
+                lambda: h3_tables.check_tables(session, needs[Category.tables], answers),
+            )
+        if Category.integrity in wanted:
+            judge(
+                Category.integrity,
+                lambda: h4_integrity.check_integrity(session, needs[Category.integrity], answers),
+            )
+        if Category.realtime in wanted:
+            judge(
+                Category.realtime,
+                lambda: h5_realtime.check_realtime(session, needs[Category.realtime], answers),
+            )
+        if auth_ep is not None:
+            judge(
+                Category.auth,
+                lambda: h6_auth.check_auth(
+                    session, needs[Category.auth], answers, auth_ep.result()
+                ),
+            )
+        if api is not None:
+            judge(Category.api, api.result)
+    ordered = [results[c] for c in ORDER if c in results]
+    attribute_causes(ordered)
+    return ordered
+
+
+def _safe(fn: Callable[[], CheckResult], cat: Category) -> CheckResult:
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - one broken probe must not take the sweep down
+        return CheckResult(
+            cat, Status.error, f"probe failed: {type(e).__name__}: {describe_error(e)}"
+        )
+
+
+def _pool_from_api_latency(pool: CheckResult, api: CheckResult) -> None:
+    """Without an admin console, an API timing out (or 502-504) while every server of the
+    app's pool is busy is the pool failing its clients, even before a server has been pinned for
+    ``poolMaxWaitSeconds``. (The admin console sees the queue itself.)"""
+    if pool.status is not Status.ok or pool.source == "pgbouncer-admin":
+        return
+    full = [p for p in pool.values.get("pool_servers", []) if p["size"] and p["busy"] >= p["size"]]
+    timed_out = [
+        e["name"]
+        for e in api.values.get("endpoints", [])
+        if not e.get("ok")
+        and (e.get("status") in (502, 503, 504) or "timed out" in str(e.get("error", "")))
+    ]
+    if not full or not timed_out:
+        return
+    p = full[0]
+    pool.problem(
+        Status.critical,
+        f"app pool {p['user']} full ({p['busy']}/{p['size']} servers busy) while "
+        f"{', '.join(timed_out)} timed out or unavailable ({pool.source})",
+        "pool_exhausted",
+    )
+    pool.finish("")
+
+
+def attribute_causes(results: list[CheckResult]) -> None:
+    """Mark failures explained by another failing category, so alerts point at the cause.
+
+    - database unreachable directly -> everything else that failed is a symptom of it;
+      refusing the monitor's direct login -> every other check that could not run;
+    - pgbouncer down, paused or exhausted -> pooled-connection and API failures follow.
+    """
+    by = {r.category: r for r in results}
+    conn = by.get(Category.connection)
+    pool = by.get(Category.pool)
+    if pool is not None and by.get(Category.api) is not None:
+        _pool_from_api_latency(pool, by[Category.api])
+    db_down = conn is not None and "direct_connection_failed" in conn.findings
+    # A direct login refused to the monitor blinds the direct-connection probes: their
+    # errors are symptoms of H1 (what they measure independently, e.g. HTTP, stands).
+    monitor_blind = (
+        conn is not None
+        and MONITOR_MISCONFIGURED in conn.findings
+        and "direct_error" in conn.values
+    )
+    pool_broken = (
+        pool is not None
+        and pool.status is Status.critical
+        and any(
+            f in pool.findings
+            for f in (
+                "pgbouncer_down",
+                "pool_paused",
+                "pool_exhausted",
+                "pool_wait",
+                "pool_disabled",
+            )
+        )
+    )
+    for r in results:
+        if r.status is Status.ok:
+            continue
+        if db_down and r.category is not Category.connection:
+            r.suspected_cause = Category.connection
+        elif monitor_blind and r.status is Status.error and r.category is not Category.connection:
+            r.suspected_cause = Category.connection
+        elif pool_broken and r.category in (Category.connection, Category.api):
+            if r.category is Category.connection and "direct_connection_failed" in r.findings:
+                continue
+            r.suspected_cause = Category.pool
