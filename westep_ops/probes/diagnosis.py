@@ -77,7 +77,7 @@ def d1_connection(env: Environment, config: Config, session: ProbeSession) -> di
             out[target] = {"error": "not configured"}
             continue
         conns, queries, errors = [], [], []
-        db = session.memo("admin:databases", lambda: None)
+        db = session.admin_shown("databases")
         if (
             target == "pooled"
             and db

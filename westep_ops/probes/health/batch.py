@@ -63,10 +63,12 @@ def run_queries(session: ProbeSession, queries: list[Query], answers: Answers) -
                 answers.set(q, got)
         except DB_FAILURES as e:
             _clean_up(session, target, group)
-            if is_lock_timeout(e):
-                answers.locks.refresh(
-                    session, list(dict.fromkeys(t for q in group for t in q.reads))
-                )
+            # every table the sweep watches, so later batches skip them too
+            read = list(
+                dict.fromkeys([*(t for q in group for t in q.reads), *answers.locks.checked])
+            )
+            if is_lock_timeout(e) and read:
+                answers.locks.refresh(session, read)
             _one_by_one(session, group, answers)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from westep_ops.probes.health.common import DB_FAILURES
@@ -14,10 +13,7 @@ from westep_ops.probes.session import ProbeSession
 
 def admin_show(session: ProbeSession, what: str) -> list[dict[str, Any]]:
     """``SHOW <what>`` on the admin console, once per sweep."""
-    return session.memo(
-        f"admin:{what}",
-        lambda: session.run("admin", sql.SQL("SHOW {}").format(sql.SQL(what.upper())), dicts=True),
-    )
+    return session.admin_show(what)
 
 
 def pool_database(session: ProbeSession) -> dict[str, Any] | None:

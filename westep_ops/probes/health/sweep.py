@@ -136,7 +136,9 @@ def run_health_check(
         if Category.pool in wanted:
             judge(Category.pool, lambda: h2_pool.check_pool(session, needs[Category.pool], answers))
         if Category.connection in wanted:
-            pool_database(session)  # memoised: the pooled lane reads it without a round trip
+            pool_database(
+                session
+            )  # asked once per sweep: the pooled lane reads it without a round trip
             pooled = lanes.submit(h1_connection.connection_outcome, session, "pooled")
             judge(
                 Category.connection,
