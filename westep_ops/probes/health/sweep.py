@@ -71,17 +71,8 @@ def collect(
     t0 = time.perf_counter()
     try:
         lock_tables = _lock_tables(session, wanted)
-        first = [
-            q
-            for c in (Category.pool, Category.tables, Category.integrity)
-            if c in needs
-            for q in needs[c].first()
-        ]
         locks = lock_query(lock_tables) if lock_tables else None
-        first += [locks] if locks else []
-        first += [
-            q for c in (Category.realtime, Category.auth) if c in needs for q in needs[c].first()
-        ]
+        first = [q for n in needs.values() for q in n.first()] + ([locks] if locks else [])
         run_queries(session, first, answers)
         if locks is not None:
             answers.locks.take(lock_tables, answers.outcome(locks))
