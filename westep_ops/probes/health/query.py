@@ -9,11 +9,14 @@ in the batch and, when a batch fails, one by one: there is one code path per che
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from psycopg import sql
 
 from westep_ops.config import Category
+
+if TYPE_CHECKING:
+    from westep_ops.probes.health.batch import Answers
 
 
 @dataclass(frozen=True, eq=False)  # identity: two checks' queries never answer for each other
@@ -59,3 +62,15 @@ class NotRun:
 
 # rows (list of dicts), a scalar, a round trip's start time, or why there is no answer
 Outcome = Any
+
+
+class Needs(Protocol):
+    """What one check asks of the database in a sweep (each check module's ``Needs``)."""
+
+    def first(self) -> list[Query]:
+        """Round trip 1's queries."""
+        ...
+
+    def second(self, answers: Answers) -> list[Query]:
+        """Round trip 2's queries, declared given round trip 1's answers."""
+        ...

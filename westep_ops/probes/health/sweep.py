@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from westep_ops.config import Category
 from westep_ops.db import describe_error
@@ -35,25 +35,53 @@ from westep_ops.probes.health.batch import Answers, run_queries
 from westep_ops.probes.health.common import ms_since
 from westep_ops.probes.health.locks import LockLedger, lock_query
 from westep_ops.probes.health.pgbouncer import pool_database
+from westep_ops.probes.health.query import Needs
 from westep_ops.probes.session import ProbeSession
 
+_N = TypeVar("_N")
+
 ORDER = list(Category)  # H1..H7
-# The checks that ask the direct connection, each with its ``needs(session, heavy)``.
-DECLARING = {
-    Category.pool: h2_pool.needs,
-    Category.tables: h3_tables.needs,
-    Category.integrity: h4_integrity.needs,
-    Category.realtime: h5_realtime.needs,
-    Category.auth: h6_auth.needs,
-}
+
+
+@dataclass
+class Declared:
+    """What the wanted direct-connection checks declared this sweep (None: not wanted)."""
+
+    pool: h2_pool.Needs | None = None
+    tables: h3_tables.Needs | None = None
+    integrity: h4_integrity.Needs | None = None
+    realtime: h5_realtime.Needs | None = None
+    auth: h6_auth.Needs | None = None
+
+    def all(self) -> list[Needs]:
+        return [
+            n
+            for n in (self.pool, self.tables, self.integrity, self.realtime, self.auth)
+            if n is not None
+        ]
 
 
 @dataclass
 class Collected:
-    """What the checks of one sweep declared (per category), and what came back."""
+    """What the checks of one sweep declared, and what came back."""
 
-    needs: dict[Category, Any]
+    declared: Declared
     answers: Answers
+
+
+def declare(session: ProbeSession, wanted: set[Category], heavy: set[Category]) -> Declared:
+    """Each wanted check's declared queries (``heavy``: the categories whose heavy part runs)."""
+
+    def want(cat: Category, needs: Callable[[ProbeSession, bool], _N]) -> _N | None:
+        return needs(session, cat in heavy) if cat in wanted else None
+
+    return Declared(
+        pool=want(Category.pool, h2_pool.needs),
+        tables=want(Category.tables, h3_tables.needs),
+        integrity=want(Category.integrity, h4_integrity.needs),
+        realtime=want(Category.realtime, h5_realtime.needs),
+        auth=want(Category.auth, h6_auth.needs),
+    )
 
 
 def collect(
@@ -63,27 +91,24 @@ def collect(
 
     ``heavy`` names the categories whose heavy part runs (all of ``wanted`` by default).
     """
-    heavy = wanted if heavy is None else heavy
+    declared = declare(session, wanted, wanted if heavy is None else heavy)
     answers = Answers(LockLedger(session.config.repairs.stuck_query_seconds))
-    needs = {
-        c: declare(session, heavy=c in heavy) for c, declare in DECLARING.items() if c in wanted
-    }
     t0 = time.perf_counter()
     try:
         lock_tables = _lock_tables(session, wanted)
         locks = lock_query(lock_tables) if lock_tables else None
-        first = [q for n in needs.values() for q in n.first()] + ([locks] if locks else [])
+        first = [q for n in declared.all() for q in n.first()] + ([locks] if locks else [])
         run_queries(session, first, answers)
         if locks is not None:
             answers.locks.take(lock_tables, answers.outcome(locks))
-        run_queries(session, [q for n in needs.values() for q in n.second(answers)], answers)
+        run_queries(session, [q for n in declared.all() for q in n.second(answers)], answers)
     except Exception as e:  # noqa: BLE001 - a broken batch must not take the sweep down
         # Whatever was not answered reports this; each check then says it could not run.
         answers.broken = e
     finally:
         if session.configured("direct"):
             session.stats["prefetch_ms"] = ms_since(t0)
-    return Collected(needs, answers)
+    return Collected(declared, answers)
 
 
 def _lock_tables(session: ProbeSession, wanted: set[Category]) -> list[str]:
@@ -114,59 +139,55 @@ def run_health_check(
     """
     wanted = set(categories or ORDER)
     heavy_parts = wanted if heavy is None else wanted & set(heavy)
-    results: dict[Category, CheckResult] = {}
+    results: list[CheckResult] = []
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="westep-probe") as lanes:
         api = lanes.submit(h7_api.check_api, session) if Category.api in wanted else None
         auth_ep = lanes.submit(h6_auth.auth_endpoint, session) if Category.auth in wanted else None
         got = collect(session, wanted, heavy_parts)
-        needs, answers = got.needs, got.answers
-
-        def judge(cat: Category, fn: Callable[[], CheckResult]) -> None:
-            results[cat] = _safe(fn, cat)
-
-        if Category.pool in wanted:
-            judge(Category.pool, lambda: h2_pool.check_pool(session, needs[Category.pool], answers))
+        d, answers = got.declared, got.answers
+        if d.pool is not None:
+            results.append(_safe(Category.pool, h2_pool.check_pool, session, d.pool, answers))
         if Category.connection in wanted:
-            pool_database(
-                session
-            )  # asked once per sweep: the pooled lane reads it without a round trip
+            pool_database(session)  # asked once per sweep: the pooled lane reads it at once
             pooled = lanes.submit(h1_connection.connection_outcome, session, "pooled")
-            judge(
-                Category.connection,
-                lambda: h1_connection.check_connection(session, pooled.result()),
+            results.append(
+                _safe(
+                    Category.connection,
+                    lambda: h1_connection.check_connection(session, pooled.result()),
+                )
             )
-        if Category.tables in wanted:
-            judge(
-                Category.tables,
-                lambda: h3_tables.check_tables(session, needs[Category.tables], answers),
+        if d.tables is not None:
+            results.append(
+                _safe(Category.tables, h3_tables.check_tables, session, d.tables, answers)
             )
-        if Category.integrity in wanted:
-            judge(
-                Category.integrity,
-                lambda: h4_integrity.check_integrity(session, needs[Category.integrity], answers),
+        if d.integrity is not None:
+            results.append(
+                _safe(
+                    Category.integrity, h4_integrity.check_integrity, session, d.integrity, answers
+                )
             )
-        if Category.realtime in wanted:
-            judge(
-                Category.realtime,
-                lambda: h5_realtime.check_realtime(session, needs[Category.realtime], answers),
+        if d.realtime is not None:
+            results.append(
+                _safe(Category.realtime, h5_realtime.check_realtime, session, d.realtime, answers)
             )
-        if auth_ep is not None:
-            judge(
-                Category.auth,
-                lambda: h6_auth.check_auth(
-                    session, needs[Category.auth], answers, auth_ep.result()
-                ),
+        if d.auth is not None and auth_ep is not None:
+            auth, endpoint = d.auth, auth_ep
+            results.append(
+                _safe(
+                    Category.auth,
+                    lambda: h6_auth.check_auth(session, auth, answers, endpoint.result()),
+                )
             )
         if api is not None:
-            judge(Category.api, api.result)
-    ordered = [results[c] for c in ORDER if c in results]
+            results.append(_safe(Category.api, api.result))
+    ordered = sorted(results, key=lambda r: ORDER.index(r.category))
     attribute_causes(ordered)
     return ordered
 
 
-def _safe(fn: Callable[[], CheckResult], cat: Category) -> CheckResult:
+def _safe(cat: Category, fn: Callable[..., CheckResult], *args: Any) -> CheckResult:
     try:
-        return fn()
+        return fn(*args)
     except Exception as e:  # noqa: BLE001 - one broken probe must not take the sweep down
         return CheckResult(
             cat, Status.error, f"probe failed: {type(e).__name__}: {describe_error(e)}"
