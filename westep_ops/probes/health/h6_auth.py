@@ -82,13 +82,12 @@ def needs(session: ProbeSession, heavy: bool = True) -> Needs:
 
 
 def check_auth(
-    session: ProbeSession, need: Needs, answers: Answers, endpoint: dict[str, Any] | str
+    session: ProbeSession, need: Needs, answers: Answers, ep: dict[str, Any] | str
 ) -> CheckResult:
-    """H6's verdict from the catalog's answer and ``endpoint`` (probed in the HTTP lane)."""
+    """H6's verdict from the catalog's answer and the endpoint ``ep`` (probed in the HTTP lane)."""
     a = session.config.auth
     res = CheckResult(Category.auth)
     with timed_result(res):
-        ep = endpoint
         try:
             (row,) = answers.rows(need.catalog)
             if not row["schema_exists"] and not a.required:
