@@ -20,8 +20,8 @@ from psycopg import sql
 
 from westep_ops.config import load_config, parse_config
 from westep_ops.environment import Environment
-from westep_ops.probes import health as health_mod
 from westep_ops.probes.base import MONITOR_MISCONFIGURED, Status
+from westep_ops.probes.health import locks as health_mod
 from westep_ops.probes.health import run_health_check
 from westep_ops.probes.session import ProbeSession
 from westep_ops.repairs.recovery import plan_repairs

@@ -356,7 +356,7 @@ def test_a_long_lock_on_a_quoted_table_is_found_and_escalates(
 
     from psycopg import sql
 
-    from westep_ops.probes.health import prefetch, run_health_check
+    from westep_ops.probes.health import collect, run_health_check
     from westep_ops.probes.session import ProbeSession
 
     with psycopg.connect(os.environ["WESTEP_OPS_REPAIR_URL"], autocommit=True) as conn:
@@ -397,8 +397,8 @@ def test_a_long_lock_on_a_quoted_table_is_found_and_escalates(
         short = load_config(cfg("short.json", repairs__stuckQuerySeconds=1))
         with ProbeSession(env, short) as s:
             # L1: the prefetch's lock lookup keys the table as the config spells it
-            prefetch(s, {Category.tables, Category.integrity})
-            assert QUOTED in s.memo("locks", dict), s.memo("locks", dict)
+            held = collect(s, {Category.tables, Category.integrity}).answers.locks.held
+            assert QUOTED in held, held
         with ProbeSession(env, short) as s:
             h3, h4 = run_health_check(s, [Category.tables, Category.integrity])
         for r in (h3, h4):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from westep_ops.probes.health import DB_FAILURES, _reason, _supabase_paused
+from westep_ops.probes.health import DB_FAILURES, reason, supabase_paused
 from westep_ops.probes.session import ProbeSession
 
 STATUS_SQL = """
@@ -60,9 +60,9 @@ def db_status(session: ProbeSession) -> DbStatus:
     try:
         (row,) = session.run("direct", STATUS_SQL, dicts=True)
     except DB_FAILURES as e:
-        st = DbStatus(reachable=False, error=_reason(e))
+        st = DbStatus(reachable=False, error=reason(e))
         if session.env.supabase_url:
-            st.paused = _supabase_paused(session)
+            st.paused = supabase_paused(session)
         return st
     row.pop("read_only_login")
     return DbStatus(reachable=True, **row)

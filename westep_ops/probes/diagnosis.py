@@ -30,9 +30,9 @@ from westep_ops.integrity import violation_condition
 from westep_ops.probes.base import CheckResult, Status
 from westep_ops.probes.health import (
     DB_FAILURES,
-    _reason,
     admin_show,
     integrity_rule_sql,
+    reason,
     run_health_check,
 )
 from westep_ops.probes.performance import PerformanceMonitor
@@ -77,7 +77,7 @@ def d1_connection(env: Environment, config: Config, session: ProbeSession) -> di
             out[target] = {"error": "not configured"}
             continue
         conns, queries, errors = [], [], []
-        db = session.memo("admin:databases", lambda: None)
+        db = session.admin_shown("databases")
         if (
             target == "pooled"
             and db
@@ -100,7 +100,7 @@ def d1_connection(env: Environment, config: Config, session: ProbeSession) -> di
                     queries.append((time.perf_counter() - t1) * 1000)
                 conns.append((t1 - t0) * 1000)
             except psycopg.Error as e:
-                errors.append(_reason(e))
+                errors.append(reason(e))
         out[target] = {"samples": SAMPLES, "failures": len(errors)}
         if conns:
             out[target].update(connect_ms=_timings(conns), query_ms=_timings(queries))
@@ -116,7 +116,7 @@ def d1_connection(env: Environment, config: Config, session: ProbeSession) -> di
                 out["pgbouncer_avg_wait_us"] = stats["avg_wait_time"]
                 out["pgbouncer_avg_xact_us"] = stats["avg_xact_time"]
         except DB_FAILURES as e:
-            out["pgbouncer_error"] = _reason(e)
+            out["pgbouncer_error"] = reason(e)
     return out
 
 
@@ -201,7 +201,7 @@ def d3_integrity(config: Config, session: ProbeSession) -> list[dict[str, Any]]:
                 )
                 entry["sample_keys"] = {"/".join(key): ["/".join(str(v) for v in r) for r in rows]}
         except DB_FAILURES as e:
-            entry["error"] = _reason(e)
+            entry["error"] = reason(e)
         out.append(entry)
     return out
 
@@ -253,7 +253,7 @@ def diagnose(env: Environment, config: Config) -> Diagnosis:
             try:
                 value = fn()
             except DB_FAILURES as e:
-                value = {"error": _reason(e)} if name != "d3" else [{"error": _reason(e)}]
+                value = {"error": reason(e)} if name != "d3" else [{"error": reason(e)}]
             setattr(
                 diag,
                 {"d2": "d2_permissions", "d3": "d3_integrity", "d4": "d4_realtime"}[name],

@@ -24,7 +24,7 @@ from typing import Any
 
 from westep_ops.config import Category
 from westep_ops.probes.base import CheckResult, Status
-from westep_ops.probes.health import DB_FAILURES, _reason, admin_show
+from westep_ops.probes.health import DB_FAILURES, admin_show, reason
 from westep_ops.probes.session import ProbeSession
 
 STATS_SQL = """
@@ -114,7 +114,7 @@ class PerformanceMonitor:
         try:
             (row,) = session.run("direct", STATS_SQL, {"tables": tables}, dicts=True)
         except DB_FAILURES as e:
-            s.problems.append(f"database statistics unavailable: {_reason(e)}")
+            s.problems.append(f"database statistics unavailable: {reason(e)}")
             s.postgres_memory_note = "database unreachable"
             return
         s.deadlocks = row["deadlocks"]

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from psycopg import sql
 
 from westep_ops.config import Config
 from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error, refusal
@@ -77,9 +78,9 @@ class ProbeSession:
         self._failed: dict[str, str] = {}
         self._refused: dict[str, str | None] = {}
         self._http: httpx.Client | None = None
-        self._cache: dict[str, Any] = {}
+        self._shown: dict[str, list[dict[str, Any]]] = {}  # admin console SHOWs
         self._lock = threading.Lock()
-        self.stats: dict[str, float] = {}  # this sweep's shared costs, e.g. prefetch_ms
+        self.stats: dict[str, float] = {}  # this sweep's shared costs: prefetch_ms (the batches)
 
     # -- connections ----------------------------------------------------------------------
     def _open(self, target: str) -> psycopg.Connection:
@@ -205,26 +206,25 @@ class ProbeSession:
                 )
             return self._http
 
-    # -- per-sweep memo (e.g. pgbouncer SHOW DATABASES shared by H1 and H2) -------------
-    def memo(self, key: str, fn: Any) -> Any:
-        if key not in self._cache:
-            self._cache[key] = fn()
-        return self._cache[key]
+    # -- pgbouncer's admin console, asked once per sweep (H1, H2 and P1-P4 share it) -----
+    def admin_show(self, what: str) -> list[dict[str, Any]]:
+        """``SHOW <what>`` on the admin console, once per sweep (a failure is not cached)."""
+        if what not in self._shown:
+            self._shown[what] = self.run(
+                "admin", sql.SQL("SHOW {}").format(sql.SQL(what.upper())), dicts=True
+            )
+        return self._shown[what]
 
-    def remember(self, key: str, value: Any) -> None:
-        """Store a prefetched value for :meth:`memo` to return in this sweep."""
-        self._cache[key] = value
-
-    def forget(self, *keys: str) -> None:
-        for k in keys:
-            self._cache.pop(k, None)
+    def admin_shown(self, what: str) -> list[dict[str, Any]] | None:
+        """What ``SHOW <what>`` answered in this sweep, without asking; None if not asked."""
+        return self._shown.get(what)
 
     # -- life cycle -------------------------------------------------------------------
     def end_sweep(self) -> None:
-        """Forget this sweep's failures and memo; close what must not be kept."""
+        """Forget this sweep's failures and admin answers; close what must not be kept."""
         self._failed.clear()
         self._refused.clear()
-        self._cache.clear()
+        self._shown.clear()
         self.connect_ms.clear()
         self.stats.clear()
         for target in list(self._conns):
