@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SANDBOX_ENV = eval "$$($(BIN)/westep-ops sandbox env)"
 
-.PHONY: demo test setup system-deps lint format validate ui sandbox-up sandbox-down clean
+.PHONY: demo test unit setup system-deps lint format validate ui sandbox-up sandbox-down clean
 
 # The demo's config: the shipped one with a higher hourly repair limit, so that running
 # the demo again and again is not refused (the shipped config keeps the seed's 3).
@@ -40,9 +40,14 @@ demo: setup sandbox-up
 	@echo "Sandbox running. Next: eval \"\$$($(BIN)/westep-ops sandbox env)\"; $(BIN)/westep-ops --help"
 	@echo "Reports: logs/   |   Dagster UI: make ui   |   stop the sandbox: make sandbox-down"
 
-## test: set up, lint, and run the whole test suite (it starts its own sandbox)
+## test: set up, lint, run the unit tests, then the integration tests (they start their own sandbox)
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest westep_ops_tests/unit
+	$(BIN)/pytest westep_ops_tests/integration
+
+## unit: only the unit tests (no sandbox, no database): seconds
+unit: $(STAMP)
+	$(BIN)/pytest westep_ops_tests/unit
 
 setup: system-deps $(STAMP)
 

@@ -7,9 +7,17 @@ as optional stay optional here (hosted Supabase has no pgbouncer admin console),
 every value passes through the same :meth:`Environment.from_env` as the CLI, with the
 same validation and secret registration. Asset and repair code gets the plain
 :class:`Environment` and :class:`Config` objects the CLI uses, so it is the same code.
+
+As in Dagster's ``project_fully_featured`` (``HNClient`` / ``HNSnapshotClient``), the
+monitored stack is an abstract resource with two implementations: ``LiveStackResource``
+(the real stack, from the environment) and ``OfflineStackResource`` (a fixed environment
+and config and canned H1-H7 results, no network), so the same asset and sensor code is
+unit-tested without a sandbox. Definitions always use the live one.
 """
 
+import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,10 +25,11 @@ import psycopg
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from westep_ops.config import Config, load_config
+from westep_ops.config import Category, Config, load_config, parse_config
 from westep_ops.db import connect
 from westep_ops.environment import Environment
 from westep_ops.errors import WestepError
+from westep_ops.probes.base import CheckResult, Status
 
 
 class EnvUrlResource(ConfigurableResource):
@@ -67,8 +76,25 @@ class HttpResource(ConfigurableResource):
     supabase_env_var: str = "NEXT_PUBLIC_SUPABASE_URL"
 
 
-class MonitoredStackResource(ConfigurableResource):
-    """Everything a probe or repair needs: the target's endpoints and the config file."""
+class MonitoredStackResource(ConfigurableResource, ABC):
+    """What assets, jobs and sensors need of the monitored stack: its environment, the
+    config, and one H1-H7 health sweep (live or offline)."""
+
+    @abstractmethod
+    def environment(self) -> Environment:
+        """The CLI's Environment: where the target's endpoints are."""
+
+    @abstractmethod
+    def config(self) -> Config:
+        """The validated westep-ops config."""
+
+    @abstractmethod
+    def health_check(self) -> list[CheckResult]:
+        """One health sweep, H1-H7, in category order."""
+
+
+class LiveStackResource(MonitoredStackResource):
+    """The real stack: the target's endpoints from the environment and the config file."""
 
     direct_db: PostgresResource
     pooled_db: PostgresResource
@@ -92,10 +118,61 @@ class MonitoredStackResource(ConfigurableResource):
     def config(self) -> Config:
         return load_config(self.config_path)
 
+    def health_check(self) -> list[CheckResult]:
+        from westep_ops.probes.health import run_health_check  # heavy; only when a run sweeps
+        from westep_ops.probes.session import ProbeSession
+
+        with ProbeSession(self.environment(), self.config()) as session:
+            return run_health_check(session)
+
+
+# Port 1 refuses at once: an offline test that reaches for the network fails fast and
+# loudly instead of probing something. No value here is a secret.
+OFFLINE_ENV = {
+    "DIRECT_URL": "postgresql://westep_monitor:offline@127.0.0.1:1/postgres",
+    "DATABASE_URL": "postgresql://westep_monitor:offline@127.0.0.1:1/postgres",
+    "WESTEP_OPS_APP_URL": "http://127.0.0.1:1",
+    "NEXT_PUBLIC_SUPABASE_URL": "http://127.0.0.1:1",
+}
+
+
+class OfflineStackResource(MonitoredStackResource):
+    """A stack that is never contacted: a fixed environment, the built-in default config
+    (or ``config_json``), and canned health results (``ok`` unless ``statuses`` says
+    otherwise), for unit tests of asset and sensor wiring."""
+
+    statuses: dict[str, str] = Field(
+        default_factory=dict, description="category -> canned status (ok when not named)"
+    )
+    config_json: str = Field("{}", description="config as JSON text; {}: the built-in defaults")
+
+    def environment(self) -> Environment:
+        return Environment.from_env(OFFLINE_ENV)
+
+    def config(self) -> Config:
+        return parse_config(json.loads(self.config_json), "offline config")
+
+    def health_check(self) -> list[CheckResult]:
+        unknown = set(self.statuses) - {c.value for c in Category}
+        if unknown:
+            raise WestepError(f"offline stack: unknown categories {sorted(unknown)}")
+        results = []
+        for category in Category:
+            status = Status(self.statuses.get(category.value, Status.ok.value))
+            results.append(
+                CheckResult(
+                    category,
+                    status=status,
+                    summary=f"offline: canned {status.value}",
+                    source="offline",
+                )
+            )
+        return results
+
 
 def default_resources() -> dict[str, ConfigurableResource]:
     return {
-        "stack": MonitoredStackResource(
+        "stack": LiveStackResource(
             direct_db=PostgresResource(env_var="DIRECT_URL"),
             pooled_db=PostgresResource(env_var="DATABASE_URL", pooled=True),
             pgbouncer_admin=PgBouncerAdminResource(env_var="PGBOUNCER_ADMIN_URL"),

@@ -1,0 +1,85 @@
+"""Asset and sensor wiring on the offline stack (``OfflineStackResource``): no sandbox.
+
+``health_check`` runs the same asset code as in production with canned H1-H7 results, so
+its seven checks, their severities and its metadata are checked in well under a second.
+The monitoring sensor itself probes through the engine and needs the ops store (its
+history and spool), so it is evaluated against the sandbox in ``integration/``; here its
+wiring is: the resources it asks for, and how one sweep of offline results becomes
+evaluations of exactly the asset's checks and the tick's summary line.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetCheckSeverity, DagsterInstance, build_asset_context, materialize
+
+from westep_ops.config import Category
+from westep_ops.defs.health.assets import health_check
+from westep_ops.defs.monitoring.sensors import monitoring_sensor, sweep_evaluations, sweep_summary
+from westep_ops.monitoring.engine import TickResult
+from westep_ops.monitoring.observation import observations
+from westep_ops.probes.base import Status
+from westep_ops.resources import LiveStackResource, MonitoredStackResource, OfflineStackResource
+from westep_ops_tests.helpers import HEALTH_CHECKS
+
+BROKEN = {"pool": "critical", "api": "warning", "auth": "error", "realtime": "not_configured"}
+
+
+def test_the_offline_stack_is_a_monitored_stack_that_contacts_nothing() -> None:
+    stack = OfflineStackResource()
+    assert isinstance(stack, MonitoredStackResource)
+    assert issubclass(LiveStackResource, MonitoredStackResource)
+    env = stack.environment()
+    assert env.direct_url is not None and "127.0.0.1:1/" in env.direct_url  # refuses at once
+    assert stack.config().timezone == "Asia/Tokyo"  # the built-in default config
+    assert OfflineStackResource(config_json='{"timezone": "UTC"}').config().timezone == "UTC"
+    results = stack.health_check()
+    assert [r.category for r in results] == list(Category)
+    assert {r.status for r in results} == {Status.ok}
+
+
+def test_health_check_materializes_with_seven_passing_checks() -> None:
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            [health_check], resources={"stack": OfflineStackResource()}, instance=instance
+        )
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert [e.check_name for e in evaluations] == HEALTH_CHECKS
+    assert all(e.passed for e in evaluations)
+    (mat,) = result.asset_materializations_for_node("health_check")
+    assert mat.metadata["worst_status"].value == "ok"
+    assert mat.metadata["exit_code"].value == 0
+
+
+def test_health_check_results_follow_the_canned_statuses() -> None:
+    out = health_check(build_asset_context(), stack=OfflineStackResource(statuses=BROKEN))
+    checks = {c.check_name: c for c in out.check_results}
+    assert list(checks) == HEALTH_CHECKS
+    for name in ("h1_connection", "h3_tables", "h4_integrity", "h5_realtime"):
+        assert checks[name].passed, name  # not_configured has nothing to fail
+    assert not checks["h2_pool"].passed
+    assert checks["h2_pool"].severity == AssetCheckSeverity.ERROR
+    assert not checks["h7_api"].passed
+    assert checks["h7_api"].severity == AssetCheckSeverity.WARN
+    assert not checks["h6_auth"].passed  # could not look: not a pass
+    assert checks["h6_auth"].metadata["status_level"].value == 3
+    assert checks["h2_pool"].metadata["probe"].text == "run"
+    assert out.metadata["worst_status"] == "critical"
+    assert out.metadata["exit_code"] == 2
+
+
+def test_the_sensor_asks_for_the_stack_and_the_ops_store() -> None:
+    assert monitoring_sensor.required_resource_keys == {"stack", "ops_storage"}
+    assert {j.name for j in monitoring_sensor.jobs} == {"repair_job", "daily_monitoring_job"}
+
+
+def test_a_sweep_of_offline_results_is_reported_as_the_assets_checks() -> None:
+    results = OfflineStackResource(statuses=BROKEN).health_check()
+    tick = TickResult(ran="full", observations=observations(results, None))
+    evaluations = sweep_evaluations(tick)
+    assert [e.check_name for e in evaluations] == HEALTH_CHECKS
+    assert {e.asset_key.to_user_string() for e in evaluations} == {"health_check"}
+    failed = {e.check_name for e in evaluations if not e.passed}
+    assert failed == {"h2_pool", "h6_auth", "h7_api"}
+    assert all(e.metadata["probe"].text == "full" for e in evaluations)
+    assert sweep_summary(tick) == "swept full: 7 checks, 2 failing (pool, api)"
