@@ -17,11 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import Row, dict_row
 
 from westep_ops.redact import redact
 
@@ -120,13 +120,23 @@ def admin_command(conn: psycopg.Connection, verb: str, database: str | None = No
     conn.execute(sql.SQL(" ").join(parts))
 
 
-def admin_show(conn: psycopg.Connection, what: str) -> list[dict[str, object]]:
-    """Run ``SHOW <what>`` on pgbouncer's admin console; rows as dicts."""
+def admin_show(conn: psycopg.Connection, what: str) -> list[dict[str, Any]]:
+    """Run ``SHOW <what>`` on pgbouncer's admin console; rows as dicts (values as pgbouncer
+    types them: numbers, text, NULL)."""
     if not what.isalpha():
         raise ValueError(f"not a SHOW target: {what!r}")
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql.SQL("SHOW {}").format(sql.SQL(what.upper())))
         return cur.fetchall()
+
+
+def one_row(cur: psycopg.Cursor[Row]) -> Row:
+    """The row of a statement that always returns exactly one (an aggregate, a SELECT of
+    expressions, INSERT ... RETURNING): ``fetchone()`` without its ``None``."""
+    row = cur.fetchone()
+    if row is None:
+        raise psycopg.ProgrammingError("the statement returned no row")
+    return row
 
 
 class DeadlineExceeded(Exception):

@@ -18,7 +18,7 @@ the lower-case attributes (``env.direct_url``: the plain string a driver needs).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import overload
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr, ValidationInfo, field_validator
@@ -87,7 +87,27 @@ class _Var:
         return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
-class Environment(BaseSettings):
+class _PlainValues:
+    """The lower-case accessors of :class:`Environment`. A plain base class, so pydantic
+    takes none of them for a field (and its type checker plugin asks for no annotation)."""
+
+    database_url = _Var("DATABASE_URL")
+    direct_url = _Var("DIRECT_URL")
+    pgbouncer_admin_url = _Var("PGBOUNCER_ADMIN_URL")
+    role_probe_url = _Var("WESTEP_OPS_ROLE_PROBE_URL")
+    repair_url = _Var("WESTEP_OPS_REPAIR_URL")
+    pgbouncer_repair_url = _Var("WESTEP_OPS_PGBOUNCER_REPAIR_URL")
+    storage_url = _Var("WESTEP_OPS_STORAGE_URL")
+    supabase_url = _Var("NEXT_PUBLIC_SUPABASE_URL")
+    app_url = _Var("WESTEP_OPS_APP_URL")
+    metrics_url = _Var("WESTEP_OPS_METRICS_URL")
+    anon_key = _Var("SUPABASE_ANON_KEY")
+    service_role_key = _Var("SUPABASE_SERVICE_ROLE_KEY")
+    webhook_url = _Var("WEBHOOK_URL")
+    alert_channel = _Var("ALERT_CHANNEL")
+
+
+class Environment(BaseSettings, _PlainValues):
     """The variables of :data:`VARIABLES`, read by pydantic-settings from the process
     environment (``Environment()``) or from a mapping (:meth:`from_env`).
 
@@ -96,9 +116,7 @@ class Environment(BaseSettings):
     which give the plain string.
     """
 
-    model_config = SettingsConfigDict(
-        frozen=True, case_sensitive=True, extra="ignore", ignored_types=(_Var,)
-    )
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, extra="ignore")
 
     DATABASE_URL: SecretStr | None = None
     DIRECT_URL: SecretStr | None = None
@@ -115,21 +133,6 @@ class Environment(BaseSettings):
     WEBHOOK_URL: SecretStr | None = None
     ALERT_CHANNEL: str | None = None
     DEBUG: bool = False
-
-    database_url = _Var("DATABASE_URL")
-    direct_url = _Var("DIRECT_URL")
-    pgbouncer_admin_url = _Var("PGBOUNCER_ADMIN_URL")
-    role_probe_url = _Var("WESTEP_OPS_ROLE_PROBE_URL")
-    repair_url = _Var("WESTEP_OPS_REPAIR_URL")
-    pgbouncer_repair_url = _Var("WESTEP_OPS_PGBOUNCER_REPAIR_URL")
-    storage_url = _Var("WESTEP_OPS_STORAGE_URL")
-    supabase_url = _Var("NEXT_PUBLIC_SUPABASE_URL")
-    app_url = _Var("WESTEP_OPS_APP_URL")
-    metrics_url = _Var("WESTEP_OPS_METRICS_URL")
-    anon_key = _Var("SUPABASE_ANON_KEY")
-    service_role_key = _Var("SUPABASE_SERVICE_ROLE_KEY")
-    webhook_url = _Var("WEBHOOK_URL")
-    alert_channel = _Var("ALERT_CHANNEL")
 
     @field_validator("*", mode="before")
     @classmethod
@@ -157,7 +160,8 @@ class Environment(BaseSettings):
         if env is None:
             return cls()
         # Every field given (None when absent), so the process environment fills none.
-        return cls(**{name: env.get(name) for name in cls.model_fields})
+        given: dict[str, Any] = {name: env.get(name) for name in cls.model_fields}
+        return cls(**given)
 
     @property
     def debug(self) -> bool:
@@ -181,7 +185,7 @@ class Environment(BaseSettings):
         unknown = set(changes) - set(_NAME_OF)
         if unknown:
             raise TypeError(f"not an Environment attribute: {', '.join(sorted(unknown))}")
-        values: dict[str, object] = {
+        values: dict[str, Any] = {
             name: changes[attr] if attr in changes else getattr(self, attr)
             for name, (attr, _kind, _what) in VARIABLES.items()
         }

@@ -9,6 +9,7 @@ key still comes out clean.
 from __future__ import annotations
 
 import re
+from typing import Any, overload
 from urllib.parse import unquote, urlsplit
 
 MASK = "***"
@@ -52,6 +53,10 @@ def redact(text: object) -> str:
     return s
 
 
+@overload
+def redact_tree(value: dict[Any, Any]) -> dict[str, object]: ...
+@overload
+def redact_tree(value: object) -> object: ...
 def redact_tree(value: object) -> object:
     """``value`` with every string in it redacted, dicts and lists walked (keys too).
 

@@ -44,7 +44,7 @@ class EnvUrlResource(ConfigurableResource):
 class PostgresResource(EnvUrlResource):
     """One PostgreSQL endpoint (the target, direct or pooled, or the ops store)."""
 
-    pooled: bool = Field(False, description="through transaction-mode pgbouncer")
+    pooled: bool = Field(default=False, description="through transaction-mode pgbouncer")
 
     @contextmanager
     def connection(
@@ -100,7 +100,7 @@ class LiveStackResource(MonitoredStackResource):
     pooled_db: PostgresResource
     pgbouncer_admin: PgBouncerAdminResource
     http: HttpResource
-    config_path: str | None = Field(None, description="config file; default as for the CLI")
+    config_path: str | None = Field(default=None, description="config file; default as for the CLI")
 
     def environment(self) -> Environment:
         """The CLI's Environment, with this resource's variables mapped onto the standard names."""

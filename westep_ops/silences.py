@@ -18,6 +18,7 @@ they are read, so they also hold while it is down.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -140,7 +141,7 @@ def window_intervals(
     w: MaintenanceWindow, start: datetime, end: datetime, tz: str
 ) -> list[tuple[datetime, datetime]]:
     """Every occurrence of ``w`` overlapping [start, end), clipped to it (UTC)."""
-    out = []
+    out: list[tuple[datetime, datetime]] = []
     it = croniter(w.cron, start.astimezone(ZoneInfo(tz)) - timedelta(minutes=w.duration_minutes))
     while True:
         s = it.get_next(datetime).astimezone(UTC)
@@ -321,7 +322,8 @@ class SilenceStore:
                 return s
         return None
 
-    def active(self, now: datetime) -> list[Silence]:
+    # builtins.list: in this class, ``list`` is the method above
+    def active(self, now: datetime) -> builtins.list[Silence]:
         return [s for s in self.list(now=now) if s.active(now)]
 
 

@@ -305,7 +305,7 @@ class OpsStore:
             return None
         try:
             with deadline(conn, self.STATEMENT_MS + 1000):
-                return conn.execute(query, params).fetchone() or ()  # type: ignore[arg-type]
+                return conn.execute(query, params).fetchone() or ()
         except _UNAVAILABLE as e:
             self._fail(e)
             return None

@@ -17,11 +17,14 @@ import calendar
 import math
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from westep_ops.lib.sla import SlaFigures
+
+if TYPE_CHECKING:  # matplotlib is imported where a chart is drawn
+    from matplotlib.artist import Artist
 
 GREEN, RED, ORANGE, GREY, DARK = "#2a9d8f", "#e76f51", "#f4a261", "#bdbdbd", "#9b2226"
 # A mark is at least this share of the time axis wide: a 10-second incident stays visible.
@@ -382,7 +385,9 @@ def draw_availability(data: dict[str, Any]) -> Any:
     ax.yaxis.set_major_formatter(lambda v, _pos: f"{v:.1f}%")
     ax.tick_params(axis="y", labelsize=7)
     _day_ticks(ax, data["axis"])
-    handles = [Line2D([], [], color="black", linestyle="--", label=f"target {data['target']:g}%")]
+    handles: list[Artist] = [
+        Line2D([], [], color="black", linestyle="--", label=f"target {data['target']:g}%")
+    ]
     legend = {
         "met": Patch(color=GREEN, label="met"),
         "missed": Patch(color=RED, label="below target"),

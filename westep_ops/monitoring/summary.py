@@ -92,7 +92,7 @@ def daily_summary(conn: psycopg.Connection, day: date, tz: str) -> DailySummary:
     start, end = local_day(day, tz)
     out = DailySummary(day, tz)
 
-    def rows(query: psycopg.sql.Composable) -> list[dict[str, Any]]:
+    def rows(query: psycopg.sql.SQL | psycopg.sql.Composed) -> list[dict[str, Any]]:
         cur = conn.cursor(row_factory=dict_row)
         return cur.execute(query, {"start": start, "end": end}).fetchall()
 

@@ -9,6 +9,7 @@ applies the rate limit, timeouts, verification and audit. SQL is composed with
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -358,7 +359,7 @@ ORDER BY x.i
 """
 
 
-def _privilege_rows(conn: Any, triples: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+def _privilege_rows(conn: Any, triples: Sequence[tuple[str, str, str]]) -> list[dict[str, Any]]:
     if not triples:
         return []
     names = [split_name(t) for t, _, _ in triples]
@@ -460,6 +461,7 @@ def _grant_as_owners(
     """GRANT each privilege as its object's owner; returns those the login could not."""
     refused: list[str] = []
     for (kind, name, role, priv), (owner, can_become) in todo.items():
+        target: sql.Composable
         if kind == "schema":
             target = sql.SQL("SCHEMA {}").format(sql.Identifier(name))
         else:

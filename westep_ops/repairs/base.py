@@ -75,7 +75,7 @@ class RepairContext:
         """Record one change (or, in a dry run, one change that would be made)."""
         self.changes.append(("would: " if self.dry_run else "") + text)
 
-    def apply(self, conn: psycopg.Connection, stmt: sql.Composable) -> None:
+    def apply(self, conn: psycopg.Connection, stmt: sql.SQL | sql.Composed) -> None:
         """Record ``stmt`` as a change and run it, unless this is a dry run."""
         self.change(stmt.as_string(conn))
         if not self.dry_run:

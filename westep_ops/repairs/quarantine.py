@@ -85,7 +85,7 @@ def _columns(conn: psycopg.Connection, schema: str, name: str) -> list[tuple[str
         " ORDER BY attnum",
         (oid,),
     ).fetchall()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return [tuple(r) for r in rows]
 
 
 def _quarantine_source(conn: psycopg.Connection, qschema: str, qname: str) -> str | None:
@@ -404,7 +404,7 @@ def restore(
     # Generated columns are recomputed by the server; identity values go back as they were.
     insertable = [c for c, _t, flag in src_cols if "s" not in flag]
     collist = sql.SQL(", ").join(map(sql.Identifier, insertable))
-    conds = [sql.SQL("true")]
+    conds: list[sql.Composable] = [sql.SQL("true")]
     if rule:
         conds.append(sql.SQL("rule = {}").format(sql.Literal(rule)))
     if ids:

@@ -250,8 +250,6 @@ def plan_repairs(
     for r in results:
         if r.status in (Status.ok, Status.not_configured) or r.suspected_cause is not None:
             continue
-        if r.status is Status.not_configured:
-            continue
         if r.status is Status.error and refused:
             continue
         if blind:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 
+from westep_ops.db import one_row
 from westep_ops.repairs.quarantine import restore
 from westep_ops.sandbox import faults
 from westep_ops.sandbox.manager import Sandbox
@@ -81,7 +82,7 @@ def main() -> int:
         # Put the cleaned rows back, then remove them as the fault's 'off' does: the
         # sandbox ends exactly as it started, quarantine included.
         with psycopg.connect(sb.state.env()["WESTEP_OPS_REPAIR_URL"]) as conn:
-            if conn.execute("SELECT to_regclass('westep_quarantine.public__step_logs')").fetchone()[
+            if one_row(conn.execute("SELECT to_regclass('westep_quarantine.public__step_logs')"))[
                 0
             ]:
                 restore(conn, "westep_quarantine", "public.step_logs", rule="step_logs_orphans")

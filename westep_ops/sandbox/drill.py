@@ -35,6 +35,7 @@ import psycopg
 from psycopg import sql
 
 from westep_ops.config import Config
+from westep_ops.db import one_row
 from westep_ops.environment import Environment
 from westep_ops.errors import WestepError
 from westep_ops.monitoring import driver, engine
@@ -286,21 +287,25 @@ def run_drill(
         alarm that does not close, does not hold the drill up: it is counted)."""
         with store.tx() as conn:
             return (
-                conn.execute(
-                    "SELECT count(*) FROM westep_ops.incidents WHERE closed_at IS NULL"
-                    " AND category = ANY(%s)",
-                    (categories,),
-                ).fetchone()[0]
+                one_row(
+                    conn.execute(
+                        "SELECT count(*) FROM westep_ops.incidents WHERE closed_at IS NULL"
+                        " AND category = ANY(%s)",
+                        (categories,),
+                    )
+                )[0]
                 == 0
             )
 
     def truth(fault: str, start: datetime, end: datetime | None, categories: list[str]) -> int:
         with store.tx() as conn:
-            return conn.execute(
-                "INSERT INTO westep_ops.drill_faults (drill, fault, injected_at, removed_at,"
-                " categories) VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (report.drill, fault, start, end, categories),
-            ).fetchone()[0]
+            return one_row(
+                conn.execute(
+                    "INSERT INTO westep_ops.drill_faults (drill, fault, injected_at, removed_at,"
+                    " categories) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                    (report.drill, fault, start, end, categories),
+                )
+            )[0]
 
     def quiet_window(seconds: float, first: bool = False) -> None:
         if seconds <= 0:
@@ -339,9 +344,9 @@ def run_drill(
             if name == "orphans":
                 # Put the quarantined fault rows back so 'off' removes them as it made them.
                 with psycopg.connect(env.repair_url or "") as conn:
-                    if conn.execute(
-                        "SELECT to_regclass('westep_quarantine.public__step_logs')"
-                    ).fetchone()[0]:
+                    if one_row(
+                        conn.execute("SELECT to_regclass('westep_quarantine.public__step_logs')")
+                    )[0]:
                         restore(
                             conn,
                             cfg.repairs.quarantine_schema,
@@ -390,11 +395,13 @@ def run_drill(
                 0,
             )
         with store.tx() as conn:
-            res.alerts = conn.execute(
-                "SELECT count(*) FROM westep_ops.alerts WHERE kind = 'opened' AND ts >= %s"
-                " AND ts <= %s + make_interval(secs => %s) AND category = ANY(%s)",
-                (t0, removed, GRACE_S, cats),
-            ).fetchone()[0]
+            res.alerts = one_row(
+                conn.execute(
+                    "SELECT count(*) FROM westep_ops.alerts WHERE kind = 'opened' AND ts >= %s"
+                    " AND ts <= %s + make_interval(secs => %s) AND category = ANY(%s)",
+                    (t0, removed, GRACE_S, cats),
+                )
+            )[0]
             conn.execute(
                 "UPDATE westep_ops.drill_faults SET removed_at = %s, detected_at = %s,"
                 " recovered_at = %s, incident_id = %s, outcome = %s, rows_lost = %s,"
@@ -467,8 +474,9 @@ def false_alerts(env: Environment, drill: str) -> AlertTally:
     store = HistoryStore(env.storage_url)
     try:
         with store.tx() as conn:
-            row = conn.execute(
-                """
+            row = one_row(
+                conn.execute(
+                    """
                 WITH d AS (SELECT fault, injected_at, coalesce(removed_at, now()) AS removed_at,
                                   categories
                            FROM westep_ops.drill_faults WHERE drill = %(drill)s),
@@ -490,8 +498,9 @@ def false_alerts(env: Environment, drill: str) -> AlertTally:
                        (SELECT coalesce(sum(extract(epoch FROM removed_at - injected_at)), 0)
                           FROM d WHERE fault = %(quiet)s)
                 """,
-                {"drill": drill, "quiet": QUIET, "grace": GRACE_S},
-            ).fetchone()
+                    {"drill": drill, "quiet": QUIET, "grace": GRACE_S},
+                )
+            )
     finally:
         store.close()
     alerts, attributed, quiet_alerts, windows, quiet_s = row

@@ -112,7 +112,7 @@ def _start_holder(sb: Sandbox, name: str, mode: str, dsn: str, n: int, seconds: 
 def _stop_holder(sb: Sandbox, name: str) -> bool:
     pidfile, ready, _log = _holder_paths(sb, name)
     pid = procs.our_pid(pidfile, _marker(sb))
-    stopped = bool(pid) and procs.stop_pid(pid, _marker(sb))
+    stopped = procs.stop_pid(pid, _marker(sb)) if pid else False
     pidfile.unlink(missing_ok=True)
     ready.unlink(missing_ok=True)
     # The server may still be running a query for a client that vanished: end it now.

@@ -394,7 +394,9 @@ pidfile = {self.bouncer_pidfile()}
     def stop_site(self, site: str) -> bool:
         pid = procs.our_pid(self.site_pidfile(site), self.site_marker())
         self.site_pidfile(site).unlink(missing_ok=True)
-        return bool(pid) and procs.stop_pid(pid, self.site_marker())
+        if not pid:
+            return False
+        return procs.stop_pid(pid, self.site_marker())
 
     # -- down --------------------------------------------------------------------------
     def down(self) -> list[str]:
@@ -418,8 +420,10 @@ pidfile = {self.bouncer_pidfile()}
     def stop_bouncer(self) -> bool:
         marker = str(self.layout.bouncer)
         pid = procs.our_pid(self.bouncer_pidfile(), marker)
+        if not pid:
+            return False
         # SIGINT: immediate shutdown (SIGTERM would wait for clients to leave).
-        return bool(pid) and procs.stop_pid(pid, marker, sig=signal.SIGINT)
+        return procs.stop_pid(pid, marker, sig=signal.SIGINT)
 
     def stop_cluster(self, which: str, run_as: procs.RunAs | None = None) -> bool:
         base, data, _port = self._cluster_paths(which)

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 from westep_ops.errors import WestepError
 
@@ -46,6 +47,15 @@ def pgbouncer_bin() -> str:
     return found
 
 
+class SwitchUser(TypedDict, total=False):
+    """The ``subprocess`` arguments that run a child as another user (empty: as ourselves)."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+    umask: int
+
+
 class RunAs:
     """Who the database processes run as: ourselves, or a system user when we are root."""
 
@@ -65,7 +75,7 @@ class RunAs:
                 ) from None
             self.uid, self.gid, self.name, self.switch = entry.pw_uid, entry.pw_gid, name, True
 
-    def kwargs(self) -> dict[str, object]:
+    def kwargs(self) -> SwitchUser:
         if not self.switch:
             return {}
         return {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": 0o077}
@@ -90,7 +100,7 @@ class RunAs:
                 capture_output=True,
                 text=True,
                 timeout=timeout,
-                **self.kwargs(),  # type: ignore[arg-type]
+                **self.kwargs(),
             )
         except subprocess.TimeoutExpired:
             raise WestepError(
@@ -190,6 +200,6 @@ def spawn_detached(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            **(run_as.kwargs() if run_as else {}),  # type: ignore[arg-type]
+            **(run_as.kwargs() if run_as else SwitchUser()),
         )
     return proc.pid

@@ -113,7 +113,7 @@ def check_evaluation(
     )
 
 
-def _jsonable(value: object) -> object:
+def _jsonable(value: dict[str, Any]) -> dict[str, object]:
     """JSON-ready with every string redacted (walked, not the serialised text)."""
     return redact_tree(value)
 

@@ -66,7 +66,9 @@ def _notifier(env: Environment, tz: str) -> Notifier:
 def is_preview(context: SensorEvaluationContext) -> bool:
     """True for the UI's "Preview tick result": a daemon tick's log key ends in its id."""
     key = context.log_key
-    return bool(key) and not str(key[-1]).isdigit()
+    if not key:
+        return False
+    return not str(key[-1]).isdigit()
 
 
 def incident_refreshes(opened: list[int], closed: list[int], now: datetime) -> list[RunRequest]:

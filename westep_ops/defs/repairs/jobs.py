@@ -14,7 +14,18 @@ probe is reported as an evaluation of the category's ``health_check`` check, so 
 shows the check passing as soon as the repair is verified.
 """
 
-from dagster import Config, Failure, MetadataValue, OpExecutionContext, Out, job, op
+from typing import Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    Config,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+    Out,
+    job,
+    op,
+)
 from pydantic import Field
 
 from westep_ops.defs.health.assets import check_evaluation
@@ -26,6 +37,13 @@ REPAIR_TAG = "westep-ops/repair-target"
 DEFAULT_TARGET = "monitored-database"
 ACTION_TAG = "westep-ops/action"
 OUTCOME_TAG = "westep-ops/outcome"
+
+
+def _log_check(context: OpExecutionContext, evaluation: AssetCheckEvaluation) -> None:
+    """Report a check evaluation from inside an op."""
+    # Dagster 1.13 types log_event's argument without AssetCheckEvaluation, which its
+    # body handles (op_execution_context.py: the isinstance branch for it).
+    context.log_event(evaluation)  # type: ignore[arg-type]
 
 
 def launched_by_sensor(tags: dict[str, str]) -> bool:
@@ -99,8 +117,10 @@ def run_repair_op(
             monitor.close()
         if fresh is not None and fresh.result is not None:
             # The check in the UI follows the repair at once, not at the next sweep.
-            context.log_event(check_evaluation(fresh.result, "verification", fresh.suspected_cause))
-    metadata = {
+            _log_check(
+                context, check_evaluation(fresh.result, "verification", fresh.suspected_cause)
+            )
+    metadata: dict[str, Any] = {
         "action": result.action,
         "outcome": result.outcome,
         "summary": result.summary,
@@ -129,9 +149,9 @@ def run_recovery_op(
     # Its checks decide what to repair and what to escalate: report them as evaluations
     # (the re-check after the repairs last, so the UI shows where recovery left things).
     for r in report.before:
-        context.log_event(check_evaluation(r, "recovery"))
+        _log_check(context, check_evaluation(r, "recovery"))
     for r in report.after:
-        context.log_event(check_evaluation(r, "verification"))
+        _log_check(context, check_evaluation(r, "verification"))
     context.log.info(f"recovery: {report.verdict} (report {report.path})")
     if report.escalations:
         raise Failure(

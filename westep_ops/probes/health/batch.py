@@ -118,7 +118,8 @@ def _round_trip(session: ProbeSession, target: str, group: list[Query]) -> dict[
         for q in as_role:
             # SET LOCAL ROLE may go straight from one API role to the next: membership is
             # checked against the session user (the role-probe login).
-            stmts += [sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(q.as_role)), _sql(q.sql)]
+            role = q.as_role or ""  # as_role is set on every query of this list
+            stmts += [sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)), _sql(q.sql)]
         stmts.append(sql.SQL("ROLLBACK"))
     for q in plain:
         stmts.append(_sql(q.sql if q.params is None else session.bind(target, q.sql, q.params)))
@@ -137,4 +138,4 @@ def _round_trip(session: ProbeSession, target: str, group: list[Query]) -> dict[
 
 
 def _sql(q: str | sql.Composable) -> sql.Composable:
-    return sql.SQL(q) if isinstance(q, str) else q  # type: ignore[arg-type]
+    return sql.SQL(q) if isinstance(q, str) else q

@@ -105,17 +105,19 @@ def _pool_from_admin(
         databases = admin_show(session, "databases")
         pools = [p for p in admin_show(session, "pools") if p["database"] == name]
     except Unavailable as e:
-        reason = str(e)
+        # not "reason": that local name shadowed the helper, and the DB_FAILURES branch
+        # below then raised UnboundLocalError instead of reporting (found by mypy)
+        why = str(e)
         if e.refusal:
             res.problem(
                 Status.error,
                 f"monitoring is misconfigured: pgbouncer admin console: {e.refusal}",
                 MONITOR_MISCONFIGURED,
             )
-        elif "authentication failed" in reason or "not configured" in reason:
-            res.problem(Status.error, f"pgbouncer admin console: {reason}")
+        elif "authentication failed" in why or "not configured" in why:
+            res.problem(Status.error, f"pgbouncer admin console: {why}")
         else:
-            res.problem(Status.critical, f"pgbouncer not answering: {reason}", "pgbouncer_down")
+            res.problem(Status.critical, f"pgbouncer not answering: {why}", "pgbouncer_down")
         return None
     except DB_FAILURES as e:
         res.problem(Status.error, f"pgbouncer admin console: {reason(e)}")

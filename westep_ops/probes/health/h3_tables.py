@@ -201,7 +201,7 @@ def check_tables(session: ProbeSession, need: Needs, answers: Answers) -> CheckR
         for row in rows:
             t, r = row["t"], row["r"]
             item: dict[str, Any] = {"table": t, "role": r, "rls": row["rls"]}
-            verdict = _catalog_verdict(row)
+            verdict: Verdict | tuple[Status, int] | None = _catalog_verdict(row)
             if verdict is None:
                 item["rls_policy"] = bool(row["read_policy"]) if row["rls_applies"] else None
             no_rows = verdict is None and row["rls_applies"] and not row["read_policy"]
@@ -229,8 +229,8 @@ def check_tables(session: ProbeSession, need: Needs, answers: Answers) -> CheckR
                     item["detail"] = f"read as {r} ({_select_note(row)}), {_rls_note(row)}" + (
                         " (0 rows visible: empty, or RLS filters)" if n == 0 else ""
                     )
-            if verdict is not None and verdict[0] is not Status.ok:
-                status, text, finding = verdict
+            if verdict is not None and len(verdict) == 3 and verdict[0] is not Status.ok:
+                status, text, finding = verdict  # a failure: (status, text, finding)
                 item.update(status=status, detail=text)
                 if finding:
                     item["finding"] = finding
