@@ -35,7 +35,7 @@ demo: setup sandbox-up
 	@$(SANDBOX_ENV) && $(BIN)/python -m westep_ops.sandbox.demo
 	@echo; echo "== 8. A short fault drill, then this month's SLA report (drill included)"
 	@$(DEMO) drill --faults pool_pause,grant_revoke,orphans,pg_down --interval 3
-	@$(DEMO) trends --month $$(TZ=Asia/Tokyo date +%Y-%m) | tail -n 15
+	@$(DEMO) trends --month $$(TZ=Asia/Tokyo date +%Y-%m)
 	@echo
 	@echo "Sandbox running. Next: eval \"\$$($(BIN)/westep-ops sandbox env)\"; $(BIN)/westep-ops --help"
 	@echo "Reports: logs/   |   Dagster UI: make ui   |   stop the sandbox: make sandbox-down"

@@ -41,9 +41,10 @@ def sandbox_group() -> None:
 @_sandbox_dir_option
 @click.option(
     "--base-port",
-    type=click.IntRange(1024, 65535 - 3),
+    type=click.IntRange(1024, 65535 - 4),
     default=None,
-    help="First of four ports: target, pgbouncer (+1), ops (+2), app (+3). "
+    help="First of five ports: target, pgbouncer (+1), ops (+2), app (+3), Supabase"
+    " stand-in (+4). "
     "Default $WESTEP_OPS_SANDBOX_BASE_PORT or 25430; fixed once the sandbox exists.",
 )
 def sandbox_up(sandbox_dir: str | None, base_port: int | None) -> None:

@@ -55,13 +55,14 @@ def trends_cmd(
     reports_dir: str,
     as_json: bool,
 ) -> None:
-    """Monthly SLA report: write reports/YYYY-MM/sla-report.md with its charts.
+    """Monthly SLA report: write reports/YYYY-MM/sla-report.md (.ja.md) with its charts.
 
     Availability (gaps never count as up), response time, error rate, incidents, MTTD,
     MTTR, auto-recovery success, alert precision and false positives, coverage; each
     against its target and the month before. --thresholds replays alerting over the
     stored samples under other settings and compares alerts, false positives and misses.
-    Exit code 0, 2 on bad input (config, month, thresholds file), 3 ops store unavailable.
+    Exit code 0, 2 on bad input (config, month, a month not begun, thresholds file), 3 ops
+    store unavailable.
     """
     from westep_ops.monitoring import sla as monthly
     from westep_ops.monitoring.history import HistoryStore, HistoryUnavailable
@@ -80,7 +81,7 @@ def trends_cmd(
             reports_dir=Path(reports_dir),
         )
     except HistoryUnavailable as e:
-        raise WestepError(f"ops store unavailable: {redact(e)}") from None
+        raise WestepError(f"ops store unavailable: {redact(e)}", exit_code=3) from None
     finally:
         store.close()
     if as_json:

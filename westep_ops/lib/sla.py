@@ -134,6 +134,7 @@ class SlaFigures:
     p95_response_ms: float | None = None
     error_rate: float | None = None
     incidents: int = 0
+    drill_incidents: int = 0  # of those, started while a drill fault of their category was on
     incidents_by: dict[str, int] = field(default_factory=dict)
     mttd_lower_mean_s: float | None = None  # alert - first failing sample
     mttd_upper_mean_s: float | None = None  # alert - last passing sample (judged)
@@ -374,6 +375,11 @@ def compute(
         else incidents
     )
     _incidents(f, inc, samples, repairs, end, observe_only)
+    windows = drill_windows(drill)
+    f.drill_incidents = sum(
+        verdict(None, row.started_at, row.category, windows, False) == (True, "drill")
+        for row in inc.itertuples()
+    )
     _alerts(f, alerts, incidents, inc, repairs, drill, start, end)
 
     cadence = {

@@ -35,6 +35,10 @@ TEXT = {
         "coverage": "Monitoring coverage",
         "category": "category",
         "by": "by category / severity",
+        "drill_note": (
+            "{n} of them injected by a fault drill (sandbox): the detection, recovery and"
+            " auto-recovery figures include them, at the drill's own probe cadence"
+        ),
         "judged": "alerts judged by",
         "whatif": "What-if: other thresholds",
         "maintenance": (
@@ -103,6 +107,10 @@ TEXT = {
         "coverage": "監視カバレッジ",
         "category": "カテゴリ",
         "by": "カテゴリ／重大度別",
+        "drill_note": (
+            "うち{n}件は障害訓練（サンドボックス）で注入したもの。検出・復旧・自動復旧の指標は"
+            "訓練の監視間隔での値を含みます"
+        ),
         "judged": "アラートの判定方法",
         "whatif": "閾値の見直し（what-if）",
         "maintenance": (
@@ -295,6 +303,10 @@ def render(
                 f"{f.incidents} — {t['by']}: "
                 + (", ".join(f"{k} {v}" for k, v in sorted(f.incidents_by.items())) or "-"),
                 "",
+            ]
+            if f.drill_incidents:
+                out += [t["drill_note"].format(n=f.drill_incidents), ""]
+            out += [
                 mttd,
                 "",
                 mttr,

@@ -3,7 +3,8 @@
 Loads a month of samples, performance samples, incidents, alerts, repair attempts and
 drill ground truth from the ops store, computes the figures (``lib/sla.py``) for the month
 and the month before, draws the charts, optionally replays alerting under other settings
-(``lib/whatif.py``), and writes ``reports/YYYY-MM/sla-report.md`` with its PNGs.
+(``lib/whatif.py``), and writes ``reports/YYYY-MM/sla-report.md`` (``sla-report.ja.md`` in
+Japanese) with its PNGs.
 """
 
 from __future__ import annotations
@@ -242,6 +243,10 @@ def build(
         (start.replace(day=1) - pd.Timedelta(days=1)).strftime("%Y-%m"), config.timezone
     )
     now = datetime.now(ZoneInfo(config.timezone))
+    if start > now:  # nothing to report, and a folder of made-up "-" figures would stay
+        raise WestepError(
+            f"month {month} has not begun yet (it is {now:%Y-%m-%d %H:%M} in {config.timezone})"
+        )
     margin = margin_s(config)
     frames = load(store, start, end, margin_s=margin)
     this = figures(frames, start, min(end, max(start, now)), config)
@@ -270,6 +275,7 @@ def build(
         stale_s=stale_s(config),
         cheap_s=config.monitoring.intervals.performance / 1000,
     )
-    path = folder / "sla-report.md"
+    # One file per language: a Japanese run must not overwrite the English report.
+    path = folder / ("sla-report.md" if lang == "en" else f"sla-report.{lang}.md")
     path.write_text(text, encoding="utf-8")
     return MonthlyReport(month, path, this, prev, charts, replayed)

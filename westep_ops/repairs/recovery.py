@@ -273,6 +273,10 @@ def plan_repairs(
         chosen: list[RepairAction] = []
         escalated = False
         for f in r.findings:
+            if f == "pooled_connection_failed" and "direct_connection_failed" in r.findings:
+                # PostgreSQL itself is down: the pool fails because of it, and "pgbouncer's
+                # auth file" would send the on-call engineer to the wrong place.
+                continue
             if f.startswith(INTEGRITY_PREFIX):
                 # R5 only for rules that opted in; the others go to a person, with counts.
                 rule = rules.get(f.removeprefix(INTEGRITY_PREFIX))

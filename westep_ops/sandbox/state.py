@@ -80,8 +80,8 @@ class SandboxState:
 
     @classmethod
     def new(cls, base_port: int) -> SandboxState:
-        if not 1024 <= base_port <= 65530 - 5:
-            raise WestepError(f"sandbox base port {base_port} is out of range (1024-65530)")
+        if not 1024 <= base_port <= 65535 - 4:  # five ports: N..N+4
+            raise WestepError(f"sandbox base port {base_port} is out of range (1024-65531)")
         return cls(
             base_port=base_port,
             passwords={r: new_password() for r in (*TARGET_LOGINS, *BOUNCER_ONLY)},

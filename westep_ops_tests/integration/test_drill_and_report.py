@@ -155,6 +155,7 @@ def test_trends_in_japanese_with_a_what_if(sandbox: Sandbox, drill: dict, tmp_pa
         "missed": 0,
     }
     assert lax["alerts"] == 0 and lax["missed"] == 4  # such settings would have missed every fault
+    assert data["report"].endswith(f"{month}/sla-report.ja.md")  # beside the English one
     text = Path(data["report"]).read_text()
     assert text.startswith(f"# SLAレポート {month}") and "判定:" in text and "アラート精度" in text
     assert "閾値の見直し（what-if）" in text
@@ -167,6 +168,14 @@ def test_trends_bad_input_is_one_line(sandbox: Sandbox, tmp_path: Path) -> None:
         and res.stderr.strip()
         == "error: --month must be YYYY-MM between 1970-01 and 2999-12 (got 'November')"
     )
+    res = run_cli("trends", "--month", "2999-01", "--reports-dir", str(tmp_path))
+    assert res.returncode == 2 and res.stderr.startswith("error: month 2999-01 has not begun")
+    assert not (tmp_path / "2999-01").exists()
+    url = os.environ["WESTEP_OPS_STORAGE_URL"]
+    closed = url.replace(f":{url.rsplit(':', 1)[1].split('/')[0]}/", ":1/")  # nothing listens
+    res = run_cli("trends", "--month", "2026-11", env={"WESTEP_OPS_STORAGE_URL": closed})
+    assert res.returncode == 3 and res.stderr.startswith("error: ops store unavailable")
+    assert "Traceback" not in res.stderr
     bad = tmp_path / "bad.json"
     bad.write_text('{"settings": []}')
     res = run_cli("trends", "--month", "2026-11", "--thresholds", str(bad))

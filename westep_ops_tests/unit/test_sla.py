@@ -589,3 +589,22 @@ def test_an_observe_only_warning_passes_for_the_detection_upper_bound() -> None:
         DAY, END, **{**EMPTY, "incidents": inc, "samples": both}, observe_only=("pool_queue",)
     )
     assert read.mttd_upper_mean_s == pytest.approx((11 - 9) * 60)
+
+
+def test_incidents_a_drill_injected_are_said_so_in_the_report() -> None:
+    drill = pd.DataFrame(
+        [
+            {
+                "drill": "d1",
+                "fault": "grant_revoke",
+                "injected_at": t(100),
+                "removed_at": t(110),
+                "categories": ["tables"],
+            }
+        ]
+    )
+    inc = pd.DataFrame([_incident(1, "tables", 101, 102, 104), _incident(2, "pool", 300, 301, 303)])
+    f = compute(DAY, END, **{**EMPTY, "incidents": inc, "drill": drill})
+    assert (f.incidents, f.drill_incidents) == (2, 1)
+    text = render("2026-10", "UTC", f, None, {})
+    assert "1 of them injected by a fault drill (sandbox)" in text
