@@ -15,6 +15,9 @@ float is finite (JSON's ``1e999`` parses to infinity), every number has an upper
 that PostgreSQL, ``timedelta`` and ``time.sleep`` accept and that a sane monitor needs,
 no string holds a control character, and the file's shape is checked (nesting depth,
 duplicate keys) before pydantic sees it.
+
+One module over 400 lines on purpose: the whole config schema in one place, so the JSON
+file's shape reads top to bottom (identifiers, then each section's model, then loading).
 """
 
 from __future__ import annotations

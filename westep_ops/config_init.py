@@ -17,6 +17,10 @@ This module asks the target instead, read-only, with the monitor's own DIRECT_UR
 - endpoints only for URLs the environment has, and only those that answer 200 now.
 
 What is written is validated with the same model as every config, so it always loads.
+
+One module over 400 lines on purpose: one read-only discovery pass, each config
+section's query and its translation into config side by side, in the order the list
+above gives.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ Every connection has a connect timeout and a server-side statement timeout (and,
 the probes, a lock timeout), so nothing the monitor does can hang. Pooled connections disable prepared statements (transaction
 pooling shares server sessions) and pass no startup ``options`` (pgbouncer rejects or
 drops them), so their timeouts are set per transaction with ``SET LOCAL`` instead.
+
+One module over 400 lines on purpose: every way westep-ops opens a connection (monitored
+database, pgbouncer's console, the ops store's pool), with its timeouts, client-side
+deadline and error description, is in one place, so "nothing can hang" is checked in one
+file.
 """
 
 from __future__ import annotations

@@ -1,19 +1,23 @@
 """The ops store: westep-ops' own memory in the ops PostgreSQL (``WESTEP_OPS_STORAGE_URL``).
 
-Schema ``westep_ops``, created and migrated here, never in the monitored database: when
-the target is down its outage must still be recorded. It holds the audit of every
-repair attempt, which is also what the per-action hourly rate limit counts, across
-processes and restarts, and the silences. An attempt is recorded when it starts
-(``running``) and completed when it ends, so a killed process leaves a record that counts
-and is later marked ``interrupted``. Every attempt is also appended to
-``logs/repair-attempts.jsonl`` (the audit) and to ``repair-budget.jsonl`` in the per-user
-state dir (:func:`state_home`, not the log dir: one budget per user, whatever the log
-dir), with a local copy of the store's attempts of the last hour: while the ops database
-is unreachable the limit counts both, and when it returns the attempts made meanwhile
-are written to it exactly once (by ``attempt_uid``). Every query has a client-side
-deadline: a frozen ops server cannot hold a repair.
+Schema ``westep_ops`` (created and migrated by ``store_schema.py``), never in the
+monitored database: when the target is down its outage must still be recorded. It holds
+the audit of every repair attempt, which is also what the per-action hourly rate limit
+counts, across processes and restarts, and the silences. An attempt is recorded when it
+starts (``running``) and completed when it ends, so a killed process leaves a record
+that counts and is later marked ``interrupted``. Every attempt is also appended to
+``logs/repair-attempts.jsonl`` (the audit) and to ``repair-budget.jsonl`` in the
+per-user state dir (:func:`state_home`, not the log dir: one budget per user, whatever
+the log dir), with a local copy of the store's attempts of the last hour: while the ops
+database is unreachable the limit counts both, and when it returns the attempts made
+meanwhile are written to it exactly once (by ``attempt_uid``). Every query has a
+client-side deadline: a frozen ops server cannot hold a repair.
 
 :func:`refuse_monitored_store` refuses an ops store that is the monitored database.
+
+One module over 400 lines on purpose: the rate limit's budget is the store and the local
+budget files together, with their locks, and ``OpsStore`` keeps them consistent in one
+place (the schema lives in ``store_schema.py``).
 """
 
 from __future__ import annotations
@@ -32,160 +36,9 @@ from psycopg.types.json import Jsonb
 
 from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error, store_connection
 from westep_ops.errors import WestepError
+from westep_ops.store_schema import migrate
 
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, DeadlineExceeded)
-
-SCHEMA = "westep_ops"
-MIGRATIONS: list[str] = [
-    # 1: repair attempts (append-only audit; the rate limit counts these)
-    """
-    CREATE TABLE IF NOT EXISTS westep_ops.repair_attempts (
-        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        action      text NOT NULL,
-        trigger     text NOT NULL,
-        target      text NOT NULL,
-        started_at  timestamptz NOT NULL,
-        finished_at timestamptz NOT NULL,
-        dry_run     boolean NOT NULL,
-        forced      boolean NOT NULL DEFAULT false,
-        outcome     text NOT NULL,
-        summary     text NOT NULL,
-        changes     jsonb NOT NULL DEFAULT '[]',
-        before      jsonb,
-        after       jsonb,
-        escalation  smallint
-    );
-    CREATE INDEX IF NOT EXISTS repair_attempts_action_time
-        ON westep_ops.repair_attempts (action, started_at);
-    """,
-    # 2: monitoring history: samples, performance samples, incidents, alerts
-    """
-    CREATE TABLE westep_ops.samples (
-        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        ts          timestamptz NOT NULL,
-        kind        text NOT NULL,          -- cheap | full | confirmation | verification
-        category    text NOT NULL,
-        status      text NOT NULL,
-        summary     text NOT NULL,
-        findings    text[] NOT NULL DEFAULT '{}',
-        suspected_cause text,
-        duration_ms real,
-        value       jsonb
-    );
-    CREATE INDEX samples_ts ON westep_ops.samples (ts);
-    CREATE INDEX samples_category_ts ON westep_ops.samples (category, ts);
-    CREATE TABLE westep_ops.performance_samples (
-        id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        ts               timestamptz NOT NULL,
-        mean_api_ms      real,
-        db_round_trip_ms real,
-        http_requests    int NOT NULL,
-        http_failures    int NOT NULL,
-        tps              real,
-        rollback_ratio   real,
-        monitor_rss_mb   real,
-        postgres_pss_mb  real,
-        status           text NOT NULL,
-        problems         text[] NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX performance_samples_ts ON westep_ops.performance_samples (ts);
-    CREATE TABLE westep_ops.incidents (
-        id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        category      text NOT NULL,
-        severity      text NOT NULL,
-        started_at    timestamptz NOT NULL,  -- first failing sample
-        detected_at   timestamptz NOT NULL,  -- confirmed: the alert went out
-        resolved_at   timestamptz,           -- first sample of the passing streak that closed it
-        closed_at     timestamptz,           -- when the streak was long enough
-        recovered_by  text,                  -- auto:<action> | null (recovered by itself or by a person)
-        escalation    smallint,
-        summary       text NOT NULL,
-        last_notified_at timestamptz
-    );
-    CREATE UNIQUE INDEX incidents_one_open ON westep_ops.incidents (category) WHERE closed_at IS NULL;
-    CREATE INDEX incidents_started ON westep_ops.incidents (started_at);
-    CREATE TABLE westep_ops.alerts (
-        id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        incident_id     bigint REFERENCES westep_ops.incidents (id),
-        ts              timestamptz NOT NULL,
-        kind            text NOT NULL,       -- opened | reminder | escalated | resolved | summary
-        severity        text NOT NULL,
-        category        text NOT NULL,
-        message         text NOT NULL,
-        channels        text[] NOT NULL DEFAULT '{}',
-        acknowledged_at timestamptz,
-        acknowledged_by text,
-        label           boolean,             -- true: a real problem; false: a false alarm
-        labeled_at      timestamptz
-    );
-    CREATE INDEX alerts_ts ON westep_ops.alerts (ts);
-    ALTER TABLE westep_ops.repair_attempts ADD COLUMN incident_id bigint;
-    """,
-    # 3: daily rollups written by the daily-partitioned assets (recomputed by backfills)
-    """
-    CREATE TABLE westep_ops.daily_health (
-        day date NOT NULL, category text NOT NULL, samples int NOT NULL, ok int NOT NULL,
-        warning int NOT NULL, critical int NOT NULL, error int NOT NULL, availability real,
-        PRIMARY KEY (day, category)
-    );
-    CREATE TABLE westep_ops.hourly_performance (
-        hour timestamptz PRIMARY KEY, samples int NOT NULL, mean_api_ms real, p95_api_ms real,
-        error_rate real, mean_tps real, max_monitor_rss_mb real, max_postgres_pss_mb real
-    );
-    """,
-    # 4: fault drill ground truth
-    """
-    CREATE TABLE westep_ops.drill_faults (
-        id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        drill        text NOT NULL,
-        fault        text NOT NULL,
-        injected_at  timestamptz NOT NULL,
-        removed_at   timestamptz,
-        detected_at  timestamptz,
-        recovered_at timestamptz,
-        incident_id  bigint,
-        outcome      text,
-        rows_lost    bigint
-    );
-    """,
-    # 5: history writes replayed from a monitor's local spool (exactly once per entry)
-    """
-    CREATE TABLE westep_ops.spool_applied (
-        source     text NOT NULL,
-        seq        bigint NOT NULL,
-        real_id    bigint,
-        applied_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (source, seq)
-    );
-    """,
-    # 6: silences; incidents and alerts remember a silence; attempts recorded when they start
-    """
-    CREATE TABLE westep_ops.silences (
-        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        categories  text[] NOT NULL,
-        starts_at   timestamptz NOT NULL,
-        ends_at     timestamptz NOT NULL,
-        reason      text NOT NULL,
-        created_by  text NOT NULL,
-        created_at  timestamptz NOT NULL DEFAULT now(),
-        expired_at  timestamptz,
-        uid         text UNIQUE              -- written once, also when replayed from the local file
-    );
-    CREATE INDEX silences_ends ON westep_ops.silences (ends_at);
-    ALTER TABLE westep_ops.incidents ADD COLUMN silenced_by text;       -- kept: it was silenced
-    ALTER TABLE westep_ops.incidents ADD COLUMN unsilenced_at timestamptz; -- judged afresh after
-    ALTER TABLE westep_ops.alerts ADD COLUMN suppressed_by text;        -- recorded, not sent
-    ALTER TABLE westep_ops.repair_attempts ALTER COLUMN finished_at DROP NOT NULL;
-    ALTER TABLE westep_ops.repair_attempts ADD COLUMN attempt_uid text;
-    CREATE UNIQUE INDEX repair_attempts_uid ON westep_ops.repair_attempts (attempt_uid);
-    """,
-    # 7: drill ground truth says what each fault may break (its own category first; '{}'
-    # for the drill's quiet windows, fault = 'quiet'), and the rows a repair quarantined
-    """
-    ALTER TABLE westep_ops.drill_faults ADD COLUMN categories text[];
-    ALTER TABLE westep_ops.drill_faults ADD COLUMN rows_quarantined bigint;
-    """,
-]
 
 # Outcomes that ran nothing: not counted by the hourly limit.
 NOT_COUNTED = ("refused", "skipped", "done_by_other")
@@ -630,23 +483,6 @@ def insert_attempt(conn: psycopg.Connection, attempt: dict[str, Any]) -> None:
 
 def _lock_key(action: str) -> str:
     return f"westep_ops.repair:{action}"
-
-
-def migrate(conn: psycopg.Connection) -> None:
-    """Create or upgrade the ``westep_ops`` schema (idempotent; one lock across processes)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('westep_ops.migrate'))")
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS westep_ops.schema_version (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r[0] for r in conn.execute("SELECT version FROM westep_ops.schema_version")}
-        for version, ddl in enumerate(MIGRATIONS, start=1):
-            if version not in done:
-                conn.execute(ddl)  # our own fixed DDL
-                conn.execute(
-                    "INSERT INTO westep_ops.schema_version (version) VALUES (%s)", (version,)
-                )
 
 
 def now_utc() -> datetime:

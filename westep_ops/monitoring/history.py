@@ -9,6 +9,10 @@ answer in time (every transaction runs under a client-side deadline as well as
 uses :class:`ResilientHistory`, which never raises for that: writes it cannot make go to
 the local :class:`~westep_ops.spool.Spool` and are replayed when the store returns, and
 reads fall back to what the spool and the last answers of the store know.
+
+One module over 400 lines on purpose: :class:`ResilientHistory` is :class:`HistoryStore`
+plus its fallback, and both apply the same spool entries (:func:`apply_entry`); apart,
+every write would have to be kept in step across two files.
 """
 
 from __future__ import annotations

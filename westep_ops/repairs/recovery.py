@@ -10,6 +10,10 @@ refused the monitor (wrong password, missing database, SSL, permission denied) r
 says "monitoring is misconfigured: ..." once instead of escalating an outage, and while
 the monitor's database logins are refused it repairs nothing (the picture is partial).
 With ``autoRecovery.enabled = false`` recovery only reports what it would do.
+
+One module over 400 lines on purpose: :func:`plan_repairs` maps every check's findings
+to repairs or escalations case by case, and the plan, its run, the re-check and the
+report are one flow read in order.
 """
 
 from __future__ import annotations

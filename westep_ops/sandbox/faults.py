@@ -4,6 +4,9 @@ Faults act only on the sandbox they are given, through its own credentials; they
 to run when the environment points westep-ops at some other database, so a fault meant
 for the sandbox can never land on a real project. ``off`` undoes each one exactly
 (rows the fault added are marked and removed, grants and publications restored).
+
+Just over 400 lines: each fault's on and off side by side in the :data:`FAULTS` table
+with the guard that keeps them on the sandbox, so every fault visibly undoes itself.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""``westep-ops sandbox up|down|status``: start and stop the local stack idempotently."""
+"""``westep-ops sandbox up|down|status``: start and stop the local stack idempotently.
+
+One module over 400 lines on purpose: :class:`Sandbox` owns the local stack's processes
+(the target and ops PostgreSQL clusters, pgbouncer, the app and Supabase stand-ins) and
+their files and ports; up, down and status share all of it.
+"""
 
 from __future__ import annotations
 
