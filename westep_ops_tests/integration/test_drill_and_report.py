@@ -15,6 +15,7 @@ from westep_ops.sandbox import faults
 from westep_ops.sandbox.manager import Sandbox
 from westep_ops_tests.helpers import run_cli
 from westep_ops_tests.integration.conftest import clear_history
+from westep_ops_tests.integration.dagster_idioms import materialize_month
 
 
 @pytest.fixture(scope="module")
@@ -97,20 +98,11 @@ def test_drill_detects_repairs_escalates_and_loses_nothing(drill: dict) -> None:
 def test_monthly_report_of_this_month_shows_the_drill(
     sandbox: Sandbox, drill: dict, tmp_path: Path
 ) -> None:
-    from dagster import DagsterInstance, materialize
-
-    from westep_ops.defs.sla.assets import monthly_sla_report
-    from westep_ops.resources import default_resources
+    from dagster import DagsterInstance
 
     month = datetime.now(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m")
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            [monthly_sla_report],
-            resources=default_resources(),
-            instance=instance,
-            partition_key=f"{month}-01",
-            run_config={"ops": {"monthly_sla_report": {"config": {"reports_dir": str(tmp_path)}}}},
-        )
+        result = materialize_month(instance, month, tmp_path)
     assert result.success
     (mat,) = [
         e.event_specific_data.materialization for e in result.get_asset_materialization_events()

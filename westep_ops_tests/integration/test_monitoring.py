@@ -26,6 +26,7 @@ from westep_ops.sandbox import faults
 from westep_ops.sandbox.manager import Sandbox
 from westep_ops_tests.helpers import run_cli, write_config
 from westep_ops_tests.integration.conftest import Webhook, clear_history
+from westep_ops_tests.integration.dagster_idioms import sensor_tick
 
 
 @pytest.fixture
@@ -149,21 +150,16 @@ def _age_samples() -> None:
 
 
 def test_sensor_requests_one_repair_run_per_incident(sandbox: Sandbox, cfg: Path) -> None:
-    from dagster import DagsterInstance, build_sensor_context
+    from dagster import DagsterInstance
 
     from westep_ops.definitions import defs
-    from westep_ops.resources import default_resources
 
     os.environ["WESTEP_OPS_CONFIG"], saved = str(cfg), os.environ["WESTEP_OPS_CONFIG"]
-    sensor = defs.get_sensor_def("monitoring_sensor")
     try:
         with DagsterInstance.ephemeral() as instance:
 
             def tick() -> Any:
-                with build_sensor_context(
-                    instance=instance, resources=default_resources(), definitions=defs
-                ) as ctx:
-                    return sensor(ctx)
+                return sensor_tick(instance)
 
             healthy = tick()
             assert (

@@ -32,6 +32,7 @@ from westep_ops.silences import LOCAL_FILE
 from westep_ops.store import state_home
 from westep_ops_tests.helpers import CLI, ROOT, run_cli, write_config
 from westep_ops_tests.integration.conftest import Webhook, admin_rows, clear_history
+from westep_ops_tests.integration.dagster_idioms import sensor_tick
 
 DOWN = {"WESTEP_OPS_STORAGE_URL": "postgresql://westep_ops:x@127.0.0.1:1/westep_ops"}
 
@@ -474,26 +475,20 @@ def test_the_dagster_sensor_respects_a_silence(
 ) -> None:
     """Same engine: while `tables` is silenced the sensor opens a silenced incident and
     requests no repair run; once the silence is expired it requests the repair."""
-    from dagster import DagsterInstance, build_sensor_context
+    from dagster import DagsterInstance
 
-    from westep_ops.definitions import defs
-    from westep_ops.resources import default_resources
     from westep_ops_tests.integration.test_monitoring import _age_samples
 
     cfg = write_config(tmp_path / "s.json", monitoring__alerting__confirmDelaySeconds=0.2)
     add = run_cli("silence", "add", "--category", "tables", "--for", "1h", "--reason", "grants")
     sid = re.search(r"silence #(\d+) ", add.stdout).group(1)
     os.environ["WESTEP_OPS_CONFIG"], saved = str(cfg), os.environ["WESTEP_OPS_CONFIG"]
-    sensor = defs.get_sensor_def("monitoring_sensor")
     faults.inject(sandbox, "grant_revoke", True)
     try:
         with DagsterInstance.ephemeral() as instance:
 
             def tick() -> Any:
-                with build_sensor_context(
-                    instance=instance, resources=default_resources(), definitions=defs
-                ) as ctx:
-                    return sensor(ctx)
+                return sensor_tick(instance)
 
             silenced = tick()
             # No repair; the incident is still recorded, so today's daily assets refresh.

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from westep_ops_tests.integration.dagster_idioms import materialize_month
 from westep_ops_tests.unit.test_sla_charts import TZ
 
 
@@ -18,21 +19,11 @@ def test_materialized_asset_shows_charts_and_numbers(sandbox: Any, tmp_path: Pat
         IntMetadataValue,
         MarkdownMetadataValue,
         PathMetadataValue,
-        materialize,
     )
-
-    from westep_ops.defs.sla.assets import monthly_sla_report
-    from westep_ops.resources import default_resources
 
     month = pd.Timestamp.now(tz=TZ).strftime("%Y-%m")
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            [monthly_sla_report],
-            resources=default_resources(),
-            instance=instance,
-            partition_key=f"{month}-01",
-            run_config={"ops": {"monthly_sla_report": {"config": {"reports_dir": str(tmp_path)}}}},
-        )
+        result = materialize_month(instance, month, tmp_path)
     assert result.success
     (event,) = result.get_asset_materialization_events()
     meta = event.event_specific_data.materialization.metadata
