@@ -47,7 +47,16 @@ def sandbox_group() -> None:
     " stand-in (+4). "
     "Default $WESTEP_OPS_SANDBOX_BASE_PORT or 25430; fixed once the sandbox exists.",
 )
-def sandbox_up(sandbox_dir: str | None, base_port: int | None) -> None:
+@click.option(
+    "--targets",
+    type=click.IntRange(1, 200),
+    default=None,
+    help="A fleet: this many target databases in the target PostgreSQL, each with the"
+    " WeStep schema and seed rows and its own pgbouncer pool (1 is 'postgres', today's"
+    " sandbox; T > 1 is 'westep_tT'). Default: 1 for a new sandbox, else what it has;"
+    " more adds targets, fewer is refused.",
+)
+def sandbox_up(sandbox_dir: str | None, base_port: int | None, targets: int | None) -> None:
     """Create (first time) and start the sandbox. Safe to run again: running parts are kept."""
     from westep_ops.sandbox.state import default_base_port
 
@@ -57,8 +66,10 @@ def sandbox_up(sandbox_dir: str | None, base_port: int | None) -> None:
             f"this sandbox already uses base port {sb.state.base_port}; "
             "run 'westep-ops sandbox down' and remove its directory to change ports"
         )
-    comps = sb.up(base_port or default_base_port())
+    comps = sb.up(base_port or default_base_port(), targets)
     _print_components(comps)
+    if sb.state.targets > 1:
+        click.echo(f"targets: {sb.state.targets} (westep-ops sandbox targets)")
     click.echo(
         f'sandbox up in {sb.layout.root}; load its environment with: eval "$(westep-ops sandbox env)"'
     )
@@ -100,29 +111,89 @@ def sandbox_status(sandbox_dir: str | None, as_json: bool) -> None:
         )
     comps = sb.status()
     active = faults.active(sb)
+    by_target = faults.active_by_target(sb)
     if as_json:
         click.echo(
-            json.dumps({"components": [c.__dict__ for c in comps], "faults": active}, indent=2)
+            json.dumps(
+                {
+                    "components": [c.__dict__ for c in comps],
+                    "faults": active,
+                    "targets": _target_rows(by_target),
+                },
+                indent=2,
+            )
         )
     else:
         _print_components(comps)
         click.echo("faults on: " + (", ".join(active) if active else "none"))
+        for t, names in by_target.items():
+            if t > 1:
+                click.echo(f"faults on target {t}: " + (", ".join(names) if names else "none"))
     sys.exit(0 if all(c.running for c in comps) else 1)
+
+
+def _target_rows(by_target: dict[int, list[str]]) -> list[dict[str, Any]]:
+    from westep_ops.sandbox.state import target_db
+
+    return [{"target": t, "database": target_db(t), "faults": f} for t, f in by_target.items()]
+
+
+def _target_option(f: Any) -> Any:
+    return click.option(
+        "--target",
+        type=click.IntRange(1, 200),
+        default=1,
+        show_default=True,
+        help="Which target of a fleet sandbox (sandbox up --targets N): 1 is 'postgres',"
+        " today's sandbox; T > 1 is database 'westep_tT'.",
+    )(f)
 
 
 @sandbox_group.command("env")
 @_sandbox_dir_option
-def sandbox_env(sandbox_dir: str | None) -> None:
+@_target_option
+def sandbox_env(sandbox_dir: str | None, target: int) -> None:
     """Print `export` lines pointing westep-ops at the sandbox (they contain its passwords).
 
-    Use: eval "$(westep-ops sandbox env)"
+    Use: eval "$(westep-ops sandbox env)". With --target T: DATABASE_URL, DIRECT_URL and
+    WESTEP_OPS_REPAIR_URL name target T's database; the ops store, pgbouncer consoles and
+    keys are the same for every target, and the app and Supabase stand-ins serve target 1
+    only (their URLs are printed for every target).
     """
     import shlex
 
     sb = _sandbox(sandbox_dir)
-    for k, v in sb.state.env().items():
+    env = sb.state.env(target)
+    for k, v in env.items():
         click.echo(f"export {k}={shlex.quote(v)}")
     click.echo(f"export WESTEP_OPS_SANDBOX_DIR={shlex.quote(str(sb.layout.root))}")
+    if target > 1:
+        from westep_ops.sandbox.state import target_db
+
+        click.echo(
+            f"# target {target}: the config's databaseName (the pgbouncer pool to watch) is"
+            f" {target_db(target)!r}; the app and Supabase stand-ins serve target 1 only"
+        )
+
+
+@sandbox_group.command("targets")
+@_sandbox_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def sandbox_targets(sandbox_dir: str | None, as_json: bool) -> None:
+    """List the sandbox's targets: number, database (and pgbouncer pool), faults on."""
+    from westep_ops.sandbox import faults
+
+    sb = _sandbox(sandbox_dir)
+    rows = _target_rows(faults.active_by_target(sb))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(
+        _table(
+            [[str(r["target"]), r["database"], ", ".join(r["faults"]) or "none"] for r in rows],
+            ["target", "database", "faults on"],
+        )
+    )
 
 
 @sandbox_group.command("fault")
@@ -136,16 +207,22 @@ def sandbox_env(sandbox_dir: str | None) -> None:
     show_default=True,
     help="Upper bound for faults that hold connections (pool_exhaust, idle_in_tx).",
 )
-def sandbox_fault(sandbox_dir: str | None, name: str, state: str, seconds: float) -> None:
+@_target_option
+def sandbox_fault(
+    sandbox_dir: str | None, name: str, state: str, seconds: float, target: int
+) -> None:
     """Inject (on) or undo (off) fault NAME in the sandbox; nothing else is ever touched.
 
     Faults: pool_pause, pool_exhaust, grant_revoke, orphans, bloat, idle_in_tx, pg_down,
-    bouncer_down, api_down, publication_drop.
+    bouncer_down, api_down, publication_drop. With --target T the database faults act on
+    target T's database (pool_pause and pool_exhaust on its pgbouncer pool) only;
+    pg_down, bouncer_down and api_down stop a process every target shares and refuse a
+    target other than 1.
     """
     from westep_ops.sandbox import faults
 
     sb = _sandbox(sandbox_dir)
-    click.echo(faults.inject(sb, name, state == "on", seconds))
+    click.echo(faults.inject(sb, name, state == "on", seconds, target))
 
 
 @sandbox_group.command("faults")

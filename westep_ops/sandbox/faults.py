@@ -25,7 +25,7 @@ from westep_ops.db import admin_command, admin_show, describe_error
 from westep_ops.errors import WestepError
 from westep_ops.sandbox import procs
 from westep_ops.sandbox.manager import Sandbox
-from westep_ops.sandbox.state import HOST, POOL_SIZE, TARGET_DB
+from westep_ops.sandbox.state import HOST, POOL_SIZE, target_db
 
 ORPHAN_MARK = "westep-fault:orphans"
 ORPHAN_ROWS = 25
@@ -39,10 +39,27 @@ def _marker(sb: Sandbox) -> str:
 
 @dataclass(frozen=True)
 class Fault:
+    """A fault; ``on(sandbox, target, seconds)`` and ``off(sandbox, target)`` act on one
+    target database (1 is today's sandbox, ``postgres``)."""
+
     name: str
     what: str
-    on: Callable[[Sandbox, float], str]
-    off: Callable[[Sandbox], str]
+    on: Callable[[Sandbox, int, float], str]
+    off: Callable[[Sandbox, int], str]
+
+
+# Faults that stop a process every target shares: they refuse --target other than 1.
+CLUSTER_WIDE = ("pg_down", "bouncer_down", "api_down")
+
+
+def _faults_dir(sb: Sandbox, target: int) -> Path:
+    """Where a target's fault markers and holders live: today's directory for target 1."""
+    d = sb.layout.faults
+    return d if target == 1 else d / f"t{target}"
+
+
+def _app_name(name: str, target: int) -> str:
+    return f"westep-fault-{name}" if target == 1 else f"westep-fault-{name}-t{target}"
 
 
 def _admin(sb: Sandbox) -> psycopg.Connection:
@@ -55,8 +72,8 @@ def _admin(sb: Sandbox) -> psycopg.Connection:
     )
 
 
-def _sql(sb: Sandbox, *statements: str) -> None:
-    with sb.superuser_conn(autocommit=False) as conn:
+def _sql(sb: Sandbox, t: int, *statements: str) -> None:
+    with sb.superuser_conn(autocommit=False, target=t) as conn:
         conn.execute("SET lock_timeout = '5s'")
         for st in statements:
             conn.execute(st)  # fixed statements of this module only
@@ -64,23 +81,25 @@ def _sql(sb: Sandbox, *statements: str) -> None:
 
 
 # -- process-holding faults ---------------------------------------------------------------
-def _holder_paths(sb: Sandbox, name: str) -> tuple[Path, Path, Path]:
-    d = sb.layout.faults
+def _holder_paths(sb: Sandbox, name: str, t: int = 1) -> tuple[Path, Path, Path]:
+    d = _faults_dir(sb, t)
     return d / f"{name}.pid", d / f"{name}.ready", d / f"{name}.log"
 
 
-def _start_holder(sb: Sandbox, name: str, mode: str, dsn: str, n: int, seconds: float) -> str:
-    pidfile, ready, log = _holder_paths(sb, name)
+def _start_holder(
+    sb: Sandbox, t: int, name: str, mode: str, dsn: str, n: int, seconds: float
+) -> str:
+    pidfile, ready, log = _holder_paths(sb, name, t)
     if procs.our_pid(pidfile, _marker(sb)):
         return f"{name} already on"
-    sb.layout.faults.mkdir(parents=True, exist_ok=True)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
     ready.unlink(missing_ok=True)
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
         "HOLDER_DSN": dsn,
     }
-    app_name = f"westep-fault-{name}"
+    app_name = _app_name(name, t)
     pid = procs.spawn_detached(
         [
             sys.executable,
@@ -98,7 +117,7 @@ def _start_holder(sb: Sandbox, name: str, mode: str, dsn: str, n: int, seconds: 
         ],
         log=log,
         env=env,
-        cwd=sb.layout.faults,
+        cwd=pidfile.parent,
     )
     pidfile.write_text(f"{pid}\n")
     deadline = time.monotonic() + 20
@@ -112,8 +131,8 @@ def _start_holder(sb: Sandbox, name: str, mode: str, dsn: str, n: int, seconds: 
     return f"{name} on: {n} connections held for up to {seconds:.0f} s (pid {pid})"
 
 
-def _stop_holder(sb: Sandbox, name: str) -> bool:
-    pidfile, ready, _log = _holder_paths(sb, name)
+def _stop_holder(sb: Sandbox, t: int, name: str) -> bool:
+    pidfile, ready, _log = _holder_paths(sb, name, t)
     pid = procs.our_pid(pidfile, _marker(sb))
     stopped = procs.stop_pid(pid, _marker(sb)) if pid else False
     pidfile.unlink(missing_ok=True)
@@ -122,74 +141,77 @@ def _stop_holder(sb: Sandbox, name: str) -> bool:
     if procs.port_open(sb.state.target_port):
         with sb.superuser_conn() as conn:
             conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                (f"westep-fault-{name}",),
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND datname = %s",
+                (_app_name(name, t), target_db(t)),
             )
     return stopped
 
 
 def stop_all_holders(sb: Sandbox) -> list[str]:
     stopped = []
-    for name in ("pool_exhaust", "idle_in_tx"):
-        pid = procs.our_pid(_holder_paths(sb, name)[0], _marker(sb))
-        if pid and procs.stop_pid(pid, _marker(sb)):
-            stopped.append(f"fault {name}")
-        _holder_paths(sb, name)[0].unlink(missing_ok=True)
+    for t in range(1, sb.state.targets + 1):
+        for name in ("pool_exhaust", "idle_in_tx"):
+            pidfile = _holder_paths(sb, name, t)[0]
+            pid = procs.our_pid(pidfile, _marker(sb))
+            if pid and procs.stop_pid(pid, _marker(sb)):
+                stopped.append(f"fault {name}" + (f" (target {t})" if t > 1 else ""))
+            pidfile.unlink(missing_ok=True)
     return stopped
 
 
 # -- the faults ---------------------------------------------------------------------------
-def _pool_pause_on(sb: Sandbox, _s: float) -> str:
+def _pool_pause_on(sb: Sandbox, t: int, _s: float) -> str:
     with _admin(sb) as conn:
-        admin_command(conn, "PAUSE", TARGET_DB)
-    return f"pool_pause on: pgbouncer database {TARGET_DB!r} paused"
+        admin_command(conn, "PAUSE", target_db(t))
+    return f"pool_pause on: pgbouncer database {target_db(t)!r} paused"
 
 
-def _pool_pause_off(sb: Sandbox) -> str:
+def _pool_pause_off(sb: Sandbox, t: int) -> str:
     with _admin(sb) as conn:
         try:
-            admin_command(conn, "RESUME", TARGET_DB)
+            admin_command(conn, "RESUME", target_db(t))
         except psycopg.Error as e:
             if "not paused" not in str(e):
                 raise
     return "pool_pause off: resumed"
 
 
-def _pool_exhaust_on(sb: Sandbox, seconds: float) -> str:
+def _pool_exhaust_on(sb: Sandbox, t: int, seconds: float) -> str:
     s = sb.state
-    return _start_holder(
-        sb, "pool_exhaust", "sleep", s.url("authenticator", s.bouncer_port), POOL_SIZE, seconds
-    )
+    dsn = s.url("authenticator", s.bouncer_port, target_db(t))
+    return _start_holder(sb, t, "pool_exhaust", "sleep", dsn, POOL_SIZE, seconds)
 
 
-def _pool_exhaust_off(sb: Sandbox) -> str:
-    _stop_holder(sb, "pool_exhaust")
+def _pool_exhaust_off(sb: Sandbox, t: int) -> str:
+    _stop_holder(sb, t, "pool_exhaust")
     if procs.port_open(sb.state.bouncer_port):
-        wait_pool_drained(sb, servers_idle=True)
+        wait_pool_drained(sb, servers_idle=True, target=t)
     return "pool_exhaust off: held connections released"
 
 
-def _idle_on(sb: Sandbox, seconds: float) -> str:
-    return _start_holder(sb, "idle_in_tx", "idle_tx", sb.state.url("authenticator"), 3, seconds)
+def _idle_on(sb: Sandbox, t: int, seconds: float) -> str:
+    dsn = sb.state.url("authenticator", db=target_db(t))
+    return _start_holder(sb, t, "idle_in_tx", "idle_tx", dsn, 3, seconds)
 
 
-def _idle_off(sb: Sandbox) -> str:
-    _stop_holder(sb, "idle_in_tx")
+def _idle_off(sb: Sandbox, t: int) -> str:
+    _stop_holder(sb, t, "idle_in_tx")
     return "idle_in_tx off: sessions ended"
 
 
-def _grant_on(sb: Sandbox, _s: float) -> str:
-    _sql(sb, "REVOKE SELECT ON public.steps FROM authenticated")
+def _grant_on(sb: Sandbox, t: int, _s: float) -> str:
+    _sql(sb, t, "REVOKE SELECT ON public.steps FROM authenticated")
     return "grant_revoke on: SELECT on public.steps revoked from authenticated"
 
 
-def _grant_off(sb: Sandbox) -> str:
-    _sql(sb, "GRANT SELECT ON public.steps TO authenticated")
+def _grant_off(sb: Sandbox, t: int) -> str:
+    _sql(sb, t, "GRANT SELECT ON public.steps TO authenticated")
     return "grant_revoke off: SELECT on public.steps granted to authenticated"
 
 
-def _orphans_on(sb: Sandbox, _s: float) -> str:
-    with sb.superuser_conn(autocommit=False) as conn:
+def _orphans_on(sb: Sandbox, t: int, _s: float) -> str:
+    with sb.superuser_conn(autocommit=False, target=t) as conn:
         conn.execute(
             "INSERT INTO public.step_logs (step_id, note) "
             "SELECT 900000000 + g, %s FROM generate_series(1, %s) AS g",
@@ -199,18 +221,19 @@ def _orphans_on(sb: Sandbox, _s: float) -> str:
     return f"orphans on: {ORPHAN_ROWS} step_logs rows pointing at no step"
 
 
-def _orphans_off(sb: Sandbox) -> str:
-    with sb.superuser_conn(autocommit=False) as conn:
+def _orphans_off(sb: Sandbox, t: int) -> str:
+    with sb.superuser_conn(autocommit=False, target=t) as conn:
         n = conn.execute("DELETE FROM public.step_logs WHERE note = %s", (ORPHAN_MARK,)).rowcount
         conn.commit()
     return f"orphans off: {n} injected rows removed"
 
 
-def _bloat_on(sb: Sandbox, _s: float) -> str:
+def _bloat_on(sb: Sandbox, t: int, _s: float) -> str:
     # Same values written back: contents unchanged, dead tuples left behind, and autovacuum
     # held off on the table so the detector sees them.
     _sql(
         sb,
+        t,
         "ALTER TABLE public.step_logs SET (autovacuum_enabled = false)",
         "UPDATE public.step_logs SET note = note, step_id = step_id",
         "UPDATE public.step_logs SET note = note, step_id = step_id",
@@ -219,50 +242,50 @@ def _bloat_on(sb: Sandbox, _s: float) -> str:
     return "bloat on: every public.step_logs row updated 3 times, autovacuum off for it"
 
 
-def _bloat_off(sb: Sandbox) -> str:
-    _sql(sb, "ALTER TABLE public.step_logs RESET (autovacuum_enabled)")
-    with sb.superuser_conn() as conn:
+def _bloat_off(sb: Sandbox, t: int) -> str:
+    _sql(sb, t, "ALTER TABLE public.step_logs RESET (autovacuum_enabled)")
+    with sb.superuser_conn(target=t) as conn:
         conn.execute("VACUUM (ANALYZE) public.step_logs")
     return "bloat off: public.step_logs vacuumed, autovacuum back on"
 
 
-def _pg_down_on(sb: Sandbox, _s: float) -> str:
+def _pg_down_on(sb: Sandbox, _t: int, _s: float) -> str:
     sb.stop_cluster("target")
     return "pg_down on: target PostgreSQL stopped"
 
 
-def _pg_down_off(sb: Sandbox) -> str:
+def _pg_down_off(sb: Sandbox, _t: int) -> str:
     sb.start_cluster("target")
     return "pg_down off: target PostgreSQL started"
 
 
-def _bouncer_down_on(sb: Sandbox, _s: float) -> str:
+def _bouncer_down_on(sb: Sandbox, _t: int, _s: float) -> str:
     sb.stop_bouncer()
     return "bouncer_down on: pgbouncer stopped"
 
 
-def _bouncer_down_off(sb: Sandbox) -> str:
+def _bouncer_down_off(sb: Sandbox, _t: int) -> str:
     sb.start_bouncer()
     return "bouncer_down off: pgbouncer started"
 
 
-def _api_down_on(sb: Sandbox, _s: float) -> str:
+def _api_down_on(sb: Sandbox, _t: int, _s: float) -> str:
     sb.stop_site("app")
     return "api_down on: app stand-in stopped (Supabase services keep running)"
 
 
-def _api_down_off(sb: Sandbox) -> str:
+def _api_down_off(sb: Sandbox, _t: int) -> str:
     sb.start_site("app")
     return "api_down off: app stand-in started"
 
 
-def _pub_on(sb: Sandbox, _s: float) -> str:
-    _sql(sb, "DROP PUBLICATION IF EXISTS supabase_realtime")
+def _pub_on(sb: Sandbox, t: int, _s: float) -> str:
+    _sql(sb, t, "DROP PUBLICATION IF EXISTS supabase_realtime")
     return "publication_drop on: publication supabase_realtime dropped"
 
 
-def _pub_off(sb: Sandbox) -> str:
-    with sb.superuser_conn(autocommit=False) as conn:
+def _pub_off(sb: Sandbox, t: int) -> str:
+    with sb.superuser_conn(autocommit=False, target=t) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_publication WHERE pubname = 'supabase_realtime'"
         ).fetchone()
@@ -343,7 +366,9 @@ def wait_serving(sb: Sandbox, timeout: float = 20) -> None:
     raise WestepError(f"the app did not answer /api/health within {timeout:.0f} s ({last})")
 
 
-def wait_pool_drained(sb: Sandbox, *, servers_idle: bool = False, timeout: float = 15) -> None:
+def wait_pool_drained(
+    sb: Sandbox, *, servers_idle: bool = False, timeout: float = 15, target: int = 1
+) -> None:
     """Wait until no client is queued in pgbouncer (and, with ``servers_idle``, no server
     of the app's database is busy). Clients that gave up while the database was
     unavailable stay queued until pgbouncer next serves or times them out
@@ -355,7 +380,9 @@ def wait_pool_drained(sb: Sandbox, *, servers_idle: bool = False, timeout: float
         with _admin(sb) as conn:
             pools = admin_show(conn, "pools")
         busy = [p for p in pools if p["cl_waiting"]] + [
-            p for p in pools if servers_idle and p["database"] == TARGET_DB and p["sv_active"]
+            p
+            for p in pools
+            if servers_idle and p["database"] == target_db(target) and p["sv_active"]
         ]
         if not busy:
             return
@@ -391,15 +418,25 @@ def guard(sb: Sandbox, env: dict[str, str] | None = None) -> None:
             )
 
 
-def inject(sb: Sandbox, name: str, on: bool, seconds: float = 300) -> str:
+def inject(sb: Sandbox, name: str, on: bool, seconds: float = 300, target: int = 1) -> str:
+    """Turn fault ``name`` on or off in sandbox target ``target`` (1: today's sandbox).
+    Faults in :data:`CLUSTER_WIDE` stop a process every target shares: they refuse
+    another target, and on target 1 they hit every target."""
     fault = FAULTS.get(name)
     if fault is None:
         raise WestepError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+    db = sb.state.check_target(target)
+    if target != 1 and name in CLUSTER_WIDE:
+        raise WestepError(
+            f"fault {name} stops a process every sandbox target shares, so it cannot break "
+            f"target {target} alone: run it without --target (it then hits every target)"
+        )
     guard(sb)
-    marker = sb.layout.faults / f"{name}.on"
-    sb.layout.faults.mkdir(parents=True, exist_ok=True)
+    d = _faults_dir(sb, target)
+    marker = d / f"{name}.on"
+    d.mkdir(parents=True, exist_ok=True)
     try:
-        msg = fault.on(sb, seconds) if on else fault.off(sb)
+        msg = fault.on(sb, target, seconds) if on else fault.off(sb, target)
     except psycopg.Error as e:
         raise WestepError(
             f"fault {name} {'on' if on else 'off'} failed: {describe_error(e)}"
@@ -410,9 +447,15 @@ def inject(sb: Sandbox, name: str, on: bool, seconds: float = 300) -> str:
         marker.unlink(missing_ok=True)
         wait_serving(sb)
         wait_pool_drained(sb)
-    return msg
+    return msg if target == 1 else f"target {target} ({db}): {msg}"
 
 
-def active(sb: Sandbox) -> list[str]:
-    d = sb.layout.faults
+def active(sb: Sandbox, target: int = 1) -> list[str]:
+    """The faults that are on in ``target`` (1: today's sandbox)."""
+    d = _faults_dir(sb, target)
     return sorted(p.stem for p in d.glob("*.on")) if d.exists() else []
+
+
+def active_by_target(sb: Sandbox) -> dict[int, list[str]]:
+    """Every target of the sandbox and the faults on in it."""
+    return {t: active(sb, t) for t in range(1, sb.state.targets + 1)}

@@ -24,14 +24,15 @@ from westep_ops.sandbox import procs
 from westep_ops.sandbox.scram import scram_verifier
 from westep_ops.sandbox.state import (
     HOST,
+    MAX_TARGETS,
     OPS_DB,
     POOL_SIZE,
-    TARGET_DB,
     TARGET_LOGINS,
     Layout,
     SandboxState,
     new_anon_key,
     new_password,
+    target_db,
 )
 
 # The same statements as in schema.sql, for sandboxes made before the login existed.
@@ -42,6 +43,8 @@ ALTER ROLE westep_role_probe SET default_transaction_read_only = on;
 ALTER ROLE westep_role_probe SET statement_timeout = '5s';
 """
 BOUNCER_USERS = ("authenticator", "supabase_auth_admin", "westep_monitor", "postgres")
+# schema.sql's line that starts the part run again in every extra target database.
+PER_DATABASE_MARK = "-- westep-ops: per-database part."
 
 
 @dataclass
@@ -73,17 +76,28 @@ class Sandbox:
             )
         return self._state
 
-    def superuser_conn(self, *, autocommit: bool = True, timeout: int = 5) -> psycopg.Connection:
-        """Direct superuser connection to the target: set-up and fault injection only."""
+    def superuser_conn(
+        self, *, autocommit: bool = True, timeout: int = 5, target: int = 1
+    ) -> psycopg.Connection:
+        """Direct superuser connection to a target database: set-up and fault injection only."""
         return psycopg.connect(
-            self.state.url("supabase_admin"),
+            self.state.url("supabase_admin", db=target_db(target)),
             autocommit=autocommit,
             connect_timeout=timeout,
             application_name="westep-sandbox",
         )
 
     # -- up ----------------------------------------------------------------------------
-    def up(self, base_port: int) -> list[Component]:
+    def up(self, base_port: int, targets: int | None = None) -> list[Component]:
+        """Create (first time) and start the sandbox; with ``targets``, make sure that many
+        target databases exist (None: keep what the sandbox has; a new sandbox has 1)."""
+        if targets is not None and not 1 <= targets <= MAX_TARGETS:
+            raise WestepError(f"--targets must be from 1 to {MAX_TARGETS} (got {targets})")
+        if targets is not None and self._state is not None and targets < self._state.targets:
+            raise WestepError(
+                f"this sandbox already has {self._state.targets} targets; --targets cannot "
+                "remove any (run 'westep-ops sandbox down' and remove its directory to start over)"
+            )
         run_as = procs.RunAs()
         root = self.layout.root
         root.mkdir(parents=True, exist_ok=True)
@@ -100,6 +114,7 @@ class Sandbox:
         self._state.register_secrets()
         self._start_cluster("target", run_as)
         self._migrate_roles()
+        self._ensure_targets(targets or self._state.targets)
         self._start_cluster("ops", run_as)
         self._start_bouncer(run_as)
         self.start_app()
@@ -260,6 +275,31 @@ class Sandbox:
                 )
             conn.commit()
 
+    def _per_database_sql(self) -> str:
+        schema = resources.files("westep_ops.sandbox").joinpath("schema.sql").read_text()
+        head, mark, tail = schema.partition(PER_DATABASE_MARK)
+        if not mark:
+            raise WestepError("schema.sql has lost its per-database mark")  # our own file
+        return mark + tail
+
+    def _ensure_targets(self, n: int) -> None:
+        """Targets 2..n: database ``westep_tT`` with schema.sql's per-database part (schema,
+        grants, publication, seed rows); the roles are the cluster's, shared. A database
+        beyond the recorded count is a half-made one from an interrupted up: made again."""
+        state = self.state
+        for t in range(state.targets + 1, n + 1):
+            db = sql.Identifier(target_db(t))
+            with self.superuser_conn(timeout=10) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db))
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(db))
+                conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO postgres").format(db))
+            with self.superuser_conn(autocommit=False, timeout=10, target=t) as conn:
+                conn.execute(self._per_database_sql())  # our own static file
+                conn.commit()
+            state.targets = t
+            self.layout.save(state)
+        self._reload_bouncer()
+
     def _verifier(self, role: str) -> str:
         # One verifier per role, shared by PostgreSQL and pgbouncer's userlist, so that
         # pgbouncer can pass SCRAM through to the server without a plaintext password.
@@ -301,11 +341,35 @@ class Sandbox:
         fd = os.open(userlist, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write("\n".join(users) + "\n")
+        run_as.own(userlist)
+        self._write_bouncer_ini(run_as)
         ini = d / "pgbouncer.ini"
-        ini.write_text(
-            f"""; westep-ops sandbox pgbouncer: transaction pooling, small pool, admin console
+        self.bouncer_pidfile().unlink(missing_ok=True)
+        run_as.run([procs.pgbouncer_bin(), "-d", str(ini)], cwd=d, timeout=15)
+        deadline = time.monotonic() + 10
+        while procs.read_pid(self.bouncer_pidfile()) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        procs.wait_port(
+            state.bouncer_port,
+            10,
+            proc_pid=procs.read_pid(self.bouncer_pidfile()),
+            what="pgbouncer",
+        )
+
+    def _write_bouncer_ini(self, run_as: procs.RunAs) -> bool:
+        """Write pgbouncer.ini: one [databases] entry, hence one pool, per target.
+        Returns whether it changed."""
+        d = self.layout.bouncer
+        state = self.state
+        userlist = d / "userlist.txt"
+        databases = "\n".join(
+            f"{target_db(t)} = host={HOST} port={state.target_port} dbname={target_db(t)}"
+            for t in range(1, state.targets + 1)
+        )
+        ini = d / "pgbouncer.ini"
+        text = f"""; westep-ops sandbox pgbouncer: transaction pooling, small pool, admin console
 [databases]
-{TARGET_DB} = host={HOST} port={state.target_port} dbname={TARGET_DB}
+{databases}
 
 [pgbouncer]
 listen_addr = {HOST}
@@ -327,20 +391,27 @@ ignore_startup_parameters = extra_float_digits,options
 logfile = {d / "pgbouncer.log"}
 pidfile = {self.bouncer_pidfile()}
 """
-        )
-        for p in (userlist, ini):
-            run_as.own(p)
-        self.bouncer_pidfile().unlink(missing_ok=True)
-        run_as.run([procs.pgbouncer_bin(), "-d", str(ini)], cwd=d, timeout=15)
-        deadline = time.monotonic() + 10
-        while procs.read_pid(self.bouncer_pidfile()) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        procs.wait_port(
-            state.bouncer_port,
-            10,
-            proc_pid=procs.read_pid(self.bouncer_pidfile()),
-            what="pgbouncer",
-        )
+        changed = not ini.exists() or ini.read_text() != text
+        ini.write_text(text)
+        run_as.own(ini)
+        return changed
+
+    def _reload_bouncer(self) -> None:
+        """A running pgbouncer picks up targets added since it started (RELOAD)."""
+        if not procs.our_pid(self.bouncer_pidfile(), str(self.layout.bouncer)):
+            return  # its start writes the whole configuration
+        if not self._write_bouncer_ini(procs.RunAs()):
+            return
+        from westep_ops.db import admin_command
+
+        s = self.state
+        with psycopg.connect(
+            s.url("pgbouncer_admin", s.bouncer_port, "pgbouncer"),
+            autocommit=True,
+            connect_timeout=5,
+            prepare_threshold=None,
+        ) as conn:
+            admin_command(conn, "RELOAD")
 
     SITES = ("app", "supabase")
     SITE_MODULE = "westep_ops.sandbox.app"

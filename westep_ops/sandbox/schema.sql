@@ -34,6 +34,8 @@ GRANT anon, authenticated, service_role TO westep_role_probe;
 ALTER ROLE westep_role_probe SET default_transaction_read_only = on;
 ALTER ROLE westep_role_probe SET statement_timeout = '5s';
 
+-- westep-ops: per-database part. Everything above is cluster-wide (roles); everything
+-- below is run again in each extra target database of a fleet sandbox (--targets N).
 ALTER SCHEMA public OWNER TO postgres;
 CREATE SCHEMA extensions AUTHORIZATION postgres;
 CREATE EXTENSION pg_stat_statements SCHEMA extensions;

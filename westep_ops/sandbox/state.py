@@ -26,6 +26,15 @@ HOST = "127.0.0.1"
 TARGET_DB = "postgres"
 OPS_DB = "westep_ops"
 POOL_SIZE = 10
+# A fleet sandbox (``sandbox up --targets N``): target 1 is TARGET_DB, today's sandbox;
+# target T > 1 is database ``westep_tT`` in the same cluster, behind the same pgbouncer.
+MAX_TARGETS = 200
+
+
+def target_db(target: int) -> str:
+    """The database of sandbox target ``target`` (1 is ``postgres``, today's sandbox)."""
+    return TARGET_DB if target == 1 else f"westep_t{target}"
+
 
 # Login roles of the target and of pgbouncer's admin console whose passwords we generate.
 TARGET_LOGINS = (
@@ -57,6 +66,9 @@ class SandboxState:
     anon_key: str = ""
     target_initialized: bool = False
     ops_initialized: bool = False
+    # How many target databases exist and are complete (schema and seed rows): 1 is
+    # today's sandbox; a state file written before fleets existed loads as 1.
+    targets: int = 1
 
     @property
     def target_port(self) -> int:
@@ -110,14 +122,27 @@ class SandboxState:
         :meth:`env`: the default monitoring identity cannot write; tests opt in."""
         return self.url("westep_role_probe")
 
-    def env(self) -> dict[str, str]:
-        """The environment that points westep-ops at this sandbox."""
+    def check_target(self, target: int) -> str:
+        """The database of ``target``, or an error naming the targets this sandbox has."""
+        if not 1 <= target <= self.targets:
+            have = "only target 1" if self.targets == 1 else f"targets 1-{self.targets}"
+            raise WestepError(
+                f"no sandbox target {target}: this sandbox has {have} "
+                "(add targets with 'westep-ops sandbox up --targets N')"
+            )
+        return target_db(target)
+
+    def env(self, target: int = 1) -> dict[str, str]:
+        """The environment that points westep-ops at this sandbox's target ``target``: its
+        database direct and through pgbouncer; the ops store, pgbouncer consoles, keys and
+        the app and Supabase stand-ins are shared (the stand-ins serve target 1 only)."""
+        db = self.check_target(target)
         ops = self.url("westep_ops", self.ops_port, OPS_DB)
         return {
-            "DATABASE_URL": self.url("westep_monitor", self.bouncer_port),
-            "DIRECT_URL": self.url("westep_monitor"),
+            "DATABASE_URL": self.url("westep_monitor", self.bouncer_port, db),
+            "DIRECT_URL": self.url("westep_monitor", db=db),
             "PGBOUNCER_ADMIN_URL": self.url("pgbouncer_stats", self.bouncer_port, "pgbouncer"),
-            "WESTEP_OPS_REPAIR_URL": self.url("postgres"),
+            "WESTEP_OPS_REPAIR_URL": self.url("postgres", db=db),
             "WESTEP_OPS_PGBOUNCER_REPAIR_URL": self.url(
                 "pgbouncer_admin", self.bouncer_port, "pgbouncer"
             ),
