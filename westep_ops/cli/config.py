@@ -101,7 +101,8 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
             else "the working directory"
         )
         src = f"{path.resolve()} (from {how})"
-    data = c.model_dump(by_alias=True, mode="json")
+    # No targets list: the one target `default`, shown as before (no "targets": []).
+    data = c.model_dump(by_alias=True, mode="json", exclude=None if c.targets else {"targets"})
     if as_json:
         click.echo(json.dumps({"source": src, "config": data}, indent=2))
         return
