@@ -87,3 +87,37 @@ def test_targets_list_and_check_against_the_sandbox(
         "DATABASE_URL",
         "DIRECT_URL",
     ]
+
+
+def test_config_init_target_writes_the_discovered_sections_into_its_overrides(
+    tmp_path: Path, sandbox: Sandbox, secrets: list[str]
+) -> None:
+    path, environ = _fleet(tmp_path, sandbox)
+    before = json.loads(path.read_text())
+    out = run_cli("--config", str(path), "config", "init", "--target", "green", env=environ)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"wrote the overrides of target green into {path}")
+    after = json.loads(path.read_text())
+    green = after["targets"][1]["overrides"]
+    # The discovered sections, plus the override the file already had.
+    assert green["monitoring"] == {"thresholds": {"responseTime": 750}}
+    assert {"public.profiles", "public.steps"} <= {t["table"] for t in green["criticalTables"]}
+    assert green["grants"] and "realtime" in green
+    # Nothing else moved: the shared sections and the other targets are as they were.
+    assert {k: v for k, v in after.items() if k != "targets"} == {
+        k: v for k, v in before.items() if k != "targets"
+    }
+    assert (
+        after["targets"][0] == before["targets"][0] == json.loads(json.dumps(before))["targets"][0]
+    )
+    assert not [s for s in secrets if s in path.read_text() + out.stdout + out.stderr]
+    checked = run_cli("--config", str(path), "targets", "check", "--target", "green", env=environ)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    missing = run_cli("--config", str(path), "config", "init", "--target", "teal", env=environ)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith(f"error: target teal is not in {path}: add")
+    unset = run_cli("--config", str(path), "config", "init", "--target", "orphan", env=environ)
+    assert unset.returncode == 2 and unset.stderr.strip() == (
+        "error: target orphan: DIRECT_URL is not set (from $ORPHAN_DIRECT_URL)"
+    )
