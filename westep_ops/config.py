@@ -537,6 +537,64 @@ class Sla(_Model):
     targets: SlaTargets = SlaTargets()
 
 
+TARGET_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"  # pydantic: Rust regex, "$" is the end
+ENV_VAR_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
+TagKey = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")]
+TagValue = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# What a secret looks like, so that one pasted into the config is refused, never loaded:
+# a URL with a password, a JWT (Supabase's anon and service role keys), Supabase's keys.
+_SECRET_LIKE = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^@/\s]+@"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
+    r"|\b(?:sb_secret_|sb_publishable_|sbp_)[A-Za-z0-9_-]{8,}"
+)
+
+
+class Target(_Model):
+    """One monitored stack of a fleet (``targets`` in the file).
+
+    ``env`` maps each variable westep-ops reads (``DIRECT_URL``, ``DATABASE_URL``, ...)
+    to the NAME of the environment variable that holds this target's value
+    (``STAGING_DIRECT_URL``); ``secretsFile`` is a file of ``KEY=VALUE`` lines under the
+    standard names. Neither holds a secret: the config names where secrets are, never
+    what they are. ``overrides`` holds any section of the config for this target only:
+    objects are merged key by key into the shared ones, lists replace them.
+    """
+
+    name: str = Field(pattern=TARGET_NAME, description="unique; letters, digits, _ and -")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="variable -> environment variable holding it"
+    )
+    secrets_file: str | None = Field(
+        None, min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
+    overrides: Config | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _known_variables(cls, v: dict[str, str]) -> dict[str, str]:
+        from westep_ops.environment import VARIABLES
+
+        unknown = sorted(set(v) - set(VARIABLES))
+        if unknown:
+            raise ValueError(
+                f"not a westep-ops variable: {', '.join(unknown)} (known: DATABASE_URL,"
+                " DIRECT_URL, PGBOUNCER_ADMIN_URL, ... see the README's Environment variables)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> Target:
+        if not self.env and self.secrets_file is None:
+            raise ValueError(
+                "a target needs 'env' (variable -> environment variable name) or 'secretsFile'"
+            )
+        if self.overrides is not None and "targets" in self.overrides.model_fields_set:
+            raise ValueError("'overrides' cannot hold targets (targets do not nest)")
+        return self
+
+
 class Config(_Model):
     monitoring: Monitoring = Monitoring()
     timezone: str = "Asia/Tokyo"
@@ -553,6 +611,11 @@ class Config(_Model):
     report_language: Literal["en", "ja"] = "en"
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list, max_length=50)
     sla: Sla = Sla()
+    targets: list[Target] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="the fleet; none: one target named 'default' (today's environment)",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -572,7 +635,49 @@ class Config(_Model):
         windows = [w.name for w in self.maintenance_windows]
         if len(set(windows)) != len(windows):
             raise ValueError("maintenance window names must be unique")
+        targets = [t.name for t in self.targets]
+        dupes = sorted({n for n in targets if targets.count(n) > 1})
+        if dupes:
+            raise ValueError(f"target names must be unique: {', '.join(dupes)}")
+        for i, target in enumerate(self.targets):
+            try:
+                target_config(self, target)
+            except WestepError as e:  # the merged sections break a rule across sections
+                raise ValueError(f"targets[{i}] ({target.name}): {e}") from None
         return self
+
+
+Target.model_rebuild()
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: objects merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def target_config(config: Config, target: Target) -> Config:
+    """The effective config of one target: the shared sections with its overrides.
+
+    Only what the file sets is merged (defaults stay defaults, so a ``realtime`` section
+    set for one target makes the publication required for that target only); objects
+    merge key by key, lists replace. The result has no ``targets``.
+    """
+    base = config.model_dump(by_alias=True, exclude_unset=True, exclude={"targets"}, mode="json")
+    over = (
+        target.overrides.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        if target.overrides is not None
+        else {}
+    )
+    try:
+        return Config.model_validate(_deep_merge(base, over))
+    except ValidationError as e:
+        raise WestepError(describe_validation_error(e, "the merged sections")) from None
 
 
 def _loc(loc: tuple[object, ...]) -> str:
@@ -690,10 +795,43 @@ def parse_config(data: object, source: str = "config") -> Config:
     if not isinstance(data, dict):
         raise WestepError(f"config error in {source}: the top level must be a JSON object")
     check_shape(data, source)
+    _refuse_secrets_in_targets(data.get("targets"), source)
     try:
         return Config.model_validate(data)
     except ValidationError as e:
         raise WestepError(describe_validation_error(e, source)) from None
+
+
+def _refuse_secrets_in_targets(targets: object, source: str) -> None:
+    """Refuse a secret written into ``targets`` before pydantic sees it (its errors quote
+    short inputs): an ``env`` value that is not a variable name, or any string that looks
+    like a password-bearing URL or a key. The line names the key, never the value."""
+    if not isinstance(targets, list):
+        return
+    stack: list[tuple[object, tuple[object, ...]]] = [
+        (t, ("targets", i)) for i, t in enumerate(targets)
+    ]
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((v, (*loc, k)) for k, v in node.items())
+            env = node.get("env") if len(loc) == 2 else None
+            if isinstance(env, dict):
+                for key, value in env.items():
+                    if isinstance(value, str) and not ENV_VAR_NAME.match(value):
+                        raise WestepError(
+                            f"config error in {source}: {_loc((*loc, 'env', key))}: must be the"
+                            " NAME of an environment variable (A-Z, 0-9, _; e.g."
+                            " STAGING_DIRECT_URL), never the value itself (not shown)"
+                        )
+        elif isinstance(node, list):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(node))
+        elif isinstance(node, str) and _SECRET_LIKE.search(node):
+            raise WestepError(
+                f"config error in {source}: {_loc(loc)}: looks like a connection string with a"
+                " password or a key: secrets never go in the config; put it in the environment"
+                " or a secretsFile and name it in the target's 'env' (the value is not shown)"
+            )
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,15 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from westep_ops.config import _IDENT, Config, parse_config, qualified_name, quote_part, split_name
+from westep_ops.config import (
+    _IDENT,
+    Config,
+    parse_config,
+    qualified_name,
+    quote_part,
+    read_json_file,
+    split_name,
+)
 from westep_ops.db import connect, describe_error
 from westep_ops.environment import Environment
 from westep_ops.errors import WestepError
@@ -409,6 +418,50 @@ def init_config(
     """
     if output.exists() and not force:
         raise WestepError(f"{output} already exists (use --force to overwrite it)")
+    found = discover_target(env, schemas, timeouts)
+    _write(output, json.dumps(found.config, indent=2) + "\n", force)
+    return found
+
+
+def init_target(
+    config_file: Path,
+    name: str,
+    environ: Mapping[str, str],
+    *,
+    schemas: list[str] | None = None,
+) -> Discovery:
+    """``config init --target NAME``: discover with that target's own variables and write
+    the sections found into its ``overrides`` in ``config_file`` (sections it already
+    overrides and the discovery does not produce are kept; the rest of the file is kept
+    as data, re-indented). The target must already be in the file with its ``env`` or
+    ``secretsFile``: that is where its connection strings come from."""
+    from westep_ops.targets import resolve_target
+
+    data = read_json_file(config_file)
+    config = parse_config(data, str(config_file))
+    assert isinstance(data, dict)  # parse_config refused anything else
+    entries = data.get("targets") or []
+    entry = next((t for t in entries if isinstance(t, dict) and t.get("name") == name), None)
+    spec = next((t for t in config.targets if t.name == name), None)
+    if entry is None or spec is None:
+        raise WestepError(
+            f"target {name} is not in {config_file}: add"
+            f' {{"name": "{name}", "env": {{"DIRECT_URL": "<VARIABLE NAME>", ...}}}}'
+            " to its targets first (the config names where the connection strings are)"
+        )
+    target = resolve_target(config, spec, environ, config_file.resolve().parent)
+    if target.environment.direct_url is None:
+        source = target.sources["DIRECT_URL"].describe()
+        raise WestepError(f"target {name}: DIRECT_URL is not set (from {source})")
+    found = discover_target(target.environment, schemas, target.config.monitoring.timeouts)
+    entry["overrides"] = {**(entry.get("overrides") or {}), **found.config}
+    parse_config(data, f"{config_file} with the discovered sections")  # what is written loads
+    _write(config_file, json.dumps(data, indent=2) + "\n", True)
+    return found
+
+
+def discover_target(env: Environment, schemas: list[str] | None, timeouts: Any) -> Discovery:
+    """Connect read-only with the environment's DIRECT_URL and discover a config (validated)."""
     dsn = env.require("direct_url")
     t = timeouts or Config().monitoring.timeouts
     try:
@@ -432,7 +485,6 @@ def init_config(
     finally:
         conn.close()
     parse_config(found.config, "the discovered config")  # what is written always loads
-    _write(output, json.dumps(found.config, indent=2) + "\n", force)
     return found
 
 

@@ -51,7 +51,19 @@ def config_check(ctx: click.Context) -> None:
     multiple=True,
     help="Exposed schema to take tables from (repeatable). Default: public.",
 )
-def config_init(output: str, force: bool, schemas: tuple[str, ...]) -> None:
+@click.option(
+    "--target",
+    "target",
+    default=None,
+    metavar="NAME",
+    help="Discover with this target's variables and write what is found into its"
+    " 'overrides' in the config file in use (--config, $WESTEP_OPS_CONFIG or"
+    " ./westep-ops.json), which must already list it; --output and --force do not apply.",
+)
+@click.pass_context
+def config_init(
+    ctx: click.Context, output: str, force: bool, schemas: tuple[str, ...], target: str | None
+) -> None:
     """Write a starting config from what the target has now (read-only, DIRECT_URL).
 
     Tables of the exposed schemas with the roles that can read them and their RLS state,
@@ -61,17 +73,35 @@ def config_init(output: str, force: bool, schemas: tuple[str, ...]) -> None:
     configured), and endpoints only for URLs in the environment that answer 200 now.
     Review it before use: it declares what IS, not what should be.
 
+    With --target NAME (a fleet: the config's `targets`), the target's own variables
+    are used and the sections found replace those of its `overrides` in the config file,
+    which is rewritten (indented JSON; the other targets and sections are kept).
+
     Exit code 0 written, 1 the target could not be read, 2 the file exists (without
     --force) or the set-up is wrong.
     """
-    from westep_ops.config import _IDENT
-    from westep_ops.config_init import init_config
+    from westep_ops.config import _IDENT, config_path
+    from westep_ops.config_init import init_config, init_target
 
     for name in schemas:
         if not _IDENT.match(name):
             raise WestepError(f"--schema {name!r} is not a plain SQL identifier")
-    found = init_config(_env(), Path(output), force=force, schemas=list(schemas) or None)
-    click.echo(f"wrote {output}")
+    if target is not None:
+        given = [
+            f"--{p}"
+            for p in ("output", "force")
+            if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise click.UsageError(f"{' and '.join(given)} cannot be used with --target")
+        path = config_path(ctx.find_root().obj.get("config_path"))
+        if path is None:
+            raise WestepError("--target needs a config file that lists the target (--config)")
+        found = init_target(path, target, os.environ, schemas=list(schemas) or None)
+        click.echo(f"wrote the overrides of target {target} into {path}")
+    else:
+        found = init_config(_env(), Path(output), force=force, schemas=list(schemas) or None)
+        click.echo(f"wrote {output}")
     for line in found.summary():
         click.echo(f"  {redact(line)}")
 
@@ -101,7 +131,8 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
             else "the working directory"
         )
         src = f"{path.resolve()} (from {how})"
-    data = c.model_dump(by_alias=True, mode="json")
+    # No targets list: the one target `default`, shown as before (no "targets": []).
+    data = c.model_dump(by_alias=True, mode="json", exclude=None if c.targets else {"targets"})
     if as_json:
         click.echo(json.dumps({"source": src, "config": data}, indent=2))
         return

@@ -35,6 +35,7 @@ COMMANDS = {
     "drill": "sandbox:drill_cmd",
     "sandbox": "sandbox:sandbox_group",
     "config": "config:config_group",
+    "targets": "targets:targets_group",
     "ui": "ui:ui",
 }
 
