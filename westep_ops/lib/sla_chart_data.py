@@ -172,11 +172,18 @@ def response_data(
             }
         )
     worst = max((d["p95"] for d in days if d["p95"] is not None), default=0.0)
+    best = min((d["p50"] for d in days if d["p50"]), default=0.0)
+    # Responses far under the target would sit flat on a linear 0-2.6 s axis: a log axis
+    # then shows both the milliseconds and the target line.
+    log = 0 < worst < target_ms / 10
     return {
         "axis": axis,
         "days": days,
         "target": float(target_ms),
-        "ylim": (0.0, max(target_ms * 1.3, worst * 1.1)),
+        "yscale": "log" if log else "linear",
+        "ylim": (
+            (max(0.1, best / 2), target_ms * 2) if log else (0.0, max(target_ms * 1.3, worst * 1.1))
+        ),
         "xlim": (0.0, float(len(axis["days"]))),
     }
 

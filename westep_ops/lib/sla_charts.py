@@ -162,6 +162,7 @@ def draw_response(data: dict[str, Any]) -> Any:
     from matplotlib.lines import Line2D
 
     fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    ax.set_yscale(data["yscale"])
     ax.set_ylim(*data["ylim"])
     _future(ax, data["axis"])
     have = [d for d in data["days"] if d["p50"] is not None]

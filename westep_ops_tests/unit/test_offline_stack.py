@@ -82,4 +82,6 @@ def test_a_sweep_of_offline_results_is_reported_as_the_assets_checks() -> None:
     failed = {e.check_name for e in evaluations if not e.passed}
     assert failed == {"h2_pool", "h6_auth", "h7_api"}
     assert all(e.metadata["probe"].text == "full" for e in evaluations)
+    # the history's Description column tells which probe decided, without opening a row
+    assert all(e.description and e.description.startswith("full: ") for e in evaluations)
     assert sweep_summary(tick) == "swept full: 7 checks, 2 failing (pool, api)"

@@ -325,3 +325,17 @@ def test_asset_metadata_is_numeric_with_four_charts(tmp_path: Path) -> None:
         assert len(md.value) < 40_000  # small inline images
         assert stored[f"{name}_chart_file"].value == str(tmp_path / f"{name}.png")
     assert not any(isinstance(v.value, str) and "%" in v.value for v in stored.values())
+
+
+def test_responses_far_under_the_target_get_a_log_axis_that_still_shows_it() -> None:
+    from westep_ops.lib.sla_chart_data import response_data
+
+    f, _perf, _inc = one_day()
+    fast = performance(
+        (local("2026-12-01 01:00"), 6.0),
+        (local("2026-12-01 02:00"), 9.0),
+    )
+    data = response_data(f, fast, TZ)
+    assert data["yscale"] == "log"
+    low, high = data["ylim"]
+    assert 0 < low < 6.0 and high > data["target"] == 2000  # every point and the target

@@ -110,6 +110,8 @@ def check_evaluation(
         passed=_passed(r),
         severity=_severity(r),
         metadata=evaluation_metadata(r, probe, suspected_cause),
+        # The check history's Description column: which probe decided, and what it saw.
+        description=redact(f"{probe}: {r.summary}")[:300],
     )
 
 
