@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from westep_ops.db import close_store_pools
 from westep_ops.sandbox.manager import Sandbox
 from westep_ops.sandbox.state import OPS_DB
 from westep_ops.store import migrate
@@ -62,8 +63,13 @@ def scratch_history(sb: Sandbox, name: str, *, seed: int, critical_share: float)
     try:
         yield url
     finally:
+        # The ops-store pool keeps this process's connections to the scratch store open;
+        # FORCE also ends any other session still on it (a Dagster run's, say).
+        close_store_pools()
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def add_incidents(url: str, count: int, *, seed: int) -> None:
