@@ -228,6 +228,24 @@ def test_monitor_holds_few_connections_and_releases_them(
     sandbox: Sandbox, health_config: Path
 ) -> None:
     cfg = load_config(health_config)
+    # Start from an empty pool: server connections pgbouncer keeps from earlier tests'
+    # sweeps are the pooler's, not this monitor's, and would count in the peak below.
+    s = sandbox.state
+    with psycopg.connect(
+        s.url("pgbouncer_admin", s.bouncer_port, "pgbouncer"),
+        autocommit=True,
+        prepare_threshold=None,
+    ) as admin:
+        admin.execute("RECONNECT")
+    deadline = time.monotonic() + 10
+    with sandbox.superuser_conn() as conn:
+        while time.monotonic() < deadline:
+            (left,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'westep_monitor'"
+            ).fetchone()
+            if left == 0:
+                break
+            time.sleep(0.05)
     peak = 0
     stop = threading.Event()
 
