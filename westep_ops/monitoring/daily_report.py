@@ -147,14 +147,12 @@ def write_daily_reports(
     paths = []
     day = start
     now = now or datetime.now(UTC)
+    # One read of the range's samples, not one per day (a backfill's range is a month).
+    intervals = state_intervals(read_samples(store, start, end, tz, stale_s), stale_s)
     while day < end:
         nxt = day + timedelta(days=1)
         r = day_rollups(store, day, nxt)
-        share = service_figures(
-            state_intervals(read_samples(store, day, nxt, tz, stale_s), stale_s),
-            day,
-            max(day, min(nxt, now)),
-        )["measured_share"]
+        share = service_figures(intervals, day, max(day, min(nxt, now)))["measured_share"]
         text = render_daily_report(
             day.strftime("%Y-%m-%d"),
             r.health,

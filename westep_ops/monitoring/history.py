@@ -107,7 +107,7 @@ class HistoryStore:
     def add_samples(self, ts: datetime, kind: str, rows: list[dict[str, Any]]) -> None:
         """Rows with category, status, summary, findings, suspected_cause, duration_ms, value."""
         if rows:
-            self._write("samples", {"ts": ts, "kind": kind, "rows": _json_safe(rows)})
+            self._write("samples", {"ts": ts, "kind": kind, "rows": redact_tree(rows)})
 
     def add_performance(self, p: PerformanceSample, ts: datetime) -> None:
         self._write("performance", {"ts": ts, "p": _perf_row(p)})
@@ -445,11 +445,6 @@ def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int 
         insert_attempt(conn, args["record"])
         return None
     raise ValueError(f"unknown history write {op!r}")
-
-
-def _json_safe(value: Any) -> Any:
-    """JSON-ready with every string redacted (walked, not the serialised text)."""
-    return redact_tree(value)
 
 
 # Last answers of the store per (url, question), kept for the process's lifetime so that

@@ -69,8 +69,8 @@ def evaluation_metadata(
         "duration_ms": float(r.duration_ms),
         "source": r.source or "-",
         "findings": ", ".join(r.findings) or "-",
-        "values": MetadataValue.json(_jsonable(r.values)),
-        "thresholds": MetadataValue.json(_jsonable(r.thresholds)),
+        "values": MetadataValue.json(redact_tree(r.values)),
+        "thresholds": MetadataValue.json(redact_tree(r.thresholds)),
     }
     for key, value in r.values.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -113,11 +113,6 @@ def check_evaluation(
         # The check history's Description column: which probe decided, and what it saw.
         description=redact(f"{probe}: {r.summary}")[:300],
     )
-
-
-def _jsonable(value: dict[str, Any]) -> dict[str, object]:
-    """JSON-ready with every string redacted (walked, not the serialised text)."""
-    return redact_tree(value)
 
 
 @asset(
