@@ -17,7 +17,7 @@ from psycopg import sql
 from westep_ops.db import close_store_pools
 from westep_ops.sandbox.manager import Sandbox
 from westep_ops.sandbox.state import OPS_DB
-from westep_ops.store import migrate
+from westep_ops.store_schema import migrate
 
 CATEGORIES = ("connection", "pool", "tables", "integrity", "realtime", "auth", "api", "performance")
 START = datetime(2026, 10, 1, tzinfo=UTC) - timedelta(hours=9)  # 2026-10-01 00:00 in Tokyo

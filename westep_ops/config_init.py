@@ -36,7 +36,6 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import psycopg
-from psycopg.rows import dict_row
 
 from westep_ops.config import (
     _IDENT,
@@ -47,7 +46,7 @@ from westep_ops.config import (
     read_json_file,
     split_name,
 )
-from westep_ops.db import connect, describe_error
+from westep_ops.db import admin_show, connect, describe_error, dict_rows
 from westep_ops.environment import Environment
 from westep_ops.errors import WestepError
 
@@ -178,11 +177,11 @@ def discover(
     http: httpx.Client | None = None,
 ) -> Discovery:
     """Read the target (read-only) and build the starting config as JSON-ready data."""
-    (target,) = _dicts(conn, TARGET_SQL, {"api": list(API_ROLES)})
+    (target,) = dict_rows(conn, TARGET_SQL, {"api": list(API_ROLES)})
     supabase = target["auth_schema"] and set(target["api_roles"]) == set(API_ROLES)
     flavour = "supabase" if supabase else "postgresql"
     notes: list[str] = []
-    tables = _dicts(conn, TABLES_SQL, {"schemas": schemas})
+    tables = dict_rows(conn, TABLES_SQL, {"schemas": schemas})
     # Exact catalog names, quoted where the config needs it (public."step log"); mixed
     # case such as Prisma's public.Step is exact as it is.
     qualified = {t["oid"]: qualified_name(t["schema"], t["name"]) for t in tables}
@@ -194,10 +193,10 @@ def discover(
         roles = [r for (r,) in conn.execute(GRANTEES_SQL, {"oids": oids}).fetchall()]
         roles = [r for r in roles if _IDENT.match(r)]
     readers: dict[int, list[str]] = {}
-    for row in _dicts(conn, READERS_SQL, {"oids": oids, "roles": roles}):
+    for row in dict_rows(conn, READERS_SQL, {"oids": oids, "roles": roles}):
         readers.setdefault(row["oid"], []).append(row["role"])
     grants: dict[tuple[int, str], list[str]] = {}
-    for row in _dicts(conn, GRANTS_SQL, {"oids": oids, "roles": roles}):
+    for row in dict_rows(conn, GRANTS_SQL, {"oids": oids, "roles": roles}):
         if row["privilege"] in PRIVILEGES:
             grants.setdefault((row["oid"], row["role"]), []).append(row["privilege"])
 
@@ -227,7 +226,7 @@ def discover(
 
     pubs = {
         p["pubname"]: [qualified_name(s, n) for s, n in p["tables"]]
-        for p in _dicts(conn, PUBLICATIONS_SQL)
+        for p in dict_rows(conn, PUBLICATIONS_SQL)
     }
     pub = PUBLICATION if PUBLICATION in pubs else (next(iter(pubs)) if len(pubs) == 1 else None)
     if pub is not None and _IDENT.match(pub):
@@ -263,7 +262,7 @@ def _pool(
     """pool.appUsers and pool.size, for H2 without an admin console: the logins of the
     pooler's server sessions (by application_name, and pgbouncer's SHOW SERVERS when
     its console is configured), never the monitor's own."""
-    logins = {r["login"] for r in _dicts(conn, POOLER_SQL)}
+    logins = {r["login"] for r in dict_rows(conn, POOLER_SQL)}
     size = None
     mine = {conn.info.user}
     try:
@@ -274,8 +273,8 @@ def _pool(
     if env.pgbouncer_admin_url:
         try:
             with connect(env.pgbouncer_admin_url, admin_console=True) as admin:
-                servers = _dicts(admin, "SHOW SERVERS")
-                dbs = _dicts(admin, "SHOW DATABASES")
+                servers = admin_show(admin, "servers")
+                dbs = admin_show(admin, "databases")
             logins |= {r["user"] for r in servers if r.get("database") == database}
             size = next((int(d["pool_size"]) for d in dbs if d.get("name") == database), None)
         except psycopg.Error as e:
@@ -304,9 +303,11 @@ def _orphan_rules(
     notes: list[str],
 ) -> list[dict[str, Any]]:
     search = list(dict.fromkeys([*schemas, *(["auth"] if supabase else [])]))
-    targets = {(t["schema"], t["name"]): t for t in _dicts(conn, TARGETS_SQL, {"schemas": search})}
+    targets = {
+        (t["schema"], t["name"]): t for t in dict_rows(conn, TARGETS_SQL, {"schemas": search})
+    }
     rules: list[dict[str, Any]] = []
-    for c in _dicts(conn, CANDIDATES_SQL, {"oids": oids}):
+    for c in dict_rows(conn, CANDIDATES_SQL, {"oids": oids}):
         col = c["column"]
         stem = col[: -len("_id")] if col.endswith("_id") else col[: -len("Id")]
         # Prisma names models in PascalCase: stepId -> public."Step"
@@ -398,10 +399,6 @@ def _answers(http: httpx.Client, url: str, headers: dict[str, str]) -> bool:
         return http.get(url, headers=headers).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _dicts(conn: psycopg.Connection, query: str, params: Any = None) -> list[dict[str, Any]]:
-    return conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
 
 
 def init_config(

@@ -135,6 +135,11 @@ def admin_show(conn: psycopg.Connection, what: str) -> list[dict[str, Any]]:
         return cur.fetchall()
 
 
+def dict_rows(conn: psycopg.Connection, query: Any, params: Any = None) -> list[dict[str, Any]]:
+    """The rows of ``query`` as dicts (psycopg's ``dict_row``)."""
+    return conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
+
+
 def one_row(cur: psycopg.Cursor[Row]) -> Row:
     """The row of a statement that always returns exactly one (an aggregate, a SELECT of
     expressions, INSERT ... RETURNING): ``fetchone()`` without its ``None``."""
@@ -271,8 +276,8 @@ def store_connection(
     """A connection to the ops store for the block: reused from this process's pool, or
     opened directly (then the pool is created for the next caller).
 
-    ``prepare`` (the schema migration) runs once on every new connection, under a
-    deadline. Errors propagate as psycopg errors (``PoolTimeout`` is an
+    ``prepare`` (the schema migration) runs, under a deadline, on the direct connection
+    that creates the pool; pooled connections reuse its result. Errors propagate as psycopg errors (``PoolTimeout`` is an
     ``OperationalError``) or :class:`DeadlineExceeded`. The connection goes back to the
     pool after the block; one left broken (cut by a deadline, server gone) closes the pool.
     """
@@ -290,7 +295,7 @@ def store_connection(
             if prepare is not None:
                 with deadline(conn, _CHECK_MS + (statement_timeout_ms or 0)):
                     prepare(conn)
-            _open_pool(key, url, connect_timeout_ms, statement_timeout_ms, autocommit, prepare)
+            _open_pool(key, url, connect_timeout_ms, statement_timeout_ms, autocommit)
             yield conn
         finally:
             conn.close()
@@ -315,13 +320,10 @@ def _open_pool(
     connect_timeout_ms: int,
     statement_timeout_ms: int | None,
     autocommit: bool,
-    prepare: Callable[[psycopg.Connection], None] | None,
 ) -> None:
-    def configure(conn: psycopg.Connection) -> None:
-        if prepare is not None:
-            with deadline(conn, _CHECK_MS + (statement_timeout_ms or 0)):
-                prepare(conn)
-
+    # No per-connection ``prepare``: the direct connection that creates the pool has
+    # already migrated the schema, and a broken connection drops the pool, so the next
+    # caller goes the direct way (and migrates) again.
     from psycopg_pool import ConnectionPool
 
     with _pools_lock:
@@ -344,7 +346,6 @@ def _open_pool(
             timeout=connect_timeout_ms / 1000,
             reconnect_timeout=max(1.0, connect_timeout_ms / 1000),
             num_workers=1,
-            configure=configure,
             check=_alive,
             reset=_reset,
             name="westep-ops-store",

@@ -191,7 +191,7 @@ class SilenceStore:
         """Run ``fn(conn)`` on the store after syncing the local file; None if unreachable."""
         if self.error is not None:
             return None
-        from westep_ops.store import migrate
+        from westep_ops.store_schema import migrate
 
         # From the process's ops-store pool (the engine asks on every tick).
         try:

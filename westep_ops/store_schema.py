@@ -2,7 +2,7 @@
 under one advisory lock (``westep_ops.schema_version`` records which ran).
 
 A migration is appended, never edited: a store created by an older release is upgraded
-by running the ones it lacks, in order. ``store.py`` re-exports these names.
+by running the ones it lacks, in order. ``store.py`` uses ``migrate`` on its connections.
 """
 
 from __future__ import annotations

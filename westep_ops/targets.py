@@ -75,10 +75,6 @@ class TargetSources:
     values: dict[str, str]
     sources: dict[str, Source]
 
-    def missing(self) -> list[str]:
-        """The required variables that are not set."""
-        return [name for name in REQUIRED if not self.sources[name].is_set]
-
 
 @dataclass(frozen=True)
 class ResolvedTarget:

@@ -58,7 +58,6 @@ SCHEDULED = ("cheap", "full")
 # A check that could not look (error) makes its sample blind: unknown, neither up nor
 # down. A check that does not apply (not_configured, e.g. H7 without endpoints) is
 # dropped: the sample is judged on the checks that apply.
-BLIND = ("error",)
 NOT_APPLICABLE = "not_configured"
 # The one definition of "available" per check result (None: dropped).
 STATE = {"ok": "up", "warning": "up", "critical": "down", "error": "unknown"}

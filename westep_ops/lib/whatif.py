@@ -186,10 +186,11 @@ def replay(
     replays: dict[str, Replay] = {}
     for sweep in _sweeps(data):
         ts, kind = sweep[0][0], sweep[0][1]
-        seen = []
+        seen, reads = [], []
         for _ts, _kind, cat, status, findings, cause, value in sweep:
             found = _listed(findings)
             read = read_status(status, found, observe_only)
+            reads.append(read)
             seen.append(
                 Observed.of(cat, status, failing(read), found, _named(value), _cause(cause))
             )
@@ -203,9 +204,9 @@ def replay(
                 if grace and i.severity == CRITICAL and i.closed and i.closed > ts - grace
             }
             grouped = group(seen, open_, tail)
-        for o in seen:
+        for o, read in zip(seen, reads, strict=True):
             symptom = o.cause is not None or o.category in grouped
-            sample = Sample(ts, read_status(o.status, o.findings, observe_only), symptom, kind)
+            sample = Sample(ts, read, symptom, kind)
             replays.setdefault(o.category, Replay(o.category, th)).feed(
                 sample, decides=kind != VERIFICATION
             )

@@ -118,6 +118,7 @@ class Monitor(RepairFollowing, DegradedState):
         self.resend_every_s = RESEND_EVERY_S
         self.silenced: Any = None  # silences.Matcher of the current tick
         self._confirmations: list[Observation] = []  # this tick's re-probes
+        self._open_at_sweep: dict[str, dict[str, Any]] | None = None  # a cheap sweep's read
 
     def close(self, wait_s: float = 2.0) -> None:
         """Give queued Slack sends up to ``wait_s`` (the rest is resent later), then close."""
@@ -214,7 +215,7 @@ class Monitor(RepairFollowing, DegradedState):
         it has an open incident (its closing must rest on the same check that opened it)."""
         if kind == "full":
             return None, None
-        open_ = self.history.open_incidents()
+        open_ = self._open_at_sweep = self.history.open_incidents()
         return CHEAP, tuple(c for c in CHEAP if c.value in open_)
 
     def probe(
@@ -243,6 +244,7 @@ class Monitor(RepairFollowing, DegradedState):
         if kind is None:
             return out
         out.ran = kind
+        self._open_at_sweep = None
         categories, heavy = self.sweep(kind)
         obs = self.probe(categories, heavy=heavy, with_performance=True)
         out.observations = obs
@@ -253,7 +255,9 @@ class Monitor(RepairFollowing, DegradedState):
         # After the store: a store the history just found down or frozen is not waited on
         # again (the local copy of the silences is used instead).
         self._silences(now)
-        self._evaluate(now, obs, out)
+        # The open incidents a cheap sweep read to choose its heavy parts are still the
+        # open ones: nothing between the probe and here opens or closes any.
+        self._evaluate(now, obs, out, self._open_at_sweep)
         self._degraded(now, obs, out)
         out.history_error = self.history.error
         spool = getattr(self.history, "spool", None)
@@ -308,12 +312,19 @@ class Monitor(RepairFollowing, DegradedState):
         th = alerting.Thresholds(a.failure_threshold, a.success_threshold)
         return alerting.decide(is_open, o.sample(self.clock(), kind), self._recent(o.category), th)
 
-    def _evaluate(self, now: datetime, obs: list[Observation], out: TickResult) -> None:
+    def _evaluate(
+        self,
+        now: datetime,
+        obs: list[Observation],
+        out: TickResult,
+        open_: dict[str, dict] | None = None,
+    ) -> None:
         a = self.config.monitoring.alerting
         # The sweep's H1 result goes with every plan: while it says the monitor's direct
         # login is refused, the planner repairs nothing (recover's guard, here too).
         self._refused = [o.result for o in obs if o.monitor_refused and o.result is not None]
-        open_ = self.history.open_incidents()
+        if open_ is None:
+            open_ = self.history.open_incidents()
         self._group_with_recent(now, obs, open_)
         to_confirm: list[Observation] = []
         for o in obs:

@@ -31,7 +31,7 @@ from westep_ops.db import DeadlineExceeded, deadline, describe_error, store_conn
 from westep_ops.probes.performance import PerformanceSample
 from westep_ops.redact import redact, redact_tree
 from westep_ops.spool import Spool
-from westep_ops.store import migrate
+from westep_ops.store_schema import migrate
 
 # What a dead, frozen or unreachable ops store raises; anything else is a bug and propagates.
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, DeadlineExceeded)

@@ -217,11 +217,10 @@ def whatif(
     end: datetime,
 ) -> list[dict[str, Any]]:
     """Replay the settings over the month's samples; judge them by labels and drills."""
+    from westep_ops.monitoring.rollups import read_frame
     from westep_ops.repairs.recovery import OBSERVE_ONLY
 
-    with store.tx() as conn:
-        cur = conn.execute(WHATIF_SAMPLES, (start, end))
-        samples = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description or []])
+    samples = read_frame(store, WHATIF_SAMPLES, (start, end))
     samples["ts"] = pd.to_datetime(samples["ts"], utc=True)
     return compare({**frames, "samples": samples}, settings, pd.Timestamp(end), OBSERVE_ONLY)
 

@@ -11,7 +11,7 @@ import pytest
 
 from westep_ops import db
 from westep_ops.sandbox.manager import Sandbox
-from westep_ops.store import migrate
+from westep_ops.store_schema import migrate
 
 
 def _free_port() -> int:

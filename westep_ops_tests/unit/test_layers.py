@@ -16,10 +16,10 @@ BASE = {"config", "errors", "redact", "environment", "db", "integrity"}
 # area -> the other areas of westep_ops it may import (itself always)
 ALLOWED = {
     "lib": {"config", "errors"},
-    "probes": BASE | {"store"},
-    "repairs": BASE | {"probes", "silences", "store"},
-    "monitoring": BASE | {"lib", "probes", "repairs", "silences", "spool", "store"},
-    "maintenance": BASE | {"monitoring", "repairs", "probes", "store"},
+    "probes": BASE | {"store", "store_schema"},
+    "repairs": BASE | {"probes", "silences", "store", "store_schema"},
+    "monitoring": BASE | {"lib", "probes", "repairs", "silences", "spool", "store", "store_schema"},
+    "maintenance": BASE | {"monitoring", "repairs", "probes", "store", "store_schema"},
     "defs": TOP - {"cli", "sandbox", "definitions"},
     "cli": TOP - {"defs", "definitions", "resources"},
     "sandbox": TOP - {"cli", "defs", "definitions", "resources"},

@@ -40,6 +40,7 @@ from westep_ops.defs.monitoring.partitions import TIMEZONE, daily, partition_pro
 from westep_ops.lib import sla
 from westep_ops.monitoring import daily_report, rollups
 from westep_ops.monitoring.history import HistoryStore
+from westep_ops.monitoring.sla import stale_s
 from westep_ops.resources import PostgresResource
 from westep_ops.store import log_dir
 
@@ -160,8 +161,7 @@ def health_samples(
     start, end = _window(context)
     cfg = load_config()
     target = cfg.sla.targets.availability
-    iv = cfg.monitoring.intervals
-    stale = 2 * iv.performance / 1000 + cfg.monitoring.alerting.confirm_delay_seconds
+    stale = stale_s(cfg)
     store = HistoryStore(ops_storage.value())
     try:
         rolled = rollups.roll_up_health(store, start, end, TIMEZONE, stale)
@@ -292,8 +292,7 @@ def diagnosis_report(
             target=cfg.sla.targets.availability,
             tz=TIMEZONE,
             directory=log_dir(),
-            stale_s=2 * cfg.monitoring.intervals.performance / 1000
-            + cfg.monitoring.alerting.confirm_delay_seconds,
+            stale_s=stale_s(cfg),
             min_measured_share=cfg.sla.min_measured_share,
         )
     finally:

@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from westep_ops.config import Category
 from westep_ops.repairs.base import RepairContext, RepairSkipped
@@ -150,8 +149,3 @@ def _wait_gone(conn: Any, rows: list[dict[str, Any]], timeout: float = 5) -> Non
         if not left or not left[0]:
             return
         time.sleep(0.05)
-
-
-def fetch_dicts(conn: Any, query: Any, params: Any = None) -> list[dict[str, Any]]:
-    """The rows of ``query`` as dicts (psycopg's ``dict_row``)."""
-    return conn.cursor(row_factory=dict_row).execute(query, params).fetchall()

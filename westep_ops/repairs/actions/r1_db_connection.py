@@ -6,7 +6,8 @@ from __future__ import annotations
 from psycopg import sql
 
 from westep_ops.config import Category, RepairAction
-from westep_ops.repairs.actions.common import SESSION_COLS, fetch_dicts, terminate_sessions
+from westep_ops.db import dict_rows
+from westep_ops.repairs.actions.common import SESSION_COLS, terminate_sessions
 from westep_ops.repairs.base import LEVEL_MANUAL, RepairContext, RepairFailed, repair
 
 STUCK_SQL = sql.SQL(
@@ -33,7 +34,7 @@ ORDER BY xact_start NULLS LAST
 def restore_db_connection(ctx: RepairContext) -> str:
     th = ctx.config.monitoring.thresholds
     with ctx.db() as conn:
-        rows = fetch_dicts(
+        rows = dict_rows(
             conn,
             STUCK_SQL,
             {

@@ -9,10 +9,9 @@ from typing import Any
 from psycopg import sql
 
 from westep_ops.config import Category, RepairAction
-from westep_ops.db import admin_command, admin_show
+from westep_ops.db import admin_command, admin_show, dict_rows
 from westep_ops.repairs.actions.common import (
     SESSION_COLS,
-    fetch_dicts,
     terminate_sessions,
     unless_silenced,
 )
@@ -81,7 +80,7 @@ def _restore_pool(ctx: RepairContext, admin: Any) -> None:
         ]
         pids = [s["remote_pid"] for s in servers if s.get("remote_pid")]
         with ctx.db() as conn:
-            stuck = fetch_dicts(
+            stuck = dict_rows(
                 conn,
                 sql.SQL(
                     "SELECT {} FROM pg_stat_activity WHERE pid = ANY(%s) AND state = 'active'"

@@ -8,7 +8,7 @@ from typing import Any
 from psycopg import sql
 
 from westep_ops.config import Category, RepairAction, split_name
-from westep_ops.repairs.actions.common import fetch_dicts
+from westep_ops.db import dict_rows
 from westep_ops.repairs.base import LEVEL_MANUAL, RepairContext, RepairFailed, repair
 
 # Names are matched in pg_namespace/pg_class (never to_regclass(text), which folds case).
@@ -40,7 +40,7 @@ def _privilege_rows(conn: Any, triples: Sequence[tuple[str, str, str]]) -> list[
     if not triples:
         return []
     names = [split_name(t) for t, _, _ in triples]
-    return fetch_dicts(
+    return dict_rows(
         conn,
         TABLE_PRIVS_SQL,
         (

@@ -9,7 +9,7 @@ from typing import Any
 from psycopg import sql
 
 from westep_ops.config import RepairAction, qualified_name, split_name
-from westep_ops.repairs.actions.common import fetch_dicts
+from westep_ops.db import dict_rows
 from westep_ops.repairs.base import RepairContext, RepairFailed, repair
 
 STATS_SQL = """
@@ -31,7 +31,7 @@ def _tables_to_optimize(ctx: RepairContext, conn: Any) -> list[dict[str, Any]]:
     # Exact names, matched in the catalogs (public."Step" is not public.step).
     parts = [split_name(t) for t in tables]
     out = []
-    for row in fetch_dicts(conn, STATS_SQL, ([p[0] for p in parts], [p[1] for p in parts])):
+    for row in dict_rows(conn, STATS_SQL, ([p[0] for p in parts], [p[1] for p in parts])):
         row["t"] = qualified_name(row["schema_name"], row["table_name"])
         live = row["live"] if row["live"] and row["live"] > 0 else 0  # stats may be unknown
         reasons = []
