@@ -446,6 +446,12 @@ _REFUSAL_TEXTS = (
         r"certificate verify failed|root certificate file",
         "the server's SSL certificate cannot be verified",
     ),
+    (
+        # the login's own CONNECTION LIMIT (53300 like "too many clients", which is not
+        # ours): often its server connections kept idle by pgbouncer's pool of this login
+        r"too many connections for role",
+        "the monitor's login has reached its own connection limit",
+    ),
 )
 
 
@@ -455,15 +461,16 @@ def refusal(exc: BaseException) -> str | None:
 
     Apply it to the monitor's own logins and queries only: a ``permission denied`` after
     ``SET LOCAL ROLE anon`` is a finding about the target, not about the monitor.
-    Connection refused, timeouts, "too many clients" and a server starting up or shutting
-    down are not refusals: they stay outages.
+    Connection refused, timeouts, "too many clients" (the server is full) and a server
+    starting up or shutting down are not refusals: they stay outages. "Too many connections
+    for role" is the login's own limit: a refusal.
     """
     if isinstance(exc, DeadlineExceeded) or not isinstance(exc, psycopg.Error):
         return None
     detail = _first_line(exc)
     state = exc.sqlstate or ""
     cause = _REFUSAL_SQLSTATES.get(state)
-    if cause is None and (not state or state.startswith("08")):
+    if cause is None and (not state or state.startswith("08") or state == "53300"):
         low = detail.lower()
         cause = next((c for pattern, c in _REFUSAL_TEXTS if re.search(pattern, low)), None)
     if cause is None:
