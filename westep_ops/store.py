@@ -225,8 +225,19 @@ class OpsStore:
             started = _when(rec.get("started_at"))
             if started is None or started < since or rec.get("dry_run"):
                 continue
-            if (rec.get("incident_id") or 0) < 0:
+            iid = rec.get("incident_id") or 0
+            if iid < 0:
                 rec = {**rec, "incident_id": None}  # its incident is still in a spool
+            elif (
+                iid
+                and not conn.execute(
+                    "SELECT 1 FROM westep_ops.incidents WHERE id = %s AND started_at <= %s",
+                    (iid, started),
+                ).fetchone()
+            ):
+                # Not this store's incident (the file outlived a store: a new sandbox on
+                # the same ports): linking it would credit a repair that never ran here.
+                rec = {**rec, "incident_id": None}
             insert_attempt(conn, rec)
 
     def attempts_last_hour(self, action: str, now: datetime | None = None) -> tuple[int, str]:

@@ -52,3 +52,44 @@ def test_connections_are_reused_and_a_broken_one_closes_the_pool(sandbox: Sandbo
     with db.store_connection(url) as conn:  # the next caller connects directly again
         assert conn.info.backend_pid != pid
     db.close_store_pools()
+
+
+def test_a_budget_attempt_of_another_stores_incident_is_replayed_unlinked(
+    sandbox: Sandbox,
+) -> None:
+    """The per-user budget file outlives an ops store (a new sandbox on the same ports):
+    its attempts are replayed, but not linked to whatever incident has the same id here,
+    which would credit that incident with a repair that never ran for it."""
+    from datetime import UTC, datetime
+
+    from westep_ops.store import OpsStore
+    from westep_ops_tests.integration.conftest import clear_history, clear_repair_audit
+
+    clear_history()
+    clear_repair_audit()
+    url = os.environ["WESTEP_OPS_STORAGE_URL"]
+    now = datetime.now(UTC)
+    with OpsStore(url) as store:
+        store._append_budget(  # noqa: SLF001 - what an earlier store's attempt left behind
+            {
+                "attempt_uid": "from-another-store",
+                "action": "fix_table_permissions",
+                "trigger": "incident #1",
+                "target": "sandbox",
+                "started_at": now.isoformat(),
+                "finished_at": now.isoformat(),
+                "dry_run": False,
+                "forced": False,
+                "outcome": "repaired",
+                "summary": "granted 1",
+                "incident_id": 1,
+            }
+        )
+        store.attempts_last_hour("fix_table_permissions")  # replays the file
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT incident_id FROM westep_ops.repair_attempts WHERE attempt_uid = %s",
+            ("from-another-store",),
+        ).fetchone()
+    assert row == (None,)
+    clear_repair_audit()
