@@ -160,6 +160,24 @@ MIGRATIONS: list[str] = [
     ALTER TABLE westep_ops.drill_faults ADD COLUMN categories text[];
     ALTER TABLE westep_ops.drill_faults ADD COLUMN rows_quarantined bigint;
     """,
+    # 10: repairs a worker asks the Dagster sensor to launch (``monitor --repairs dagster``):
+    # one row per run key (incident + action + attempts on record), launched exactly once
+    """
+    CREATE TABLE westep_ops.repair_requests (
+        id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        run_key       text NOT NULL UNIQUE,
+        target        text NOT NULL,
+        incident_id   bigint NOT NULL,
+        category      text NOT NULL,
+        action        text NOT NULL,
+        attempt       int NOT NULL,
+        requested_at  timestamptz NOT NULL DEFAULT now(),
+        launched_at   timestamptz,
+        run_id        text
+    );
+    CREATE INDEX repair_requests_pending ON westep_ops.repair_requests (id)
+        WHERE launched_at IS NULL;
+    """,
 ]
 
 
