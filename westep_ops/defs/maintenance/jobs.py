@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 from dagster import AssetObservation, MetadataValue, OpExecutionContext, job, op
 
+from westep_ops import targets
 from westep_ops.config import RepairAction
 from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG
 from westep_ops.maintenance.routines import analyze_tables, send_daily_summary
@@ -32,7 +33,11 @@ def daily_summary(
     context: OpExecutionContext, stack: MonitoredStackResource, ops_storage: PostgresResource
 ) -> None:
     text = send_daily_summary(
-        stack.environment(), stack.config(), ops_storage.value(), datetime.now(UTC)
+        stack.environment(),
+        stack.config(),
+        ops_storage.value(),
+        datetime.now(UTC),
+        target=targets.DEFAULT_TARGET,
     )
     context.log.info(text)
 

@@ -43,6 +43,7 @@ from westep_ops.monitoring.history import HistoryStore
 from westep_ops.monitoring.sla import stale_s
 from westep_ops.resources import PostgresResource
 from westep_ops.store import log_dir
+from westep_ops.targets import DEFAULT_TARGET
 
 
 def _window(context: AssetExecutionContext) -> tuple[datetime, datetime]:
@@ -164,7 +165,7 @@ def health_samples(
     stale = stale_s(cfg)
     store = HistoryStore(ops_storage.value())
     try:
-        rolled = rollups.roll_up_health(store, start, end, TIMEZONE, stale)
+        rolled = rollups.roll_up_health(store, start, end, TIMEZONE, stale, target=DEFAULT_TARGET)
     finally:
         store.close()
     frame, samples = rolled.frame, rolled.samples
@@ -216,7 +217,7 @@ def performance_metrics(
     start, end = _window(context)
     store = HistoryStore(ops_storage.value())
     try:
-        hourly = rollups.roll_up_performance(store, start, end, TIMEZONE)
+        hourly = rollups.roll_up_performance(store, start, end, TIMEZONE, target=DEFAULT_TARGET)
     finally:
         store.close()
     local_day = rollups.local_dates(hourly, "hour", TIMEZONE)
@@ -249,7 +250,7 @@ def incidents(context: AssetExecutionContext, ops_storage: PostgresResource) -> 
     start, end = _window(context)
     store = HistoryStore(ops_storage.value())
     try:
-        frame = rollups.load_incidents(store, start, end)
+        frame = rollups.load_incidents(store, start, end, target=DEFAULT_TARGET)
     finally:
         store.close()
     for key, d_start, d_end in days(context):
@@ -289,7 +290,8 @@ def diagnosis_report(
             store,
             start,
             end,
-            target=cfg.sla.targets.availability,
+            target=DEFAULT_TARGET,
+            availability_target=cfg.sla.targets.availability,
             tz=TIMEZONE,
             directory=log_dir(),
             stale_s=stale_s(cfg),

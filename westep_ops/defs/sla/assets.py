@@ -39,6 +39,7 @@ from westep_ops.lib.sla import SlaFigures
 from westep_ops.monitoring import sla
 from westep_ops.monitoring.history import HistoryStore
 from westep_ops.resources import MonitoredStackResource, PostgresResource
+from westep_ops.targets import DEFAULT_TARGET
 
 CHART_WIDTH_PX = 560
 
@@ -130,6 +131,7 @@ def monthly_sla_report(
             store,
             cfg,
             context.partition_key[:7],
+            target=DEFAULT_TARGET,
             lang=config.lang or cfg.report_language,
             thresholds=config.thresholds,
             reports_dir=Path(config.reports_dir),
