@@ -52,7 +52,14 @@ from westep_ops.defs.monitoring.jobs import IN_PROGRESS_TAG, daily_monitoring_jo
 from westep_ops.defs.monitoring.partitions import day_key, key
 from westep_ops.defs.repairs.jobs import repair_job, repair_run_tags
 from westep_ops.monitoring import repair_queue
-from westep_ops.monitoring.feed import Feed, FeedCursor, TargetFeed, read_since, sample_result
+from westep_ops.monitoring.feed import (
+    FIRST_LOOK_BACK_S,
+    Feed,
+    FeedCursor,
+    TargetFeed,
+    read_since,
+    sample_result,
+)
 from westep_ops.monitoring.repair_queue import QueuedRepair
 from westep_ops.redact import redact
 from westep_ops.resources import PostgresResource
@@ -204,10 +211,12 @@ def monitoring_sensor(
     )
 
 
-def _local(iso: str | None) -> str:
-    if not iso:
-        return "the sensor started"
-    return datetime.fromisoformat(iso).astimezone(ZoneInfo(TIMEZONE)).strftime("%H:%M:%S")
+def _since(iso: str | None) -> str:
+    if not iso:  # the first read looks back a little
+        return f"in the last {FIRST_LOOK_BACK_S} s"
+    return "since " + datetime.fromisoformat(iso).astimezone(ZoneInfo(TIMEZONE)).strftime(
+        "%H:%M:%S"
+    )
 
 
 def feed_summary(
@@ -218,7 +227,7 @@ def feed_summary(
     repairs = sum(1 for r in runs if r.job_name == repair_job.name)
     refreshes = len(runs) - repairs
     if not feed.samples:
-        text = f"idle: no new samples since {_local(feed.previous.at)}"
+        text = f"idle: no new samples {_since(feed.previous.at)}"
     else:
         text = f"read {feed.samples} samples of {len(feed.targets)} target(s)"
         failing = [f"{t.target} {', '.join(t.failing)}" for t in feed.targets.values() if t.failing]
