@@ -1,5 +1,9 @@
 """Dagster resources: where the monitored stack and the ops store are.
 
+The monitored stack is a fleet: every method of :class:`MonitoredStackResource` takes a
+target name (the config's ``targets``; ``default`` without a list) and resolves that
+target's environment and effective config through :mod:`westep_ops.targets`.
+
 Each resource names the environment variable it reads and reads it when a run starts,
 never at import: the UI and ``dagster definitions validate`` work without any secret,
 and secrets never appear in resource config shown by the UI. Variables the CLI treats
