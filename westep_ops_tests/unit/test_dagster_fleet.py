@@ -116,3 +116,15 @@ def test_the_tick_text_says_what_was_read_and_requested() -> None:
         "read 4 samples of 2 target(s) (1 failing: staging tables), 1 incident(s) opened,"
         " 0 closed, requested 1 repair run(s)"
     )
+
+
+def test_ui_starts_one_worker_and_stops_it_with_dagster() -> None:
+    from click.testing import CliRunner
+
+    from westep_ops.cli.ui import stop_worker, ui
+
+    help_text = CliRunner().invoke(ui, ["--help"]).output
+    assert "--worker / --no-worker" in help_text and "--repairs dagster" in help_text
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stop_worker(child, wait_s=5)
+    assert child.poll() is not None  # stopped (SIGTERM), not left behind
