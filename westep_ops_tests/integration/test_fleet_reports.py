@@ -204,3 +204,30 @@ def test_status_on_a_store_that_is_down_exits_3_with_one_line(sandbox: Sandbox) 
         "error: ops store unavailable: connection refused"
     )
     assert "secret-pw" not in out.stderr + out.stdout and out.stdout == ""
+
+
+def test_drill_runs_on_one_target_and_says_so_when_several_match(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    config_path, environ = _fleet_config(tmp_path, sandbox)
+    both = run_cli("--config", str(config_path), "drill", "--faults", "orphans", env=environ)
+    assert both.returncode == 2 and both.stdout == ""
+    assert both.stderr.splitlines() == [
+        "error: drill runs on one target; 2 match (alpha, beta): name one with --target NAME"
+    ]
+    tagged = run_cli(
+        "--config", str(config_path), "drill", "--tag", "environment=sandbox", env=environ
+    )
+    assert tagged.returncode == 2 and "2 match (alpha, beta)" in tagged.stderr
+    unknown = run_cli(
+        "--config",
+        str(config_path),
+        "trends",
+        "--month",
+        "2026-11",
+        "--target",
+        "gamma",
+        env=environ,
+    )
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("error: unknown target gamma (targets: alpha, beta)")
