@@ -338,25 +338,28 @@ def render(
     *,
     stale_s: float = 125,
     cheap_s: float = 60,
+    target: str | None = None,
 ) -> str:
-    """The report's Markdown; ``stale_s``/``cheap_s`` only explain how it was measured."""
+    """The report's Markdown; ``stale_s``/``cheap_s`` only explain how it was measured;
+    ``target`` (a fleet target's name) goes into the title."""
     t = TEXT[lang]
     status = f.status()
     words = {PASS: t["yes"], INSUFFICIENT: t["insufficient"], NOT_MEASURED: t["na"]}
+    title = t["title"].format(month=month, tz=tz)
     out = [
-        f"# {t['title'].format(month=month, tz=tz)}",
+        f"# {title}" if target is None else f"# {target}: {title}",
         "",
         f"**{verdict_line(f, lang)}**",
         "",
         f"| {t['figure']} | {t['this']} | {t['target']} | {t['pass']} | {t['prev']} |",
         "|---|---|---|---|---|",
     ]
-    for key, target in f.targets.items():
-        name = NAMES_JA[key] if lang == "ja" else target.name
-        sign = ">=" if target.higher_is_better else "<"
+    for key, goal in f.targets.items():
+        name = NAMES_JA[key] if lang == "ja" else goal.name
+        sign = ">=" if goal.higher_is_better else "<"
         verdict = words.get(status[key], t["no"])
         out.append(
-            f"| {name} | {cell(key, f)} | {sign} {fmt(key, target.target)} | {verdict} | {cell(key, prev)} |"
+            f"| {name} | {cell(key, f)} | {sign} {fmt(key, goal.target)} | {verdict} | {cell(key, prev)} |"
         )
         if key == "availability":
             out.append(

@@ -296,6 +296,7 @@ def build(
         replayed,
         stale_s=stale_s(config),
         cheap_s=config.monitoring.intervals.performance / 1000,
+        target=None if target == DEFAULT_TARGET else target,
     )
     # One file per language: a Japanese run must not overwrite the English report.
     path = folder / ("sla-report.md" if lang == "en" else f"sla-report.{lang}.md")

@@ -163,6 +163,7 @@ def test_two_targets_in_one_store_each_see_only_their_own_rows(
     assert "insufficient data" in rows["alpha"] and "100.000%" in rows["alpha"]
     assert "Availability: 0 of 2 targets met" in text
     per_target = (reports / month / "beta" / "sla-report.md").read_text()
+    assert per_target.startswith(f"# beta: SLA report {month} (Asia/Tokyo)")
     assert "not judged: availability (insufficient data:" in per_target
 
     # westep-ops status: one line per target, its own state and incidents.
