@@ -185,6 +185,32 @@ def test_two_targets_in_one_store_each_see_only_their_own_rows(
     assert tagged.returncode == 2 and "CRITICAL (connection critical)" in tagged.stdout
     assert f"#{iid} connection" in tagged.stdout
 
+    # The worker holding a valid lease is shown; an expired lease is no holder.
+    with psycopg.connect(url, autocommit=True) as conn:
+        ours = not conn.execute("SELECT to_regclass('westep_ops.leases')").fetchone()[0]
+        if ours:  # the fleet worker's table (FLEET.md: target PK, worker, epoch, expires_at)
+            conn.execute(
+                "CREATE TABLE westep_ops.leases (target text PRIMARY KEY, worker text NOT NULL,"
+                " epoch bigint NOT NULL, expires_at timestamptz NOT NULL)"
+            )
+        conn.execute(
+            "INSERT INTO westep_ops.leases (target, worker, epoch, expires_at) VALUES"
+            " ('alpha', 'worker-a', 1, now() + interval '1 minute'),"
+            " ('beta', 'worker-b', 1, now() - interval '1 second')"
+        )
+    try:
+        leased = run_cli("--config", str(config_path), "status", "--json", env=environ)
+        doc = {t["target"]: t for t in json.loads(leased.stdout)["targets"]}
+        assert (doc["alpha"]["worker"], doc["beta"]["worker"]) == ("worker-a", None)
+        text_out = run_cli("--config", str(config_path), "status", env=environ).stdout
+        assert "worker-a" in text_out and "worker-b" not in text_out
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            if ours:
+                conn.execute("DROP TABLE westep_ops.leases")
+            else:
+                conn.execute("DELETE FROM westep_ops.leases WHERE target IN ('alpha', 'beta')")
+
     # A target with no recent sample is "not measured", never a default "ok".
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DELETE FROM westep_ops.samples WHERE target = 'alpha'")
