@@ -40,7 +40,7 @@ from psycopg import sql
 
 from westep_ops.config import Config
 from westep_ops.db import one_row
-from westep_ops.environment import Environment
+from westep_ops.environment import VARIABLES, Environment
 from westep_ops.errors import WestepError
 from westep_ops.monitoring import driver, engine
 from westep_ops.monitoring.engine import Monitor
@@ -262,7 +262,11 @@ def run_drill(
             " process every sandbox target shares, so they cannot break it alone; choose"
             " --faults without them"
         )
-    faults.guard(sb)
+    faults.guard(sb)  # the process environment (faults.inject checks it too)
+    faults.guard(  # and the target's own variables (a fleet target's come from elsewhere)
+        sb,
+        {name: v for name, (attr, *_) in VARIABLES.items() if (v := getattr(env, attr, None))},
+    )
     cfg = drill_config(config, interval_s)
     quiet = default_quiet_s(cfg) if quiet_s is None else quiet_s
     # Long enough for a fault seen only by the full sweep to be detected and to close.
