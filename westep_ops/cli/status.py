@@ -89,7 +89,8 @@ def status_cmd(
     (WESTEP_OPS_STORAGE_URL); it probes nothing.
 
     Exit code: 0 every target ok, 1 a warning or a target not measured, 2 a target
-    critical, 3 could not run (bad flag or config, ops store unavailable).
+    critical or with a critical incident open, 3 could not run (bad flag or config, ops
+    store unavailable).
     """
     import psycopg
 

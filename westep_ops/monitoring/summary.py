@@ -178,7 +178,10 @@ class TargetStatus:
 
     @property
     def level(self) -> int:
-        """0 ok, 1 warning or not measured, 2 critical."""
+        """0 ok, 1 warning or not measured, 2 critical (also a target not measured now
+        whose critical incident is still open: the last thing known of it)."""
+        if any(i["severity"] == CRITICAL for i in self.open_incidents):
+            return LEVEL[CRITICAL]
         return LEVEL[self.state]
 
     def as_json(self) -> dict[str, Any]:
@@ -311,12 +314,14 @@ def fleet_status(
             figures = service_figures(sla.state_intervals(frame, s.stale_s), start, now)
         at = last.get(s.name)
         age = (now - at).total_seconds() if at else None
+        state = target_state(latest[s.name], incidents[s.name], age, s.stale_s)
         out.append(
             TargetStatus(
                 target=s.name,
                 tags=dict(s.tags),
-                state=target_state(latest[s.name], incidents[s.name], age, s.stale_s),
-                failing=latest[s.name],
+                state=state,
+                # what the last samples said, only while they still say something
+                failing={} if state == NOT_MEASURED else latest[s.name],
                 open_incidents=incidents[s.name],
                 month_start=start,
                 availability=figures.get("availability"),

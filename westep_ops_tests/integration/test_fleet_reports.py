@@ -217,6 +217,12 @@ def test_two_targets_in_one_store_each_see_only_their_own_rows(
     quiet = run_cli("--config", str(config_path), "status", "--target", "alpha", env=environ)
     assert quiet.returncode == 1, quiet.stderr
     assert "NOT MEASURED" in quiet.stdout and "never" in quiet.stdout
+    # Not measured now, but its critical incident is still open: the last thing known.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM westep_ops.samples WHERE target = 'beta'")
+    blind = run_cli("--config", str(config_path), "status", "--json", env=environ)
+    (beta,) = [t for t in json.loads(blind.stdout)["targets"] if t["target"] == "beta"]
+    assert blind.returncode == 2 and beta["state"] == "not measured" and beta["failing"] == {}
     clear_history()
 
 
