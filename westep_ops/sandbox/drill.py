@@ -276,8 +276,8 @@ def run_drill(
         else max(90.0, 2 * cfg.monitoring.intervals.health / 1000 + 60)
     )
     rng = random.Random(seed)
-    store = HistoryStore(env.storage_url)
-    monitor = Monitor(env, cfg, store, Notifier(env, cfg.timezone))
+    store = HistoryStore(env.storage_url, target=target)
+    monitor = Monitor(env, cfg, store, Notifier(env, cfg.timezone, target=target))
     report = DrillReport(datetime.now(UTC).strftime("drill-%Y%m%dT%H%M%S"), cadence(cfg))
 
     def spin(until: Callable[[], bool], limit: float) -> bool:
@@ -516,7 +516,7 @@ def false_alerts(env: Environment, drill: str, *, target: str) -> AlertTally:
     """Alerts opened during ``drill`` judged against its ground truth: attributed to a
     fault when inside its window (+ ``GRACE_S``) and in one of its categories; every
     other one is a false positive (counted apart, and per hour, inside quiet windows)."""
-    store = HistoryStore(env.storage_url)
+    store = HistoryStore(env.storage_url, target=target)
     try:
         with store.tx() as conn:
             row = one_row(
