@@ -290,7 +290,9 @@ def fleet_status(
         for s in specs:
             start = month_start(now, s.tz)
             cur = conn.execute(
-                "SELECT ts, kind, category, status FROM westep_ops.samples WHERE target = %s"
+                # microseconds, not timestamps: half the time for a month of samples
+                "SELECT (extract(epoch FROM ts) * 1000000)::bigint, kind, category, status"
+                " FROM westep_ops.samples WHERE target = %s"
                 " AND ts >= %s AND ts < %s AND category = ANY(%s) AND kind = ANY(%s)",
                 (
                     s.name,
@@ -310,7 +312,7 @@ def fleet_status(
         frame = frames.get(s.name)
         figures: dict[str, float] = {"measured_share": 0.0}
         if frame is not None and len(frame):
-            frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+            frame["ts"] = pd.to_datetime(frame["ts"], unit="us", utc=True)
             figures = service_figures(sla.state_intervals(frame, s.stale_s), start, now)
         at = last.get(s.name)
         age = (now - at).total_seconds() if at else None
