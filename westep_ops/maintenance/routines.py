@@ -29,7 +29,7 @@ def send_daily_summary(
 ) -> str:
     """Summarise ``target``'s local day of ``now`` from the ops store, alert it (critical
     when an incident is still open, info otherwise) and return the text."""
-    store = HistoryStore(storage_url)
+    store = HistoryStore(storage_url, target=target)
     try:
         with store.tx() as conn:
             s = summary.daily_summary(
@@ -38,7 +38,7 @@ def send_daily_summary(
     finally:
         store.close()
     text = s.text()
-    Notifier(env, cfg.timezone).alert(
+    Notifier(env, cfg.timezone, target=target).alert(
         Alert(now, "summary", "critical" if s.any_open else "info", "daily", text)
     )
     return text

@@ -296,8 +296,70 @@ def build(
         replayed,
         stale_s=stale_s(config),
         cheap_s=config.monitoring.intervals.performance / 1000,
+        target=None if target == DEFAULT_TARGET else target,
     )
     # One file per language: a Japanese run must not overwrite the English report.
     path = folder / ("sla-report.md" if lang == "en" else f"sla-report.{lang}.md")
     path.write_text(text, encoding="utf-8")
     return MonthlyReport(month, path, this, prev, charts, replayed)
+
+
+@dataclass
+class FleetReport:
+    """``build_fleet``'s result: the fleet report and each target's own report."""
+
+    month: str
+    path: Path | None  # reports/YYYY-MM/fleet-report.md; None for the one target "default"
+    reports: dict[str, MonthlyReport]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "fleet_report": str(self.path) if self.path else None,
+            "targets": {
+                name: {
+                    "report": str(r.path),
+                    "figures": r.figures.as_dict(),
+                    "verdicts": r.figures.verdicts(),
+                    "whatif": r.whatif,
+                }
+                for name, r in self.reports.items()
+            },
+        }
+
+
+def build_fleet(
+    store: HistoryStore,
+    month: str,
+    targets: list[tuple[str, Config]],
+    *,
+    lang: str = "en",
+    thresholds: str | None = None,
+    reports_dir: Path = Path("reports"),
+) -> FleetReport:
+    """Each target's report of ``month`` (``build``, with the target's effective config),
+    then, unless the only target is ``default`` (a config without ``targets``, whose
+    report stays where it always was), the month's fleet report
+    ``reports/YYYY-MM/fleet-report.md`` (``fleet-report.ja.md``): one row per target,
+    judged with the same rule as its own report, linking to it."""
+    reports = {
+        name: build(
+            store,
+            config,
+            month,
+            target=name,
+            lang=lang,
+            thresholds=thresholds,
+            reports_dir=reports_dir,
+        )
+        for name, config in targets
+    }
+    if [name for name, _ in targets] == [DEFAULT_TARGET]:
+        return FleetReport(month, None, reports)
+    folder = reports_dir / month
+    rows = [(name, r.figures, r.path.relative_to(folder).as_posix()) for name, r in reports.items()]
+    path = folder / ("fleet-report.md" if lang == "en" else f"fleet-report.{lang}.md")
+    path.write_text(
+        sla_report.render_fleet_report(month, targets[0][1].timezone, rows, lang),
+        encoding="utf-8",
+    )
+    return FleetReport(month, path, reports)
