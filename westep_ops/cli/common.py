@@ -153,12 +153,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 TARGETS_HELP = (
     "Targets: --target NAME (repeatable) and --tag KEY=VALUE (repeatable; every tag must"
-    " match) pick the config's targets; without them {default}. With one target the"
-    ' output is as without a fleet (JSON objects gain a "target" field); with several,'
-    " each table line or block names its target and --json prints one object keyed by"
-    " target name whose values are the one-target documents. The exit code is the worst"
-    " target's; a target whose variables are missing or malformed is reported on its own"
-    " (error line, exit code 3 for it) and the others still run."
+    " match) pick the config's targets; without them {default}. Without a `targets` list"
+    ' in the config the output is as it always was (JSON objects gain a "target"'
+    " field); in a fleet each table line or block of text names its target. --json over"
+    " one target prints its document; over several, one object keyed by target name whose"
+    " values are the one-target documents. The exit code is the worst target's; a target"
+    " whose variables are missing or malformed is reported on its own (one error line,"
+    " exit code 3 for it) and the others still run."
 )
 
 

@@ -248,7 +248,7 @@ def db_status_cmd(
     sys.exit(worst(codes))
 
 
-@click.command("performance")
+@click.command("performance", epilog=_ALL)
 @click.option(
     "--samples",
     type=click.IntRange(1, 1000),
