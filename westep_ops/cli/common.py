@@ -220,6 +220,7 @@ def pick_targets(
     tags: tuple[str, ...] | list[str] = (),
     *,
     one_for: str | None = None,
+    connections: bool = True,
 ) -> Selection:
     """The targets ``--target``/``--tag`` pick (all by default), each resolved once.
 
@@ -230,7 +231,8 @@ def pick_targets(
     with its ``error`` (the command reports it for that target, exit 3, and runs the
     others). An unknown name or an empty match is one error, exit 2. ``one_for`` (a
     command that changes a target, e.g. ``"repair"``): more than one match is an error
-    (exit 2) naming the matches.
+    (exit 2) naming the matches. ``connections=False`` (a command that reads only the
+    ops store: alerts, silences): unset connection variables are not an error.
     """
     from westep_ops.targets import (
         DEFAULT_TARGET,
@@ -257,7 +259,7 @@ def pick_targets(
         except WestepError as e:
             picked.append(Picked(spec.name, dict(spec.tags), config, None, str(e)))
             continue
-        missing = resolved.missing()
+        missing = resolved.missing() if connections else []
         error = None
         if missing:
             where = ", ".join(f"{m} from {resolved.sources[m].describe()}" for m in missing)
@@ -312,6 +314,29 @@ def target_heading(sel: Selection, p: Picked, first: bool) -> None:
         click.echo()
     tags = ", ".join(f"{k}={v}" for k, v in p.tags.items())
     click.echo(click.style(f"target {p.name}", bold=True) + (f"  ({tags})" if tags else ""))
+
+
+R = TypeVar("R")
+MAX_PARALLEL_TARGETS = 8  # targets probed at once by one command (2 connections each at most)
+
+
+def each_target(sel: Selection, fn: Callable[[Picked], R]) -> list[R | None]:
+    """``fn(target)`` for every picked target that can run (None for one that cannot), at
+    most :data:`MAX_PARALLEL_TARGETS` at a time, in the selection's order. A target that
+    hangs holds only its own slot (until its own timeouts); ``fn`` must not print."""
+    runnable = [p for p in sel.targets if p.error is None]
+    if len(runnable) <= 1:
+        done = {p.name: fn(p) for p in runnable}
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(
+            max_workers=min(MAX_PARALLEL_TARGETS, len(runnable)),
+            thread_name_prefix="westep-target",
+        ) as pool:
+            futures = {p.name: pool.submit(fn, p) for p in runnable}
+            done = {name: f.result() for name, f in futures.items()}
+    return [done.get(p.name) for p in sel.targets]
 
 
 def worst(codes: list[int]) -> int:

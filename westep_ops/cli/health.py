@@ -20,6 +20,7 @@ from westep_ops.cli.common import (
     _status_word,
     _styled,
     _table,
+    each_target,
     echo_json_docs,
     pick_targets,
     report_target_error,
@@ -61,12 +62,12 @@ def test_connection(
     codes: list[int] = []
     docs: dict[str, Any] = {}
     rows = []
-    for p in sel.targets:
-        if p.error:
+    tested = each_target(sel, lambda p: test_connections(p.env, p.config))
+    for p, results in zip(sel.targets, tested, strict=True):
+        if results is None:
             codes.append(report_target_error(p))
             docs[p.name] = target_error_doc(p)
             continue
-        results = test_connections(p.env, p.config)
         codes.append(0 if all(r.passed for r in results) else 1)
         docs[p.name] = [r.as_dict() for r in results]
         for r in results:
@@ -127,12 +128,15 @@ def health_check(
     docs: dict[str, Any] = {}
     rows: list[list[str]] = []
     footers: list[str] = []
-    for p in sel.targets:
-        if p.error:
+    swept = each_target(sel, lambda p: _health_one(sel, p, categories))
+    for p, one in zip(sel.targets, swept, strict=True):
+        if one is None:
             codes.append(report_target_error(p))
             docs[p.name] = target_error_doc(p)
             continue
-        code, doc, lines, footer = _health_one(sel, p, categories)
+        code, doc, lines, footer, error = one
+        if error:
+            click.echo(error, err=True)
         codes.append(code)
         docs[p.name] = doc
         rows += lines
@@ -149,8 +153,9 @@ def health_check(
 
 def _health_one(
     sel: Selection, p: Picked, categories: tuple[str, ...]
-) -> tuple[int, dict[str, Any], list[list[str]], str]:
-    """One target's sweep: its exit code, JSON document, table rows and footer line."""
+) -> tuple[int, dict[str, Any], list[list[str]], str, str]:
+    """One target's sweep: its exit code, JSON document, table rows, footer line and the
+    error line for exit code 3 (empty otherwise). Prints nothing (runs in a thread)."""
     import time
 
     from westep_ops.config import Category
@@ -192,6 +197,7 @@ def _health_one(
     footer = f"{len(results)} checks in {total_ms:.0f} ms{batches}"
     if sel.fleet:
         footer = f"{p.name}: {footer}"
+    error = ""
     if code == 3:
         # The server answered and refused the monitor: say so in one line (exit 3, not an outage).
         who = f"target {p.name}: " if sel.fleet else ""
@@ -202,13 +208,13 @@ def _health_one(
             if MONITOR_MISCONFIGURED in r.findings and r.summary.startswith(prefix)
         ]
         if causes:
-            click.echo(f"error: {who}{prefix}{redact('; '.join(causes))}", err=True)
+            error = f"error: {who}{prefix}{redact('; '.join(causes))}"
         else:
             # A check that could not run for another reason (e.g. a grant only H4 needs):
             # name the first one and its cause, so exit 3 never comes without a line.
             first = next(r for r in results if r.status.value == "error")
-            click.echo(f"error: {who}{first.name} could not run: {redact(first.summary)}", err=True)
-    return code, doc, rows, footer
+            error = f"error: {who}{first.name} could not run: {redact(first.summary)}"
+    return code, doc, rows, footer, error
 
 
 @click.command("db-status", cls=HealthStateCommand, epilog=_ALL)
@@ -228,15 +234,18 @@ def db_status_cmd(
     sel = pick_targets(ctx, names, tags)
     codes: list[int] = []
     docs: dict[str, Any] = {}
-    for i, p in enumerate(sel.targets):
-        if p.error:
-            codes.append(report_target_error(p))
-            docs[p.name] = target_error_doc(p)
-            continue
+
+    def one(p: Picked) -> Any:
         session = _probe_session(p)
         session.env.require("direct_url")  # unset is "could not run" (3), not "unreachable" (2)
         with session:
-            st = db_status(session)
+            return db_status(session)
+
+    for i, (p, st) in enumerate(zip(sel.targets, each_target(sel, one), strict=True)):
+        if st is None:
+            codes.append(report_target_error(p))
+            docs[p.name] = target_error_doc(p)
+            continue
         codes.append(0 if st.reachable else 2)
         docs[p.name] = {"target": p.name, **st.as_dict()}
         if not as_json:
