@@ -18,6 +18,7 @@ from westep_ops.cli.common import (
     _table,
     echo_json_docs,
     pick_targets,
+    quiet_store_pool,
     report_target_error,
     target_error_doc,
     target_heading,
@@ -50,6 +51,7 @@ def _one_target(
         raise WestepError(p.error, exit_code=3)
     if sel.fleet and not as_json:
         target_heading(sel, p, first=True)
+    quiet_store_pool()
     return p
 
 
@@ -147,6 +149,7 @@ def repair_cmd(
             trigger=trigger,
             found=found.get(a),
             all_declared=all_declared,
+            target=picked.name,
         )
         for a in actions
     ]
@@ -189,7 +192,7 @@ def recover_cmd(
     picked = _one_target(ctx, names, tags, "recover", as_json)
     env = picked.env
     _separate_store(env)
-    report = recover(env, picked.config, dry_run=dry_run)
+    report = recover(env, picked.config, dry_run=dry_run, target=picked.name)
     if as_json:
         click.echo(json.dumps({"target": picked.name, **report.as_dict()}, indent=2, default=str))
         sys.exit(1 if report.escalations else 0)
@@ -241,7 +244,7 @@ def quarantine_list(
             continue
         config = p.config
         try:
-            with _repair_db(RepairContext(p.env, config)) as conn:
+            with _repair_db(RepairContext(p.env, config, target=p.name)) as conn:
                 rows = list_quarantine(conn, config.repairs.quarantine_schema)
         except WestepError as e:
             if not sel.several:
@@ -310,7 +313,7 @@ def quarantine_restore(
         raise WestepError(str(e)) from None
     picked = _one_target(ctx, names, tags, "quarantine restore")
     config = picked.config
-    with _repair_db(RepairContext(picked.env, config)) as conn:
+    with _repair_db(RepairContext(picked.env, config, target=picked.name)) as conn:
         n = restore(
             conn,
             config.repairs.quarantine_schema,

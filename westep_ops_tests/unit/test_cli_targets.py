@@ -130,6 +130,23 @@ def test_without_targets_the_one_target_is_default_and_today_s_environment(
             "error: quarantine restore acts on one target and 3 match",
         ),
         (["repair", "no_such_action", "--target", "a"], 2, "error: unknown repair action"),
+        (["alerts", "list", "--target", "z"], 2, "error: unknown target z"),
+        (["alerts", "ack", "1", "--tag", "team"], 2, "error: --tag 'team' is not KEY=VALUE"),
+        (["alerts", "label", "1", "--real", "--target", "z"], 2, "error: unknown target z"),
+        (["silence", "list", "--tag", "environment=qa"], 2, "error: no target matches"),
+        (["silence", "expire", "3", "--target", "z"], 2, "error: unknown target z"),
+        (
+            ["silence", "add", "--category", "pool", "--for", "1h", "--reason", "r"],
+            2,
+            "error: silence add: the config has 3 targets (a, b, c); say which with"
+            " --target NAME or --tag KEY=VALUE",
+        ),
+        (
+            ["silence", "add", "--category", "pool", "--for", "1h", "--reason", "r"]
+            + ["--target", "c"],
+            3,
+            "error: target c: DIRECT_URL",
+        ),
         # one target whose variables are unset: reported for it, exit 3 (nothing to run)
         (
             ["db-status", "--target", "b"],
@@ -188,6 +205,12 @@ def test_several_targets_that_cannot_run_each_get_their_line_and_json_entry(
         ["recover"],
         ["quarantine", "list"],
         ["quarantine", "restore"],
+        ["alerts", "list"],
+        ["alerts", "ack"],
+        ["alerts", "label"],
+        ["silence", "add"],
+        ["silence", "list"],
+        ["silence", "expire"],
     ],
 )
 def test_help_documents_the_selection(command: list[str]) -> None:
@@ -198,5 +221,9 @@ def test_help_documents_the_selection(command: list[str]) -> None:
     assert "keyed by target name" in text and "worst" in text
     if command[0] in ("repair", "recover") or command[-1] == "restore":
         assert "more than one target matches it refuses (exit 2)" in text
+    elif command[-1] == "add":
+        assert "in a fleet of several targets `add` needs --target or --tag" in text
+    elif command[-1] in ("ack", "label", "expire"):
+        assert "looked for in each target's own" in text
     else:
         assert "without them every target" in text
