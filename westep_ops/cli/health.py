@@ -287,7 +287,7 @@ def performance(
 
     Prints the latest metrics and a one-paragraph summary. Exit code 0 ok, 1 on a
     warning, 2 on bad input (config, flag, URL, target), 3 a target's variables missing.
-    Several targets are sampled one after the other.
+    Several targets are sampled side by side (up to 8 at once).
     """
     import time
 
@@ -298,11 +298,8 @@ def performance(
     sel = pick_targets(ctx, names, tags)
     codes: list[int] = []
     docs: dict[str, Any] = {}
-    for n, p in enumerate(sel.targets):
-        if p.error:
-            codes.append(report_target_error(p))
-            docs[p.name] = target_error_doc(p)
-            continue
+
+    def sampled(p: Picked) -> Any:
         monitor = PerformanceMonitor()
         session = _probe_session(p)
         session.keep_open = True
@@ -313,6 +310,13 @@ def performance(
                 results = run_health_check(session, [Category.connection, Category.api])
                 monitor.sample(session, results)
                 session.end_sweep()
+        return monitor
+
+    for n, (p, monitor) in enumerate(zip(sel.targets, each_target(sel, sampled), strict=True)):
+        if monitor is None:
+            codes.append(report_target_error(p))
+            docs[p.name] = target_error_doc(p)
+            continue
         latest = monitor.latest()
         assert latest is not None
         codes.append(1 if latest.problems else 0)
@@ -345,12 +349,14 @@ def diagnose_cmd(
     sel = pick_targets(ctx, names, tags)
     codes: list[int] = []
     docs: dict[str, Any] = {}
-    for i, p in enumerate(sel.targets):
-        if p.error:
+    diagnosed = each_target(
+        sel, lambda p: diagnose(p.env, p.config, target=p.name if sel.fleet else None)
+    )
+    for i, (p, d) in enumerate(zip(sel.targets, diagnosed, strict=True)):
+        if d is None:
             codes.append(report_target_error(p))
             docs[p.name] = target_error_doc(p)
             continue
-        d = diagnose(p.env, p.config, target=p.name if sel.fleet else None)
         codes.append(0 if not d.problems else 1)
         docs[p.name] = {**d.as_dict(), "target": p.name}
         if not as_json:
