@@ -123,3 +123,51 @@ def test_a_fault_on_one_target_is_repaired_there_only(two: Sandbox, tmp_path: Pa
     (written,) = (tmp_path / "logs").glob("recovery-*.md")
     assert written.name.startswith("recovery-t1-")
     assert written.read_text().startswith("# Recovery of t1 ")
+
+
+# Run by the test below in a subprocess: the real CLI, with the ops store frozen (SIGSTOP)
+# right after the first target's alerts were read, so the second target meets the
+# process's store pool with a server that no longer answers.
+_FREEZE_AFTER_FIRST_READ = """
+import os, signal, sys
+from westep_ops.monitoring import history
+read = history.HistoryStore.alerts
+def alerts(self, **kw):
+    out = read(self, **kw)
+    os.kill(int(os.environ["OPS_PID"]), signal.SIGSTOP)
+    return out
+history.HistoryStore.alerts = alerts
+from westep_ops.cli.root import main
+sys.argv = ["westep-ops", *sys.argv[1:]]
+main()
+"""
+
+
+def test_an_ops_store_that_stops_answering_is_one_error_line_per_target(
+    two: Sandbox, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path, environ = _fleet(two, tmp_path)
+    pid = int((two.layout.ops / "data" / "postmaster.pid").read_text().split()[0])
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _FREEZE_AFTER_FIRST_READ, "--config", str(path)]
+            + ["alerts", "list"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **environ, "OPS_PID": str(pid)},
+            cwd=ROOT,
+            timeout=60,
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert out.returncode == 3, out.stdout + out.stderr
+    # One line, for the target that met the frozen store; nothing from psycopg-pool (its
+    # "couldn't stop thread ..." when the pool closes on the way out).
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("error: target t2: ops store unavailable: "), line
+    assert "Traceback" not in out.stderr
