@@ -10,6 +10,7 @@ import click
 from westep_ops.cli.common import _cfg, _env, _separate_store, _table
 from westep_ops.errors import WestepError
 from westep_ops.redact import redact
+from westep_ops.targets import DEFAULT_TARGET
 
 
 def _month(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -76,6 +77,7 @@ def trends_cmd(
             store,
             config,
             month,
+            target=DEFAULT_TARGET,
             lang=lang or config.report_language,
             thresholds=thresholds,
             reports_dir=Path(reports_dir),

@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 from westep_ops.monitoring.history import UNLABELLED
 from westep_ops.monitoring.notify import UNLABELLED_COMMAND, label_command
 from westep_ops.redact import redact
+from westep_ops.targets import DEFAULT_TARGET
 
 SHOWN_ALERTS = 5  # critical alerts quoted in the summary
 SHOWN_UNLABELLED = 10  # unlabelled alerts listed one per line; the rest are counted
@@ -39,6 +40,7 @@ def local_day(day: date, tz: str) -> tuple[datetime, datetime]:
 class DailySummary:
     day: date
     tz: str
+    target: str
     critical: list[dict[str, Any]] = field(default_factory=list)  # ts, category, kind, message
     incidents: int = 0
     still_open: int = 0
@@ -52,8 +54,9 @@ class DailySummary:
     def text(self) -> str:
         """The summary as people read it in Slack (several lines; the log joins them)."""
         z = ZoneInfo(self.tz)
+        who = "" if self.target == DEFAULT_TARGET else f"{self.target}: "
         lines = [
-            f"{self.day:%Y-%m-%d} ({self.tz}): {len(self.critical)} critical alerts,"
+            f"{who}{self.day:%Y-%m-%d} ({self.tz}): {len(self.critical)} critical alerts,"
             f" {self.incidents} incidents ({self.still_open} still open)"
         ]
         lines += [
@@ -87,19 +90,20 @@ def _short(message: str, width: int = 80) -> str:
     return one if len(one) <= width else one[: width - 3] + "..."
 
 
-def daily_summary(conn: psycopg.Connection, day: date, tz: str) -> DailySummary:
-    """What local day ``day`` (in ``tz``) brought, read from the ops store."""
+def daily_summary(conn: psycopg.Connection, day: date, tz: str, *, target: str) -> DailySummary:
+    """What local day ``day`` (in ``tz``) brought ``target``, read from the ops store."""
     start, end = local_day(day, tz)
-    out = DailySummary(day, tz)
+    out = DailySummary(day, tz, target=target)
 
     def rows(query: psycopg.sql.SQL | psycopg.sql.Composed) -> list[dict[str, Any]]:
         cur = conn.cursor(row_factory=dict_row)
-        return cur.execute(query, {"start": start, "end": end}).fetchall()
+        return cur.execute(query, {"target": target, "start": start, "end": end}).fetchall()
 
     out.critical = rows(
         psycopg.sql.SQL(
             "SELECT ts, category, kind, message FROM westep_ops.alerts"
-            " WHERE ts >= %(start)s AND ts < %(end)s AND severity = 'critical' ORDER BY ts, id"
+            " WHERE target = %(target)s AND ts >= %(start)s AND ts < %(end)s"
+            " AND severity = 'critical' ORDER BY ts, id"
         )
     )
     ((out.incidents, out.still_open),) = [
@@ -107,21 +111,24 @@ def daily_summary(conn: psycopg.Connection, day: date, tz: str) -> DailySummary:
         for r in rows(
             psycopg.sql.SQL(
                 "SELECT count(*) AS n, count(*) FILTER (WHERE closed_at IS NULL) AS open"
-                " FROM westep_ops.incidents WHERE started_at >= %(start)s AND started_at < %(end)s"
+                " FROM westep_ops.incidents WHERE target = %(target)s"
+                " AND started_at >= %(start)s AND started_at < %(end)s"
             )
         )
     ]
     out.unlabelled = rows(
         psycopg.sql.SQL(
             "SELECT a.id, a.ts, a.category, a.message FROM westep_ops.alerts a"
-            " WHERE a.ts >= %(start)s AND a.ts < %(end)s AND {unlabelled} ORDER BY a.ts, a.id"
+            " WHERE a.target = %(target)s AND a.ts >= %(start)s AND a.ts < %(end)s"
+            " AND {unlabelled} ORDER BY a.ts, a.id"
         ).format(unlabelled=UNLABELLED)
     )
     ((out.labelled,),) = [
         (r["n"],)
         for r in rows(
             psycopg.sql.SQL(
-                "SELECT count(*) AS n FROM westep_ops.alerts a WHERE a.ts >= %(start)s"
+                "SELECT count(*) AS n FROM westep_ops.alerts a WHERE a.target = %(target)s"
+                " AND a.ts >= %(start)s"
                 " AND a.ts < %(end)s AND a.kind = 'opened' AND a.suppressed_by IS NULL"
                 " AND a.label IS NOT NULL"
             )

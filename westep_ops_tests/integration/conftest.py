@@ -97,6 +97,7 @@ HISTORY_TABLES = (
     "daily_health",
     "hourly_performance",
     "drill_faults",
+    "repair_requests",
 )
 
 
