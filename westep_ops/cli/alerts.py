@@ -79,8 +79,10 @@ def alerts_list(
         sys.exit(worst(codes))
     rows = [{**r, "target": name} for name, rs in got.items() if isinstance(rs, list) for r in rs]
     if not rows:
-        if not any(codes):
-            click.echo("no unlabelled opened alerts" if unlabelled else "no alerts")
+        answered = [p.name for p, c in zip(sel.targets, codes, strict=True) if c == 0]
+        if answered:
+            some = f" in {', '.join(answered)}" if len(answered) < len(codes) else ""
+            click.echo(("no unlabelled opened alerts" if unlabelled else "no alerts") + some)
         sys.exit(worst(codes))
     rows.sort(key=lambda r: (r["ts"], r["id"]), reverse=True)
     tz = _local_tz()
@@ -355,8 +357,10 @@ def silence_list(
     if as_json:
         echo_json_docs(sel, docs)
     elif not rows:
-        if not any(codes):
-            click.echo("no active silences")
+        answered = [p.name for p, c in zip(sel.targets, codes, strict=True) if c == 0]
+        if answered:
+            some = f" in {', '.join(answered)}" if len(answered) < len(codes) else ""
+            click.echo("no active silences" + some)
     else:
         header = ["id", "categories", f"starts ({zone})", f"ends ({zone})", "state", "by"]
         click.echo(_table(rows, (["target"] if sel.fleet else []) + [*header, "reason"]))

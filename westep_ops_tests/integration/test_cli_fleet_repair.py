@@ -170,4 +170,5 @@ def test_an_ops_store_that_stops_answering_is_one_error_line_per_target(
     # "couldn't stop thread ..." when the pool closes on the way out).
     (line,) = out.stderr.splitlines()
     assert line.startswith("error: target t2: ops store unavailable: "), line
+    assert out.stdout == "no alerts in t1\n"
     assert "Traceback" not in out.stderr

@@ -13,6 +13,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from westep_ops.monitoring.history import HistoryStore
@@ -25,8 +26,11 @@ CONNECTIONS = ("DIRECT_URL", "DATABASE_URL", "PGBOUNCER_ADMIN_URL")
 
 @pytest.fixture
 def fleet(tmp_path: Path, sandbox: Sandbox) -> tuple[Path, dict[str, str]]:
+    store = HistoryStore(os.environ["WESTEP_OPS_STORAGE_URL"])
+    with store.tx():  # the schema at its latest migration before the tables are emptied
+        pass
     clear_history()
-    with __import__("psycopg").connect(os.environ["WESTEP_OPS_STORAGE_URL"]) as conn:
+    with psycopg.connect(os.environ["WESTEP_OPS_STORAGE_URL"]) as conn:
         conn.execute("DELETE FROM westep_ops.silences")
     env = sandbox.state.env()
     shipped = json.loads((ROOT / "westep-ops.json").read_text())
