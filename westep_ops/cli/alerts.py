@@ -250,7 +250,7 @@ def silence_add(
         if p.error:
             codes.append(report_target_error(p))
             continue
-        s = SilenceStore(p.env.storage_url, target=p.name, state=target_state(p.env)).add(
+        s = SilenceStore(p.env.storage_url, target=p.name, state=target_state(p.env, p.name)).add(
             sorted(set(categories)), d, reason, by or os.environ.get("USER") or "someone", now_utc()
         )
         click.echo(
@@ -304,7 +304,7 @@ def silence_list(
         store = SilenceStore(
             p.env.storage_url,
             target=p.name,
-            state=target_state(p.env),
+            state=target_state(p.env, p.name),
             connect_timeout_ms=config.monitoring.timeouts.connect,
         )
         items = store.list(include_ended=show_all, now=now)
@@ -388,7 +388,7 @@ def silence_expire(
     for p in sel.targets:
         if p.error:
             raise WestepError(p.error, exit_code=3)
-        store = SilenceStore(p.env.storage_url, target=p.name, state=target_state(p.env))
+        store = SilenceStore(p.env.storage_url, target=p.name, state=target_state(p.env, p.name))
         if not sel.several or any(s.id == wanted for s in store.list(now=now)):
             stores.append((p.name, store))
     if len(stores) > 1:

@@ -418,7 +418,7 @@ def recover(
         env.storage_url,
         connect_timeout_ms=config.monitoring.timeouts.connect,
         target=target,
-        state=target_state(env),
+        state=target_state(env, target),
     )
     try:
         _run_plan(report, env, config, store, dry_run=dry_run or not enabled)
@@ -487,7 +487,7 @@ def _judge_after(report: RecoveryReport, env: Environment, config: Config, targe
     from westep_ops.silences import current
 
     report.after, _ = sweep(env, config)
-    silenced = current(config, env.storage_url, target=target, state=target_state(env))
+    silenced = current(config, env.storage_url, target=target, state=target_state(env, target))
     escalated = {e.category for e in report.escalations}
     for r in report.after:
         if (
