@@ -29,7 +29,14 @@ import psycopg
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from westep_ops.config import Category, Config, load_config, parse_config, target_config
+from westep_ops.config import (
+    Category,
+    Config,
+    config_path,
+    load_config,
+    parse_config,
+    target_config,
+)
 from westep_ops.db import connect
 from westep_ops.environment import Environment
 from westep_ops.errors import WestepError
@@ -129,7 +136,11 @@ class LiveStackResource(MonitoredStackResource):
         cfg = self.fleet_config()
         if cfg.targets:
             spec = select(cfg.targets, [target])[0]
-            return resolve_target(cfg, spec).environment
+            # a relative secretsFile is the config file's neighbour, as for the CLI (a
+            # run's working directory is wherever Dagster started it)
+            path = config_path(self.config_path)
+            base = path.resolve().parent if path is not None else None
+            return resolve_target(cfg, spec, None, base).environment
         select(target_specs(cfg), [target])  # one clear error: unknown target
         env = dict(os.environ)
         for standard, source in (

@@ -126,9 +126,14 @@ class OpsStore:
         unreachable: str | None = None,
         target: str = DEFAULT_TARGET,
         state: Path | None = None,
+        database: str | None = None,
     ) -> None:
         self.url = url
         self.target = target  # the fleet target whose attempts this counts and records
+        # host:port/db it repairs (repairs.base.target_id): the limit also counts attempts
+        # on that database under another target's name, and the lock is the database's, so
+        # two targets naming one database (an alias, a rename) share one budget and lock
+        self.database = database
         self._state = state  # its local state dir (target_state(env)); None: the process's
         self.connect_timeout_ms = connect_timeout_ms
         self.audit_file = log_dir() / "repair-attempts.jsonl"
@@ -137,6 +142,12 @@ class OpsStore:
         self.status = StoreStatus(False, "WESTEP_OPS_STORAGE_URL is not set") if not url else None
         if url and unreachable:  # the caller already knows: do not wait for it again
             self.status = StoreStatus(False, f"ops store unreachable: {unreachable}")
+
+    @property
+    def lock_scope(self) -> str:
+        """What one repair of an action at a time is counted over: the database when
+        known, else the target."""
+        return lock_scope(self.target, self.database)
 
     def _conn(self) -> psycopg.Connection | None:
         if self._db is not None and not self._db.closed and not self._db.broken:
@@ -251,8 +262,9 @@ class OpsStore:
             elif (
                 iid
                 and not conn.execute(
-                    "SELECT 1 FROM westep_ops.incidents WHERE id = %s AND started_at <= %s",
-                    (iid, started),
+                    "SELECT 1 FROM westep_ops.incidents"
+                    " WHERE id = %s AND target = %s AND started_at <= %s",
+                    (iid, self.target, started),
                 ).fetchone()
             ):
                 # Not this store's incident (the file outlived a store: a new sandbox on
@@ -277,9 +289,9 @@ class OpsStore:
                     self._replay_budget(conn)
                     rows = conn.execute(
                         "SELECT attempt_uid, action, started_at, outcome FROM"
-                        " westep_ops.repair_attempts WHERE target = %s AND started_at > %s"
-                        " AND NOT dry_run AND outcome <> ALL(%s)",
-                        (self.target, now - timedelta(hours=2), list(NOT_COUNTED)),
+                        " westep_ops.repair_attempts WHERE (target = %s OR database = %s)"
+                        " AND started_at > %s AND NOT dry_run AND outcome <> ALL(%s)",
+                        (self.target, self.database, now - timedelta(hours=2), list(NOT_COUNTED)),
                     ).fetchall()
                 copy = [
                     {
@@ -409,7 +421,7 @@ class OpsStore:
         it, None when the ops store is unreachable (nothing to lock with).
         """
         row = self._query(
-            "SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(self.target, action),)
+            "SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(self.lock_scope, action),)
         )
         if row is None:
             return None
@@ -418,7 +430,7 @@ class OpsStore:
     def unlock(self, action: str) -> None:
         if self._db is not None and not self._db.closed and not self._db.broken:
             self._query(
-                "SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(self.target, action),)
+                "SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(self.lock_scope, action),)
             )
 
 
@@ -439,16 +451,19 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 class LocalLock:
-    """A per-user, per-target, per-action file lock (``flock``): holds on this machine while the ops
-    store is down, and the kernel drops it when its process dies (kill -9 included)."""
+    """A per-user, per-database, per-action file lock (``flock``): holds on this machine
+    while the ops store is down, and the kernel drops it when its process dies (kill -9
+    included)."""
 
-    def __init__(self, action: str, target: str = DEFAULT_TARGET) -> None:
+    def __init__(self, action: str, scope: str = f"target:{DEFAULT_TARGET}") -> None:
+        import hashlib
+
         d = state_home() / "locks"
         d.mkdir(exist_ok=True)
-        # Per target: two targets of a fleet repair side by side; one target never twice.
-        self.path = d / (
-            f"{action}.lock" if target == DEFAULT_TARGET else f"{target}.{action}.lock"
-        )
+        # Per scope (lock_scope: the database, else the target): two databases are
+        # repaired side by side, one never twice at once.
+        digest = hashlib.sha256(scope.encode()).hexdigest()[:12]
+        self.path = d / f"{action}.{digest}.lock"
         self._f: Any = None
 
     def acquire(self) -> bool:
@@ -530,11 +545,14 @@ def _upgraded(attempt: dict[str, Any]) -> dict[str, Any]:
     return {**attempt, "database": attempt.get("target"), "target": DEFAULT_TARGET}
 
 
-def _lock_key(target: str, action: str) -> str:
-    """One repair of an action at a time per target (two targets repair side by side)."""
-    if target == DEFAULT_TARGET:
-        return f"westep_ops.repair:{action}"  # the key before fleets, kept for upgrades
-    return f"westep_ops.repair:{target}:{action}"
+def lock_scope(target: str, database: str | None) -> str:
+    """One repair of an action at a time per database (two targets naming the same one
+    share it), else per target; two targets on different databases repair side by side."""
+    return f"db:{database}" if database else f"target:{target}"
+
+
+def _lock_key(scope: str, action: str) -> str:
+    return f"westep_ops.repair:{scope}:{action}"
 
 
 def now_utc() -> datetime:

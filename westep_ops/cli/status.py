@@ -43,16 +43,19 @@ def pick_targets(
     """The config's targets (``targets.resolve_targets``) named and tagged so; with
     ``one`` (the command's name), exactly one: several matches are one error (exit 2)."""
     from westep_ops import targets
+    from westep_ops.cli.common import config_dir
 
-    chosen = targets.select(
-        targets.resolve_targets(_cfg(ctx)), names, targets.parse_tags(tags) or None
-    )
+    config = _cfg(ctx)
+    # names and tags first: only the targets picked are resolved (another target's
+    # malformed variables or missing secrets file cannot stop this one)
+    chosen = targets.select(targets.target_specs(config), names, targets.parse_tags(tags) or None)
     if one and len(chosen) > 1:
         raise WestepError(
             f"{one} runs on one target; {len(chosen)} match"
             f" ({', '.join(t.name for t in chosen)}): name one with --target NAME"
         )
-    return chosen
+    base = config_dir(ctx)
+    return [targets.resolve_target(config, spec, None, base) for spec in chosen]
 
 
 def _age(seconds: float | None) -> str:

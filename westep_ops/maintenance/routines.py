@@ -39,7 +39,7 @@ def send_daily_summary(
         store.close()
     text = s.text()
     Notifier(env, cfg.timezone, target=target).alert(
-        Alert(now, "summary", "critical" if s.any_open else "info", "daily", text)
+        Alert(now, "summary", "critical" if s.any_open else "info", "daily", text, target=target)
     )
     return text
 

@@ -57,7 +57,10 @@ def _connect(url: str, timeout_ms: int) -> psycopg.Connection:
 def enqueue(
     url: str, target: str, requests: Sequence[RepairRequest], *, timeout_ms: int = 3000
 ) -> int:
-    """Queue ``requests`` of ``target``; how many were new (a known run key is skipped).
+    """Queue ``requests`` of ``target``; how many were new. A known run key not launched
+    yet is only made fresh again (the engine asks on every tick while the incident calls
+    for the repair, so a request that waited out :func:`pending`'s age limit -- the
+    daemon was down -- is launched once it is back, never lost).
 
     Raises psycopg errors (the store is down, a timeout): the caller decides (the worker
     logs it and queues again next tick, since the engine asks again while the incident
@@ -73,10 +76,13 @@ def enqueue(
                 cur.execute(
                     "INSERT INTO westep_ops.repair_requests"
                     " (run_key, target, incident_id, category, action, attempt)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_key) DO NOTHING",
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_key) DO UPDATE"
+                    " SET requested_at = now() WHERE repair_requests.launched_at IS NULL"
+                    " RETURNING xmax = 0",  # true for a new row, false for a refreshed one
                     (r.key, target, r.incident_id, r.category, r.action.value, r.attempt),
                 )
-                added += cur.rowcount
+                row = cur.fetchone()
+                added += bool(row and row[0])
         return added
     finally:
         conn.close()

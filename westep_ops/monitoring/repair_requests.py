@@ -97,6 +97,7 @@ class RepairFollowing(MonitorHost):
 
     def ops_store(self) -> OpsStore:
         """This target's repair audit and limit (the file fallback when the store is down)."""
+        from westep_ops.repairs.base import target_id
         from westep_ops.store import OpsStore, target_state
 
         return OpsStore(
@@ -105,6 +106,7 @@ class RepairFollowing(MonitorHost):
             unreachable=self.history.error,
             target=self.history.target,
             state=target_state(self.env, self.history.target),
+            database=target_id(self.env),
         )
 
     def _limit_free(self, action: RepairAction) -> bool:
@@ -116,9 +118,10 @@ class RepairFollowing(MonitorHost):
     def _reap(self, action: RepairAction) -> bool:
         """A "running" attempt whose lock is free belongs to a dead process: mark it
         interrupted (True). False while it really runs somewhere."""
-        from westep_ops.store import LocalLock
+        from westep_ops.repairs.base import target_id
+        from westep_ops.store import LocalLock, lock_scope
 
-        local = LocalLock(action.value, self.history.target)
+        local = LocalLock(action.value, lock_scope(self.history.target, target_id(self.env)))
         if not local.acquire():
             return False
         try:

@@ -15,16 +15,22 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from westep_ops.config import DEFAULT_TARGET
+
 
 @dataclass
 class Rotation:
     archive: Path | None
     files: list[str]
 
-    def daily_reports(self) -> dict[str, str]:
-        """Day (YYYY-MM-DD) -> file name of each archived ``daily-report-<day>.md``."""
-        found = (re.fullmatch(r"daily-report-(\d{4}-\d{2}-\d{2})\.md", f) for f in self.files)
-        return {m.group(1): m.group(0) for m in found if m}
+    def daily_reports(self) -> dict[tuple[str, str], str]:
+        """(day YYYY-MM-DD, target) -> file name of each archived daily report:
+        ``daily-report-<day>.md`` (the target ``default``) or ``daily-report-<target>-<day>.md``."""
+        found = (
+            re.fullmatch(r"daily-report-(?:([A-Za-z][A-Za-z0-9_-]*)-)?(\d{4}-\d{2}-\d{2})\.md", f)
+            for f in self.files
+        )
+        return {(m.group(2), m.group(1) or DEFAULT_TARGET): m.group(0) for m in found if m}
 
 
 def _sha(data: bytes) -> str:

@@ -283,6 +283,7 @@ def run_repair(
         connect_timeout_ms=config.monitoring.timeouts.connect,
         target=target,
         state=target_state(env, target),
+        database=target_id(env),
     )
     if store.target != target:
         raise ValueError(f"repair of target {target} given the store of target {store.target}")
@@ -299,7 +300,7 @@ def run_repair(
         forced=force,
     )
     uid = uuid.uuid4().hex
-    local = LocalLock(action.value, target)
+    local = LocalLock(action.value, store.lock_scope)
     locked = local_locked = recorded = False
 
     def record_base() -> dict[str, Any]:

@@ -35,7 +35,13 @@ from westep_ops.probes.performance import PerformanceMonitor, PerformanceSample
 from westep_ops.probes.session import ProbeSession
 from westep_ops.redact import redact
 from westep_ops.repairs import actions as _actions  # noqa: F401 - registers the repairs
-from westep_ops.repairs.base import LEVEL_EXTERNAL, LEVEL_MANUAL, RepairResult, run_repair
+from westep_ops.repairs.base import (
+    LEVEL_EXTERNAL,
+    LEVEL_MANUAL,
+    RepairResult,
+    run_repair,
+    target_id,
+)
 from westep_ops.store import OpsStore, log_dir, target_state
 
 # The escalation "category" of the monitor's own misconfiguration (not a category H1-H7).
@@ -419,6 +425,7 @@ def recover(
         connect_timeout_ms=config.monitoring.timeouts.connect,
         target=target,
         state=target_state(env, target),
+        database=target_id(env),
     )
     try:
         _run_plan(report, env, config, store, dry_run=dry_run or not enabled)

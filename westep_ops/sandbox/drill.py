@@ -482,8 +482,8 @@ def run_drill(
             with store.tx() as conn:  # an interrupted drill: its windows end now
                 conn.execute(
                     "UPDATE westep_ops.drill_faults SET removed_at = now()"
-                    " WHERE drill = %s AND removed_at IS NULL",
-                    (report.drill,),
+                    " WHERE drill = %s AND target = %s AND removed_at IS NULL",
+                    (report.drill, target),
                 )
         finally:
             monitor.close()

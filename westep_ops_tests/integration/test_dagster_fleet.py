@@ -256,3 +256,26 @@ def test_a_backfill_of_one_target_s_week_gives_that_target_s_figures_only(store:
             "SELECT target, count(*) FROM westep_ops.daily_health GROUP BY target"
         ).fetchall()
     assert rolled == [("default", 7)]  # the other target's rollups were not touched
+
+
+def test_a_request_that_waited_out_the_age_limit_is_launched_once_the_worker_asks_again(
+    store: str,
+) -> None:
+    """The daemon was down for longer than pending()'s age limit: the request is not lost,
+    the worker's next ask (the incident still calls for the repair) makes it fresh again."""
+    request = RepairRequest(
+        random.randint(10**9, 2 * 10**9), "tables", RepairAction.fix_table_permissions
+    )
+    assert repair_queue.enqueue(store, "staging", [request]) == 1
+    with psycopg.connect(store, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE westep_ops.repair_requests SET requested_at = now() - interval '1 hour'"
+            " WHERE run_key = %s",
+            (request.key,),
+        )
+    assert request.key not in {q.run_key for q in repair_queue.pending(store)}
+    assert repair_queue.enqueue(store, "staging", [request]) == 0  # known, not new
+    assert [q.run_key for q in repair_queue.pending(store)].count(request.key) == 1
+    assert repair_queue.mark_launched(store, request.key, "run-1")
+    repair_queue.enqueue(store, "staging", [request])  # launched: stays launched
+    assert request.key not in {q.run_key for q in repair_queue.pending(store)}

@@ -120,8 +120,19 @@ def test_spool_and_budget_are_per_target(
         (tmp_path / "a").mkdir(exist_ok=True)
         assert sa.attempts_last_hour("restore_connection_pool")[0] == 3
     (tmp_path / "b").mkdir(exist_ok=True)
-    with OpsStore(store, target="beta", state=tmp_path / "b") as sb:
+    with OpsStore(store, target="beta", state=tmp_path / "b", database="x:1/b") as sb:
         assert sb.attempts_last_hour("restore_connection_pool")[0] == 0
+    # Another name for alpha's database (an alias, a rename) shares its budget and lock.
+    (tmp_path / "g").mkdir(exist_ok=True)
+    with OpsStore(store, target="gamma", state=tmp_path / "g", database="x:1/a") as sg:
+        assert sg.attempts_last_hour("restore_connection_pool")[0] == 3
+        assert sg.try_lock("restore_connection_pool") is True
+        with OpsStore(store, target="alpha", database="x:1/a") as sa2:
+            assert sa2.try_lock("restore_connection_pool") is False
+        with OpsStore(store, target="beta", database="x:1/b") as sb2:
+            assert sb2.try_lock("restore_connection_pool") is True
+            sb2.unlock("restore_connection_pool")
+        sg.unlock("restore_connection_pool")
 
 
 def test_silences_are_per_target(store: str, tmp_path: Path) -> None:

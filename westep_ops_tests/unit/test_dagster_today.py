@@ -141,8 +141,14 @@ def test_incidents_table_has_empty_cells_not_nan() -> None:
 
 
 def test_rotation_names_the_archived_daily_reports(tmp_path: Path) -> None:
-    r = Rotation(tmp_path / "logs-2026-12-06.tar.gz", ["daily-report-2026-11-30.md", "x.log"])
-    assert r.daily_reports() == {"2026-11-30": "daily-report-2026-11-30.md"}
+    r = Rotation(
+        tmp_path / "logs-2026-12-06.tar.gz",
+        ["daily-report-2026-11-30.md", "x.log", "daily-report-eu-prod-2026-11-29.md"],
+    )
+    assert r.daily_reports() == {
+        ("2026-11-30", "default"): "daily-report-2026-11-30.md",
+        ("2026-11-29", "eu-prod"): "daily-report-eu-prod-2026-11-29.md",
+    }
 
 
 def test_owners_are_configurable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 from dagster import AssetObservation, MetadataValue, OpExecutionContext, job, op
 
 from westep_ops.config import RepairAction
+from westep_ops.defs.monitoring.partitions import key
 from westep_ops.defs.repairs.jobs import JOB_TAG_VALUE, REPAIR_TAG
 from westep_ops.maintenance.routines import analyze_tables, send_daily_summary
 from westep_ops.monitoring.rotation import rotate_logs
@@ -20,8 +21,12 @@ from westep_ops.store import log_dir
     description="12:00 routine: performance sample and a full diagnosis (logs/diagnosis-report-*.md)."
 )
 def performance_and_diagnosis(context: OpExecutionContext, stack: MonitoredStackResource) -> None:
+    fleet = bool(stack.fleet_config().targets)
     for target in stack.target_names():
-        d = diagnose(stack.environment(target), stack.config(target))
+        # in a fleet each target's report has its own file (else the last would overwrite)
+        d = diagnose(
+            stack.environment(target), stack.config(target), target=target if fleet else None
+        )
         context.log.info(f"{target}: {d.verdict}; {d.performance}; report {d.report}")
 
 
@@ -95,11 +100,14 @@ def rotate(context: OpExecutionContext, stack: MonitoredStackResource) -> None:
     )
     # The report's materialization still names logs/daily-report-<day>.md: an
     # observation on the same partition says it now lives in the archive.
-    for day, name in r.daily_reports().items():
+    known = set(stack.target_names())
+    for (day, target), name in r.daily_reports().items():
+        if target not in known:
+            continue  # a target no longer in the config has no partition to tell
         context.log_event(
             AssetObservation(
                 asset_key="diagnosis_report",
-                partition=day,
+                partition=key(day, target),
                 metadata={
                     "path": f"{name} archived in {r.archive}",
                     "archive": MetadataValue.path(str(r.archive)),

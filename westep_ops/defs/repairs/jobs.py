@@ -75,6 +75,18 @@ def named_target(target: str) -> str:
     return target
 
 
+def guard_concurrency(tags: dict[str, str], target: str) -> None:
+    """Refuse (before any change) a run queued under another concurrency key than its
+    target's: the per-target limit could not keep it apart from that target's other
+    repair runs. A person launching a repair of a fleet target from the UI adds the tag."""
+    if tags.get(REPAIR_TAG) != target:
+        raise Failure(
+            description=f"refused: this run repairs target {target} but is tagged"
+            f" {REPAIR_TAG}={tags.get(REPAIR_TAG)}; launch it again with the tag"
+            f" {REPAIR_TAG}={target} (one repair per target at a time)"
+        )
+
+
 def repair_run_tags(target: str, action: str, incident_id: int | None = None) -> dict[str, str]:
     """A repair run's tags: the per-target concurrency key (its value is the target's
     name), the action, and the incident it answers."""
@@ -132,12 +144,7 @@ def run_repair_op(
     tags = dict(context.run.tags)
     if tags.get(ACTION_TAG) != action.value:
         context.instance.add_run_tags(context.run_id, {ACTION_TAG: action.value})
-    if tags.get(REPAIR_TAG) != target:
-        # queued under another concurrency key: say so (the limit could not apply)
-        context.log.warning(
-            f"run tagged {REPAIR_TAG}={tags.get(REPAIR_TAG)} repairs target {target}:"
-            f" tag it {REPAIR_TAG}={target} so the per-target limit applies"
-        )
+    guard_concurrency(tags, target)
     result = run_repair(
         action,
         env,
@@ -194,7 +201,10 @@ def run_recovery_op(
     context: OpExecutionContext, config: RecoveryConfig, stack: MonitoredStackResource
 ) -> None:
     target = named_target(config.target)
-    report = recover(stack.environment(target), stack.config(target), dry_run=config.dry_run)
+    guard_concurrency(dict(context.run.tags), target)
+    report = recover(
+        stack.environment(target), stack.config(target), dry_run=config.dry_run, target=target
+    )
     # Its checks decide what to repair and what to escalate: report them as evaluations
     # (the re-check after the repairs last, so the UI shows where recovery left things).
     for r in report.before:
