@@ -8,10 +8,13 @@ connection with a connect and a statement timeout, and remembers where it stoppe
 
 Where the cursor stands: sample ids (identity columns) for samples and performance
 samples, and the database's own clock for incidents (opened = ``detected_at``, closed =
-``closed_at``). A sample whose transaction commits after a later-numbered one has been
-read is still in the history, but is not shown as a check evaluation (the window is a
-worker's commit latency; the daily assets read the history itself, not the feed).
-At most ``limit`` samples are read per evaluation; the rest come next time.
+``closed_at``). Workers commit side by side, so a sample can commit after a
+later-numbered one was read: the ids skipped below the high-water mark are kept as
+holes and read again until they appear or :data:`HOLE_TTL_S` passes (longer than any
+history write's deadline, so what is still missing then was rolled back: identity
+values are never reused). At most ``limit`` samples are read per evaluation; the rest
+come next time. Performance samples and incident changes are only counted or used to
+refresh today's partition (the hourly refresh catches up on a missed one).
 
 Plain module: no Dagster import.
 """
@@ -19,6 +22,7 @@ Plain module: no Dagster import.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,6 +33,9 @@ from westep_ops.probes.base import CheckResult, Status
 
 # Without a cursor (the sensor's first evaluation), this much of the past is read.
 FIRST_LOOK_BACK_S = 120
+# A skipped sample id is looked for this long (a history write's deadline is ~31 s).
+HOLE_TTL_S = 120
+MAX_HOLES = 1000
 
 
 @dataclass(frozen=True)
@@ -38,18 +45,41 @@ class FeedCursor:
     sample_id: int = 0
     perf_id: int = 0
     at: str | None = None
+    # sample ids below sample_id not seen yet: (id, when first missed, epoch seconds)
+    holes: tuple[tuple[int, float], ...] = ()
 
     def dumps(self) -> str:
-        return json.dumps({"sample_id": self.sample_id, "perf_id": self.perf_id, "at": self.at})
+        return json.dumps(
+            {
+                "sample_id": self.sample_id,
+                "perf_id": self.perf_id,
+                "at": self.at,
+                "holes": [list(h) for h in self.holes],
+            }
+        )
 
     @classmethod
     def loads(cls, text: str | None) -> FeedCursor:
         """The cursor in ``text``; a missing or unreadable one starts afresh."""
         try:
             raw = json.loads(text or "")
-            return cls(int(raw["sample_id"]), int(raw["perf_id"]), raw.get("at"))
+            holes = tuple((int(i), float(t)) for i, t in raw.get("holes") or [])
+            return cls(int(raw["sample_id"]), int(raw["perf_id"]), raw.get("at"), holes)
         except (ValueError, KeyError, TypeError):
             return cls()
+
+
+def next_holes(
+    holes: tuple[tuple[int, float], ...], high: int, ids: list[int], new_high: int, now_s: float
+) -> tuple[tuple[int, float], ...]:
+    """The sample ids still to look for after a read that returned ``ids`` (the old
+    holes and everything above ``high``, up to the read's limit): ids skipped between the
+    old and the new high-water mark join, found ones leave, ones older than
+    :data:`HOLE_TTL_S` are given up (rolled back), at most :data:`MAX_HOLES` kept."""
+    got = set(ids)
+    kept = [(i, t) for i, t in holes if i not in got and now_s - t < HOLE_TTL_S]
+    kept += [(i, now_s) for i in range(high + 1, new_high) if i not in got]
+    return tuple(kept[-MAX_HOLES:])
 
 
 @dataclass
@@ -102,8 +132,26 @@ def read_since(url: str, cursor: FeedCursor, *, limit: int = 5000, timeout_ms: i
                 conn,
                 "SELECT id, target, ts, kind, category, status, summary, findings,"
                 " suspected_cause, duration_ms, value FROM westep_ops.samples"
-                " WHERE id > %s AND (%s OR ts > %s) ORDER BY id LIMIT %s",
-                (cursor.sample_id, cursor.at is not None, since, limit),
+                " WHERE (id > %s OR id = ANY(%s)) AND (%s OR ts > %s) ORDER BY id LIMIT %s",
+                (
+                    cursor.sample_id,
+                    [i for i, _ in cursor.holes],
+                    cursor.at is not None,
+                    since,
+                    limit,
+                ),
+            )
+            # the first read starts from the newest id, whatever the look-back returned
+            top = (
+                cursor.sample_id
+                if cursor.at is not None
+                else one_row(
+                    conn.execute(  # an empty table: the last id handed out (0: none yet)
+                        "SELECT coalesce(max(id), pg_sequence_last_value("
+                        "pg_get_serial_sequence('westep_ops.samples', 'id')), 0)"
+                        " FROM westep_ops.samples"
+                    )
+                )[0]
             )
             perf = dict_rows(
                 conn,
@@ -135,8 +183,16 @@ def read_since(url: str, cursor: FeedCursor, *, limit: int = 5000, timeout_ms: i
         if i["closed"]:
             of(i["target"]).closed.append(int(i["id"]))
     more = len(samples) >= limit
+    high = max([cursor.sample_id, top, *(s["id"] for s in samples)])
+    holes = (
+        next_holes(cursor.holes, cursor.sample_id, [s["id"] for s in samples], high, time.time())
+        # the first read looks back in time, not at every id
+        if cursor.at is not None and cursor.sample_id > 0
+        else ()
+    )
     new = FeedCursor(
-        sample_id=max([cursor.sample_id, *(s["id"] for s in samples)]),
+        sample_id=high,
+        holes=holes,
         perf_id=max([cursor.perf_id, *(int(p["last"]) for p in perf)]),
         # While samples are still waiting, incidents are re-read from the same point.
         at=(since if more else now).isoformat(),

@@ -279,3 +279,27 @@ def test_a_request_that_waited_out_the_age_limit_is_launched_once_the_worker_ask
     assert repair_queue.mark_launched(store, request.key, "run-1")
     repair_queue.enqueue(store, "staging", [request])  # launched: stays launched
     assert request.key not in {q.run_key for q in repair_queue.pending(store)}
+
+
+def test_the_feed_reads_a_sample_that_committed_after_a_later_numbered_one(store: str) -> None:
+    from westep_ops.monitoring.feed import FeedCursor, read_since
+
+    insert = (
+        "INSERT INTO westep_ops.samples (target, ts, kind, category, status, summary)"
+        " VALUES (%s, now(), 'cheap', 'connection', 'ok', 'x') RETURNING id"
+    )
+    first = read_since(store, FeedCursor())  # where the sensor stands now
+    slow = psycopg.connect(store)  # a worker whose transaction commits late
+    try:
+        (early,) = slow.execute(insert, ("staging",)).fetchone()
+        with psycopg.connect(store, autocommit=True) as fast:
+            (late,) = fast.execute(insert, ("prod",)).fetchone()
+        assert late > early
+        seen = read_since(store, first.cursor)
+        assert [s["id"] for t in seen.targets.values() for s in t.samples] == [late]
+        slow.commit()
+    finally:
+        slow.close()
+    again = read_since(store, seen.cursor)
+    assert [s["id"] for t in again.targets.values() for s in t.samples] == [early]
+    assert again.cursor.holes == ()

@@ -128,3 +128,20 @@ def test_ui_starts_one_worker_and_stops_it_with_dagster() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     stop_worker(child, wait_s=5)
     assert child.poll() is not None  # stopped (SIGTERM), not left behind
+
+
+def test_the_feed_cursor_looks_again_for_samples_that_committed_late() -> None:
+    from westep_ops.monitoring.feed import HOLE_TTL_S, next_holes
+
+    # read 10, 12, 13 above high-water 9: 11 was numbered but not committed yet
+    holes = next_holes((), 9, [10, 12, 13], 13, now_s=1000.0)
+    assert holes == ((11, 1000.0),)
+    # the next read finds 11 (and 14): nothing left to look for
+    assert next_holes(holes, 13, [11, 14], 14, now_s=1005.0) == ()
+    # a hole never filled (rolled back) is given up after the TTL, not looked for forever
+    still = next_holes(holes, 13, [14], 14, now_s=1000.0 + HOLE_TTL_S - 1)
+    assert still == ((11, 1000.0),)
+    assert next_holes(still, 14, [], 14, now_s=1000.0 + HOLE_TTL_S) == ()
+    # the cursor round-trips its holes through the sensor's cursor string
+    c = FeedCursor(13, 2, "2026-12-06T00:00:00+00:00", holes)
+    assert FeedCursor.loads(c.dumps()) == c
