@@ -594,6 +594,13 @@ class Target(_Model):
             )
         if self.overrides is not None and "targets" in self.overrides.model_fields_set:
             raise ValueError("'overrides' cannot hold targets (targets do not nest)")
+        if self.overrides is not None and "timezone" in self.overrides.model_fields_set:
+            # one zone cuts every target's days: the daily partitions, reports and status
+            # would disagree on where a day begins otherwise
+            raise ValueError(
+                "'overrides' cannot set timezone: the fleet shares one (the top-level"
+                " 'timezone' cuts every target's days)"
+            )
         return self
 
 

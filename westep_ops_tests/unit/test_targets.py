@@ -241,3 +241,11 @@ def test_targets_list_and_check_show_names_never_values(tmp_path: Path) -> None:
         assert "pr0d-pw" not in out.stdout + out.stderr
     unknown = run_cli("--config", str(path), "targets", "list", "--target", "nope", env=env)
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown target nope")
+
+
+def test_a_target_cannot_override_the_time_zone() -> None:
+    raw = {
+        "targets": [{"name": "a", "env": {"DIRECT_URL": "A_URL"}, "overrides": {"timezone": "UTC"}}]
+    }
+    with pytest.raises(WestepError, match="cannot set timezone"):
+        parse_config(raw)
