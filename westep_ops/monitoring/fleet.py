@@ -166,7 +166,8 @@ class Worker:
             slot.monitor.close()
 
     # -- the loop -------------------------------------------------------------------------------
-    def _round(self) -> None:
+    def rebalance(self) -> None:
+        """One lease round (see the module doc); prints a line per lease change."""
         now = time.monotonic()
         if now < self._store_down_until:
             return
@@ -271,7 +272,7 @@ class Worker:
             while not stop.is_set():
                 now = time.monotonic()
                 if now >= next_round:
-                    self._round()
+                    self.rebalance()
                     next_round = now + self.timing.renew_s
                 self.step(pool, now)
                 stop.wait(0.1)
