@@ -120,6 +120,7 @@ def in_process(sb: Sandbox, cfg: Path, n: int, sweeps: int, concurrency: int) ->
     walls: list[float] = []
     cpu = 0.0
     rows_before = 0
+    spooled = 0  # ticks whose history writes went to the spool (the store did not answer)
     try:
         for i in range(sweeps + 1):  # the first one connects: a warm-up
             if i == 1:
@@ -130,6 +131,7 @@ def in_process(sb: Sandbox, cfg: Path, n: int, sweeps: int, concurrency: int) ->
             results = list(pool.map(lambda m: m.tick(force="full"), monitors))
             wall = time.perf_counter() - t0
             assert all(r.ran == "full" for r in results)
+            spooled += sum(1 for r in results if r.history_error)
             if i:
                 walls.append(wall)
                 cpu += time.process_time() - c0
@@ -151,6 +153,7 @@ def in_process(sb: Sandbox, cfg: Path, n: int, sweeps: int, concurrency: int) ->
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rows": rows,
         "connections": conns,
+        "spooled": spooled,
     }
 
 
@@ -253,7 +256,8 @@ def main() -> None:
                 f" (goal for 200: < 10 s); CPU {r['cpu_per_target'] * 1000:.0f} ms per target"
                 f" per sweep; worker RSS {r['rss']:.0f} MB (peak {r['peak_rss']:.0f} MB;"
                 f" goal < 500); ops rows written per sweep {r['rows']:.0f} (+ {n} lease"
-                f" renewals); monitor server connections {r['connections']} (<= 2 per target)",
+                f" renewals); monitor server connections {r['connections']} (<= 2 per target);"
+                f" ticks that spooled (ops store did not answer in time): {r['spooled']}",
                 flush=True,
             )
             if not args.skip_takeover:
