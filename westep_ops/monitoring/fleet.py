@@ -29,21 +29,33 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
+from westep_ops.config import Config
+from westep_ops.environment import Environment
 from westep_ops.monitoring import driver
 from westep_ops.monitoring.engine import Monitor, TickResult
 from westep_ops.monitoring.leases import LeaseLost, Leases, LeasesUnavailable, Timing
 from westep_ops.store import now_utc
-from westep_ops.targets import ResolvedTarget
 
 DEFAULT_CONCURRENCY = 16
 POLL_S = 1.0  # a held target's monitor is given a turn at least this often (Slack resends)
 RETRY_S = 5.0  # after a tick failed unexpectedly
 STOP_WAIT_S = 10.0
 DUE_SLACK_S = 1.5  # Monitor.due's one second of slack, and a margin  # a clean stop waits this long for running ticks before releasing
+
+
+class ResolvedTarget(Protocol):
+    """What a worker needs of a target (``westep_ops.targets.ResolvedTarget``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def environment(self) -> Environment: ...
 
 
 @dataclass
