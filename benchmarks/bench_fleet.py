@@ -113,7 +113,8 @@ def in_process(sb: Sandbox, cfg: Path, n: int, sweeps: int, concurrency: int) ->
         concurrency=concurrency,
         echo=lambda _s: None,
     )
-    worker.rebalance()  # takes every lease: builds the N monitors
+    worker.rebalance()  # takes every lease
+    worker.apply()  # builds the N monitors
     assert len(worker.slots) == n, f"{len(worker.slots)} leases of {n}"
     monitors = [s.monitor for s in worker.slots.values()]
     pool = ThreadPoolExecutor(concurrency, thread_name_prefix="westep-target")

@@ -23,6 +23,7 @@ Dagster sensor (``"dagster"``: ``westep_ops.monitoring.repair_queue.enqueue``).
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -110,7 +111,12 @@ def check_repairs_mode(mode: str) -> None:
 
 
 class Worker:
-    """Probe the leased ones of ``targets`` until ``stop`` is set (see the module doc)."""
+    """Probe the leased ones of ``targets`` until ``stop`` is set (see the module doc).
+
+    Two threads of its own: the lease thread runs :meth:`rebalance` every ``renew_s``
+    and posts what changed; the main loop (:meth:`run`) applies it (:meth:`apply`),
+    renews the due targets' leases and hands their ticks to the pool. Neither waits on
+    the other, nor on a target."""
 
     def __init__(
         self,
@@ -134,21 +140,83 @@ class Worker:
         self.worker_id = worker_id
         self.leases = Leases(storage_url, worker_id, list(self.targets), self.timing)
         self.slots: dict[str, Slot] = {}
-        self._store_down_until = 0.0
-        self._store_down = False
+        self.store_down = False  # the last lease statement found the store unreachable
         self._reached = False  # a lease round has succeeded once
-        self.ticks = 0  # sweeps run (for benchmarks and tests)
-        self._lock = threading.Lock()
+        self._busy: frozenset[str] = frozenset()  # targets whose tick runs (main thread's)
+        self._events: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # whole output lines
 
     # -- output ------------------------------------------------------------------------------
     def _say(self, text: str) -> None:
         with self._lock:
             self.echo(f"{now_utc():%H:%M:%S} {text}")
 
+    def _say_raw(self, text: str) -> None:
+        with self._lock:
+            self.echo(text)
+
     def _label(self, name: str) -> str:
         return name if self.labels else ""
 
-    # -- slots ---------------------------------------------------------------------------------
+    # -- the lease thread ------------------------------------------------------------------------
+    def rebalance(self) -> None:
+        """One lease round (leases module doc); posts the changes for :meth:`apply`."""
+        try:
+            changes = self.leases.rebalance(self._busy)
+        except LeasesUnavailable as e:
+            if not self.store_down:
+                self.store_down = True
+                if not self._reached and len(self.targets) == 1:
+                    # One target and a store down from the start: today's monitor, which
+                    # probes and spools; the lease is taken once the store answers.
+                    self._events.put(("unleased", next(iter(self.targets))))
+                self._events.put(("down", str(e)))
+            return
+        self._reached = True
+        if self.store_down:
+            self.store_down = False
+            self._events.put(("up", ""))
+        for name in changes.lost:
+            self._events.put(("lost", name))
+        for name in changes.released:
+            self._events.put(("released", name))
+        for name in changes.taken:
+            self._events.put(("taken", name))
+        self._events.put(("held", ""))  # a round's end: drop any slot no longer held
+
+    def _lease_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.rebalance()
+            stop.wait(self.timing.renew_s)
+
+    # -- the main loop --------------------------------------------------------------------------
+    def apply(self) -> None:
+        """Apply what the lease rounds posted: build or close monitors, say so."""
+        while True:
+            try:
+                kind, name = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "taken":
+                self._take(name)
+            elif kind == "unleased":
+                self._take(name, leased=False)
+            elif kind == "lost":
+                self._drop(name, "lost (taken by another worker)")
+            elif kind == "released":
+                self._drop(name, "released (another worker owns it now)")
+            elif kind == "held":
+                for n in [n for n in self.slots if n not in self.leases.held]:
+                    if not self.store_down:
+                        self._drop(n, "not held (another worker holds it)")
+            elif kind == "down":
+                self._say(
+                    f"ops store unreachable for leases ({name}): probing the"
+                    f" {len(self.slots)} targets last held (spooling), taking none"
+                )
+            elif kind == "up":
+                self._say(f"ops store answers again: {len(self.leases.held)} leases held")
+
     def _take(self, name: str, *, leased: bool = True) -> None:
         t = self.targets[name]
         if name in self.slots:
@@ -162,10 +230,10 @@ class Worker:
 
     def _drop(self, name: str, why: str) -> None:
         slot = self.slots.pop(name, None)
-        self.leases.held.pop(name, None)
-        self._say(f"lease {why}: {name}")
         if slot is None:
             return
+        self.leases.forget(name)
+        self._say(f"lease {why}: {name}")
         if slot.future is not None and not slot.future.done():
             # Its writes are fenced from now on; close it when the tick ends.
             monitor = slot.monitor
@@ -177,49 +245,15 @@ class Worker:
         else:
             slot.monitor.close()
 
-    # -- the loop -------------------------------------------------------------------------------
-    def rebalance(self) -> None:
-        """One lease round (see the module doc); prints a line per lease change."""
-        now = time.monotonic()
-        if now < self._store_down_until:
-            return
-        busy = {n for n, s in self.slots.items() if s.future is not None}
-        try:
-            changes = self.leases.rebalance(busy)
-        except LeasesUnavailable as e:
-            self._store_down_until = now + self.timing.renew_s
-            if not self._store_down:
-                self._store_down = True
-                if not self._reached and len(self.targets) == 1 and not self.slots:
-                    # One target and a store down from the start: today's monitor, which
-                    # probes and spools; the lease is taken once the store answers.
-                    self._take(next(iter(self.targets)), leased=False)
-                self._say(
-                    f"ops store unreachable for leases ({e}): probing the"
-                    f" {len(self.slots)} targets last held (spooling), taking none"
-                )
-            return
-        self._reached = True
-        if self._store_down:
-            self._store_down = False
-            self._say(f"ops store answers again: {len(self.leases.held)} leases held")
-        for name in changes.lost:
-            self._drop(name, "lost (taken by another worker)")
-        for name in changes.released:
-            self._drop(name, "released (another worker owns it now)")
-        for name in changes.taken:
-            self._take(name)
-        for name in [n for n in self.slots if n not in self.leases.held]:
-            self._drop(name, "not held (another worker holds it)")
-
     def _renew(self, due: list[Slot]) -> list[Slot]:
         """Renew the leases of the targets about to be probed; those still held."""
-        if self._store_down or time.monotonic() < self._store_down_until:
+        if self.store_down:
             return due  # the store is down: keep probing what was held (spooling)
         try:
             ok, lost = self.leases.renew([s.target.name for s in due])
-        except LeasesUnavailable:
-            self._store_down_until = time.monotonic() + self.timing.renew_s
+        except LeasesUnavailable as e:
+            self.store_down = True  # until a lease round reaches the store again
+            self._events.put(("down", str(e)))
             return due
         for name in lost:
             self._drop(name, "lost (not renewed)")
@@ -237,7 +271,6 @@ class Worker:
             slot.poll_at = slot.due_at = time.monotonic() + RETRY_S
             return
         if result.ran:
-            self.ticks += 1
             with self._lock:
                 driver.report(m, result, self.echo, self._label(name))
             try:
@@ -254,12 +287,10 @@ class Worker:
         slot.due_at = now + m.next_due_in(m.clock())
         slot.poll_at = now + min(POLL_S, slot.due_at - now)
 
-    def _say_raw(self, text: str) -> None:
-        with self._lock:
-            self.echo(text)
-
     def step(self, pool: ThreadPoolExecutor, now: float) -> None:
-        """One pass of the main loop: reap ticks, renew and start the due ones."""
+        """One pass of the main loop: apply lease changes, reap ticks, renew and start
+        the due ones."""
+        self.apply()
         for name, slot in list(self.slots.items()):
             if slot.future is not None and slot.future.done():
                 slot.future = None
@@ -271,24 +302,25 @@ class Worker:
         due = [s for s in ready if s.due_at - DUE_SLACK_S <= now]
         renewed = {id(s) for s in self._renew(due)} if due else set()
         for s in ready:
-            if s.due_at - DUE_SLACK_S > now or id(s) in renewed:
+            if s.target.name in self.slots and (s.due_at - DUE_SLACK_S > now or id(s) in renewed):
                 s.future = pool.submit(self._tick, s)
+        self._busy = frozenset(n for n, s in self.slots.items() if s.future is not None)
 
     def run(self, stop: threading.Event) -> None:
-        """Until ``stop``: lease rounds every ``renew_s``, due targets' ticks in the pool.
-        On the way out: running ticks get :data:`STOP_WAIT_S`, then every lease is
-        handed back (the other workers take the targets at their next round)."""
+        """Until ``stop``: lease rounds every ``renew_s`` (a thread), due targets' ticks
+        in the pool. On the way out: running ticks get :data:`STOP_WAIT_S`, then every
+        lease is handed back (the other workers take the targets at their next round)."""
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="westep-target")
-        next_round = 0.0
+        rounds = threading.Thread(
+            target=self._lease_loop, args=(stop,), name="westep-leases", daemon=True
+        )
+        rounds.start()
         try:
             while not stop.is_set():
-                now = time.monotonic()
-                if now >= next_round:
-                    self.rebalance()
-                    next_round = now + self.timing.renew_s
-                self.step(pool, now)
+                self.step(pool, time.monotonic())
                 stop.wait(0.1)
         finally:
+            stop.set()
             deadline = time.monotonic() + STOP_WAIT_S
             for slot in list(self.slots.values()):
                 if slot.future is not None:
@@ -297,6 +329,7 @@ class Worker:
                     except TimeoutError:
                         pass  # a hung tick: its writes are fenced once the lease is gone
             pool.shutdown(wait=False, cancel_futures=True)
+            rounds.join(max(0.0, deadline - time.monotonic()) + 5)
             try:
                 self.leases.release_all()
             except LeasesUnavailable:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,7 @@ from westep_ops.store_schema import migrate
 
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, DeadlineExceeded)
 STATEMENT_MS = 2000
+RENEW_MS = 1000  # the client deadline of a renewal (a healthy store answers in ms)
 
 
 class LeasesUnavailable(Exception):
@@ -115,7 +117,11 @@ class Changes:
 
 
 class Leases:
-    """This worker's registration and leases, on one connection of its own (main thread)."""
+    """This worker's registration and leases. Rounds (:meth:`rebalance`,
+    :meth:`release_all`) and renewals (:meth:`renew`) each have a connection of their
+    own, so the worker's lease thread and its main loop never wait on each other; a
+    renewal has a short deadline (:data:`RENEW_MS`): a frozen store delays a tick by that
+    much at most, once (then the worker knows the store is down)."""
 
     def __init__(
         self,
@@ -135,15 +141,17 @@ class Leases:
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.held: dict[str, int] = {}  # target -> epoch of the lease this worker holds
         self.error: str | None = None  # why the last statement failed; None when it worked
-        self._conn: psycopg.Connection | None = None
+        self._conns: dict[str, psycopg.Connection] = {}  # "round" and "renew"
+        self._lock = threading.Lock()  # held is changed by both threads
 
-    # -- the connection --------------------------------------------------------------------
-    def _db(self) -> psycopg.Connection:
-        if self._conn is not None and not self._conn.closed and not self._conn.broken:
-            return self._conn
+    # -- the connections -------------------------------------------------------------------
+    def _db(self, which: str, timeout_ms: int) -> psycopg.Connection:
+        conn = self._conns.get(which)
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
         conn = connect(
             self.url,
-            connect_timeout_ms=self.connect_timeout_ms,
+            connect_timeout_ms=min(self.connect_timeout_ms, timeout_ms),
             statement_timeout_ms=STATEMENT_MS,
             lock_timeout_ms=STATEMENT_MS // 2,
             application_name="westep-ops-leases",
@@ -154,29 +162,35 @@ class Leases:
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        self._conns[which] = conn
         return conn
 
-    def _run(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
-        """``fn`` on the connection in one transaction under a deadline; a store that does
-        not answer is :class:`LeasesUnavailable` (and the connection is dropped)."""
+    def _run(
+        self,
+        fn: Callable[[psycopg.Connection], Any],
+        which: str = "round",
+        timeout_ms: int = STATEMENT_MS * 2,
+    ) -> Any:
+        """``fn`` in one transaction on connection ``which`` under a deadline; a store that
+        does not answer is :class:`LeasesUnavailable` (and the connection is dropped)."""
         try:
-            conn = self._db()
-            with deadline(conn, STATEMENT_MS * 2), conn.transaction():
+            conn = self._db(which, timeout_ms)
+            with deadline(conn, timeout_ms), conn.transaction():
                 out = fn(conn)
         except (*_UNAVAILABLE, psycopg.errors.LockNotAvailable) as e:
             self.error = describe_error(e) or type(e).__name__
-            if self._conn is not None and not isinstance(e, psycopg.errors.LockNotAvailable):
-                self._conn.close()
-                self._conn = None
+            if not isinstance(e, psycopg.errors.LockNotAvailable):
+                dead = self._conns.pop(which, None)
+                if dead is not None:
+                    dead.close()
             raise LeasesUnavailable(self.error) from None
         self.error = None
         return out
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
 
     # -- rounds ----------------------------------------------------------------------------
     def rebalance(self, busy: Collection[str] = ()) -> Changes:
@@ -224,7 +238,8 @@ class Leases:
                     take.append(target)
                 if worker != me and target in self.held:
                     changes.lost.append(target)
-                    del self.held[target]
+                    with self._lock:
+                        self.held.pop(target, None)
             if release:
                 conn.execute(
                     "UPDATE westep_ops.leases SET worker = NULL, expires_at = clock_timestamp()"
@@ -232,8 +247,9 @@ class Leases:
                     (me, release),
                 )
                 for t in release:
-                    if self.held.pop(t, None) is not None:
-                        changes.released.append(t)
+                    with self._lock:
+                        if self.held.pop(t, None) is not None:
+                            changes.released.append(t)
             if keep:
                 renewed = conn.execute(
                     "UPDATE westep_ops.leases SET expires_at = clock_timestamp()"
@@ -242,9 +258,10 @@ class Leases:
                     (ttl, me, keep),
                 ).fetchall()
                 for t, epoch in renewed:
-                    if t not in self.held:
-                        changes.taken.append(t)  # held before a restart with this id
-                    self.held[t] = epoch
+                    with self._lock:
+                        if t not in self.held:
+                            changes.taken.append(t)  # held before a restart with this id
+                        self.held[t] = epoch
             if take:
                 taken = conn.execute(
                     "UPDATE westep_ops.leases SET worker = %s, epoch = epoch + 1,"
@@ -255,7 +272,8 @@ class Leases:
                     (me, ttl, take),
                 ).fetchall()
                 for t, epoch in taken:
-                    self.held[t] = epoch
+                    with self._lock:
+                        self.held[t] = epoch
                     changes.taken.append(t)
             return changes
 
@@ -265,8 +283,10 @@ class Leases:
     def renew(self, targets: Collection[str]) -> tuple[set[str], list[str]]:
         """Extend the leases of ``targets`` (right before their ticks): (still held, lost).
         Raises :class:`LeasesUnavailable` when the store does not answer."""
-        wanted = [t for t in targets if t in self.held]
-        lost = [t for t in targets if t not in self.held]
+        with self._lock:
+            epochs = {t: self.held[t] for t in targets if t in self.held}
+        wanted = list(epochs)
+        lost = [t for t in targets if t not in epochs]
         if not wanted:
             return set(), lost
 
@@ -275,14 +295,16 @@ class Leases:
                 "UPDATE westep_ops.leases l SET expires_at = clock_timestamp()"
                 " + make_interval(secs => %s) FROM unnest(%s::text[], %s::bigint[]) AS w(t, e)"
                 " WHERE l.target = w.t AND l.epoch = w.e AND l.worker = %s RETURNING l.target",
-                (self.timing.ttl_s, wanted, [self.held[t] for t in wanted], self.worker_id),
+                (self.timing.ttl_s, wanted, [epochs[t] for t in wanted], self.worker_id),
             ).fetchall()
             return {r[0] for r in rows}
 
-        ok: set[str] = self._run(renew_)
+        ok: set[str] = self._run(renew_, "renew", RENEW_MS)
         for t in wanted:
             if t not in ok:
-                self.held.pop(t, None)
+                with self._lock:
+                    if self.held.get(t) == epochs[t]:  # not taken afresh meanwhile
+                        del self.held[t]
                 lost.append(t)
         return ok, lost
 
@@ -300,8 +322,14 @@ class Leases:
             return [r[0] for r in rows]
 
         released: list[str] = self._run(release_)
-        self.held.clear()
+        with self._lock:
+            self.held.clear()
         return released
+
+    def forget(self, target: str) -> None:
+        """Stop fencing ``target`` in (the worker dropped it); its row is left as it is."""
+        with self._lock:
+            self.held.pop(target, None)
 
     # -- fencing -----------------------------------------------------------------------------
     def fence(self, target: str) -> Callable[[psycopg.Connection], None]:
