@@ -538,6 +538,8 @@ class Sla(_Model):
 
 
 TARGET_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"  # pydantic: Rust regex, "$" is the end
+# The one target of a config without a ``targets`` list (and of rows written before fleets).
+DEFAULT_TARGET = "default"
 ENV_VAR_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
 TagKey = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")]
 TagValue = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]

@@ -33,7 +33,7 @@ import psycopg
 from croniter import croniter
 from psycopg.rows import class_row
 
-from westep_ops.config import Category, Config, MaintenanceWindow
+from westep_ops.config import DEFAULT_TARGET, Category, Config, MaintenanceWindow
 from westep_ops.db import DeadlineExceeded, deadline, describe_error, store_connection
 from westep_ops.errors import WestepError
 
@@ -153,25 +153,34 @@ def window_intervals(
 
 
 # -- storage ---------------------------------------------------------------------------------
-def local_path() -> Path:
-    """The local fallback of the target's silences (see store.target_state)."""
+def local_path(state: Path | None = None) -> Path:
+    """The local fallback of a target's silences: ``state`` (its store.target_state(env)),
+    else the process's target's."""
     from westep_ops.store import target_state
 
-    return target_state() / LOCAL_FILE
+    return (state or target_state()) / LOCAL_FILE
 
 
 class SilenceStore:
-    """Silences in the ops PostgreSQL, with the local file as fallback and cache."""
+    """One target's silences in the ops PostgreSQL, with the local file (in the target's
+    state dir) as fallback and cache. A silence silences its own target only."""
 
     def __init__(
-        self, url: str | None, *, connect_timeout_ms: int = 3000, unreachable: str | None = None
+        self,
+        url: str | None,
+        *,
+        target: str = DEFAULT_TARGET,
+        state: Path | None = None,
+        connect_timeout_ms: int = 3000,
+        unreachable: str | None = None,
     ) -> None:
         self.url = url
+        self.target = target
         self.connect_timeout_ms = connect_timeout_ms
         self.error: str | None = unreachable or (
             None if url else "WESTEP_OPS_STORAGE_URL is not set"
         )
-        self.path = local_path()
+        self.path = local_path(state)
 
     # local file: {"pending": [silences not in the store yet], "expire": [ids/uids to expire],
     #              "cache": [the store's silences at the last read]}
@@ -209,7 +218,8 @@ class SilenceStore:
                         cache = _silences(
                             conn,
                             "SELECT {} FROM westep_ops.silences"
-                            " WHERE expired_at IS NULL AND ends_at > now()",
+                            " WHERE target = %s AND expired_at IS NULL AND ends_at > now()",
+                            (self.target,),
                         )
                         data = self._load()
                         data["cache"] = [s.as_dict() for s in cache]
@@ -232,10 +242,11 @@ class SilenceStore:
             for d in data["pending"]:
                 s = Silence.from_dict(d)
                 conn.execute(
-                    "INSERT INTO westep_ops.silences (categories, starts_at, ends_at, reason,"
-                    " created_by, created_at, uid) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    "INSERT INTO westep_ops.silences (target, categories, starts_at, ends_at,"
+                    " reason, created_by, created_at, uid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (uid) DO NOTHING",
                     (
+                        self.target,
                         s.categories,
                         s.starts_at,
                         s.ends_at,
@@ -248,8 +259,8 @@ class SilenceStore:
             for e in data["expire"]:
                 conn.execute(
                     "UPDATE westep_ops.silences SET expired_at = %s"
-                    " WHERE (uid = %s OR id = %s) AND expired_at IS NULL",
-                    (datetime.fromisoformat(e["at"]), e["uid"], e["id"]),
+                    " WHERE target = %s AND (uid = %s OR id = %s) AND expired_at IS NULL",
+                    (datetime.fromisoformat(e["at"]), self.target, e["uid"], e["id"]),
                 )
         data["pending"], data["expire"] = [], []
         self._save(data)
@@ -262,9 +273,18 @@ class SilenceStore:
 
         def insert(conn: psycopg.Connection) -> int:
             row = conn.execute(
-                "INSERT INTO westep_ops.silences (categories, starts_at, ends_at, reason,"
-                " created_by, created_at, uid) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (s.categories, s.starts_at, s.ends_at, s.reason, s.created_by, s.created_at, s.uid),
+                "INSERT INTO westep_ops.silences (target, categories, starts_at, ends_at, reason,"
+                " created_by, created_at, uid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    self.target,
+                    s.categories,
+                    s.starts_at,
+                    s.ends_at,
+                    s.reason,
+                    s.created_by,
+                    s.created_at,
+                    s.uid,
+                ),
             ).fetchone()
             return int(row[0]) if row else 0
 
@@ -282,9 +302,9 @@ class SilenceStore:
         def read(conn: psycopg.Connection) -> list[Silence]:
             return _silences(
                 conn,
-                "SELECT {} FROM westep_ops.silences WHERE %s OR (expired_at IS NULL AND ends_at > %s)"
-                " ORDER BY id",
-                (include_ended, now),
+                "SELECT {} FROM westep_ops.silences WHERE target = %s"
+                " AND (%s OR (expired_at IS NULL AND ends_at > %s)) ORDER BY id",
+                (self.target, include_ended, now),
             )
 
         got = self._with_db(read)
@@ -302,9 +322,9 @@ class SilenceStore:
         def upd(conn: psycopg.Connection) -> Silence | None:
             got = _silences(
                 conn,
-                "UPDATE westep_ops.silences SET expired_at = %s WHERE id = %s"
+                "UPDATE westep_ops.silences SET expired_at = %s WHERE id = %s AND target = %s"
                 " AND expired_at IS NULL RETURNING {}",
-                (now, silence_id),
+                (now, silence_id, self.target),
             )
             return got[0] if got else None
 
@@ -366,11 +386,16 @@ def current(
     *,
     now: datetime | None = None,
     unreachable: str | None = None,
+    target: str = DEFAULT_TARGET,
+    state: Path | None = None,
 ) -> Matcher:
-    """Active silences (store, or its local copy) and maintenance windows covering now."""
+    """Active silences of ``target`` (store, or its local copy in ``state``) and the
+    maintenance windows of its ``config`` covering now."""
     now = now or datetime.now(UTC)
     store = SilenceStore(
         storage_url,
+        target=target,
+        state=state,
         connect_timeout_ms=config.monitoring.timeouts.connect,
         unreachable=unreachable,
     )

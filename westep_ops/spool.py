@@ -25,7 +25,16 @@ from typing import Any
 
 import psycopg
 
+from westep_ops.config import DEFAULT_TARGET
+
 SPOOL_FILE = "monitor-spool.sqlite3"
+
+
+def spool_path(target: str = DEFAULT_TARGET) -> Path:
+    """One target's spool file: each target of a fleet queues and replays its own writes
+    (the one target ``default`` keeps the file name it had before fleets)."""
+    name = SPOOL_FILE if target == DEFAULT_TARGET else f"monitor-spool.{target}.sqlite3"
+    return state_dir() / name
 
 
 def state_dir() -> Path:

@@ -34,6 +34,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from westep_ops.config import DEFAULT_TARGET
 from westep_ops.db import DeadlineExceeded, connect, deadline, describe_error, store_connection
 from westep_ops.errors import WestepError
 from westep_ops.store_schema import migrate
@@ -55,18 +56,22 @@ def log_dir() -> Path:
     return p
 
 
-def target_state() -> Path:
-    """The per-user state of the monitored target (its repair budget, its silences).
+def target_state(env: Any = None) -> Path:
+    """The per-user state of one monitored target (its repair budget, its silences).
 
-    Keyed by the target's host:port/database (``WESTEP_OPS_REPAIR_URL``, else
-    ``DIRECT_URL``; no credentials), so a second deployment on the same machine never
-    counts, replays or applies the first one's attempts or silences (their incident ids
-    would even collide in the other's store).
+    Keyed by the target's host:port/database (``env``'s repair URL, else its direct URL;
+    without ``env``, ``WESTEP_OPS_REPAIR_URL`` else ``DIRECT_URL`` of the process; no
+    credentials), so a second deployment on the same machine, or another target of the
+    same fleet, never counts, replays or applies this one's attempts or silences (their
+    incident ids would even collide in the other's store).
     """
     import hashlib
     from urllib.parse import urlsplit
 
-    url = os.environ.get("WESTEP_OPS_REPAIR_URL") or os.environ.get("DIRECT_URL") or ""
+    if env is not None:
+        url = env.repair_url or env.direct_url or ""
+    else:
+        url = os.environ.get("WESTEP_OPS_REPAIR_URL") or os.environ.get("DIRECT_URL") or ""
     try:
         p = urlsplit(url)
         ident = f"{p.hostname}:{p.port or 5432}{p.path}" if url else "none"
@@ -111,9 +116,17 @@ class OpsStore:
     STATEMENT_MS = 5000
 
     def __init__(
-        self, url: str | None, *, connect_timeout_ms: int = 3000, unreachable: str | None = None
+        self,
+        url: str | None,
+        *,
+        connect_timeout_ms: int = 3000,
+        unreachable: str | None = None,
+        target: str = DEFAULT_TARGET,
+        state: Path | None = None,
     ) -> None:
         self.url = url
+        self.target = target  # the fleet target whose attempts this counts and records
+        self._state = state  # its local state dir (target_state(env)); None: the process's
         self.connect_timeout_ms = connect_timeout_ms
         self.audit_file = log_dir() / "repair-attempts.jsonl"
         self._db: psycopg.Connection | None = None
@@ -176,8 +189,12 @@ class OpsStore:
 
     # -- the hourly limit ------------------------------------------------------------------
     @property
+    def state(self) -> Path:
+        return self._state or target_state()
+
+    @property
     def budget_file(self) -> Path:
-        return target_state() / BUDGET_FILE
+        return self.state / BUDGET_FILE
 
     def _budget_lines(self) -> list[dict[str, Any]]:
         try:
@@ -238,7 +255,7 @@ class OpsStore:
                 # Not this store's incident (the file outlived a store: a new sandbox on
                 # the same ports): linking it would credit a repair that never ran here.
                 rec = {**rec, "incident_id": None}
-            insert_attempt(conn, rec)
+            insert_attempt(conn, {"target": self.target, **rec})
 
     def attempts_last_hour(self, action: str, now: datetime | None = None) -> tuple[int, str]:
         """Attempts of ``action`` that ran in the last hour (dry runs, refusals and skips
@@ -257,9 +274,9 @@ class OpsStore:
                     self._replay_budget(conn)
                     rows = conn.execute(
                         "SELECT attempt_uid, action, started_at, outcome FROM"
-                        " westep_ops.repair_attempts WHERE started_at > %s AND NOT dry_run"
-                        " AND outcome <> ALL(%s)",
-                        (now - timedelta(hours=2), list(NOT_COUNTED)),
+                        " westep_ops.repair_attempts WHERE target = %s AND started_at > %s"
+                        " AND NOT dry_run AND outcome <> ALL(%s)",
+                        (self.target, now - timedelta(hours=2), list(NOT_COUNTED)),
                     ).fetchall()
                 copy = [
                     {
@@ -270,14 +287,14 @@ class OpsStore:
                     }
                     for i, (u, a, t, o) in enumerate(rows)
                 ]
-                _write_json(target_state() / STORE_COPY_FILE, copy)
+                _write_json(self.state / STORE_COPY_FILE, copy)
                 count = sum(1 for r in rows if r[1] == action and r[2] > since)
                 return count, "ops PostgreSQL"
             except _UNAVAILABLE as e:
                 self._fail(e)
         seen: dict[str, dict[str, Any]] = {}
         try:
-            copy = json.loads((target_state() / STORE_COPY_FILE).read_text(encoding="utf-8"))
+            copy = json.loads((self.state / STORE_COPY_FILE).read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             copy = []
         for rec in [*(copy if isinstance(copy, list) else []), *self._local_attempts().values()]:
@@ -325,9 +342,9 @@ class OpsStore:
                         "UPDATE westep_ops.repair_attempts SET outcome = %s, finished_at = now(),"
                         " summary = 'interrupted: the process running it stopped before it'"
                         " || ' finished (killed?); what it did is unknown: ' || summary"
-                        " WHERE action = %s AND outcome = %s AND attempt_uid IS DISTINCT FROM %s"
-                        " RETURNING id, started_at, incident_id",
-                        (INTERRUPTED, action, RUNNING, own_uid),
+                        " WHERE target = %s AND action = %s AND outcome = %s"
+                        " AND attempt_uid IS DISTINCT FROM %s RETURNING id, started_at, incident_id",
+                        (INTERRUPTED, self.target, action, RUNNING, own_uid),
                     )
                     out = [
                         {"id": i, "started_at": t, "incident_id": inc}
@@ -349,8 +366,9 @@ class OpsStore:
     def record(self, attempt: dict[str, Any]) -> None:
         """Complete one attempt: the audit file, the budget file, and the ops database
         (or the spool, which the monitor replays into the history when the store returns)."""
-        from westep_ops.spool import Spool
+        from westep_ops.spool import Spool, spool_path
 
+        attempt = {**attempt, "target": attempt.get("target") or self.target}
         line = json.dumps(attempt, default=str, sort_keys=True)
         with open(self.audit_file, "a", encoding="utf-8") as f:
             f.write(line + "\n")
@@ -360,7 +378,7 @@ class OpsStore:
         if conn is not None:
             mapped = attempt
             if (attempt.get("incident_id") or 0) < 0:  # an incident opened while the store was down
-                spool = Spool()
+                spool = Spool(spool_path(self.target))
                 try:
                     mapped = spool.map_ids({"record": attempt})["record"]
                 finally:
@@ -375,7 +393,7 @@ class OpsStore:
             except _UNAVAILABLE as e:
                 self._fail(e)
         if self.url:  # replayed into the history by the monitor when the store returns
-            spool = Spool()
+            spool = Spool(spool_path(self.target))
             try:
                 spool.add("repair_attempt", {"record": attempt})
             finally:
@@ -387,14 +405,18 @@ class OpsStore:
         True when taken (release with :meth:`unlock`), False when another process holds
         it, None when the ops store is unreachable (nothing to lock with).
         """
-        row = self._query("SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(action),))
+        row = self._query(
+            "SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(self.target, action),)
+        )
         if row is None:
             return None
         return bool(row and row[0])
 
     def unlock(self, action: str) -> None:
         if self._db is not None and not self._db.closed and not self._db.broken:
-            self._query("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(action),))
+            self._query(
+                "SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(self.target, action),)
+            )
 
 
 def _when(value: Any) -> datetime | None:
@@ -414,13 +436,16 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 class LocalLock:
-    """A per-user, per-action file lock (``flock``): holds on this machine while the ops
+    """A per-user, per-target, per-action file lock (``flock``): holds on this machine while the ops
     store is down, and the kernel drops it when its process dies (kill -9 included)."""
 
-    def __init__(self, action: str) -> None:
+    def __init__(self, action: str, target: str = DEFAULT_TARGET) -> None:
         d = state_home() / "locks"
         d.mkdir(exist_ok=True)
-        self.path = d / f"{action}.lock"
+        # Per target: two targets of a fleet repair side by side; one target never twice.
+        self.path = d / (
+            f"{action}.lock" if target == DEFAULT_TARGET else f"{target}.{action}.lock"
+        )
         self._f: Any = None
 
     def acquire(self) -> bool:
@@ -444,7 +469,8 @@ class LocalLock:
 ATTEMPT_COLUMNS = (
     "action",
     "trigger",
-    "target",
+    "target",  # the fleet target's name
+    "database",  # host:port/db that was repaired (no credentials)
     "started_at",
     "finished_at",
     "dry_run",
@@ -462,6 +488,7 @@ ATTEMPT_COLUMNS = (
 
 def insert_attempt(conn: psycopg.Connection, attempt: dict[str, Any]) -> None:
     """Insert one repair attempt record (a dict of :data:`ATTEMPT_COLUMNS`)."""
+    attempt = _upgraded(attempt)
     values = [
         Jsonb(attempt.get(c)) if c in ("changes", "before", "after") else attempt.get(c)
         for c in ATTEMPT_COLUMNS
@@ -492,8 +519,19 @@ def insert_attempt(conn: psycopg.Connection, attempt: dict[str, Any]) -> None:
     )
 
 
-def _lock_key(action: str) -> str:
-    return f"westep_ops.repair:{action}"
+def _upgraded(attempt: dict[str, Any]) -> dict[str, Any]:
+    """An attempt recorded before fleets (budget file, spool) named its host:port/db
+    ``target`` and had no target name: it was the one target ``default``'s."""
+    if "database" in attempt:
+        return attempt
+    return {**attempt, "database": attempt.get("target"), "target": DEFAULT_TARGET}
+
+
+def _lock_key(target: str, action: str) -> str:
+    """One repair of an action at a time per target (two targets repair side by side)."""
+    if target == DEFAULT_TARGET:
+        return f"westep_ops.repair:{action}"  # the key before fleets, kept for upgrades
+    return f"westep_ops.repair:{target}:{action}"
 
 
 def now_utc() -> datetime:

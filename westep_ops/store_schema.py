@@ -160,6 +160,46 @@ MIGRATIONS: list[str] = [
     ALTER TABLE westep_ops.drill_faults ADD COLUMN categories text[];
     ALTER TABLE westep_ops.drill_faults ADD COLUMN rows_quarantined bigint;
     """,
+    # 8: a fleet (issue 14): every row belongs to a target (config ``targets``; the rows
+    # written before are the one target ``default``). No default is left behind: a write
+    # that forgets its target fails instead of landing in another target's history. The
+    # repair audit's host:port/db column, which was called target, becomes ``database``.
+    """
+    ALTER TABLE westep_ops.repair_attempts RENAME COLUMN target TO database;
+    ALTER TABLE westep_ops.repair_attempts ADD COLUMN target text NOT NULL DEFAULT 'default';
+    ALTER TABLE westep_ops.samples ADD COLUMN target text NOT NULL DEFAULT 'default';
+    ALTER TABLE westep_ops.performance_samples ADD COLUMN target text NOT NULL DEFAULT 'default';
+    ALTER TABLE westep_ops.incidents ADD COLUMN target text NOT NULL DEFAULT 'default';
+    ALTER TABLE westep_ops.alerts ADD COLUMN target text NOT NULL DEFAULT 'default';
+    ALTER TABLE westep_ops.drill_faults ADD COLUMN target text NOT NULL DEFAULT 'default';
+    ALTER TABLE westep_ops.silences ADD COLUMN target text NOT NULL DEFAULT 'default';
+    ALTER TABLE westep_ops.daily_health ADD COLUMN target text NOT NULL DEFAULT 'default';
+    ALTER TABLE westep_ops.hourly_performance ADD COLUMN target text NOT NULL DEFAULT 'default';
+    ALTER TABLE westep_ops.repair_attempts ALTER COLUMN target DROP DEFAULT;
+    ALTER TABLE westep_ops.samples ALTER COLUMN target DROP DEFAULT;
+    ALTER TABLE westep_ops.performance_samples ALTER COLUMN target DROP DEFAULT;
+    ALTER TABLE westep_ops.incidents ALTER COLUMN target DROP DEFAULT;
+    ALTER TABLE westep_ops.alerts ALTER COLUMN target DROP DEFAULT;
+    ALTER TABLE westep_ops.drill_faults ALTER COLUMN target DROP DEFAULT;
+    ALTER TABLE westep_ops.silences ALTER COLUMN target DROP DEFAULT;
+    ALTER TABLE westep_ops.daily_health ALTER COLUMN target DROP DEFAULT;
+    ALTER TABLE westep_ops.hourly_performance ALTER COLUMN target DROP DEFAULT;
+    ALTER TABLE westep_ops.daily_health DROP CONSTRAINT daily_health_pkey;
+    ALTER TABLE westep_ops.daily_health ADD PRIMARY KEY (target, day, category);
+    ALTER TABLE westep_ops.hourly_performance DROP CONSTRAINT hourly_performance_pkey;
+    ALTER TABLE westep_ops.hourly_performance ADD PRIMARY KEY (target, hour);
+    DROP INDEX westep_ops.incidents_one_open;
+    CREATE UNIQUE INDEX incidents_one_open ON westep_ops.incidents (target, category)
+        WHERE closed_at IS NULL;
+    DROP INDEX westep_ops.samples_category_ts;
+    CREATE INDEX samples_target_category_ts ON westep_ops.samples (target, category, ts);
+    CREATE INDEX samples_target_ts ON westep_ops.samples (target, ts);
+    CREATE INDEX performance_samples_target_ts ON westep_ops.performance_samples (target, ts);
+    CREATE INDEX incidents_target_started ON westep_ops.incidents (target, started_at);
+    CREATE INDEX alerts_target_ts ON westep_ops.alerts (target, ts);
+    CREATE INDEX repair_attempts_target_action_time
+        ON westep_ops.repair_attempts (target, action, started_at);
+    """,
     # 9: fleet workers and their leases (monitoring/leases.py): a worker probes a target
     # only while it holds the target's lease; epoch is the fencing token (+1 whenever a
     # different worker takes the lease), expires_at the end of the lease unless renewed

@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from westep_ops.config import Config, Target, target_config
+from westep_ops.config import DEFAULT_TARGET, Config, Target, target_config
 from westep_ops.environment import VARIABLES, Environment
 from westep_ops.errors import WestepError
 from westep_ops.redact import register_secret, register_url
 
-DEFAULT_TARGET = "default"
 # What every target needs before a probe can run: the monitor's two connections.
 REQUIRED = ("DATABASE_URL", "DIRECT_URL")
 # One per deployment, not per target: read under their own names unless a target maps them.

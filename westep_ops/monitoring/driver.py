@@ -18,7 +18,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
-from westep_ops.config import Config
+from westep_ops.config import DEFAULT_TARGET, Config
 from westep_ops.environment import Environment
 from westep_ops.monitoring.engine import Monitor, TickResult
 from westep_ops.monitoring.history import HistoryUnavailable, ResilientHistory
@@ -37,12 +37,15 @@ def fast(config: Config) -> Config:
     )
 
 
-def build(env: Environment, config: Config, *, recovery: bool, target: str = "default") -> Monitor:
+def build(
+    env: Environment, config: Config, *, recovery: bool, target: str = DEFAULT_TARGET
+) -> Monitor:
+    """The monitor of one target: its own history (and spool) and notifier."""
     return Monitor(
         env,
         config,
-        ResilientHistory(env.storage_url),
-        Notifier(env, config.timezone, background=True),
+        ResilientHistory(env.storage_url, target=target),
+        Notifier(env, config.timezone, background=True, target=target),
         recovery=recovery,
     )
 
@@ -52,11 +55,7 @@ def run_repairs(monitor: Monitor, result: TickResult) -> None:
     if not result.repairs:
         return
     # The history knows when the store is down: then the runner goes straight to the file.
-    with OpsStore(
-        monitor.env.storage_url,
-        connect_timeout_ms=monitor.config.monitoring.timeouts.connect,
-        unreachable=monitor.history.error,
-    ) as store:
+    with monitor.ops_store() as store:
         _run_requests(monitor, result, store)
 
 
@@ -84,6 +83,7 @@ def _run_requests(monitor: Monitor, result: TickResult, store: OpsStore) -> None
                 trigger=f"incident #{req.incident_id}",
                 incident_id=req.incident_id,
                 store=store,
+                target=monitor.target,
             )
             monitor.notifier.event(
                 now_utc(),

@@ -120,6 +120,11 @@ class Monitor(RepairFollowing, DegradedState):
         self._confirmations: list[Observation] = []  # this tick's re-probes
         self._open_at_sweep: dict[str, dict[str, Any]] | None = None  # a cheap sweep's read
 
+    @property
+    def target(self) -> str:
+        """The fleet target this monitor watches (its history's)."""
+        return self.history.target
+
     def close(self, wait_s: float = 2.0) -> None:
         """Give queued Slack sends up to ``wait_s`` (the rest is resent later), then close."""
         try:
@@ -144,9 +149,15 @@ class Monitor(RepairFollowing, DegradedState):
     # -- silences and maintenance windows ----------------------------------------------------
     def _silences(self, now: datetime) -> None:
         from westep_ops.silences import current
+        from westep_ops.store import target_state
 
         self.silenced = current(
-            self.config, self.env.storage_url, now=now, unreachable=self.history.error
+            self.config,
+            self.env.storage_url,
+            now=now,
+            unreachable=self.history.error,
+            target=self.target,
+            state=target_state(self.env),
         )
 
     def silenced_by(self, category: str) -> str | None:
@@ -291,6 +302,7 @@ class Monitor(RepairFollowing, DegradedState):
                         r["message"],
                         r["incident_id"],
                         r["id"],
+                        self.target,
                     )
                 )
 
@@ -475,7 +487,7 @@ class Monitor(RepairFollowing, DegradedState):
     ) -> None:
         """Record an alert and send it, unless a silence covers its category: then it is
         recorded with the silence that suppressed it and sent nowhere."""
-        a = Alert(ts, kind, severity, category, redact(message), incident_id)
+        a = Alert(ts, kind, severity, category, redact(message), incident_id, target=self.target)
         quiet = suppressed_by or self.silenced_by(category)
         a.alert_id = self.history.add_alert(
             incident_id, ts, kind, severity, category, a.message, [], suppressed_by=quiet

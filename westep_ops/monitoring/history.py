@@ -27,10 +27,11 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from westep_ops.config import DEFAULT_TARGET
 from westep_ops.db import DeadlineExceeded, deadline, describe_error, store_connection
 from westep_ops.probes.performance import PerformanceSample
 from westep_ops.redact import redact, redact_tree
-from westep_ops.spool import Spool
+from westep_ops.spool import Spool, spool_path
 from westep_ops.store_schema import migrate
 
 # What a dead, frozen or unreachable ops store raises; anything else is a bug and propagates.
@@ -48,7 +49,10 @@ def _why(e: BaseException) -> str:
 
 
 class HistoryStore:
-    """The history in the ops database, one transaction at a time.
+    """One target's history in the ops database, one transaction at a time.
+
+    Every row it writes carries :attr:`target` and every question it asks is about that
+    target's rows only (a fleet's targets share one store; ids are global).
 
     Each transaction takes a connection from the process's ops-store pool
     (:func:`westep_ops.db.store_connection`: opened directly and migrated the first time,
@@ -60,10 +64,12 @@ class HistoryStore:
         self,
         url: str | None,
         *,
+        target: str = DEFAULT_TARGET,
         connect_timeout_ms: int = 3000,
         statement_timeout_ms: int = 30_000,
     ) -> None:
         self.url = url
+        self.target = target  # every read and write is this target's
         self.connect_timeout_ms = connect_timeout_ms
         self.statement_timeout_ms = statement_timeout_ms
         self.deadline_ms = statement_timeout_ms + 1000
@@ -102,7 +108,7 @@ class HistoryStore:
     # -- writes ---------------------------------------------------------------------------
     def _write(self, op: str, args: dict[str, Any]) -> int | None:
         with self.tx() as conn:
-            return apply_entry(conn, op, args)
+            return apply_entry(conn, op, {**args, "target": self.target})
 
     def add_samples(self, ts: datetime, kind: str, rows: list[dict[str, Any]]) -> None:
         """Rows with category, status, summary, findings, suspected_cause, duration_ms, value."""
@@ -191,7 +197,8 @@ class HistoryStore:
     def open_incidents(self) -> dict[str, dict[str, Any]]:
         with self.tx() as conn:
             cur = conn.cursor(row_factory=dict_row).execute(
-                "SELECT * FROM westep_ops.incidents WHERE closed_at IS NULL"
+                "SELECT * FROM westep_ops.incidents WHERE target = %s AND closed_at IS NULL",
+                (self.target,),
             )
             return {r["category"]: r for r in cur.fetchall()}
 
@@ -201,9 +208,9 @@ class HistoryStore:
         """Categories whose incident closed after ``since``: category -> latest close."""
         with self.tx() as conn:
             rows = conn.execute(
-                "SELECT category, max(closed_at) FROM westep_ops.incidents"
-                " WHERE closed_at > %s AND (NOT %s OR severity = 'critical') GROUP BY category",
-                (since, critical_only),
+                "SELECT category, max(closed_at) FROM westep_ops.incidents WHERE target = %s"
+                " AND closed_at > %s AND (NOT %s OR severity = 'critical') GROUP BY category",
+                (self.target, since, critical_only),
             ).fetchall()
         return {r[0]: r[1] for r in rows}
 
@@ -216,14 +223,16 @@ class HistoryStore:
             return conn.execute(
                 "SELECT ts, CASE WHEN status = 'warning' AND cardinality(findings) > 0"
                 " AND findings <@ %s::text[] THEN 'ok' ELSE status END"
-                " FROM westep_ops.samples WHERE category = %s ORDER BY ts DESC, id DESC LIMIT %s",
-                (sorted(observe_only), category, limit),
+                " FROM westep_ops.samples WHERE target = %s AND category = %s"
+                " ORDER BY ts DESC, id DESC LIMIT %s",
+                (sorted(observe_only), self.target, category, limit),
             ).fetchall()
 
     def last_sample_at(self, kinds: tuple[str, ...]) -> datetime | None:
         with self.tx() as conn:
             row = conn.execute(
-                "SELECT max(ts) FROM westep_ops.samples WHERE kind = ANY(%s)", (list(kinds),)
+                "SELECT max(ts) FROM westep_ops.samples WHERE target = %s AND kind = ANY(%s)",
+                (self.target, list(kinds)),
             ).fetchone()
         return row[0] if row else None
 
@@ -232,9 +241,9 @@ class HistoryStore:
         with self.tx() as conn:
             cur = conn.cursor(row_factory=dict_row).execute(
                 "SELECT id, incident_id, ts, kind, severity, category, message FROM westep_ops.alerts"
-                " WHERE ts >= %s AND NOT %s = ANY(channels) AND suppressed_by IS NULL"
-                " ORDER BY id LIMIT %s",
-                (since, channel, limit),
+                " WHERE target = %s AND ts >= %s AND NOT %s = ANY(channels)"
+                " AND suppressed_by IS NULL ORDER BY id LIMIT %s",
+                (self.target, since, channel, limit),
             )
             return cur.fetchall()
 
@@ -260,10 +269,10 @@ class HistoryStore:
                     "SELECT a.*, (i.id IS NOT NULL AND i.closed_at IS NULL) AS incident_open"
                     " FROM westep_ops.alerts a"
                     " LEFT JOIN westep_ops.incidents i ON i.id = a.incident_id"
-                    " WHERE (NOT %s OR (i.id IS NOT NULL AND i.closed_at IS NULL))"
+                    " WHERE a.target = %s AND (NOT %s OR (i.id IS NOT NULL AND i.closed_at IS NULL))"
                     " AND (NOT %s OR ({unlabelled})) ORDER BY a.id DESC LIMIT %s"
                 ).format(unlabelled=UNLABELLED),
-                (open_only, unlabelled, limit),
+                (self.target, open_only, unlabelled, limit),
             )
             return cur.fetchall()
 
@@ -331,14 +340,20 @@ def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int 
     """Perform one history write in ``conn``'s open transaction; the new row's id, if any.
 
     Shared by the live path and the spool's replay, so both write exactly the same rows.
+    ``args["target"]`` is the target the row belongs to (an entry spooled before fleets
+    has none: it was the one target ``default``'s); an update by id touches only that
+    target's row.
     """
+    target = args.get("target") or DEFAULT_TARGET
     if op == "samples":
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO westep_ops.samples (ts, kind, category, status, summary, findings,"
-                " suspected_cause, duration_ms, value) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO westep_ops.samples (target, ts, kind, category, status, summary,"
+                " findings, suspected_cause, duration_ms, value)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (
+                        target,
                         args["ts"],
                         args["kind"],
                         r["category"],
@@ -358,22 +373,23 @@ def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int 
         cols = list(p)
         conn.execute(
             psycopg.sql.SQL(
-                "INSERT INTO westep_ops.performance_samples (ts, {}) VALUES (%s, {})"
+                "INSERT INTO westep_ops.performance_samples (target, ts, {}) VALUES (%s, %s, {})"
             ).format(
                 psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, cols)),
                 psycopg.sql.SQL(", ").join(psycopg.sql.Placeholder() * len(cols)),
             ),
-            [args["ts"], *p.values()],
+            [target, args["ts"], *p.values()],
         )
         return None
     if op == "open_incident":
         try:
             with conn.transaction():  # a savepoint: the conflict below must not end the tx
                 row = conn.execute(
-                    "INSERT INTO westep_ops.incidents (category, severity, started_at, detected_at,"
-                    " summary, last_notified_at, silenced_by)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                    "INSERT INTO westep_ops.incidents (target, category, severity, started_at,"
+                    " detected_at, summary, last_notified_at, silenced_by)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
                     (
+                        target,
                         args["category"],
                         args["severity"],
                         args["started"],
@@ -387,33 +403,37 @@ def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int 
             # Replayed while another process had opened one for the category: it is the same
             # outage, so what was spooled about it joins that incident.
             row = conn.execute(
-                "SELECT id FROM westep_ops.incidents WHERE category = %s AND closed_at IS NULL",
-                (args["category"],),
+                "SELECT id FROM westep_ops.incidents"
+                " WHERE target = %s AND category = %s AND closed_at IS NULL",
+                (target, args["category"]),
             ).fetchone()
         assert row is not None
         return int(row[0])
     if op == "close_incident":
         conn.execute(
             "UPDATE westep_ops.incidents SET resolved_at = %s, closed_at = %s,"
-            " recovered_by = coalesce(recovered_by, %s) WHERE id = %s AND closed_at IS NULL",
-            (args["resolved"], args["closed"], args["recovered_by"], args["incident_id"]),
+            " recovered_by = coalesce(recovered_by, %s)"
+            " WHERE id = %s AND target = %s AND closed_at IS NULL",
+            (args["resolved"], args["closed"], args["recovered_by"], args["incident_id"], target),
         )
         return None
     if op == "update_incident":
         for k, v in args["fields"].items():
             assert k in _INCIDENT_FIELDS, k
             conn.execute(
-                psycopg.sql.SQL("UPDATE westep_ops.incidents SET {} = %s WHERE id = %s").format(
-                    psycopg.sql.Identifier(k)
-                ),
-                (v, args["incident_id"]),
+                psycopg.sql.SQL(
+                    "UPDATE westep_ops.incidents SET {} = %s WHERE id = %s AND target = %s"
+                ).format(psycopg.sql.Identifier(k)),
+                (v, args["incident_id"], target),
             )
         return None
     if op == "add_alert":
         row = conn.execute(
-            "INSERT INTO westep_ops.alerts (incident_id, ts, kind, severity, category, message,"
-            " channels, suppressed_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            "INSERT INTO westep_ops.alerts (target, incident_id, ts, kind, severity, category,"
+            " message, channels, suppressed_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING id",
             (
+                target,
                 args["incident_id"] if (args["incident_id"] or 0) >= 0 else None,
                 args["ts"],
                 args["kind"],
@@ -428,28 +448,28 @@ def apply_entry(conn: psycopg.Connection, op: str, args: dict[str, Any]) -> int 
         return int(row[0])
     if op == "set_alert_channels":
         conn.execute(
-            "UPDATE westep_ops.alerts SET channels = %s WHERE id = %s",
-            (args["channels"], args["alert_id"]),
+            "UPDATE westep_ops.alerts SET channels = %s WHERE id = %s AND target = %s",
+            (args["channels"], args["alert_id"], target),
         )
         return None
     if op == "mark_delivered":
         conn.execute(
             "UPDATE westep_ops.alerts SET channels = array_append(channels, %s)"
-            " WHERE id = %s AND NOT %s = ANY(channels)",
-            (args["channel"], args["alert_id"], args["channel"]),
+            " WHERE id = %s AND target = %s AND NOT %s = ANY(channels)",
+            (args["channel"], args["alert_id"], target, args["channel"]),
         )
         return None
     if op == "repair_attempt":
         from westep_ops.store import insert_attempt
 
-        insert_attempt(conn, args["record"])
+        insert_attempt(conn, {"target": target, **args["record"]})
         return None
     raise ValueError(f"unknown history write {op!r}")
 
 
-# Last answers of the store per (url, question), kept for the process's lifetime so that
+# Last answers of the store per (url, target, question), kept for the process's lifetime so that
 # a sensor evaluation (a new object each tick) still knows them while the store is down.
-_LAST_ANSWERS: dict[tuple[str, str], Any] = {}
+_LAST_ANSWERS: dict[tuple[str, str, str], Any] = {}
 
 
 class ResilientHistory(HistoryStore):
@@ -469,6 +489,7 @@ class ResilientHistory(HistoryStore):
         self,
         url: str | None,
         *,
+        target: str = DEFAULT_TARGET,
         spool: Spool | None = None,
         connect_timeout_ms: int = 2000,
         statement_timeout_ms: int = 2000,
@@ -476,9 +497,12 @@ class ResilientHistory(HistoryStore):
         replay_budget_s: float = 2.0,
     ) -> None:
         super().__init__(
-            url, connect_timeout_ms=connect_timeout_ms, statement_timeout_ms=statement_timeout_ms
+            url,
+            target=target,
+            connect_timeout_ms=connect_timeout_ms,
+            statement_timeout_ms=statement_timeout_ms,
         )
-        self.spool = spool or Spool()
+        self.spool = spool or Spool(spool_path(target))
         self.retry_seconds = retry_seconds
         self.replay_budget_s = replay_budget_s
         self.error: str | None = None
@@ -491,10 +515,10 @@ class ResilientHistory(HistoryStore):
         self.spool.close()
 
     def _answers(self, key: str) -> Any:
-        return _LAST_ANSWERS.get((self.url or "", key))
+        return _LAST_ANSWERS.get((self.url or "", self.target, key))
 
     def _remember(self, key: str, value: Any) -> Any:
-        _LAST_ANSWERS[(self.url or "", key)] = value
+        _LAST_ANSWERS[(self.url or "", self.target, key)] = value
         return value
 
     def _try(self, fn: Any) -> Any:
@@ -537,6 +561,7 @@ class ResilientHistory(HistoryStore):
     # -- writes ---------------------------------------------------------------------------
     def _write(self, op: str, args: dict[str, Any]) -> int | None:
         queue = object()
+        args = {**args, "target": self.target}  # spooled entries keep their target
 
         def write() -> Any:
             if self.spool.count():

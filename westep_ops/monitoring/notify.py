@@ -39,6 +39,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from westep_ops.config import DEFAULT_TARGET
 from westep_ops.environment import Environment
 from westep_ops.redact import redact, redact_tree
 from westep_ops.store import log_dir
@@ -53,6 +54,11 @@ class Alert:
     message: str
     incident_id: int | None = None
     alert_id: int | None = None
+    target: str = DEFAULT_TARGET
+
+    def where(self) -> str:
+        """``[category]``, after the target's name in a fleet (``staging [pool]``)."""
+        return ("" if self.target == DEFAULT_TARGET else f"{self.target} ") + f"[{self.category}]"
 
     def line(self, tz: ZoneInfo) -> str:
         """One log line (a message of several lines, like the daily summary, is joined)."""
@@ -60,7 +66,7 @@ class Alert:
         hint = self.label_hint()
         return (
             f"{self.ts.astimezone(tz).isoformat(timespec='seconds')} {self.severity.upper()}"
-            f" [{self.category}]{ref} {self.kind} (alert {_ref(self.alert_id)}):"
+            f" {self.where()}{ref} {self.kind} (alert {_ref(self.alert_id)}):"
             f" {' / '.join(redact(self.message).splitlines())}" + (f" | {hint}" if hint else "")
         )
 
@@ -105,9 +111,16 @@ class Notifier:
     MAX_FAILED = 50  # alerts kept for a later resend when Slack keeps failing
 
     def __init__(
-        self, env: Environment, tz: str, *, timeout_s: float = 5.0, background: bool = False
+        self,
+        env: Environment,
+        tz: str,
+        *,
+        timeout_s: float = 5.0,
+        background: bool = False,
+        target: str = DEFAULT_TARGET,
     ) -> None:
         self.env = env
+        self.target = target  # every event it writes names it
         self.tz = ZoneInfo(tz)
         self.timeout_s = timeout_s
         self.background = background
@@ -123,8 +136,12 @@ class Notifier:
         return ts.astimezone(self.tz).strftime("%Y-%m-%d")
 
     def event(self, ts: datetime, **fields: Any) -> None:
-        """Append one JSON event (redacted) to the day's event file."""
-        record = {"ts": ts.astimezone(self.tz).isoformat(timespec="seconds"), **fields}
+        """Append one JSON event (redacted, with its target) to the day's event file."""
+        record = {
+            "ts": ts.astimezone(self.tz).isoformat(timespec="seconds"),
+            "target": self.target,
+            **fields,
+        }
         path = log_dir() / f"monitoring-events-{self._day(ts)}.json"
         line = json.dumps(redact_tree(record), ensure_ascii=False) + "\n"
         with self._lock, open(path, "a", encoding="utf-8") as f:
@@ -224,7 +241,9 @@ class Notifier:
         }
         payload: dict[str, Any] = {
             "username": "westep-ops",
-            "text": f"{icon.get(a.severity, '')} *{a.severity.upper()}* `{a.category}` {a.kind}"
+            "text": f"{icon.get(a.severity, '')} *{a.severity.upper()}*"
+            + ("" if a.target == DEFAULT_TARGET else f" *{a.target}*")
+            + f" `{a.category}` {a.kind}"
             + (f" (incident #{_ref(a.incident_id)})" if a.incident_id else "")
             + f": {redact(a.message)}"
             + (f"\n{hint}" if (hint := _slack_hint(a)) else ""),
@@ -272,8 +291,8 @@ class Notifier:
 class PreviewNotifier(Notifier):
     """Sends nothing and writes nothing: what a preview of a tick would have alerted."""
 
-    def __init__(self, env: Environment, tz: str) -> None:
-        super().__init__(env, tz)
+    def __init__(self, env: Environment, tz: str, *, target: str = DEFAULT_TARGET) -> None:
+        super().__init__(env, tz, target=target)
         self.previewed: list[Alert] = []
 
     def event(self, ts: datetime, **fields: Any) -> None:

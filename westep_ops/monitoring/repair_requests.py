@@ -19,6 +19,7 @@ from westep_ops.repairs.recovery import MONITOR_CATEGORY, plan_repairs
 
 if TYPE_CHECKING:
     from westep_ops.monitoring.engine import TickResult
+    from westep_ops.store import OpsStore
 
 
 def _manual(attempt: dict) -> bool:
@@ -94,32 +95,34 @@ class RepairFollowing(MonitorHost):
                 continue
             out.repairs.append(RepairRequest(incident["id"], o.category, p.action, len(mine)))
 
-    def _limit_free(self, action: RepairAction) -> bool:
-        from westep_ops.store import OpsStore
+    def ops_store(self) -> OpsStore:
+        """This target's repair audit and limit (the file fallback when the store is down)."""
+        from westep_ops.store import OpsStore, target_state
 
-        # The file fallback counts while the ops store is down, as the runner will.
-        with OpsStore(
+        return OpsStore(
             self.env.storage_url,
             connect_timeout_ms=self.config.monitoring.timeouts.connect,
             unreachable=self.history.error,
-        ) as store:
+            target=self.history.target,
+            state=target_state(self.env),
+        )
+
+    def _limit_free(self, action: RepairAction) -> bool:
+        # The file fallback counts while the ops store is down, as the runner will.
+        with self.ops_store() as store:
             count, _source = store.attempts_last_hour(action.value)
         return count < self.config.monitoring.auto_recovery.max_attempts_per_hour
 
     def _reap(self, action: RepairAction) -> bool:
         """A "running" attempt whose lock is free belongs to a dead process: mark it
         interrupted (True). False while it really runs somewhere."""
-        from westep_ops.store import LocalLock, OpsStore
+        from westep_ops.store import LocalLock
 
-        local = LocalLock(action.value)
+        local = LocalLock(action.value, self.history.target)
         if not local.acquire():
             return False
         try:
-            with OpsStore(
-                self.env.storage_url,
-                connect_timeout_ms=self.config.monitoring.timeouts.connect,
-                unreachable=self.history.error,
-            ) as store:
+            with self.ops_store() as store:
                 lock = store.try_lock(action.value)
                 if lock is False:
                     return False

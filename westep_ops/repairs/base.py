@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
-from westep_ops.config import Category, Config, RepairAction
+from westep_ops.config import DEFAULT_TARGET, Category, Config, RepairAction
 from westep_ops.db import connect, describe_error
 from westep_ops.environment import Environment
 from westep_ops.errors import WestepError
@@ -33,7 +33,7 @@ from westep_ops.probes.base import MONITOR_MISCONFIGURED, CheckResult, Status
 from westep_ops.probes.health import run_health_check
 from westep_ops.probes.session import ProbeSession
 from westep_ops.redact import redact
-from westep_ops.store import LocalLock, OpsStore, now_utc
+from westep_ops.store import LocalLock, OpsStore, now_utc, target_state
 
 # Escalation levels of the seed: 1 automatic, 2 a person must act, 3 outside help.
 LEVEL_MANUAL = 2
@@ -70,6 +70,7 @@ class RepairContext:
     # Seam for silences / maintenance windows (a later branch): may R2 RESUME this
     # pgbouncer database now? None = always.
     may_resume: Callable[[str], bool] | None = None
+    target: str = DEFAULT_TARGET  # the fleet target (its silences decide "skipped")
 
     @property
     def timeouts(self) -> Any:
@@ -146,7 +147,8 @@ class RepairResult:
     duration_ms: float = 0.0
     escalation: int | None = None
     forced: bool = False
-    target: str = ""
+    target: str = ""  # the fleet target's name
+    database: str = ""  # host:port/db that was repaired (no credentials)
 
     @property
     def ok(self) -> bool:
@@ -253,6 +255,7 @@ def run_repair(
     all_declared: bool = False,
     may_resume: Callable[[str], bool] | None = None,
     wait_s: float = WAIT_FOR_OTHER_S,
+    target: str = DEFAULT_TARGET,
 ) -> RepairResult:
     """Run one repair with every safety rule applied; always returns a recorded result.
 
@@ -268,21 +271,35 @@ def run_repair(
     ``found`` narrows a repair to what the failing check named (see RepairContext);
     ``all_declared`` is a person's request to apply every declared privilege (R3);
     ``may_resume`` may forbid R2's RESUME (silences are also checked by the repair itself).
+    ``target`` is the fleet target's name: its attempts alone count toward its hourly
+    limit, and its lock is its own (two targets repair side by side).
     """
     from westep_ops.repairs import actions  # noqa: F401 - registers the repairs (imports us)
 
     spec = REGISTRY[action]
     own_store = store is None
     store = store or OpsStore(
-        env.storage_url, connect_timeout_ms=config.monitoring.timeouts.connect
+        env.storage_url,
+        connect_timeout_ms=config.monitoring.timeouts.connect,
+        target=target,
+        state=target_state(env),
     )
+    if store.target != target:
+        raise ValueError(f"repair of target {target} given the store of target {store.target}")
     started = now_utc()
     t0 = time.perf_counter()
     result = RepairResult(
-        action.value, trigger, dry_run, "failed", "", target=target_id(env), forced=force
+        action.value,
+        trigger,
+        dry_run,
+        "failed",
+        "",
+        target=target,
+        database=target_id(env),
+        forced=force,
     )
     uid = uuid.uuid4().hex
-    local = LocalLock(action.value)
+    local = LocalLock(action.value, target)
     locked = local_locked = recorded = False
 
     def record_base() -> dict[str, Any]:
@@ -369,6 +386,7 @@ def run_repair(
             found=found,
             all_declared=all_declared,
             may_resume=may_resume,
+            target=target,
         )
         try:
             summary = spec.fn(ctx)

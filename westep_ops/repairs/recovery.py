@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from westep_ops.config import Category, Config, RepairAction
+from westep_ops.config import DEFAULT_TARGET, Category, Config, RepairAction
 from westep_ops.environment import Environment
 from westep_ops.probes.base import MONITOR_MISCONFIGURED, CheckResult, Status
 from westep_ops.probes.db_status import DbStatus, db_status
@@ -36,7 +36,7 @@ from westep_ops.probes.session import ProbeSession
 from westep_ops.redact import redact
 from westep_ops.repairs import actions as _actions  # noqa: F401 - registers the repairs
 from westep_ops.repairs.base import LEVEL_EXTERNAL, LEVEL_MANUAL, RepairResult, run_repair
-from westep_ops.store import OpsStore, log_dir
+from westep_ops.store import OpsStore, log_dir, target_state
 
 # The escalation "category" of the monitor's own misconfiguration (not a category H1-H7).
 MONITOR_CATEGORY = "monitor"
@@ -390,7 +390,12 @@ def sweep(env: Environment, config: Config) -> tuple[list[CheckResult], Performa
 
 
 def recover(
-    env: Environment, config: Config, *, dry_run: bool = False, store: OpsStore | None = None
+    env: Environment,
+    config: Config,
+    *,
+    dry_run: bool = False,
+    store: OpsStore | None = None,
+    target: str = DEFAULT_TARGET,
 ) -> RecoveryReport:
     """Check, repair what the checks call for, re-check, escalate the rest, write the report."""
     tz = ZoneInfo(config.timezone)
@@ -408,12 +413,15 @@ def recover(
             report.db_status = db_status(session)
     own_store = store is None
     store = store or OpsStore(
-        env.storage_url, connect_timeout_ms=config.monitoring.timeouts.connect
+        env.storage_url,
+        connect_timeout_ms=config.monitoring.timeouts.connect,
+        target=target,
+        state=target_state(env),
     )
     try:
         _run_plan(report, env, config, store, dry_run=dry_run or not enabled)
         if plan and not dry_run and enabled:
-            _judge_after(report, env, config)
+            _judge_after(report, env, config, store.target)
         if any(p.action in DIAGNOSE_AFTER for p in plan):
             # The seed's runbook: data integrity and performance warnings get a diagnosis too.
             from westep_ops.probes.diagnosis import diagnose
@@ -445,7 +453,14 @@ def _run_plan(
         trigger = "; ".join(p.triggers)[:500]
         try:
             result = run_repair(
-                p.action, env, config, dry_run=dry_run, trigger=trigger, store=store, found=p.found
+                p.action,
+                env,
+                config,
+                dry_run=dry_run,
+                trigger=trigger,
+                store=store,
+                found=p.found,
+                target=store.target,
             )
         except Exception as e:  # noqa: BLE001 - run_repair records its own; this is the last net
             result = RepairResult(
@@ -455,6 +470,7 @@ def _run_plan(
                 "failed",
                 redact(f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"),
                 escalation=LEVEL_MANUAL,
+                target=store.target,
             )
         report.repairs.append(result)
         if result.outcome == "refused" or (result.escalation and not result.ok):
@@ -463,12 +479,12 @@ def _run_plan(
             )
 
 
-def _judge_after(report: RecoveryReport, env: Environment, config: Config) -> None:
+def _judge_after(report: RecoveryReport, env: Environment, config: Config, target: str) -> None:
     """Re-check; escalate what still fails, except what a silence covers (left on purpose)."""
     from westep_ops.silences import current
 
     report.after, _ = sweep(env, config)
-    silenced = current(config, env.storage_url)
+    silenced = current(config, env.storage_url, target=target, state=target_state(env))
     escalated = {e.category for e in report.escalations}
     for r in report.after:
         if (

@@ -287,7 +287,8 @@ def _known_day(store_url: str) -> None:
     with psycopg.connect(store_url, autocommit=True) as conn:
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO westep_ops.samples (ts, kind, category, status, summary) VALUES (%s, 'cheap', %s, %s, 'x')",
+                "INSERT INTO westep_ops.samples (target, ts, kind, category, status, summary)"
+                " VALUES ('default', %s, 'cheap', %s, %s, 'x')",
                 [
                     (
                         day + timedelta(minutes=i),
@@ -299,15 +300,16 @@ def _known_day(store_url: str) -> None:
                 ],
             )
             cur.executemany(
-                "INSERT INTO westep_ops.performance_samples (ts, mean_api_ms, http_requests, http_failures, tps, status)"
-                " VALUES (%s, %s, 2, 0, 10, 'ok')",
+                "INSERT INTO westep_ops.performance_samples (target, ts, mean_api_ms, http_requests,"
+                " http_failures, tps, status) VALUES ('default', %s, %s, 2, 0, 10, 'ok')",
                 [(day + timedelta(minutes=i), 100.0 + i % 60) for i in range(0, 1440, 5)],
             )
         conn.execute(
-            "INSERT INTO westep_ops.incidents (category, severity, started_at, detected_at, resolved_at, closed_at,"
-            " recovered_by, summary) VALUES"
-            " ('pool', 'critical', %s, %s, %s, %s, 'auto:restore_connection_pool', 'paused'),"
-            " ('integrity', 'warning', %s, %s, %s, %s, NULL, 'orphans')",
+            "INSERT INTO westep_ops.incidents (target, category, severity, started_at, detected_at,"
+            " resolved_at, closed_at, recovered_by, summary) VALUES"
+            " ('default', 'pool', 'critical', %s, %s, %s, %s, 'auto:restore_connection_pool',"
+            " 'paused'),"
+            " ('default', 'integrity', 'warning', %s, %s, %s, %s, NULL, 'orphans')",
             (
                 day + timedelta(minutes=600),
                 day + timedelta(minutes=600, seconds=40),

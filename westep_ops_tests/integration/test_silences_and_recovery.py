@@ -563,9 +563,9 @@ def test_every_repair_outcome_of_an_incident_is_followed(
     def attempt(iid: int, action: str, outcome: str) -> None:
         with psycopg.connect(os.environ["WESTEP_OPS_STORAGE_URL"]) as c:
             c.execute(
-                "INSERT INTO westep_ops.repair_attempts (action, trigger, target, started_at,"
-                " finished_at, dry_run, outcome, summary, incident_id, escalation)"
-                " VALUES (%s, 'test', 'sandbox', now(), now(), false, %s, %s, %s, 2)",
+                "INSERT INTO westep_ops.repair_attempts (action, trigger, target, database,"
+                " started_at, finished_at, dry_run, outcome, summary, incident_id, escalation)"
+                " VALUES (%s, 'test', 'default', 'sandbox', now(), now(), false, %s, %s, %s, 2)",
                 (action, outcome, f"{action} {outcome} (constructed)", iid),
             )
 

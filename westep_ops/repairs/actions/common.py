@@ -24,8 +24,11 @@ def unless_silenced(ctx: RepairContext, category: Category) -> None:
     if ctx.force:
         return
     from westep_ops.silences import current
+    from westep_ops.store import target_state
 
-    s = current(ctx.config, ctx.env.storage_url).match(category.value)
+    s = current(
+        ctx.config, ctx.env.storage_url, target=ctx.target, state=target_state(ctx.env)
+    ).match(category.value)
     if s is not None:
         raise RepairSkipped(f"skipped: silenced by {s.describe(ctx.config.timezone)}")
 
