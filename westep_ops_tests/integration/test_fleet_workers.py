@@ -153,13 +153,17 @@ def wait_for(predicate: Any, timeout: float, what: str) -> Any:
 
 
 def holders(sb: Sandbox) -> dict[str, str | None]:
-    return dict(
-        rows(
-            sb,
-            "SELECT target, CASE WHEN expires_at > clock_timestamp() THEN worker END"
-            " FROM westep_ops.leases",
+    """Each target's worker while its lease is valid (before the schema exists: none)."""
+    try:
+        return dict(
+            rows(
+                sb,
+                "SELECT target, CASE WHEN expires_at > clock_timestamp() THEN worker END"
+                " FROM westep_ops.leases",
+            )
         )
-    )
+    except psycopg.errors.UndefinedTable:
+        return {}
 
 
 def sweeps(sb: Sandbox) -> dict[str, list[datetime]]:
@@ -253,6 +257,8 @@ def test_a_fault_on_one_target_opens_and_is_repaired_on_that_target_only(
     proc = start(cfg, env, tmp_path / "w.log", "--worker-id", "solo")
     faulted = False
     try:
+        every = {f"t{t}": "solo" for t in range(1, TARGETS + 1)}
+        wait_for(lambda: holders(fleet) == every, 45, "solo holding every lease")
         wait_for(
             lambda: len(rows(fleet, "SELECT DISTINCT target FROM westep_ops.samples")) == 5,
             45,
