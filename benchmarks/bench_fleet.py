@@ -4,8 +4,8 @@
         [--sweeps 5] [--concurrency 16] [--dir .westep/bench-fleet] [--base-port P]
         [--skip-takeover]
 
-For each fleet size N (the sandbox is grown to N target databases behind one pgbouncer,
-``sandbox up --targets N``; a config of N targets, each with its own secrets file and
+For each fleet size N (the sandbox is grown to at least N target databases behind one
+pgbouncer, ``sandbox up --targets N``, and its first N are used; a config of N targets, each with its own secrets file and
 pgbouncer pool, the shipped config's checks, a 60 s cheap cadence):
 
 - one worker in this process (``fleet.Worker``: leases taken, fenced histories, the
@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -51,8 +52,9 @@ import psycopg.sql  # noqa: E402
 
 from westep_ops.config import load_config  # noqa: E402
 from westep_ops.monitoring.fleet import Worker  # noqa: E402
+from westep_ops.monitoring.leases import owner  # noqa: E402
 from westep_ops.sandbox.manager import Sandbox  # noqa: E402
-from westep_ops.sandbox.state import default_base_port  # noqa: E402
+from westep_ops.sandbox.state import default_base_port, target_db  # noqa: E402
 from westep_ops.targets import resolve_targets  # noqa: E402
 from westep_ops_tests.integration.test_fleet_workers import fleet_config  # noqa: E402
 
@@ -93,12 +95,21 @@ def clear(url: str) -> None:
             )
 
 
-def monitor_connections(sb: Sandbox) -> int:
+def monitor_connections(sb: Sandbox, n: int) -> tuple[int, int]:
+    """The monitor login's server connections to the first ``n`` target databases:
+    (total, most on one database). pgbouncer's idle servers count (they are the pooled
+    connections' server side)."""
+    dbs = [target_db(t) for t in range(1, n + 1)]
     with sb.superuser_conn() as c:
-        row = c.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'westep_monitor'"
-        ).fetchone()
-        return int(row[0]) if row else 0
+        per_db = [
+            int(k)
+            for (k,) in c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'westep_monitor'"
+                " AND datname = ANY(%s) GROUP BY datname",
+                (dbs,),
+            )
+        ]
+    return sum(per_db), max(per_db, default=0)
 
 
 def in_process(sb: Sandbox, cfg: Path, n: int, sweeps: int, concurrency: int) -> dict[str, Any]:
@@ -116,6 +127,15 @@ def in_process(sb: Sandbox, cfg: Path, n: int, sweeps: int, concurrency: int) ->
     worker.rebalance()  # takes every lease
     worker.apply()  # builds the N monitors
     assert len(worker.slots) == n, f"{len(worker.slots)} leases of {n}"
+    # Lease rounds go on beside the sweeps, as in a worker (a slow sweep must not let
+    # its leases lapse: the fence would then refuse its writes).
+    stop = threading.Event()
+
+    def rounds() -> None:
+        while not stop.wait(worker.timing.renew_s):
+            worker.rebalance()
+
+    threading.Thread(target=rounds, daemon=True).start()
     monitors = [s.monitor for s in worker.slots.values()]
     pool = ThreadPoolExecutor(concurrency, thread_name_prefix="westep-target")
     walls: list[float] = []
@@ -136,12 +156,22 @@ def in_process(sb: Sandbox, cfg: Path, n: int, sweeps: int, concurrency: int) ->
             if i:
                 walls.append(wall)
                 cpu += time.process_time() - c0
-            print(f"  sweep {i}{' (warm-up)' if not i else ''}: {wall:.2f} s", flush=True)
+            confirmed = sum(1 for r in results if r.confirmations)
+            failing = sum(1 for r in results for o in r.observations if o.status != "ok")
+            print(
+                f"  sweep {i}{' (warm-up)' if not i else ''}: {wall:.2f} s; targets that"
+                f" re-probed a first failure (confirmDelaySeconds in their slot): {confirmed};"
+                f" results not ok: {failing}",
+                flush=True,
+            )
         rows = (written(url) - rows_before) / sweeps
-        conns = monitor_connections(sb)
+        conns = monitor_connections(sb, n)
         rss = rss_mb()
     finally:
+        stop.set()
         pool.shutdown()
+        worker.apply()
+        assert len(worker.slots) == n, "a lease was lost during the sweeps"
         worker.leases.release_all()
         for m in monitors:
             m.close()
@@ -184,14 +214,14 @@ def takeover(sb: Sandbox, cfg: Path, n: int, scratch: Path) -> dict[str, Any]:
             start_new_session=True,
         )
     try:
+        want = {f"t{t}": owner(f"t{t}", ["bench-a", "bench-b"]) for t in range(1, n + 1)}
         end = time.monotonic() + 600
         while time.monotonic() < end:
-            h = holders(url)
-            if len(h) == n and set(h.values()) == {"bench-a", "bench-b"}:
+            if holders(url) == want:  # settled on the rendezvous owners
                 break
             time.sleep(1)
         else:
-            raise SystemExit("the two workers never split the leases")
+            raise SystemExit("the two workers never settled on the rendezvous owners")
         a_had = sum(v == "bench-a" for v in holders(url).values())
         os.killpg(procs["bench-a"].pid, signal.SIGKILL)
         killed = time.monotonic()
@@ -233,8 +263,9 @@ def main() -> None:
         " runs at the real 60 s cadence."
     )
     for n in sizes:
+        have = Sandbox(sb_dir).state.targets if Sandbox(sb_dir).exists else 0
         up = subprocess.run(
-            [*CLI, "sandbox", "up", "--dir", str(sb_dir), "--targets", str(n)]
+            [*CLI, "sandbox", "up", "--dir", str(sb_dir), "--targets", str(max(n, have))]
             + ["--base-port", str(args.base_port or default_base_port())],
             capture_output=True,
             text=True,
@@ -257,7 +288,8 @@ def main() -> None:
                 f" (goal for 200: < 10 s); CPU {r['cpu_per_target'] * 1000:.0f} ms per target"
                 f" per sweep; worker RSS {r['rss']:.0f} MB (peak {r['peak_rss']:.0f} MB;"
                 f" goal < 500); ops rows written per sweep {r['rows']:.0f} (+ {n} lease"
-                f" renewals); monitor server connections {r['connections']} (<= 2 per target);"
+                f" renewals); monitor server connections {r['connections'][0]}, at most"
+                f" {r['connections'][1]} on one target (goal <= 2);"
                 f" ticks that spooled (ops store did not answer in time): {r['spooled']}",
                 flush=True,
             )
