@@ -54,3 +54,22 @@ def test_takeover_timing_fits_well_under_two_intervals() -> None:
     assert Timing.for_interval(3_600_000).ttl_s == 30.0
     short = Timing.for_interval(6_000)
     assert short.ttl_s == 3.0 and short.renew_s == 0.75
+
+
+def test_sandbox_connection_limits_fit_a_fleet() -> None:
+    from westep_ops.sandbox.manager import (
+        bouncer_max_clients,
+        monitor_connection_limit,
+        target_max_connections,
+    )
+
+    # One target: the sandbox's historic figures (tests rely on them).
+    assert (monitor_connection_limit(1), target_max_connections(1)) == (6, 40)
+    assert bouncer_max_clients(1) == 200
+    for n in (2, 5, 50, 200):
+        # two server connections per target, with slack for a takeover's overlap
+        assert monitor_connection_limit(n) >= 2 * n + 4
+        # the monitor's own connections never reach H2's 80% connectionUsage warning
+        assert (2 * n + 35) / (target_max_connections(n) - 3) <= 0.65
+        # a pooled client and an admin console per target on pgbouncer
+        assert bouncer_max_clients(n) >= 2 * n + 100
