@@ -40,7 +40,13 @@ def main() -> None:
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         store = HistoryStore(url)
         t0 = time.perf_counter()
-        report = sla.build(store, config, "2026-10", reports_dir=Path("/tmp/westep-bench-reports"))
+        report = sla.build(
+            store,
+            config,
+            "2026-10",
+            target="default",
+            reports_dir=Path("/tmp/westep-bench-reports"),
+        )
         took = time.perf_counter() - t0
         store.close()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,5 +1,9 @@
 """Dagster resources: where the monitored stack and the ops store are.
 
+The monitored stack is a fleet: every method of :class:`MonitoredStackResource` takes a
+target name (the config's ``targets``; ``default`` without a list) and resolves that
+target's environment and effective config through :mod:`westep_ops.targets`.
+
 Each resource names the environment variable it reads and reads it when a run starts,
 never at import: the UI and ``dagster definitions validate`` work without any secret,
 and secrets never appear in resource config shown by the UI. Variables the CLI treats
@@ -25,11 +29,12 @@ import psycopg
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from westep_ops.config import Category, Config, load_config, parse_config
+from westep_ops.config import Category, Config, load_config, parse_config, target_config
 from westep_ops.db import connect
 from westep_ops.environment import Environment
 from westep_ops.errors import WestepError
 from westep_ops.probes.base import CheckResult, Status
+from westep_ops.targets import DEFAULT_TARGET, resolve_target, select, target_specs
 
 
 class EnvUrlResource(ConfigurableResource):
@@ -77,24 +82,40 @@ class HttpResource(ConfigurableResource):
 
 
 class MonitoredStackResource(ConfigurableResource, ABC):
-    """What assets, jobs and sensors need of the monitored stack: its environment, the
-    config, and one H1-H7 health sweep (live or offline)."""
+    """What assets, jobs and sensors need of the monitored fleet: each target's
+    environment and effective config, and one H1-H7 health sweep of a target (live or
+    offline). ``target`` is a name of the config's ``targets`` (``default`` without one)."""
 
     @abstractmethod
-    def environment(self) -> Environment:
-        """The CLI's Environment: where the target's endpoints are."""
+    def fleet_config(self) -> Config:
+        """The validated westep-ops config as loaded (shared sections, the targets list)."""
+
+    def target_names(self) -> list[str]:
+        """The config's target names, in its order (``default`` without a targets list)."""
+        return [t.name for t in target_specs(self.fleet_config())]
 
     @abstractmethod
-    def config(self) -> Config:
-        """The validated westep-ops config."""
+    def environment(self, target: str = DEFAULT_TARGET) -> Environment:
+        """The CLI's Environment of ``target``: where its endpoints are."""
+
+    def config(self, target: str | None = None) -> Config:
+        """``target``'s effective config (shared sections with its overrides); with no
+        target, the config as loaded."""
+        cfg = self.fleet_config()
+        if target is None or not cfg.targets:
+            if target not in (None, DEFAULT_TARGET):
+                select(target_specs(cfg), [target])  # one clear error: unknown target
+            return cfg
+        return target_config(cfg, select(cfg.targets, [target])[0])
 
     @abstractmethod
-    def health_check(self) -> list[CheckResult]:
-        """One health sweep, H1-H7, in category order."""
+    def health_check(self, target: str = DEFAULT_TARGET) -> list[CheckResult]:
+        """One health sweep of ``target``, H1-H7, in category order."""
 
 
 class LiveStackResource(MonitoredStackResource):
-    """The real stack: the target's endpoints from the environment and the config file."""
+    """The real fleet: the config file and each target's variables (without a targets
+    list, the one target ``default`` reads this resource's variables, as before)."""
 
     direct_db: PostgresResource
     pooled_db: PostgresResource
@@ -102,8 +123,14 @@ class LiveStackResource(MonitoredStackResource):
     http: HttpResource
     config_path: str | None = Field(default=None, description="config file; default as for the CLI")
 
-    def environment(self) -> Environment:
-        """The CLI's Environment, with this resource's variables mapped onto the standard names."""
+    def environment(self, target: str = DEFAULT_TARGET) -> Environment:
+        """The CLI's Environment of ``target``; for the one ``default`` target, this
+        resource's variables mapped onto the standard names."""
+        cfg = self.fleet_config()
+        if cfg.targets:
+            spec = select(cfg.targets, [target])[0]
+            return resolve_target(cfg, spec).environment
+        select(target_specs(cfg), [target])  # one clear error: unknown target
         env = dict(os.environ)
         for standard, source in (
             ("DIRECT_URL", self.direct_db.env_var),
@@ -115,14 +142,14 @@ class LiveStackResource(MonitoredStackResource):
             env[standard] = os.environ.get(source, "")
         return Environment.from_env(env)
 
-    def config(self) -> Config:
+    def fleet_config(self) -> Config:
         return load_config(self.config_path)
 
-    def health_check(self) -> list[CheckResult]:
+    def health_check(self, target: str = DEFAULT_TARGET) -> list[CheckResult]:
         from westep_ops.probes.health import run_health_check  # heavy; only when a run sweeps
         from westep_ops.probes.session import ProbeSession
 
-        with ProbeSession(self.environment(), self.config()) as session:
+        with ProbeSession(self.environment(target), self.config(target)) as session:
             return run_health_check(session)
 
 
@@ -146,13 +173,15 @@ class OfflineStackResource(MonitoredStackResource):
     )
     config_json: str = Field("{}", description="config as JSON text; {}: the built-in defaults")
 
-    def environment(self) -> Environment:
+    def environment(self, target: str = DEFAULT_TARGET) -> Environment:
+        select(target_specs(self.fleet_config()), [target])  # one clear error: unknown target
         return Environment.from_env(OFFLINE_ENV)
 
-    def config(self) -> Config:
+    def fleet_config(self) -> Config:
         return parse_config(json.loads(self.config_json), "offline config")
 
-    def health_check(self) -> list[CheckResult]:
+    def health_check(self, target: str = DEFAULT_TARGET) -> list[CheckResult]:
+        self.environment(target)
         unknown = set(self.statuses) - {c.value for c in Category}
         if unknown:
             raise WestepError(f"offline stack: unknown categories {sorted(unknown)}")

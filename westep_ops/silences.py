@@ -180,7 +180,9 @@ class SilenceStore:
         self.error: str | None = unreachable or (
             None if url else "WESTEP_OPS_STORAGE_URL is not set"
         )
-        self.path = local_path(state)
+        from westep_ops.store import target_state
+
+        self.path = local_path(state or target_state(None, target))
 
     # local file: {"pending": [silences not in the store yet], "expire": [ids/uids to expire],
     #              "cache": [the store's silences at the last read]}

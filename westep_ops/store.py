@@ -56,14 +56,15 @@ def log_dir() -> Path:
     return p
 
 
-def target_state(env: Any = None) -> Path:
+def target_state(env: Any = None, target: str = DEFAULT_TARGET) -> Path:
     """The per-user state of one monitored target (its repair budget, its silences).
 
     Keyed by the target's host:port/database (``env``'s repair URL, else its direct URL;
     without ``env``, ``WESTEP_OPS_REPAIR_URL`` else ``DIRECT_URL`` of the process; no
     credentials), so a second deployment on the same machine, or another target of the
     same fleet, never counts, replays or applies this one's attempts or silences (their
-    incident ids would even collide in the other's store).
+    incident ids would even collide in the other's store). A fleet target's name is part
+    of the key too: two targets on one database keep their budgets and silences apart.
     """
     import hashlib
     from urllib.parse import urlsplit
@@ -77,6 +78,8 @@ def target_state(env: Any = None) -> Path:
         ident = f"{p.hostname}:{p.port or 5432}{p.path}" if url else "none"
     except ValueError:
         ident = "unparsable"
+    if target != DEFAULT_TARGET:  # the default target keeps the key it had before fleets
+        ident = f"{target}@{ident}"
     d = state_home() / f"target-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
     d.mkdir(exist_ok=True)
     return d
@@ -190,7 +193,7 @@ class OpsStore:
     # -- the hourly limit ------------------------------------------------------------------
     @property
     def state(self) -> Path:
-        return self._state or target_state()
+        return self._state or target_state(None, self.target)
 
     @property
     def budget_file(self) -> Path:

@@ -200,7 +200,25 @@ MIGRATIONS: list[str] = [
     CREATE INDEX repair_attempts_target_action_time
         ON westep_ops.repair_attempts (target, action, started_at);
     """,
-    # 9: fleet workers and their leases (monitoring/leases.py): a worker probes a target
+    # 9: repairs a worker asks the Dagster sensor to launch (``monitor --repairs dagster``):
+    # one row per run key (incident + action + attempts on record), launched exactly once
+    """
+    CREATE TABLE westep_ops.repair_requests (
+        id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        run_key       text NOT NULL UNIQUE,
+        target        text NOT NULL,
+        incident_id   bigint NOT NULL,
+        category      text NOT NULL,
+        action        text NOT NULL,
+        attempt       int NOT NULL,
+        requested_at  timestamptz NOT NULL DEFAULT now(),
+        launched_at   timestamptz,
+        run_id        text
+    );
+    CREATE INDEX repair_requests_pending ON westep_ops.repair_requests (id)
+        WHERE launched_at IS NULL;
+    """,
+    # 10: fleet workers and their leases (monitoring/leases.py): a worker probes a target
     # only while it holds the target's lease; epoch is the fencing token (+1 whenever a
     # different worker takes the lease), expires_at the end of the lease unless renewed
     """

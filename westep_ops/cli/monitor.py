@@ -98,9 +98,8 @@ def monitor_cmd(
         _separate_store(t.environment)
     if fast:
         chosen = [replace(t, config=driver.fast(t.config)) for t in chosen]
-    fleet.check_repairs_mode(repairs)
     echo = lambda s: click.echo(redact(s))  # noqa: E731
-    if once and len(chosen) == 1:
+    if once and len(chosen) == 1 and repairs == "inline":
         (t,) = chosen
         monitor = driver.build(t.environment, t.config, recovery=not no_recovery, target=t.name)
         try:

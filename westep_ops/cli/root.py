@@ -32,6 +32,7 @@ COMMANDS = {
     "alerts": "alerts:alerts_group",
     "silence": "alerts:silence_group",
     "trends": "sla:trends_cmd",
+    "status": "status:status_cmd",
     "drill": "sandbox:drill_cmd",
     "sandbox": "sandbox:sandbox_group",
     "config": "config:config_group",

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from westep_ops.cli.common import _cfg, _env, _separate_store, _status_word, _table
+from westep_ops.cli.common import _separate_store, _status_word, _table
+from westep_ops.cli.status import pick_targets, target_options
 from westep_ops.errors import WestepError
 
 FAULT_SECONDS = 300
@@ -267,6 +268,7 @@ def sandbox_faults(sandbox_dir: str | None) -> None:
     show_default=True,
     help="Inject each fault this many times (median and worst are reported per fault).",
 )
+@target_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.pass_context
 def drill_cmd(
@@ -275,6 +277,8 @@ def drill_cmd(
     interval: float | None,
     quiet_s: float | None,
     trials: int,
+    target_names: tuple[str, ...],
+    tags: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Fault drill on the sandbox only: quiet windows and faults in turn, at the config's
@@ -288,6 +292,11 @@ def drill_cmd(
     hour. The ground truth goes into the history, so this month's SLA report judges its
     alerts against it. Progress goes to stderr with --json. Exit code 1 if a fault went
     undetected, rows were lost or an alert matched no fault.
+
+    On one target (--target NAME or --tag k=v; a config without targets has one): its
+    variables say which database of the sandbox it watches (sandbox up --targets N), the
+    faults are injected there (as sandbox fault NAME on --target T), and the ground truth
+    and the incidents judged are that target's. More than one match is an error (exit 2).
     """
     from westep_ops.sandbox import drill
     from westep_ops.sandbox.manager import Sandbox
@@ -300,19 +309,22 @@ def drill_cmd(
     )
     if not names:
         raise click.BadParameter("names no fault", param_hint="'--faults'")
+    (target,) = pick_targets(ctx, target_names, tags, one="drill")
     sb = Sandbox(sandbox_dir())
-    env = _env()
+    env = target.environment
     env.require("storage_url")
     _separate_store(env)
     report = drill.run_drill(
         sb,
         env,
-        _cfg(ctx),
+        target.config,
         names,
         interval,
         quiet_s=quiet_s,
         trials=trials,
         echo=(lambda s: click.echo(s, err=True)) if as_json else click.echo,
+        target=target.name,
+        sandbox_target=drill.sandbox_target_of(sb, env) if sb.exists else 1,
     )
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))

@@ -9,36 +9,22 @@ from typing import Any
 
 import click
 
-from westep_ops.cli.common import _cfg, _status_word, _table
+from westep_ops.cli.common import _cfg, _status_word, _table, config_dir, target_options
 from westep_ops.errors import WestepError
 
-_SELECT = [
-    click.option(
-        "--target", "names", multiple=True, metavar="NAME", help="Only this target (repeatable)."
-    ),
-    click.option(
-        "--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only targets with this tag."
-    ),
-]
-
-
-def _selecting(f: Any) -> Any:
-    for option in reversed(_SELECT):
-        f = option(f)
-    return f
+_selecting = target_options
 
 
 def _chosen(
     ctx: click.Context, names: tuple[str, ...], tags: tuple[str, ...]
 ) -> tuple[Any, list[Any], Path]:
-    """The config, and its targets picked by --target/--tag; the config file's folder."""
-    from westep_ops.config import config_path
+    """The config, and its targets picked by --target/--tag (not resolved: `list` only
+    reads where the variables come from, `check` resolves each picked target once); the
+    config file's folder."""
     from westep_ops.targets import parse_tags, select, target_specs
 
     config = _cfg(ctx)
-    path = config_path(ctx.obj.get("config_path"))
-    base_dir = path.resolve().parent if path is not None else Path.cwd()
-    return config, select(target_specs(config), names, parse_tags(tags)), base_dir
+    return config, select(target_specs(config), names, parse_tags(tags)), config_dir(ctx)
 
 
 @click.group("targets")
@@ -46,8 +32,8 @@ def targets_group() -> None:
     """The monitored targets: the config's `targets` list, or the one target `default`.
 
     Without a `targets` list the config and the environment (DIRECT_URL, DATABASE_URL,
-    ...) are one target named `default`, as always. Commands other than these still
-    monitor that one config and environment; per-target commands are not built yet.
+    ...) are one target named `default`, as always. The probe, repair, alerts and silence
+    commands take the same --target NAME / --tag KEY=VALUE to pick targets.
     """
 
 

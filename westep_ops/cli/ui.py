@@ -1,8 +1,10 @@
-"""``westep-ops ui``: the Dagster UI (webserver + daemon) on this project."""
+"""``westep-ops ui``: the Dagster UI (webserver + daemon) on this project, and one
+monitoring worker beside it."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,15 +30,25 @@ runpy.run_module("dagster", run_name="__main__")
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Webserver port."
 )
-def ui(port: int) -> None:
-    """Open the Dagster UI (webserver + daemon) on this project, storage in the ops database.
+@click.option(
+    "--worker/--no-worker",
+    default=True,
+    show_default=True,
+    help="Start one monitoring worker (westep-ops monitor --repairs dagster) beside Dagster.",
+)
+def ui(port: int, worker: bool) -> None:
+    """Open the Dagster UI (webserver + daemon) on this project, storage in the ops database,
+    with one monitoring worker beside it.
 
     Needs WESTEP_OPS_STORAGE_URL; derives the psycopg2 URL Dagster's storage needs.
     Starts ``dagster dev`` (Dagster 1.13 prints that ``dg dev`` supersedes it; ``dg``
-    is the separate dagster-dg-cli package, which runs ``dagster dev`` underneath).
+    is the separate dagster-dg-cli package, which runs ``dagster dev`` underneath) and,
+    unless ``--no-worker``, one ``westep-ops monitor --repairs dagster`` child: the worker
+    probes the fleet's targets (leases shared with any other worker on the same ops
+    store) and queues repairs, which Dagster's monitoring sensor reads and launches. The
+    worker stops with Dagster (Ctrl-C stops both). With workers elsewhere (a Deployment,
+    a process supervisor), ``--no-worker`` starts Dagster alone.
     """
-    import subprocess
-
     env = _env()
     storage = env.require("storage_url")
     _separate_store(env)
@@ -67,5 +79,31 @@ def ui(port: int) -> None:
         "-h",
         "127.0.0.1",
     ]
+    monitor = None
+    if worker:
+        monitor = subprocess.Popen(
+            [sys.executable, "-m", "westep_ops.cli", "monitor", "--repairs", "dagster"], env=child
+        )
+        click.echo(
+            f"monitoring worker started (pid {monitor.pid}): westep-ops monitor --repairs dagster"
+        )
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
-    sys.exit(subprocess.call(cmd, env=child))
+    try:
+        code = subprocess.call(cmd, env=child)
+    finally:
+        if monitor is not None:
+            stop_worker(monitor)
+    sys.exit(code)
+
+
+def stop_worker(monitor: subprocess.Popen, wait_s: float = 10.0) -> None:
+    """Stop the worker child: SIGTERM (it finishes its tick and releases its leases), then
+    SIGKILL after ``wait_s`` (its leases then expire and other workers take them)."""
+    if monitor.poll() is not None:
+        return
+    monitor.terminate()
+    try:
+        monitor.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        monitor.kill()
+        monitor.wait()

@@ -8,7 +8,9 @@ resources once. Domain logic lives in plain modules (``probes/``, ``repairs/``,
 ``monitoring/``, ``maintenance/``, ``lib/``); the files here only wire it into Dagster.
 
 The time zone of every partition and schedule is the config file's (Asia/Tokyo by
-default); the config holds no secret, so reading it here keeps definitions secret-free.
+default), and the target dimension of the partitions is its ``targets`` names (``default``
+without a list); the config holds no secret, so reading it here keeps definitions
+secret-free.
 
 Owners come from ``WESTEP_OPS_DAGSTER_OWNERS`` (comma-separated e-mails or ``team:name``;
 not a secret, so reading it when the definitions load is fine), ``team:on-call`` by
@@ -21,7 +23,10 @@ import os
 import re
 import warnings
 
+from dagster import StaticPartitionsDefinition
+
 from westep_ops.config import load_config
+from westep_ops.targets import target_specs
 
 warnings.filterwarnings(
     "ignore", message=re.escape("Parameter `backfill_policy` of function `asset`")
@@ -31,7 +36,15 @@ warnings.filterwarnings(
     "ignore", message=re.escape("Parameter `owners` of initializer `SensorDefinition.__init__`")
 )
 
-TIMEZONE = load_config().timezone
+_CONFIG = load_config()
+TIMEZONE = _CONFIG.timezone
+# The fleet's target names when the definitions load: the target dimension of every
+# partitioned asset (``default`` without a targets list). A target added to the config
+# appears when the code location reloads.
+TARGETS = [t.name for t in target_specs(_CONFIG)]
+# One partition per target: health_check and probe_samples, and the target dimension of
+# the daily and monthly assets (one object, so Dagster maps them onto each other).
+target_partitions = StaticPartitionsDefinition(TARGETS)
 DEFAULT_OWNERS = ("team:on-call",)
 
 

@@ -14,7 +14,25 @@ from westep_ops.lib.sla import INSUFFICIENT, NOT_MEASURED, PASS, TARGETS, SlaFig
 TEXT = {
     "en": {
         "title": "SLA report {month} ({tz})",
-        "verdict": "Verdict: {met} of {judged} targets met",
+        "verdict": "Verdict: {met} of {judged} judged targets met",
+        "verdict_none": "Verdict: no target could be judged",
+        "not_judged": "not judged: {items}",
+        "insufficient_item": "{name} (insufficient data: {share} of the month measured)",
+        "na_item": "{name} (not measured)",
+        "fleet_title": "Fleet SLA report {month} ({tz})",
+        "fleet": "Fleet",
+        "fleet_verdict": (
+            "Availability: {met} of {n} targets met {target}; {insufficient} with insufficient"
+            " data and {na} not measured (never counted as met), {failed} below"
+        ),
+        "fleet_head": (
+            "| target | availability | measured | verdict | incidents open / total | MTTD | MTTR"
+            " | report |"
+        ),
+        "fleet_note": (
+            "Each target is judged with the same rule as its own report: availability over"
+            ' its measured time, and under {min_share} measured "insufficient data".'
+        ),
         "figure": "figure",
         "this": "this month",
         "target": "target",
@@ -86,7 +104,25 @@ TEXT = {
     },
     "ja": {
         "title": "SLAレポート {month}（{tz}）",
-        "verdict": "判定: {judged}項目中{met}項目を達成",
+        "verdict": "判定: 判定できた{judged}項目中{met}項目を達成",
+        "verdict_none": "判定: 判定できた項目なし",
+        "not_judged": "判定できず: {items}",
+        "insufficient_item": "{name}（データ不足: 測定割合 {share}）",
+        "na_item": "{name}（未測定）",
+        "fleet_title": "フリートSLAレポート {month}（{tz}）",
+        "fleet": "フリート",
+        "fleet_verdict": (
+            "稼働率: {n}対象中{met}対象が目標{target}を達成。データ不足{insufficient}対象・"
+            "未測定{na}対象（達成には数えません）、未達{failed}対象"
+        ),
+        "fleet_head": (
+            "| 対象 | 稼働率 | 測定割合 | 判定 | インシデント 未解決／全体 | 検出時間（MTTD）"
+            " | 復旧時間（MTTR） | レポート |"
+        ),
+        "fleet_note": (
+            "各対象はそれぞれのレポートと同じ基準で判定します：測定できた時間に対する稼働率で、"
+            "測定割合が{min_share}未満なら「データ不足」です。"
+        ),
         "figure": "指標",
         "this": "今月",
         "target": "目標",
@@ -203,6 +239,94 @@ def _share(value: float | None, none: str = "not measured") -> str:
     return none if value is None else f"{value:.0%}"
 
 
+def verdict_line(f: SlaFigures, lang: str = "en") -> str:
+    """ "Verdict: 6 of 8 judged targets met; not judged: availability (insufficient data:
+    2% of the month measured)": the targets left out of the count are named beside it,
+    so a month the monitor barely saw never reads as a good one."""
+    t = TEXT[lang]
+    status = f.status()
+    judged = [s for s in status.values() if s not in (NOT_MEASURED, INSUFFICIENT)]
+    line = (
+        t["verdict"].format(met=judged.count(PASS), judged=len(judged))
+        if judged
+        else t["verdict_none"]
+    )
+    items = []
+    for key, s in status.items():
+        name = NAMES_JA[key] if lang == "ja" else f.targets[key].name
+        if s == INSUFFICIENT:
+            share = fmt("coverage", f.measured_share if f.measured_share is not None else 0.0)
+            items.append(t["insufficient_item"].format(name=name, share=share))
+        elif s == NOT_MEASURED:
+            items.append(t["na_item"].format(name=name))
+    if items:
+        line += ("；" if lang == "ja" else "; ") + t["not_judged"].format(
+            items=("、" if lang == "ja" else ", ").join(items)
+        )
+    return line
+
+
+def fleet_incidents(f: SlaFigures) -> str:
+    """ "open / total" incidents of the period (open: still open at its end)."""
+    return f"{f.mttr_open_incidents} / {f.incidents}"
+
+
+def render_fleet(
+    month: str,
+    tz: str,
+    rows: list[tuple[str, SlaFigures, str]],
+    lang: str = "en",
+) -> str:
+    """The fleet section: one row per target (name, its figures, its report's relative
+    path), judged with each target's own availability rule (``SlaFigures.status``);
+    "insufficient data" and "not measured" are named and never counted as met."""
+    t = TEXT[lang]
+    verdicts = [f.status()["availability"] for _, f, _ in rows]
+    words = {PASS: t["yes"], INSUFFICIENT: t["insufficient"], NOT_MEASURED: t["na"]}
+    targets = {fmt("availability", f.targets["availability"].target) for _, f, _ in rows}
+    min_shares = {fmt("coverage", f.min_measured_share) for _, f, _ in rows}
+    out = [
+        f"## {t['fleet']}",
+        "",
+        "**"
+        + t["fleet_verdict"].format(
+            met=verdicts.count(PASS),
+            n=len(rows),
+            target=">= " + " / ".join(sorted(targets)) if targets else "-",
+            insufficient=verdicts.count(INSUFFICIENT),
+            na=verdicts.count(NOT_MEASURED),
+            failed=len(rows)
+            - verdicts.count(PASS)
+            - verdicts.count(INSUFFICIENT)
+            - verdicts.count(NOT_MEASURED),
+        )
+        + "**",
+        "",
+        t["fleet_head"],
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, f, link), v in zip(rows, verdicts, strict=True):
+        out.append(
+            f"| {name} | {fmt('availability', f.availability)} | "
+            f"{fmt('coverage', f.measured_share)} | {words.get(v, t['no'])} | "
+            f"{fleet_incidents(f)} | {mttd_range(f)} | {cell('mttr_mean_s', f)} | "
+            f"[{link}]({link}) |"
+        )
+    out += ["", t["fleet_note"].format(min_share=" / ".join(sorted(min_shares)) or "-"), ""]
+    return "\n".join(out)
+
+
+def render_fleet_report(
+    month: str, tz: str, rows: list[tuple[str, SlaFigures, str]], lang: str = "en"
+) -> str:
+    """The month's fleet report: its title and the fleet section (each target's own
+    report beside it, linked)."""
+    t = TEXT[lang]
+    return f"# {t['fleet_title'].format(month=month, tz=tz)}\n\n" + render_fleet(
+        month, tz, rows, lang
+    )
+
+
 def render(
     month: str,
     tz: str,
@@ -214,26 +338,28 @@ def render(
     *,
     stale_s: float = 125,
     cheap_s: float = 60,
+    target: str | None = None,
 ) -> str:
-    """The report's Markdown; ``stale_s``/``cheap_s`` only explain how it was measured."""
+    """The report's Markdown; ``stale_s``/``cheap_s`` only explain how it was measured;
+    ``target`` (a fleet target's name) goes into the title."""
     t = TEXT[lang]
     status = f.status()
-    judged = [s for s in status.values() if s not in (NOT_MEASURED, INSUFFICIENT)]
     words = {PASS: t["yes"], INSUFFICIENT: t["insufficient"], NOT_MEASURED: t["na"]}
+    title = t["title"].format(month=month, tz=tz)
     out = [
-        f"# {t['title'].format(month=month, tz=tz)}",
+        f"# {title}" if target is None else f"# {target}: {title}",
         "",
-        f"**{t['verdict'].format(met=judged.count(PASS), judged=len(judged))}**",
+        f"**{verdict_line(f, lang)}**",
         "",
         f"| {t['figure']} | {t['this']} | {t['target']} | {t['pass']} | {t['prev']} |",
         "|---|---|---|---|---|",
     ]
-    for key, target in f.targets.items():
-        name = NAMES_JA[key] if lang == "ja" else target.name
-        sign = ">=" if target.higher_is_better else "<"
+    for key, goal in f.targets.items():
+        name = NAMES_JA[key] if lang == "ja" else goal.name
+        sign = ">=" if goal.higher_is_better else "<"
         verdict = words.get(status[key], t["no"])
         out.append(
-            f"| {name} | {cell(key, f)} | {sign} {fmt(key, target.target)} | {verdict} | {cell(key, prev)} |"
+            f"| {name} | {cell(key, f)} | {sign} {fmt(key, goal.target)} | {verdict} | {cell(key, prev)} |"
         )
         if key == "availability":
             out.append(

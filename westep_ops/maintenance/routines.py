@@ -25,20 +25,20 @@ from westep_ops.repairs.base import RepairContext
 
 
 def send_daily_summary(
-    env: Environment, cfg: Config, storage_url: str | None, now: datetime
+    env: Environment, cfg: Config, storage_url: str | None, now: datetime, *, target: str
 ) -> str:
-    """Summarise the local day of ``now`` from the ops store, alert it (critical when an
-    incident is still open, info otherwise) and return the text."""
-    store = HistoryStore(storage_url)
+    """Summarise ``target``'s local day of ``now`` from the ops store, alert it (critical
+    when an incident is still open, info otherwise) and return the text."""
+    store = HistoryStore(storage_url, target=target)
     try:
         with store.tx() as conn:
             s = summary.daily_summary(
-                conn, now.astimezone(ZoneInfo(cfg.timezone)).date(), cfg.timezone
+                conn, now.astimezone(ZoneInfo(cfg.timezone)).date(), cfg.timezone, target=target
             )
     finally:
         store.close()
     text = s.text()
-    Notifier(env, cfg.timezone).alert(
+    Notifier(env, cfg.timezone, target=target).alert(
         Alert(now, "summary", "critical" if s.any_open else "info", "daily", text)
     )
     return text

@@ -18,6 +18,7 @@ import pandas as pd
 from westep_ops.lib.sla import state_intervals
 from westep_ops.monitoring.history import HistoryStore
 from westep_ops.monitoring.rollups import day_rollups, read_samples, service_figures
+from westep_ops.targets import DEFAULT_TARGET
 
 INCIDENT_COLUMNS = [
     "id",
@@ -65,12 +66,14 @@ def render_daily_report(
     inc: pd.DataFrame,
     perf: pd.DataFrame,
     *,
-    target: float = 0.999,
+    availability_target: float = 0.999,
     tz: str,
     measured_share: float | None = None,
     min_measured_share: float = 0.9,
+    target: str | None = None,
 ) -> str:
-    """The day's Markdown; times in ``tz``, categories below ``target`` named.
+    """The day's Markdown; times in ``tz``, categories below ``availability_target`` named;
+    ``target`` (the monitored target's name) in the title when given.
 
     ``measured_share``: the share of the day (so far) for which the service's state was
     measured (``rollups.service_figures``). The verdict is about time, as in the monthly
@@ -78,14 +81,15 @@ def render_daily_report(
     ``min_measured_share``; never "HEALTHY all day" for a day the monitor did not see.
     Categories with no measured sample (and not "not configured") are named.
     """
-    bad = health[health["availability"] < target] if len(health) else health
+    bad = health[health["availability"] < availability_target] if len(health) else health
     unseen = (
         sorted(health.loc[health["availability"].isna() & (health["error"] > 0), "category"])
         if len(health)
         else []
     )
     measured = health["availability"].notna().any() if len(health) else False
-    findings = f"{len(inc)} incident(s); below {target:.1%}: {', '.join(bad['category']) or 'none'}"
+    below = ", ".join(bad["category"]) or "none"
+    findings = f"{len(inc)} incident(s); below {availability_target:.1%}: {below}"
     if not measured or measured_share == 0:
         verdict = "no data" if inc.empty else f"no data; {len(inc)} incident(s)"
     elif measured_share is not None and measured_share < min_measured_share:
@@ -104,7 +108,7 @@ def render_daily_report(
         verdict += f"; not measured: {', '.join(unseen)}"
     inc, perf = _local(inc, tz), _local(perf, tz)
     out = [
-        f"# Daily report {day} ({tz})",
+        f"# Daily report {day}{f', target {target}' if target else ''} ({tz})",
         "",
         f"**Verdict: {verdict}**",
         "",
@@ -133,37 +137,43 @@ def write_daily_reports(
     start: datetime,
     end: datetime,
     *,
-    target: float,
+    target: str,
+    availability_target: float,
     tz: str,
     directory: Path,
     stale_s: float = 125.0,
     min_measured_share: float = 0.9,
     now: datetime | None = None,
 ) -> list[Path]:
-    """One report per local day in [start, end), from the stored rollups, written to
-    ``directory/daily-report-<day>.md``; the paths in day order. The share of each day
-    measured comes from the samples (each holds at most ``stale_s``), up to ``now`` for
-    today."""
+    """One report of ``target`` per local day in [start, end), from its stored rollups,
+    written to ``directory/daily-report-<day>.md`` (``daily-report-<target>-<day>.md`` for
+    a target other than ``default``, so a fleet's reports sit side by side); the paths in
+    day order. The share of each day measured comes from the target's samples (each holds
+    at most ``stale_s``), up to ``now`` for today."""
     paths = []
     day = start
     now = now or datetime.now(UTC)
     # One read of the range's samples, not one per day (a backfill's range is a month).
-    intervals = state_intervals(read_samples(store, start, end, tz, stale_s), stale_s)
+    intervals = state_intervals(
+        read_samples(store, start, end, tz, stale_s, target=target), stale_s
+    )
+    prefix = "daily-report-" if target == DEFAULT_TARGET else f"daily-report-{target}-"
     while day < end:
         nxt = day + timedelta(days=1)
-        r = day_rollups(store, day, nxt)
+        r = day_rollups(store, day, nxt, target=target)
         share = service_figures(intervals, day, max(day, min(nxt, now)))["measured_share"]
         text = render_daily_report(
             day.strftime("%Y-%m-%d"),
             r.health,
             r.incidents,
             r.performance,
-            target=target,
+            availability_target=availability_target,
             tz=tz,
             measured_share=share,
             min_measured_share=min_measured_share,
+            target=None if target == DEFAULT_TARGET else target,
         )
-        path = directory / f"daily-report-{day:%Y-%m-%d}.md"
+        path = directory / f"{prefix}{day:%Y-%m-%d}.md"
         path.write_text(text, encoding="utf-8")
         paths.append(path)
         day = nxt

@@ -157,7 +157,7 @@ class Monitor(RepairFollowing, DegradedState):
             now=now,
             unreachable=self.history.error,
             target=self.target,
-            state=target_state(self.env),
+            state=target_state(self.env, self.target),
         )
 
     def silenced_by(self, category: str) -> str | None:

@@ -87,27 +87,12 @@ def fence_history(history: Any, check: Callable[[psycopg.Connection], None]) -> 
 
 
 def _enqueue_repairs(monitor: Monitor, target: str, result: TickResult) -> None:
-    import importlib
+    """``--repairs dagster``: queue the tick's repair requests for the Dagster sensor (a
+    store that does not answer raises: logged, and queued again at the next tick, since
+    the engine asks again while the incident still calls for the repair)."""
+    from westep_ops.monitoring import repair_queue
 
-    # Imported when used: inline mode works without the queue (helper module).
-    repair_queue = importlib.import_module("westep_ops.monitoring.repair_queue")
     repair_queue.enqueue(monitor.env.storage_url or "", target, list(result.repairs))
-
-
-def check_repairs_mode(mode: str) -> None:
-    """``dagster`` needs the repair queue (helper module); one clear error without it."""
-    if mode == "dagster":
-        import importlib
-
-        try:
-            importlib.import_module("westep_ops.monitoring.repair_queue")
-        except ImportError:
-            from westep_ops.errors import WestepError
-
-            raise WestepError(
-                "--repairs dagster: this build has no repair queue"
-                " (westep_ops.monitoring.repair_queue); use --repairs inline"
-            ) from None
 
 
 class Worker:

@@ -280,8 +280,9 @@ class HistoryStore:
         with self.tx() as conn:
             return (
                 conn.execute(
-                    "UPDATE westep_ops.alerts SET acknowledged_at = %s, acknowledged_by = %s WHERE id = %s",
-                    (ts, by, alert_id),
+                    "UPDATE westep_ops.alerts SET acknowledged_at = %s, acknowledged_by = %s"
+                    " WHERE id = %s AND target = %s",
+                    (ts, by, alert_id, self.target),
                 ).rowcount
                 == 1
             )
@@ -295,12 +296,13 @@ class HistoryStore:
         """
         with self.tx() as conn:
             cur = conn.cursor(row_factory=dict_row).execute(
-                "WITH old AS (SELECT id, label FROM westep_ops.alerts WHERE id = %s FOR UPDATE)"
+                "WITH old AS (SELECT id, label FROM westep_ops.alerts"
+                " WHERE id = %s AND target = %s FOR UPDATE)"
                 " UPDATE westep_ops.alerts a SET label = %s, labeled_at = %s FROM old"
                 " WHERE a.id = old.id RETURNING a.kind, a.incident_id, old.label AS previous,"
                 " (SELECT min(o.id) FROM westep_ops.alerts o WHERE o.incident_id = a.incident_id"
                 "  AND o.kind = 'opened') AS opened_id",
-                (alert_id, real, ts),
+                (alert_id, self.target, real, ts),
             )
             return cur.fetchone()
 

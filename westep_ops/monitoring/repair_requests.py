@@ -104,7 +104,7 @@ class RepairFollowing(MonitorHost):
             connect_timeout_ms=self.config.monitoring.timeouts.connect,
             unreachable=self.history.error,
             target=self.history.target,
-            state=target_state(self.env),
+            state=target_state(self.env, self.history.target),
         )
 
     def _limit_free(self, action: RepairAction) -> bool:

@@ -1,7 +1,7 @@
 """The daily rollups of the monitoring history: what the daily assets compute and store.
 
-Plain code (pandas and the ops store, no Dagster): each rollup reads the stored samples
-or incidents of a window [start, end) and replaces its own rows for that window
+Plain code (pandas and the ops store, no Dagster): each rollup reads one target's stored
+samples or incidents of a window [start, end) and replaces that target's rows for that window
 (``westep_ops.daily_health``, ``westep_ops.hourly_performance``), so re-running a past
 day or a backfill's range gives the same answer. The definitions are the monthly
 report's (``lib/sla.py``): a figure nothing measured is None, never a made-up 100%.
@@ -26,11 +26,12 @@ STATUSES = ("ok", "warning", "critical", "error")
 # (Asia/Kolkata) a UTC hour straddles local midnight and two days wrote the same row.
 HOURLY_SQL = (
     "SELECT date_trunc('hour', ts, %s) AS hour, mean_api_ms, http_requests, http_failures, tps,"
-    " monitor_rss_mb, postgres_pss_mb FROM westep_ops.performance_samples WHERE ts >= %s AND ts < %s"
+    " monitor_rss_mb, postgres_pss_mb FROM westep_ops.performance_samples"
+    " WHERE target = %s AND ts >= %s AND ts < %s"
 )
 SAMPLES_SQL = (
     "SELECT ts, (ts AT TIME ZONE %s)::date AS day, kind, category, status FROM westep_ops.samples"
-    " WHERE ts >= %s AND ts < %s"
+    " WHERE target = %s AND ts >= %s AND ts < %s"
 )
 # Two refreshes of the same day at once (the hourly one and an incident's) would both
 # DELETE then INSERT the same keys, and the second INSERT would fail: one at a time.
@@ -38,14 +39,21 @@ ROLLUP_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
 INCIDENTS_SQL = (
     "SELECT id, category, severity, started_at, detected_at, resolved_at, recovered_by, escalation,"
     # the last passing sample of the category before the incident: detection's upper bound
-    " (SELECT max(s.ts) FROM westep_ops.samples s WHERE s.category = i.category"
+    " (SELECT max(s.ts) FROM westep_ops.samples s WHERE s.target = i.target"
+    "  AND s.category = i.category"
     "  AND s.status = 'ok' AND s.ts < i.started_at"
     "  AND s.ts > i.started_at - interval '1 day') AS last_ok_at"
-    " FROM westep_ops.incidents i WHERE started_at >= %s AND started_at < %s ORDER BY started_at"
+    " FROM westep_ops.incidents i WHERE i.target = %s AND started_at >= %s AND started_at < %s"
+    " ORDER BY started_at"
 )
-DAILY_HEALTH_OF_DAY_SQL = "SELECT * FROM westep_ops.daily_health WHERE day = %s ORDER BY category"
+DAILY_HEALTH_OF_DAY_SQL = (
+    "SELECT day, category, samples, ok, warning, critical, error, availability"
+    " FROM westep_ops.daily_health WHERE target = %s AND day = %s ORDER BY category"
+)
 HOURLY_PERFORMANCE_SQL = (
-    "SELECT * FROM westep_ops.hourly_performance WHERE hour >= %s AND hour < %s ORDER BY hour"
+    "SELECT hour, samples, mean_api_ms, p95_api_ms, error_rate, mean_tps, max_monitor_rss_mb,"
+    " max_postgres_pss_mb FROM westep_ops.hourly_performance"
+    " WHERE target = %s AND hour >= %s AND hour < %s ORDER BY hour"
 )
 HOURLY_COLUMNS = [
     "hour",
@@ -140,32 +148,35 @@ class HealthRollup:
 
 
 def read_samples(
-    store: HistoryStore, start: datetime, end: datetime, tz: str, stale_s: float
+    store: HistoryStore, start: datetime, end: datetime, tz: str, stale_s: float, *, target: str
 ) -> pd.DataFrame:
-    """The samples of [start - stale_s, end): the one just before ``start`` holds into it."""
-    out = read_frame(store, SAMPLES_SQL, (tz, start - timedelta(seconds=stale_s), end))
+    """``target``'s samples of [start - stale_s, end): the one just before ``start`` holds
+    into it."""
+    out = read_frame(store, SAMPLES_SQL, (tz, target, start - timedelta(seconds=stale_s), end))
     if len(out):
         out["ts"] = pd.to_datetime(out["ts"], utc=True)
     return out
 
 
 def roll_up_health(
-    store: HistoryStore, start: datetime, end: datetime, tz: str, stale_s: float
+    store: HistoryStore, start: datetime, end: datetime, tz: str, stale_s: float, *, target: str
 ) -> HealthRollup:
-    """Recompute ``westep_ops.daily_health`` for the local days in [start, end)."""
-    earlier = read_samples(store, start, end, tz, stale_s)
+    """Recompute ``target``'s rows of ``westep_ops.daily_health`` for the local days in
+    [start, end) (another target's rows are left alone)."""
+    earlier = read_samples(store, start, end, tz, stale_s, target=target)
     samples = earlier[earlier["ts"] >= start] if len(earlier) else earlier
     frame = daily_health_frame(samples)
     with store.tx() as conn:
-        conn.execute(ROLLUP_LOCK, ("westep_ops.daily_health",))
+        conn.execute(ROLLUP_LOCK, (f"westep_ops.daily_health:{target}",))
         conn.execute(
-            "DELETE FROM westep_ops.daily_health WHERE day >= %s AND day < %s",
-            (start.date(), end.date()),
+            "DELETE FROM westep_ops.daily_health WHERE target = %s AND day >= %s AND day < %s",
+            (target, start.date(), end.date()),
         )
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO westep_ops.daily_health VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                [tuple(r) for r in frame.itertuples(index=False)],
+                "INSERT INTO westep_ops.daily_health (target, day, category, samples, ok, warning,"
+                " critical, error, availability) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [(target, *r) for r in frame.itertuples(index=False)],
             )
     return HealthRollup(earlier, samples, frame)
 
@@ -206,21 +217,24 @@ def hourly_performance_frame(perf: pd.DataFrame) -> pd.DataFrame:
 
 
 def roll_up_performance(
-    store: HistoryStore, start: datetime, end: datetime, tz: str
+    store: HistoryStore, start: datetime, end: datetime, tz: str, *, target: str
 ) -> pd.DataFrame:
-    """Recompute ``westep_ops.hourly_performance`` for [start, end); the hours written."""
-    hourly = hourly_performance_frame(read_frame(store, HOURLY_SQL, (tz, start, end)))
+    """Recompute ``target``'s rows of ``westep_ops.hourly_performance`` for [start, end);
+    the hours written."""
+    hourly = hourly_performance_frame(read_frame(store, HOURLY_SQL, (tz, target, start, end)))
     with store.tx() as conn:
-        conn.execute(ROLLUP_LOCK, ("westep_ops.hourly_performance",))
+        conn.execute(ROLLUP_LOCK, (f"westep_ops.hourly_performance:{target}",))
         conn.execute(
-            "DELETE FROM westep_ops.hourly_performance WHERE hour >= %s AND hour < %s",
-            (start, end),
+            "DELETE FROM westep_ops.hourly_performance"
+            " WHERE target = %s AND hour >= %s AND hour < %s",
+            (target, start, end),
         )
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO westep_ops.hourly_performance VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO westep_ops.hourly_performance (target, hour, samples, mean_api_ms,"
+                " p95_api_ms, error_rate, mean_tps, max_monitor_rss_mb, max_postgres_pss_mb) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
-                    tuple(None if pd.isna(v) else v for v in r)
+                    (target, *(None if pd.isna(v) else v for v in r))
                     for r in hourly.itertuples(index=False)
                 ],
             )
@@ -251,9 +265,12 @@ def incident_frame(incidents: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def load_incidents(store: HistoryStore, start: datetime, end: datetime) -> pd.DataFrame:
-    """The incidents that started in [start, end), with detection and recovery times."""
-    return incident_frame(read_frame(store, INCIDENTS_SQL, (start, end)))
+def load_incidents(
+    store: HistoryStore, start: datetime, end: datetime, *, target: str
+) -> pd.DataFrame:
+    """``target``'s incidents that started in [start, end), with detection and recovery
+    times."""
+    return incident_frame(read_frame(store, INCIDENTS_SQL, (target, start, end)))
 
 
 def incidents_between(frame: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
@@ -290,10 +307,11 @@ class DayRollups:
     performance: pd.DataFrame
 
 
-def day_rollups(store: HistoryStore, start: datetime, end: datetime) -> DayRollups:
-    """The stored rollups of the local day [start, end) (written by the rollups above)."""
+def day_rollups(store: HistoryStore, start: datetime, end: datetime, *, target: str) -> DayRollups:
+    """``target``'s stored rollups of the local day [start, end) (written by the rollups
+    above)."""
     return DayRollups(
-        health=read_frame(store, DAILY_HEALTH_OF_DAY_SQL, (start.date(),)),
-        incidents=load_incidents(store, start, end),
-        performance=read_frame(store, HOURLY_PERFORMANCE_SQL, (start, end)),
+        health=read_frame(store, DAILY_HEALTH_OF_DAY_SQL, (target, start.date())),
+        incidents=load_incidents(store, start, end, target=target),
+        performance=read_frame(store, HOURLY_PERFORMANCE_SQL, (target, start, end)),
     )

@@ -23,6 +23,7 @@ from westep_ops.errors import WestepError
 from westep_ops.lib import sla, sla_report
 from westep_ops.lib.whatif import CURRENT, Setting, compare, read_thresholds
 from westep_ops.monitoring.history import HistoryStore
+from westep_ops.targets import DEFAULT_TARGET
 
 # Samples start one full interval (+ one cheap interval of jitter) before the period: the
 # sample just before it holds into the period, and bounds the detection of an incident
@@ -34,23 +35,25 @@ QUERIES = {
     # findings only of warnings: whether it is observe-only (passing) for detection bounds
     "samples": "SELECT ts, kind, category, status,"
     " CASE WHEN status = 'warning' THEN findings END AS findings FROM westep_ops.samples"
-    " WHERE ts >= %(samples_from)s AND ts < %(end)s",
+    " WHERE target = %(target)s AND ts >= %(samples_from)s AND ts < %(end)s",
     "performance": "SELECT ts, mean_api_ms, http_requests, http_failures FROM westep_ops.performance_samples"
-    " WHERE ts >= %(start)s AND ts < %(end)s",
+    " WHERE target = %(target)s AND ts >= %(start)s AND ts < %(end)s",
     "incidents": "SELECT id, category, severity, started_at, detected_at, resolved_at, recovered_by, escalation"
-    " FROM westep_ops.incidents WHERE started_at >= %(start)s AND started_at < %(end)s ORDER BY started_at",
+    " FROM westep_ops.incidents WHERE target = %(target)s"
+    " AND started_at >= %(start)s AND started_at < %(end)s ORDER BY started_at",
     "alerts": "SELECT a.id, a.incident_id, a.ts, a.kind, a.severity, a.category, a.label"
     " FROM westep_ops.alerts a LEFT JOIN westep_ops.incidents i ON i.id = a.incident_id"
-    " WHERE a.suppressed_by IS NULL"  # a silenced alert was never sent
+    " WHERE a.target = %(target)s AND a.suppressed_by IS NULL"  # a silenced alert was never sent
     " AND CASE WHEN i.id IS NULL THEN a.ts >= %(start)s AND a.ts < %(end)s"
     " ELSE i.started_at >= %(start)s AND i.started_at < %(end)s END",
     "repairs": "SELECT r.incident_id, r.action, r.outcome, r.trigger FROM westep_ops.repair_attempts r"
     " JOIN westep_ops.incidents i ON i.id = r.incident_id"
-    " WHERE NOT r.dry_run AND i.started_at >= %(start)s AND i.started_at < %(end)s",
+    " WHERE r.target = %(target)s AND i.target = %(target)s"
+    " AND NOT r.dry_run AND i.started_at >= %(start)s AND i.started_at < %(end)s",
     # to_jsonb(d): rows written before the drill recorded categories have none (NULL).
     "drill": "SELECT d.drill, d.fault, d.injected_at, d.removed_at,"
     " to_jsonb(d) -> 'categories' AS categories FROM westep_ops.drill_faults d"
-    " WHERE d.injected_at < %(end)s + interval '1 day'"
+    " WHERE d.target = %(target)s AND d.injected_at < %(end)s + interval '1 day'"
     " AND coalesce(d.removed_at, 'infinity') >= %(start)s",
 }
 
@@ -85,10 +88,12 @@ def month_window(month: str, tz: str) -> tuple[datetime, datetime]:
 
 
 def load(
-    store: HistoryStore, start: datetime, end: datetime, *, margin_s: float = 360
+    store: HistoryStore, start: datetime, end: datetime, *, target: str, margin_s: float = 360
 ) -> dict[str, pd.DataFrame]:
-    """The period's frames; samples from ``margin_s`` before ``start`` (see QUERIES)."""
+    """``target``'s frames of the period; samples from ``margin_s`` before ``start`` (see
+    QUERIES)."""
     params = {
+        "target": target,
         "start": start,
         "end": end,
         "samples_from": start - timedelta(seconds=margin_s),
@@ -205,7 +210,7 @@ def parse_settings(path: str | None, config: Config) -> list[Setting]:
 # sweep's suspected cause (a symptom opens nothing) and the figures grouping reads too.
 WHATIF_SAMPLES = (
     "SELECT ts, kind, category, status, findings, suspected_cause, value FROM westep_ops.samples"
-    " WHERE ts >= %s AND ts < %s ORDER BY ts, id"
+    " WHERE target = %s AND ts >= %s AND ts < %s ORDER BY ts, id"
 )
 
 
@@ -215,14 +220,23 @@ def whatif(
     settings: list[Setting],
     start: datetime,
     end: datetime,
+    *,
+    target: str,
 ) -> list[dict[str, Any]]:
-    """Replay the settings over the month's samples; judge them by labels and drills."""
+    """Replay the settings over ``target``'s samples of the month; judge them by labels and
+    drills."""
     from westep_ops.monitoring.rollups import read_frame
     from westep_ops.repairs.recovery import OBSERVE_ONLY
 
-    samples = read_frame(store, WHATIF_SAMPLES, (start, end))
+    samples = read_frame(store, WHATIF_SAMPLES, (target, start, end))
     samples["ts"] = pd.to_datetime(samples["ts"], utc=True)
     return compare({**frames, "samples": samples}, settings, pd.Timestamp(end), OBSERVE_ONLY)
+
+
+def target_folder(month_dir: Path, target: str) -> Path:
+    """Where ``target``'s report of a month goes: the month's folder itself for the target
+    ``default`` (as before targets existed), its own sub-folder for any other."""
+    return month_dir if target == DEFAULT_TARGET else month_dir / target
 
 
 def build(
@@ -230,10 +244,13 @@ def build(
     config: Config,
     month: str,
     *,
+    target: str,
     lang: str = "en",
     thresholds: str | None = None,
     reports_dir: Path = Path("reports"),
 ) -> MonthlyReport:
+    """``target``'s report of ``month``: ``reports/YYYY-MM/`` for the target ``default``
+    (a config without ``targets``), ``reports/YYYY-MM/<target>/`` for any other."""
     from westep_ops.lib import sla_charts  # the charts module (its own file)
 
     settings = parse_settings(thresholds, config)
@@ -247,10 +264,12 @@ def build(
             f"month {month} has not begun yet (it is {now:%Y-%m-%d %H:%M} in {config.timezone})"
         )
     margin = margin_s(config)
-    frames = load(store, start, end, margin_s=margin)
+    frames = load(store, start, end, target=target, margin_s=margin)
     this = figures(frames, start, min(end, max(start, now)), config)
-    prev = figures(load(store, pstart, start, margin_s=margin), pstart, start, config)
-    folder = reports_dir / month
+    prev = figures(
+        load(store, pstart, start, target=target, margin_s=margin), pstart, start, config
+    )
+    folder = target_folder(reports_dir / month, target)
     t = config.sla.targets
     charts = sla_charts.charts(
         this,
@@ -262,7 +281,11 @@ def build(
         response_target_ms=t.mean_response_ms,
         min_measured_share=config.sla.min_measured_share,
     )
-    replayed = whatif(store, frames, settings, start, min(end, max(start, now))) if settings else []
+    replayed = (
+        whatif(store, frames, settings, start, min(end, max(start, now)), target=target)
+        if settings
+        else []
+    )
     text = sla_report.render(
         month,
         config.timezone,
@@ -273,8 +296,70 @@ def build(
         replayed,
         stale_s=stale_s(config),
         cheap_s=config.monitoring.intervals.performance / 1000,
+        target=None if target == DEFAULT_TARGET else target,
     )
     # One file per language: a Japanese run must not overwrite the English report.
     path = folder / ("sla-report.md" if lang == "en" else f"sla-report.{lang}.md")
     path.write_text(text, encoding="utf-8")
     return MonthlyReport(month, path, this, prev, charts, replayed)
+
+
+@dataclass
+class FleetReport:
+    """``build_fleet``'s result: the fleet report and each target's own report."""
+
+    month: str
+    path: Path | None  # reports/YYYY-MM/fleet-report.md; None for the one target "default"
+    reports: dict[str, MonthlyReport]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "fleet_report": str(self.path) if self.path else None,
+            "targets": {
+                name: {
+                    "report": str(r.path),
+                    "figures": r.figures.as_dict(),
+                    "verdicts": r.figures.verdicts(),
+                    "whatif": r.whatif,
+                }
+                for name, r in self.reports.items()
+            },
+        }
+
+
+def build_fleet(
+    store: HistoryStore,
+    month: str,
+    targets: list[tuple[str, Config]],
+    *,
+    lang: str = "en",
+    thresholds: str | None = None,
+    reports_dir: Path = Path("reports"),
+) -> FleetReport:
+    """Each target's report of ``month`` (``build``, with the target's effective config),
+    then, unless the only target is ``default`` (a config without ``targets``, whose
+    report stays where it always was), the month's fleet report
+    ``reports/YYYY-MM/fleet-report.md`` (``fleet-report.ja.md``): one row per target,
+    judged with the same rule as its own report, linking to it."""
+    reports = {
+        name: build(
+            store,
+            config,
+            month,
+            target=name,
+            lang=lang,
+            thresholds=thresholds,
+            reports_dir=reports_dir,
+        )
+        for name, config in targets
+    }
+    if [name for name, _ in targets] == [DEFAULT_TARGET]:
+        return FleetReport(month, None, reports)
+    folder = reports_dir / month
+    rows = [(name, r.figures, r.path.relative_to(folder).as_posix()) for name, r in reports.items()]
+    path = folder / ("fleet-report.md" if lang == "en" else f"fleet-report.{lang}.md")
+    path.write_text(
+        sla_report.render_fleet_report(month, targets[0][1].timezone, rows, lang),
+        encoding="utf-8",
+    )
+    return FleetReport(month, path, reports)

@@ -55,6 +55,7 @@ class Diagnosis:
     d3_integrity: list[dict[str, Any]] = field(default_factory=list)
     d4_realtime: dict[str, Any] = field(default_factory=dict)
     report: str = ""
+    target: str | None = None  # the fleet target diagnosed (None: the one target)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,10 +232,12 @@ def d4_realtime(config: Config, session: ProbeSession, health: list[CheckResult]
     }
 
 
-def diagnose(env: Environment, config: Config) -> Diagnosis:
+def diagnose(env: Environment, config: Config, *, target: str | None = None) -> Diagnosis:
+    """D1-D4 and the report file; with ``target`` (a fleet) the file name and the report's
+    title carry it: ``diagnosis-report-<target>-YYYY-MM-DD.md``."""
     tz = ZoneInfo(config.timezone)
     now = datetime.now(tz)
-    diag = Diagnosis(at=now.isoformat(timespec="seconds"))
+    diag = Diagnosis(at=now.isoformat(timespec="seconds"), target=target)
     monitor = PerformanceMonitor()
     with ProbeSession(env, config) as session:
         health = run_health_check(session)
@@ -284,14 +287,16 @@ def diagnose(env: Environment, config: Config) -> Diagnosis:
         if not diag.problems
         else f"{len(diag.problems)} PROBLEM(S) FOUND"
     )
-    path = log_dir() / f"diagnosis-report-{now.strftime('%Y-%m-%d')}.md"
+    named = f"{target}-" if target else ""
+    path = log_dir() / f"diagnosis-report-{named}{now.strftime('%Y-%m-%d')}.md"
     diag.report = str(path)
     path.write_text(render_markdown(diag), encoding="utf-8")
     return diag
 
 
 def render_markdown(d: Diagnosis) -> str:
-    out = [f"# Diagnosis {d.at}", "", f"**Verdict: {d.verdict}**", ""]
+    title = f"# Diagnosis of {d.target} {d.at}" if d.target else f"# Diagnosis {d.at}"
+    out = [title, "", f"**Verdict: {d.verdict}**", ""]
     if d.problems:
         out += [f"- {redact(p)}" for p in d.problems] + [""]
     out += ["## Health", "", "| check | status | summary |", "|---|---|---|"]

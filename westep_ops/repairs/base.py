@@ -282,7 +282,7 @@ def run_repair(
         env.storage_url,
         connect_timeout_ms=config.monitoring.timeouts.connect,
         target=target,
-        state=target_state(env),
+        state=target_state(env, target),
     )
     if store.target != target:
         raise ValueError(f"repair of target {target} given the store of target {store.target}")

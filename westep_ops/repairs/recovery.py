@@ -170,6 +170,7 @@ class RecoveryReport:
     notes: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
     path: Path | None = None
+    target: str = DEFAULT_TARGET  # the fleet target recovered (named in the report file)
 
     @property
     def misconfigured(self) -> str | None:
@@ -406,6 +407,7 @@ def recover(
     report = RecoveryReport(
         datetime.now(tz), enabled, dry_run, before, perf, plan, escalations=escalations
     )
+    report.target = target
     connection = next((r for r in before if r.category is Category.connection), None)
     if connection is not None and connection.status is Status.critical:
         # The seed's runbook: on a database connection failure, check the database status too.
@@ -416,7 +418,7 @@ def recover(
         env.storage_url,
         connect_timeout_ms=config.monitoring.timeouts.connect,
         target=target,
-        state=target_state(env),
+        state=target_state(env, target),
     )
     try:
         _run_plan(report, env, config, store, dry_run=dry_run or not enabled)
@@ -426,7 +428,8 @@ def recover(
             # The seed's runbook: data integrity and performance warnings get a diagnosis too.
             from westep_ops.probes.diagnosis import diagnose
 
-            report.diagnosis = diagnose(env, config).report
+            named = None if target == DEFAULT_TARGET else target
+            report.diagnosis = diagnose(env, config, target=named).report
     except Exception as e:  # noqa: BLE001 - whatever broke, the report is still written
         report.escalations.append(
             Escalation(
@@ -484,7 +487,7 @@ def _judge_after(report: RecoveryReport, env: Environment, config: Config, targe
     from westep_ops.silences import current
 
     report.after, _ = sweep(env, config)
-    silenced = current(config, env.storage_url, target=target, state=target_state(env))
+    silenced = current(config, env.storage_url, target=target, state=target_state(env, target))
     escalated = {e.category for e in report.escalations}
     for r in report.after:
         if (
@@ -510,7 +513,10 @@ def _judge_after(report: RecoveryReport, env: Environment, config: Config, targe
 def write_report(report: RecoveryReport, tz: ZoneInfo) -> Path:
     stamp = report.started.astimezone(tz).strftime("%Y-%m-%dT%H-%M-%S")
     # Unique per run: two recoveries in the same second must not share (and lose) a file.
-    path = log_dir() / f"recovery-{stamp}-{uuid.uuid4().hex[:8]}.md"
+    # A fleet target's name leads (recovery-<target>-<stamp>-<id>.md); the one target's
+    # file is named as it always was.
+    named = "" if report.target == DEFAULT_TARGET else f"{report.target}-"
+    path = log_dir() / f"recovery-{named}{stamp}-{uuid.uuid4().hex[:8]}.md"
     path.write_text(render_markdown(report), encoding="utf-8")
     return path
 
@@ -525,7 +531,8 @@ def _status_table(results: list[CheckResult]) -> list[str]:
 
 def render_markdown(report: RecoveryReport) -> str:
     out = [
-        f"# Recovery {report.started.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"# Recovery{'' if report.target == DEFAULT_TARGET else f' of {report.target}'}"
+        f" {report.started.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         "",
         f"**Verdict: {report.verdict}**",
         "",

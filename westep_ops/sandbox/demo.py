@@ -23,6 +23,7 @@ from westep_ops.sandbox import faults
 from westep_ops.sandbox.manager import Sandbox
 from westep_ops.sandbox.state import sandbox_dir
 from westep_ops.store import log_dir
+from westep_ops.targets import DEFAULT_TARGET
 
 FAULT = "orphans"
 
@@ -60,9 +61,9 @@ def main() -> int:
         while time.monotonic() - t0 < 90:
             with psycopg.connect(sb.state.env()["WESTEP_OPS_STORAGE_URL"]) as conn:
                 row = conn.execute(
-                    "SELECT id, detected_at, resolved_at, recovered_by FROM westep_ops.incidents WHERE id > %s"
-                    " ORDER BY id LIMIT 1",
-                    (since,),
+                    "SELECT id, detected_at, resolved_at, recovered_by FROM westep_ops.incidents"
+                    " WHERE target = %s AND id > %s ORDER BY id LIMIT 1",
+                    (DEFAULT_TARGET, since),
                 ).fetchone()
             if row and row[2] is None and state != "open":
                 state = "open"

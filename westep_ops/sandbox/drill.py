@@ -40,7 +40,7 @@ from psycopg import sql
 
 from westep_ops.config import Config
 from westep_ops.db import one_row
-from westep_ops.environment import Environment
+from westep_ops.environment import VARIABLES, Environment
 from westep_ops.errors import WestepError
 from westep_ops.monitoring import driver, engine
 from westep_ops.monitoring.engine import Monitor
@@ -165,10 +165,11 @@ def cadence(config: Config) -> str:
     )
 
 
-def _rows(sb: Sandbox) -> Counter[str]:
-    """A multiset of the app's rows (table + md5 of the row), the fault's own rows left out."""
+def _rows(sb: Sandbox, sandbox_target: int = 1) -> Counter[str]:
+    """A multiset of the app's rows (table + md5 of the row) in sandbox target
+    ``sandbox_target``'s database, the fault's own rows left out."""
     out: Counter[str] = Counter()
-    with sb.superuser_conn() as conn:
+    with sb.superuser_conn(target=sandbox_target) as conn:
         for t in APP_TABLES:
             rel = sql.Identifier(*t.split("."))
             skip = (
@@ -183,11 +184,13 @@ def _rows(sb: Sandbox) -> Counter[str]:
     return out
 
 
-def _quarantined(sb: Sandbox, qschema: str, since: datetime) -> Counter[str]:
+def _quarantined(
+    sb: Sandbox, qschema: str, since: datetime, sandbox_target: int = 1
+) -> Counter[str]:
     """The app's rows moved to the quarantine since ``since``, fingerprinted as in
     :func:`_rows` (md5 over the source's columns, which the quarantine keeps as they were)."""
     out: Counter[str] = Counter()
-    with sb.superuser_conn() as conn:
+    with sb.superuser_conn(target=sandbox_target) as conn:
         for t in APP_TABLES:
             schema, name = t.split(".")
             qname = quarantine_name(t)
@@ -239,15 +242,31 @@ def run_drill(
     echo: Callable[[str], None] = print,
     timeout_s: float | None = None,
     seed: int | None = None,
+    target: str,
+    sandbox_target: int = 1,
 ) -> DrillReport:
     """Quiet window, fault, quiet window, ... for every fault ``trials`` times, at the
-    config's intervals (or every ``interval_s`` seconds); the ground truth is stored."""
+    config's intervals (or every ``interval_s`` seconds), on monitored target ``target``
+    whose database is sandbox target ``sandbox_target`` (``sandbox_target_of``): the
+    faults are injected there, only that target's incidents and alerts are read, and the
+    ground truth is stored under its name."""
     unknown = [n for n in names if n not in faults.FAULTS]
     if unknown:
         raise WestepError(
             f"unknown fault(s): {', '.join(unknown)}; known: {', '.join(faults.FAULTS)}"
         )
-    faults.guard(sb)
+    shared = [n for n in names if n in faults.CLUSTER_WIDE]
+    if sandbox_target != 1 and shared:
+        raise WestepError(
+            f"target {target} is sandbox target {sandbox_target}: {', '.join(shared)} stop a"
+            " process every sandbox target shares, so they cannot break it alone; choose"
+            " --faults without them"
+        )
+    faults.guard(sb)  # the process environment (faults.inject checks it too)
+    faults.guard(  # and the target's own variables (a fleet target's come from elsewhere)
+        sb,
+        {name: v for name, (attr, *_) in VARIABLES.items() if (v := getattr(env, attr, None))},
+    )
     cfg = drill_config(config, interval_s)
     quiet = default_quiet_s(cfg) if quiet_s is None else quiet_s
     # Long enough for a fault seen only by the full sweep to be detected and to close.
@@ -257,8 +276,8 @@ def run_drill(
         else max(90.0, 2 * cfg.monitoring.intervals.health / 1000 + 60)
     )
     rng = random.Random(seed)
-    store = HistoryStore(env.storage_url)
-    monitor = Monitor(env, cfg, store, Notifier(env, cfg.timezone))
+    store = HistoryStore(env.storage_url, target=target)
+    monitor = Monitor(env, cfg, store, Notifier(env, cfg.timezone, target=target))
     report = DrillReport(datetime.now(UTC).strftime("drill-%Y%m%dT%H%M%S"), cadence(cfg))
 
     def spin(until: Callable[[], bool], limit: float) -> bool:
@@ -280,10 +299,10 @@ def run_drill(
         with store.tx() as conn:
             return conn.execute(
                 "SELECT id, category, started_at, detected_at, resolved_at, escalation,"
-                " recovered_by FROM westep_ops.incidents"
-                " WHERE started_at >= %s - interval '1 second' AND category = ANY(%s)"
+                " recovered_by FROM westep_ops.incidents WHERE target = %s"
+                " AND started_at >= %s - interval '1 second' AND category = ANY(%s)"
                 " ORDER BY id LIMIT 1",
-                (t, categories),
+                (target, t, categories),
             ).fetchone()
 
     def closed(categories: list[str]) -> bool:
@@ -293,9 +312,9 @@ def run_drill(
             return (
                 one_row(
                     conn.execute(
-                        "SELECT count(*) FROM westep_ops.incidents WHERE closed_at IS NULL"
-                        " AND category = ANY(%s)",
-                        (categories,),
+                        "SELECT count(*) FROM westep_ops.incidents WHERE target = %s"
+                        " AND closed_at IS NULL AND category = ANY(%s)",
+                        (target, categories),
                     )
                 )[0]
                 == 0
@@ -305,9 +324,9 @@ def run_drill(
         with store.tx() as conn:
             return one_row(
                 conn.execute(
-                    "INSERT INTO westep_ops.drill_faults (drill, fault, injected_at, removed_at,"
-                    " categories) VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                    (report.drill, fault, start, end, categories),
+                    "INSERT INTO westep_ops.drill_faults (target, drill, fault, injected_at,"
+                    " removed_at, categories) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    (target, report.drill, fault, start, end, categories),
                 )
             )[0]
 
@@ -330,10 +349,10 @@ def run_drill(
                 f"drill stopped before {name}: an incident in {', '.join(cats)} stayed open"
                 f" for {timeout:.0f} s (see westep-ops alerts list)"
             )
-        before = _rows(sb)
+        before = _rows(sb, sandbox_target)
         t0 = datetime.now(UTC)
         fid = truth(name, t0, None, cats)
-        faults.inject(sb, name, True, timeout + 60)
+        faults.inject(sb, name, True, timeout + 60, sandbox_target)
         settled_rows: Counter[str] | None = None
         moved: Counter[str] | None = None
         try:
@@ -341,8 +360,8 @@ def run_drill(
             spin(lambda: _settled(incident_since(t0, cats)), timeout)
             inc = incident_since(t0, cats)
             try:  # before the fault is removed and before any restore
-                settled_rows = _rows(sb)
-                moved = _quarantined(sb, cfg.repairs.quarantine_schema, t0)
+                settled_rows = _rows(sb, sandbox_target)
+                moved = _quarantined(sb, cfg.repairs.quarantine_schema, t0, sandbox_target)
             except psycopg.Error:
                 pass  # the database is down (pg_down): count once it is back
             if name == "orphans":
@@ -359,13 +378,13 @@ def run_drill(
                         )
                         conn.commit()
         finally:
-            faults.inject(sb, name, False)  # always: a drill never leaves a fault behind
+            faults.inject(sb, name, False, target=sandbox_target)  # never left behind
         removed = datetime.now(UTC)
         spin(lambda: closed(cats), timeout)  # monitoring sees it healthy again
         inc = incident_since(t0, cats) or inc
         if settled_rows is None or moved is None:
-            settled_rows = _rows(sb)
-            moved = _quarantined(sb, cfg.repairs.quarantine_schema, t0)
+            settled_rows = _rows(sb, sandbox_target)
+            moved = _quarantined(sb, cfg.repairs.quarantine_schema, t0, sandbox_target)
         lost = _lost(before, settled_rows, moved)
         n_moved = sum(moved.values())
         if inc is None:
@@ -401,9 +420,10 @@ def run_drill(
         with store.tx() as conn:
             res.alerts = one_row(
                 conn.execute(
-                    "SELECT count(*) FROM westep_ops.alerts WHERE kind = 'opened' AND ts >= %s"
+                    "SELECT count(*) FROM westep_ops.alerts WHERE target = %s"
+                    " AND kind = 'opened' AND ts >= %s"
                     " AND ts <= %s + make_interval(secs => %s) AND category = ANY(%s)",
-                    (t0, removed, GRACE_S, cats),
+                    (target, t0, removed, GRACE_S, cats),
                 )
             )[0]
             conn.execute(
@@ -439,9 +459,9 @@ def run_drill(
         )
         return res
 
-    for left in faults.active(sb):  # a drill starts from a clean sandbox
+    for left in faults.active(sb, sandbox_target):  # a drill starts from a clean target
         echo(f"  removing fault {left}, left on before the drill")
-        faults.inject(sb, left, False)
+        faults.inject(sb, left, False, target=sandbox_target)
     echo(f"  drill {report.drill}: {report.cadence}; quiet windows of {quiet:g} s")
     try:
         if not quiet:
@@ -467,15 +487,36 @@ def run_drill(
                 )
         finally:
             monitor.close()
-    report.tally = false_alerts(env, report.drill)
+    report.tally = false_alerts(env, report.drill, target=target)
     return report
 
 
-def false_alerts(env: Environment, drill: str) -> AlertTally:
+def sandbox_target_of(sb: Sandbox, env: Environment) -> int:
+    """The sandbox target (1..N) whose database ``env``'s DIRECT_URL names: the one a
+    drill breaks for this monitored target (1 when DIRECT_URL is unset: the guard then
+    says what is wrong). One clear error (exit 2) for a database the sandbox does not have."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from westep_ops.sandbox.state import target_db
+
+    if not env.direct_url:
+        return 1
+    db = conninfo_to_dict(env.direct_url).get("dbname")
+    for t in range(1, sb.state.targets + 1):
+        if target_db(t) == db:
+            return t
+    have = ", ".join(target_db(t) for t in range(1, sb.state.targets + 1))
+    raise WestepError(
+        f"DIRECT_URL names database {db!r}, which is no target of this sandbox ({have}):"
+        " the drill breaks only a sandbox target"
+    )
+
+
+def false_alerts(env: Environment, drill: str, *, target: str) -> AlertTally:
     """Alerts opened during ``drill`` judged against its ground truth: attributed to a
     fault when inside its window (+ ``GRACE_S``) and in one of its categories; every
     other one is a false positive (counted apart, and per hour, inside quiet windows)."""
-    store = HistoryStore(env.storage_url)
+    store = HistoryStore(env.storage_url, target=target)
     try:
         with store.tx() as conn:
             row = one_row(
@@ -483,9 +524,10 @@ def false_alerts(env: Environment, drill: str) -> AlertTally:
                     """
                 WITH d AS (SELECT fault, injected_at, coalesce(removed_at, now()) AS removed_at,
                                   categories
-                           FROM westep_ops.drill_faults WHERE drill = %(drill)s),
+                           FROM westep_ops.drill_faults
+                           WHERE drill = %(drill)s AND target = %(target)s),
                 a AS (SELECT al.ts, al.category FROM westep_ops.alerts al
-                      WHERE al.kind = 'opened'
+                      WHERE al.target = %(target)s AND al.kind = 'opened'
                         AND al.ts BETWEEN (SELECT min(injected_at) FROM d)
                                       AND (SELECT max(removed_at) FROM d)),
                 j AS (SELECT EXISTS (SELECT 1 FROM d WHERE d.fault <> %(quiet)s
@@ -502,7 +544,7 @@ def false_alerts(env: Environment, drill: str) -> AlertTally:
                        (SELECT coalesce(sum(extract(epoch FROM removed_at - injected_at)), 0)
                           FROM d WHERE fault = %(quiet)s)
                 """,
-                    {"drill": drill, "quiet": QUIET, "grace": GRACE_S},
+                    {"drill": drill, "quiet": QUIET, "grace": GRACE_S, "target": target},
                 )
             )
     finally:

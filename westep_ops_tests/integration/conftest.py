@@ -97,6 +97,7 @@ HISTORY_TABLES = (
     "daily_health",
     "hourly_performance",
     "drill_faults",
+    "repair_requests",
     "leases",  # a killed worker's lease must not hold the next test's monitor back
     "workers",
 )

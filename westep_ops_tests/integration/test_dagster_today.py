@@ -13,8 +13,8 @@ from dagster import (
 )
 
 from westep_ops.defs.monitoring.partitions import daily
-from westep_ops.monitoring.history import HistoryStore
 from westep_ops.sandbox.manager import Sandbox
+from westep_ops.store_schema import migrate
 from westep_ops_tests.integration.conftest import clear_history
 from westep_ops_tests.unit.test_dagster_today import TOKYO
 
@@ -24,10 +24,8 @@ def test_today_partition_exists_and_updates(sandbox: Sandbox) -> None:
     from westep_ops.defs.monitoring.assets import health_samples, incidents
     from westep_ops.resources import default_resources
 
-    store = HistoryStore(os.environ["WESTEP_OPS_STORAGE_URL"])
-    with store.tx():  # creates the schema on first use
-        pass
-    store.close()
+    with psycopg.connect(os.environ["WESTEP_OPS_STORAGE_URL"], autocommit=True) as conn:
+        migrate(conn)  # the schema, on first use
     clear_history()
     now = datetime.now(UTC)
     today = now.astimezone(TOKYO).strftime("%Y-%m-%d")
@@ -37,8 +35,8 @@ def test_today_partition_exists_and_updates(sandbox: Sandbox) -> None:
         at = start + timedelta(minutes=minutes)
         with psycopg.connect(os.environ["WESTEP_OPS_STORAGE_URL"], autocommit=True) as conn:
             conn.execute(
-                "INSERT INTO westep_ops.incidents (category, severity, started_at, detected_at,"
-                " summary) VALUES (%s, 'critical', %s, %s, 'still open')",
+                "INSERT INTO westep_ops.incidents (target, category, severity, started_at,"
+                " detected_at, summary) VALUES ('default', %s, 'critical', %s, %s, 'still open')",
                 (category, at, at + timedelta(seconds=30)),
             )
 
@@ -47,7 +45,7 @@ def test_today_partition_exists_and_updates(sandbox: Sandbox) -> None:
             [health_samples, incidents],
             resources=default_resources(),
             instance=instance,
-            partition_key=today,
+            partition_key=f"{today}|default",
         )
         assert result.success
         (m,) = [
@@ -55,7 +53,7 @@ def test_today_partition_exists_and_updates(sandbox: Sandbox) -> None:
             for e in result.get_asset_materialization_events()
             if e.asset_key.to_user_string() == "incidents"
         ]
-        assert m.partition == today
+        assert m.partition == f"{today}|default"
         assert m.metadata["in_progress"].value is True  # today's figures will still change
         return m.metadata["incidents"].value
 
@@ -66,5 +64,6 @@ def test_today_partition_exists_and_updates(sandbox: Sandbox) -> None:
         add_incident(1, "auth")
         assert incidents_today(instance) == 2
         latest = instance.get_latest_materialization_event(AssetKey("incidents"))
-        assert latest is not None and latest.asset_materialization.partition == today
+        assert latest is not None
+        assert latest.asset_materialization.partition == f"{today}|default"
     clear_history()

@@ -73,14 +73,14 @@ def test_false_alerts_attributes_by_category_and_window(sandbox: Sandbox) -> Non
         ]
         for fault, start, end, cats in rows:
             conn.execute(
-                "INSERT INTO westep_ops.drill_faults (drill, fault, injected_at, removed_at,"
-                " categories) VALUES ('d1', %s, %s, %s, %s)",
+                "INSERT INTO westep_ops.drill_faults (target, drill, fault, injected_at,"
+                " removed_at, categories) VALUES ('default', 'd1', %s, %s, %s, %s)",
                 (fault, start, end, cats),
             )
         # Another drill's fault at the same time judges nothing of d1's.
         conn.execute(
-            "INSERT INTO westep_ops.drill_faults (drill, fault, injected_at, removed_at,"
-            " categories) VALUES ('d0', 'api_down', %s, %s, '{api}')",
+            "INSERT INTO westep_ops.drill_faults (target, drill, fault, injected_at, removed_at,"
+            " categories) VALUES ('default', 'd0', 'api_down', %s, %s, '{api}')",
             (at(0), at(1400)),
         )
         for s, cat in (
@@ -94,16 +94,23 @@ def test_false_alerts_attributes_by_category_and_window(sandbox: Sandbox) -> Non
             (1500, "api"),  # after the drill: not counted
         ):
             conn.execute(
-                "INSERT INTO westep_ops.alerts (ts, kind, severity, category, message)"
-                " VALUES (%s, 'opened', 'critical', %s, 'test')",
+                "INSERT INTO westep_ops.alerts (target, ts, kind, severity, category, message)"
+                " VALUES ('default', %s, 'opened', 'critical', %s, 'test')",
                 (at(s), cat),
             )
         conn.execute(
-            "INSERT INTO westep_ops.alerts (ts, kind, severity, category, message)"
-            " VALUES (%s, 'reminder', 'critical', 'api', 'not an opened alert')",
+            "INSERT INTO westep_ops.alerts (target, ts, kind, severity, category, message)"
+            " VALUES ('default', %s, 'reminder', 'critical', 'api', 'not an opened alert')",
             (at(200),),
         )
-    tally = drill.false_alerts(Environment.from_env(), "d1")
+        # Another target's alerts in the drill's windows are not this drill's.
+        conn.execute(
+            "INSERT INTO westep_ops.alerts (target, ts, kind, severity, category, message)"
+            " VALUES ('beta', %s, 'opened', 'critical', 'api', 'other target'),"
+            " ('beta', %s, 'opened', 'critical', 'tables', 'other target')",
+            (at(100), at(650)),
+        )
+    tally = drill.false_alerts(Environment.from_env(), "d1", target="default")
     assert (tally.alerts, tally.attributed, tally.false_positives) == (6, 2, 4)
     assert (tally.quiet_windows, tally.quiet_s, tally.quiet_alerts) == (2, 1200.0, 2)
     assert tally.per_quiet_hour == pytest.approx(6.0)

@@ -494,7 +494,12 @@ def test_health_asset_reports_one_check_per_category(sandbox: Sandbox) -> None:
     faults.inject(sandbox, "grant_revoke", True)
     try:
         with DagsterInstance.ephemeral() as instance:
-            result = materialize([health_check], resources=default_resources(), instance=instance)
+            result = materialize(
+                [health_check],
+                resources=default_resources(),
+                instance=instance,
+                partition_key="default",
+            )
     finally:
         faults.inject(sandbox, "grant_revoke", False)
     assert result.success  # a failing check is reported, it does not crash the run
@@ -563,7 +568,12 @@ def test_health_asset_runs_without_an_admin_console(sandbox: Sandbox) -> None:
     saved = os.environ.pop("PGBOUNCER_ADMIN_URL")
     try:
         with DagsterInstance.ephemeral() as instance:
-            result = materialize([health_check], resources=default_resources(), instance=instance)
+            result = materialize(
+                [health_check],
+                resources=default_resources(),
+                instance=instance,
+                partition_key="default",
+            )
     finally:
         os.environ["PGBOUNCER_ADMIN_URL"] = saved
     evals = {e.check_name: e for e in result.get_asset_check_evaluations()}

@@ -156,7 +156,7 @@ def test_daily_summary_lists_exactly_the_local_days_unlabelled_alerts(
     store.open_incident("pool", "critical", midnight_utc + second, midnight_utc + second, "x")
 
     with store.tx() as conn:
-        s = daily_summary(conn, day, tz)
+        s = daily_summary(conn, day, tz, target="default")
     assert [a["id"] for a in s.unlabelled] == [first, last]
     assert before not in {a["id"] for a in s.unlabelled} and after != last
     assert s.labelled == 1 and s.incidents == 1 and s.still_open == 1
@@ -169,7 +169,7 @@ def test_daily_summary_lists_exactly_the_local_days_unlabelled_alerts(
     assert "the day before" not in text and "the day after" not in text
 
     with store.tx() as conn:
-        quiet = daily_summary(conn, date(2026, 11, 20), tz)
+        quiet = daily_summary(conn, date(2026, 11, 20), tz, target="default")
     assert quiet.unlabelled == [] and quiet.text().splitlines()[-1] == "opened alerts: none"
 
 

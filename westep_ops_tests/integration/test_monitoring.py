@@ -168,9 +168,15 @@ def test_sensor_requests_one_repair_run_per_incident(sandbox: Sandbox, cfg: Path
             assert all(e.passed for e in healthy.asset_events if hasattr(e, "passed"))
             stored = rows("SELECT count(*) FROM westep_ops.samples")[0][0]
             assert stored == 8  # H1-H7 + performance, no run launched
-            assert healthy.skip_reason.skip_message == "swept full: 7 checks, 0 failing"
-            # a tick before the interval does nothing, and says when the next sweep is due
-            assert re.fullmatch(r"idle: next cheap sweep due in \d+ s", tick().skip_message)
+            # the 8 samples and the performance sample's row
+            assert healthy.skip_message == (
+                "read 9 samples of 1 target(s), requested 0 repair run(s)"
+            )
+            # a worker tick before the interval stores nothing: the sensor says so
+            assert re.fullmatch(
+                r"idle: no new samples since \d\d:\d\d:\d\d, requested 0 repair run\(s\)",
+                tick().skip_message,
+            )
 
             faults.inject(sandbox, "grant_revoke", True)
             _age_samples()
@@ -181,7 +187,9 @@ def test_sensor_requests_one_repair_run_per_incident(sandbox: Sandbox, cfg: Path
             ((iid,),) = rows("SELECT id FROM westep_ops.incidents WHERE closed_at IS NULL")
             # incident, action, attempts already on record: a refusal re-requests under a new key
             assert request.run_key == f"incident-{iid}-fix_table_permissions-0"
-            assert request.tags["westep-ops/repair-target"] == "monitored-database"
+            # the per-target concurrency tag's value is the target's name
+            assert request.tags["westep-ops/repair-target"] == "default"
+            assert request.run_config["ops"]["run_repair_op"]["config"]["target"] == "default"
             assert request.tags["westep-ops/action"] == "fix_table_permissions"
             failed = [
                 (e.check_name, e.metadata["probe"].value)
@@ -340,7 +348,7 @@ def test_daily_assets_for_a_day_with_known_samples(sandbox: Sandbox, cfg: Path) 
             [health_samples, performance_metrics, incidents, diagnosis_report],
             resources=default_resources(),
             instance=instance,
-            partition_key="2026-03-10",
+            partition_key="2026-03-10|default",
         )
     assert result.success
     materializations = [
@@ -366,7 +374,7 @@ def test_daily_assets_for_a_day_with_known_samples(sandbox: Sandbox, cfg: Path) 
             [health_samples],
             resources=default_resources(),
             instance=instance,
-            partition_key="2026-03-10",
+            partition_key="2026-03-10|default",
         )
     assert rows("SELECT count(*) FROM westep_ops.daily_health WHERE day = '2026-03-10'") == [(2,)]
 

@@ -1,4 +1,5 @@
-"""The UI's "Preview tick result" runs the sensor for real: it must store and send nothing."""
+"""The UI's "Preview tick result" runs the sensor for real, which only reads what the
+workers stored: it shows what the next tick would report and request."""
 
 from __future__ import annotations
 
@@ -56,14 +57,16 @@ def broken(sandbox: Sandbox, tmp_path: Path) -> Iterator[None]:
         clear_history()
 
 
-def test_preview_stores_and_sends_nothing_and_a_real_tick_then_acts(broken: None) -> None:
+def test_preview_only_reads_and_a_real_tick_then_reports_the_same(broken: None) -> None:
     from dagster import DagsterInstance, build_sensor_context
 
     from westep_ops.definitions import defs
     from westep_ops.defs.monitoring.sensors import is_preview
     from westep_ops.resources import default_resources
+    from westep_ops_tests.integration.dagster_idioms import worker_tick
 
     sensor = defs.get_sensor_def("monitoring_sensor")
+    worker_tick()  # a worker probed, stored the failure and queued the repair
     with DagsterInstance.ephemeral() as instance:
 
         def tick(**ctx_args: Any) -> Any:
@@ -77,7 +80,7 @@ def test_preview_stores_and_sends_nothing_and_a_real_tick_then_acts(broken: None
         preview, shown = tick(repository_name="__repository__", sensor_name="monitoring_sensor")
         assert preview
         # It shows what the tick would report and request ...
-        # (the sweep's failure, then the confirmation re-probe's)
+        # (the sweep's failure, then the confirmation re-probe's, as the worker stored them)
         failing = [e.check_name for e in shown.asset_events if not getattr(e, "passed", True)]
         assert failing == ["h3_tables", "h3_tables"]
         assert [
@@ -85,28 +88,21 @@ def test_preview_stores_and_sends_nothing_and_a_real_tick_then_acts(broken: None
             for r in shown.run_requests
             if r.job_name == "repair_job"
         ] == ["fix_table_permissions"]
-        # ... with nothing stored and nothing sent.
+        # ... and it only read: nothing stored, nothing sent.
         assert counts() == before
         assert alert_lines() == lines_before
 
-        # A real tick still finds the sweep due and acts: the preview consumed nothing.
+        # A real tick (the preview's cursor was not kept) reports and requests the same.
         preview, real = tick()
         assert not preview
         failing = [e.check_name for e in real.asset_events if not getattr(e, "passed", True)]
-        assert failing == ["h3_tables", "h3_tables"]  # the sweep's, then the confirmation's
+        assert failing == ["h3_tables", "h3_tables"]
         # One repair, and a refresh of today's daily assets for the opened incident.
         assert sorted(r.job_name for r in real.run_requests) == [
             "daily_monitoring_job",
             "repair_job",
         ]
-        after = counts()
-        assert after["incidents"] == 1 and after["alerts"] == 1 and after["samples"] > 0
-        assert len(alert_lines()) == len(lines_before) + 1
-
-        # A preview when nothing is due still shows the current state (a forced cheap sweep).
-        preview, again = tick(repository_name="__repository__", sensor_name="monitoring_sensor")
-        assert preview and len(again.asset_events) >= 1
-        assert counts() == after
+        assert counts() == before
 
 
 def _steps_item(res: Any) -> dict[str, Any]:

@@ -38,9 +38,9 @@ def test_an_incident_across_midnight_of_the_1st_is_loaded_once_with_its_late_ale
     started = dec - timedelta(minutes=2)  # 23:58 on 30 November, local
     with psycopg.connect(_url(), autocommit=True) as conn:
         (iid,) = conn.execute(
-            "INSERT INTO westep_ops.incidents (category, severity, started_at, detected_at,"
-            " resolved_at, closed_at, recovered_by, summary)"
-            " VALUES ('pool', 'critical', %s, %s, %s, %s, 'auto:restore_connection_pool', 'x')"
+            "INSERT INTO westep_ops.incidents (target, category, severity, started_at,"
+            " detected_at, resolved_at, closed_at, recovered_by, summary)"
+            " VALUES ('default', 'pool', 'critical', %s, %s, %s, %s, 'auto:restore_connection_pool', 'x')"
             " RETURNING id",
             (
                 started,
@@ -50,28 +50,30 @@ def test_an_incident_across_midnight_of_the_1st_is_loaded_once_with_its_late_ale
             ),
         ).fetchone()
         conn.execute(
-            "INSERT INTO westep_ops.alerts (incident_id, ts, kind, severity, category, message)"
-            " VALUES (%s, %s, 'opened', 'critical', 'pool', 'pool paused'),"
-            " (NULL, %s, 'opened', 'critical', 'api', 'no incident')",
+            "INSERT INTO westep_ops.alerts (target, incident_id, ts, kind, severity, category,"
+            " message) VALUES ('default', %s, %s, 'opened', 'critical', 'pool', 'pool paused'),"
+            " ('default', NULL, %s, 'opened', 'critical', 'api', 'no incident')",
             (iid, dec + timedelta(minutes=1), dec + timedelta(minutes=30)),
         )
         conn.execute(
-            "INSERT INTO westep_ops.repair_attempts (action, trigger, target, started_at,"
-            " finished_at, dry_run, outcome, summary, incident_id) VALUES"
-            " ('restore_connection_pool', 'auto', 'pool', %s, %s, false, 'repaired', 'resumed', %s)",
+            "INSERT INTO westep_ops.repair_attempts (target, action, trigger, database,"
+            " started_at, finished_at, dry_run, outcome, summary, incident_id) VALUES"
+            " ('default', 'restore_connection_pool', 'auto', 'pool', %s, %s, false, 'repaired', 'resumed', %s)",
             (dec + timedelta(minutes=2), dec + timedelta(minutes=3), iid),
         )
         conn.execute(
-            "INSERT INTO westep_ops.samples (ts, kind, category, status, summary)"
-            " VALUES (%s, 'cheap', 'pool', 'ok', 'ok')",  # the last passing one, 4 min before
+            "INSERT INTO westep_ops.samples (target, ts, kind, category, status, summary)"
+            " VALUES ('default', %s, 'cheap', 'pool', 'ok', 'ok')",  # the last passing one, 4 min before
             (started - timedelta(minutes=4),),
         )
     store = HistoryStore(_url())
     config = Config()
     try:
         margin = monthly.margin_s(config)
-        november = monthly.load(store, nov, dec, margin_s=margin)
-        december = monthly.load(store, dec, datetime(2027, 1, 1, tzinfo=TOKYO), margin_s=margin)
+        november = monthly.load(store, nov, dec, target="default", margin_s=margin)
+        december = monthly.load(
+            store, dec, datetime(2027, 1, 1, tzinfo=TOKYO), target="default", margin_s=margin
+        )
     finally:
         store.close()
     assert list(november["incidents"]["id"]) == [iid]
@@ -101,13 +103,14 @@ def test_hourly_rollup_in_a_half_hour_zone_gives_each_local_day_its_own_hours(
     with psycopg.connect(_url(), autocommit=True) as conn:
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO westep_ops.performance_samples (ts, mean_api_ms, http_requests,"
-                " http_failures, tps, status) VALUES (%s, 100, 2, 0, 10, 'ok')",
+                "INSERT INTO westep_ops.performance_samples (target, ts, mean_api_ms,"
+                " http_requests, http_failures, tps, status)"
+                " VALUES ('default', %s, 100, 2, 0, 10, 'ok')",
                 [(day1 + timedelta(minutes=m),) for m in range(0, 2 * 1440, 5)],
             )
         hours = []
         for a, b in ((day1, day2), (day2, day3)):
-            rows = conn.execute(HOURLY_SQL, ("Asia/Kolkata", a, b)).fetchall()
+            rows = conn.execute(HOURLY_SQL, ("Asia/Kolkata", "default", a, b)).fetchall()
             hours.append({r[0] for r in rows})
     first, second = hours
     assert len(first) == len(second) == 24 and not first & second
@@ -129,8 +132,8 @@ def test_two_refreshes_of_the_same_day_at_once_both_succeed(sandbox: Sandbox) ->
     with psycopg.connect(url, autocommit=True) as conn:
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO westep_ops.samples (ts, kind, category, status, summary)"
-                " VALUES (%s, 'cheap', %s, 'ok', 'ok')",
+                "INSERT INTO westep_ops.samples (target, ts, kind, category, status, summary)"
+                " VALUES ('default', %s, 'cheap', %s, 'ok', 'ok')",
                 [
                     (day + timedelta(minutes=m), c)
                     for m in range(0, 1440, 10)
@@ -142,7 +145,9 @@ def test_two_refreshes_of_the_same_day_at_once_both_succeed(sandbox: Sandbox) ->
         store = HistoryStore(url)
         try:
             return len(
-                rollups.roll_up_health(store, day, day + timedelta(days=1), "Asia/Tokyo", 125).frame
+                rollups.roll_up_health(
+                    store, day, day + timedelta(days=1), "Asia/Tokyo", 125, target="default"
+                ).frame
             )
         finally:
             store.close()

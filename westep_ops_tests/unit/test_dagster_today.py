@@ -24,6 +24,7 @@ from westep_ops.defs.monitoring.partitions import daily, partition_progress
 from westep_ops.defs.monitoring.sensors import incident_refreshes
 from westep_ops.defs.repairs.jobs import repair_trigger
 from westep_ops.monitoring.daily_report import markdown_table
+from westep_ops.monitoring.feed import Feed, FeedCursor, TargetFeed
 from westep_ops.monitoring.rotation import Rotation
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -55,7 +56,12 @@ def test_hourly_refresh_requests_today_in_progress() -> None:
             )
         )
     (req,) = data.run_requests or []
-    assert req.partition_key == "2026-12-06"
+    # the whole fleet's today in one run: a range over the targets' partitions
+    assert req.partition_key_range is not None
+    assert (req.partition_key_range.start, req.partition_key_range.end) == (
+        "2026-12-06|default",
+        "2026-12-06|default",
+    )
     assert req.run_key == "today-2026-12-06-10"
     assert req.tags[IN_PROGRESS_TAG] == "true"
 
@@ -70,7 +76,9 @@ def test_0030_run_is_for_yesterday_not_the_new_day() -> None:
             )
         )
     (req,) = data.run_requests or []
-    assert (req.partition_key, req.run_key) == ("2026-12-05", "daily-2026-12-05")
+    assert req.partition_key_range is not None
+    assert req.partition_key_range.start == "2026-12-05|default"
+    assert req.run_key == "daily-2026-12-05"
     assert IN_PROGRESS_TAG not in req.tags
 
 
@@ -85,12 +93,26 @@ def test_partition_progress_in_the_team_zone() -> None:
 
 
 def test_an_incident_that_opens_or_closes_refreshes_today() -> None:
-    reqs = incident_refreshes([7], [5], datetime(2026, 12, 6, 3, 0, tzinfo=UTC))
-    # one refresh per tick, however many incidents opened or closed in it
+    feed = Feed(
+        FeedCursor(),
+        FeedCursor(),
+        {
+            "default": TargetFeed("default", opened=[7], closed=[5]),
+            "elsewhere": TargetFeed("elsewhere", opened=[8]),  # not in these definitions
+        },
+        more=False,
+    )
+    reqs = incident_refreshes(feed, datetime(2026, 12, 6, 3, 0, tzinfo=UTC))
+    # one refresh of the target's today per tick, however many incidents opened or closed
     assert [(r.job_name, r.partition_key, r.run_key) for r in reqs] == [
-        ("daily_monitoring_job", "2026-12-06", "today-2026-12-06-incidents-5,7-030000"),
+        (
+            "daily_monitoring_job",
+            "2026-12-06|default",
+            "today-2026-12-06-default-incidents-5,7-030000",
+        ),
     ]
-    assert incident_refreshes([], [], datetime.now(UTC)) == []
+    quiet = Feed(FeedCursor(), FeedCursor(), {"default": TargetFeed("default")}, more=False)
+    assert incident_refreshes(quiet, datetime.now(UTC)) == []
 
 
 def test_a_person_s_repair_run_is_recorded_as_manual() -> None:

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import PartitionsDefinition, TimeWindowPartitionsDefinition
+from dagster import (
+    MultiPartitionsDefinition,
+    PartitionsDefinition,
+    StaticPartitionsDefinition,
+    TimeWindowPartitionsDefinition,
+)
 
 SNAPSHOT = Path(__file__).with_name("definitions_snapshot.json")
 
@@ -35,6 +40,13 @@ def _partitions(p: PartitionsDefinition | None) -> dict[str, Any] | None:
             "end_offset": p.end_offset,
             "cron": p.cron_schedule,
         }
+    if isinstance(p, MultiPartitionsDefinition):
+        return {
+            "type": type(p).__name__,
+            "dimensions": {d.name: _partitions(d.partitions_def) for d in p.partitions_defs},
+        }
+    if isinstance(p, StaticPartitionsDefinition):
+        return {"type": type(p).__name__, "keys": list(p.get_partition_keys())}
     return {"type": type(p).__name__}
 
 

@@ -126,7 +126,7 @@ def test_incident_figures_and_the_daily_report() -> None:
     health = pd.DataFrame([_health("2026-11-03", "pool", 90, 0, 10, 0)])
     perf = pd.DataFrame(columns=rollups.HOURLY_COLUMNS)
     text = daily_report.render_daily_report(
-        "2026-11-03", health, inc, perf, target=0.999, tz="Asia/Tokyo"
+        "2026-11-03", health, inc, perf, availability_target=0.999, tz="Asia/Tokyo"
     )
     assert text.startswith("# Daily report 2026-11-03 (Asia/Tokyo)")
     assert daily_report.report_verdict(text) == "1 incident(s); below 99.9%: pool"

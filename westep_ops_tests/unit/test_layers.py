@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "westep_ops"
 TOP = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.name[0] != "_"}
-BASE = {"config", "errors", "redact", "environment", "db", "integrity"}
+BASE = {"config", "errors", "redact", "environment", "db", "integrity", "targets"}
 # area -> the other areas of westep_ops it may import (itself always)
 ALLOWED = {
     "lib": {"config", "errors"},

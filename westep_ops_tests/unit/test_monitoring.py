@@ -32,9 +32,14 @@ def test_schedules_fire_in_tokyo_time() -> None:
 
     morning = defs.get_schedule_def("morning_health_check_schedule")
     at_nine = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)  # 09:00 in Tokyo
-    with build_schedule_context(scheduled_execution_time=at_nine) as ctx:
+    with build_schedule_context(
+        scheduled_execution_time=at_nine, repository_def=defs.get_repository_def()
+    ) as ctx:
         requests = list(morning.evaluate_tick(ctx).run_requests or [])
-    assert len(requests) == 1
+    # one sweep per target's partition
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("default", "morning-2026-11-30-default")
+    ]
     assert morning.cron_schedule == "0 9 * * *" and morning.execution_timezone == "Asia/Tokyo"
     weekly = defs.get_schedule_def("weekly_maintenance_schedule")
     assert weekly.cron_schedule == "0 3 * * 0"
@@ -51,4 +56,4 @@ def test_monthly_schedule_asks_for_last_month() -> None:
         scheduled_execution_time=first, repository_def=defs.get_repository_def()
     ) as ctx:
         (request,) = sched.evaluate_tick(ctx).run_requests or []
-    assert request.partition_key == "2026-11-01"
+    assert request.partition_key == "2026-11-01|default"

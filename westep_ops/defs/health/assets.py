@@ -2,7 +2,12 @@
 
 The sweep itself is the plain probe code; here its results become check evaluations
 (failed checks carry WARN or ERROR severity and the measured values as metadata), so the
-UI shows which category failed and why. Scheduling and partitions come with monitoring.
+UI shows which category failed and why. The asset is partitioned by target (a run sweeps
+one target); its checks are not: Dagster 1.13 keeps at most one run-less evaluation per
+check and partition (its unique index on asset_key, check_name, run_id and partition,
+with run_id '' for every run-less one), so a partitioned check could hold only the first
+of the sensor's evaluations and refuse every later one. Each evaluation names its target
+in its description ("staging cheap: ...") and in its ``target`` metadata instead.
 """
 
 from typing import Any
@@ -21,6 +26,7 @@ from dagster import (
 
 from westep_ops.config import Category
 from westep_ops.defs import owners
+from westep_ops.defs import target_partitions as targets
 from westep_ops.probes.base import H_NUMBER, CheckResult, Status, exit_code, worst
 from westep_ops.redact import redact, redact_tree
 from westep_ops.resources import MonitoredStackResource
@@ -100,35 +106,42 @@ def check_result(r: CheckResult) -> AssetCheckResult:
 
 
 def check_evaluation(
-    r: CheckResult, probe: str, suspected_cause: str | None = None
+    r: CheckResult, probe: str, suspected_cause: str | None = None, *, target: str
 ) -> AssetCheckEvaluation:
-    """A probe result outside a health_check run (the sensor's sweeps and confirmations, a
-    repair run's verification) as an evaluation of the same check, with the same metadata."""
+    """A probe result outside a health_check run (a worker's stored sample read by the
+    sensor, a repair run's verification) as an evaluation of the same check of
+    ``target`` (named in its description and metadata), with the same metadata."""
     return AssetCheckEvaluation(
         asset_key=AssetKey("health_check"),
         check_name=check_name(r.category),
         passed=_passed(r),
         severity=_severity(r),
-        metadata=evaluation_metadata(r, probe, suspected_cause),
+        metadata={"target": target, **evaluation_metadata(r, probe, suspected_cause)},
         # The check history's Description column: which probe decided, and what it saw.
-        description=redact(f"{probe}: {r.summary}")[:300],
+        description=redact(f"{target} {probe}: {r.summary}")[:300],
     )
 
 
+HEALTH_CHECKS = [
+    AssetCheckSpec(check_name(c), asset="health_check", description=d)
+    for c, d in CHECK_DESCRIPTIONS.items()
+]
+
+
 @asset(
-    check_specs=[
-        AssetCheckSpec(check_name(c), asset="health_check", description=d)
-        for c, d in CHECK_DESCRIPTIONS.items()
-    ],
+    check_specs=HEALTH_CHECKS,
+    partitions_def=targets,
     kinds={"postgres", "python"},
     group_name="health",
     owners=owners(),
-    description="One health sweep (H1-H7) of the monitored stack; each category is an asset check.",
+    description="One health sweep (H1-H7) of a target (one partition per target); each"
+    " category is an asset check, whose evaluations name their target.",
 )
 def health_check(
     context: AssetExecutionContext, stack: MonitoredStackResource
 ) -> MaterializeResult:
-    results = stack.health_check()  # live: the probe sweep; offline: canned results
+    # live: the probe sweep of the partition's target; offline: canned results
+    results = stack.health_check(context.partition_key)
     table = "| check | status | summary |\n|---|---|---|\n" + "\n".join(
         f"| {r.name} | {r.status.value} | {redact(r.summary)} |" for r in results
     )

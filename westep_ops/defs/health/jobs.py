@@ -17,27 +17,30 @@ from westep_ops.resources import MonitoredStackResource, PostgresResource
 
 
 @op(
-    description="Reach the target directly, through pgbouncer, its admin console and the ops store."
+    description="Reach each target directly, through pgbouncer, its admin console, and the ops store."
 )
 def test_connection(
     context: OpExecutionContext, stack: MonitoredStackResource, ops_storage: PostgresResource
 ) -> None:
-    env = stack.environment()
-    if ops_storage.value():
-        env = env.replace(storage_url=ops_storage.value())
-    results = test_connections(env, stack.config())
-    table = "| target | ok | connect ms | query ms | detail |\n|---|---|---|---|---|\n" + "\n".join(
-        f"| {r.target} | {'yes' if r.ok else 'skipped' if r.skipped else 'NO'} | {r.connect_ms or ''} | {r.query_ms or ''} "
-        f"| {redact(r.detail)} |"
-        for r in results
+    rows, failed = [], []
+    for target in stack.target_names():
+        env = stack.environment(target)
+        if ops_storage.value():
+            env = env.replace(storage_url=ops_storage.value())
+        for r in test_connections(env, stack.config(target)):
+            rows.append(
+                f"| {target} | {r.target} | {'yes' if r.ok else 'skipped' if r.skipped else 'NO'}"
+                f" | {r.connect_ms or ''} | {r.query_ms or ''} | {redact(r.detail)} |"
+            )
+            if not r.passed:
+                failed.append(f"{target} {r.target}: {redact(r.detail)}")
+    table = (
+        "| target | endpoint | ok | connect ms | query ms | detail |\n|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
     )
     context.log.info(table)
-    failed = [r for r in results if not r.passed]
     if failed:
-        raise Failure(
-            description="; ".join(f"{r.target}: {redact(r.detail)}" for r in failed),
-            metadata={"results": MetadataValue.md(table)},
-        )
+        raise Failure(description="; ".join(failed), metadata={"results": MetadataValue.md(table)})
 
 
 @job(

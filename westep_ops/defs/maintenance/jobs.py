@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 from dagster import AssetObservation, MetadataValue, OpExecutionContext, job, op
 
 from westep_ops.config import RepairAction
-from westep_ops.defs.repairs.jobs import DEFAULT_TARGET, REPAIR_TAG
+from westep_ops.defs.repairs.jobs import JOB_TAG_VALUE, REPAIR_TAG
 from westep_ops.maintenance.routines import analyze_tables, send_daily_summary
 from westep_ops.monitoring.rotation import rotate_logs
 from westep_ops.probes.diagnosis import diagnose
@@ -20,8 +20,9 @@ from westep_ops.store import log_dir
     description="12:00 routine: performance sample and a full diagnosis (logs/diagnosis-report-*.md)."
 )
 def performance_and_diagnosis(context: OpExecutionContext, stack: MonitoredStackResource) -> None:
-    d = diagnose(stack.environment(), stack.config())
-    context.log.info(f"{d.verdict}; {d.performance}; report {d.report}")
+    for target in stack.target_names():
+        d = diagnose(stack.environment(target), stack.config(target))
+        context.log.info(f"{target}: {d.verdict}; {d.performance}; report {d.report}")
 
 
 @op(
@@ -31,24 +32,33 @@ def performance_and_diagnosis(context: OpExecutionContext, stack: MonitoredStack
 def daily_summary(
     context: OpExecutionContext, stack: MonitoredStackResource, ops_storage: PostgresResource
 ) -> None:
-    text = send_daily_summary(
-        stack.environment(), stack.config(), ops_storage.value(), datetime.now(UTC)
-    )
-    context.log.info(text)
+    for target in stack.target_names():
+        text = send_daily_summary(
+            stack.environment(target),
+            stack.config(target),
+            ops_storage.value(),
+            datetime.now(UTC),
+            target=target,
+        )
+        context.log.info(f"{target}: {text}")
 
 
 @op(
     description="Sunday: optimize_performance (VACUUM/ANALYZE where needed), with the usual safety rules."
 )
 def weekly_optimize(context: OpExecutionContext, stack: MonitoredStackResource) -> str:
-    r = run_repair(
-        RepairAction.optimize_performance,
-        stack.environment(),
-        stack.config(),
-        trigger="weekly maintenance",
-    )
-    context.log.info(f"optimize_performance {r.outcome}: {r.summary}")
-    return r.outcome
+    outcomes = []
+    for target in stack.target_names():  # one target after the other, never side by side
+        r = run_repair(
+            RepairAction.optimize_performance,
+            stack.environment(target),
+            stack.config(target),
+            trigger="weekly maintenance",
+            target=target,
+        )
+        context.log.info(f"{target}: optimize_performance {r.outcome}: {r.summary}")
+        outcomes.append(f"{target} {r.outcome}")
+    return ", ".join(outcomes)
 
 
 @op(
@@ -60,11 +70,17 @@ def update_statistics(
 ) -> str:
     # ``optimized``: VACUUM and ANALYZE take conflicting locks (SHARE UPDATE EXCLUSIVE), so
     # this op waits for weekly_optimize instead of running beside it.
-    r = analyze_tables(stack.environment(), stack.config(), trigger="weekly maintenance")
-    if r.skipped:
-        context.log.warning(f"ANALYZE skipped (lock_timeout): {', '.join(r.skipped)}")
-    context.log.info(f"analyzed {len(r.analyzed)} tables (weekly_optimize: {optimized})")
-    return "skipped " + ", ".join(r.skipped) if r.skipped else "analyzed"
+    skipped = []
+    for target in stack.target_names():
+        r = analyze_tables(
+            stack.environment(target), stack.config(target), trigger="weekly maintenance"
+        )
+        if r.skipped:
+            context.log.warning(f"{target}: ANALYZE skipped (lock_timeout): {', '.join(r.skipped)}")
+            skipped += [f"{target}:{t}" for t in r.skipped]
+        context.log.info(f"{target}: analyzed {len(r.analyzed)} tables")
+    context.log.info(f"weekly_optimize: {optimized}")
+    return "skipped " + ", ".join(skipped) if skipped else "analyzed"
 
 
 @op(
@@ -106,7 +122,7 @@ def daily_summary_job() -> None:
 
 
 @job(
-    tags={REPAIR_TAG: DEFAULT_TARGET},
+    tags={REPAIR_TAG: JOB_TAG_VALUE},
     description="Sunday maintenance: optimize, statistics, log rotation.",
 )
 def weekly_maintenance_job() -> None:

@@ -1,5 +1,6 @@
-"""The monitoring domain: the probes' samples, the four daily assets over them, their
-schedules, and the sensor that probes, alerts and asks for repairs (M1-M4)."""
+"""The monitoring domain: the workers' samples per target, the four daily assets over
+them (date x target), their schedules, and the sensor that reads what the workers stored
+and launches the repairs they queued (M1-M4)."""
 
 from dagster import Definitions
 

@@ -1,4 +1,5 @@
-"""The daily assets, in the team's time zone (the configured one, Asia/Tokyo by default).
+"""The daily assets, in the team's time zone (the configured one, Asia/Tokyo by default),
+for the whole fleet in one run each time (a partition range over every target's day).
 
 They run twice over: every hour for today (in progress, so what the monitor saw this
 morning is in the UI before tomorrow) and at 00:30 for yesterday, now complete.
@@ -9,7 +10,7 @@ from zoneinfo import ZoneInfo
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, schedule
 
 from westep_ops.defs.monitoring.jobs import IN_PROGRESS_TAG, daily_monitoring_job
-from westep_ops.defs.monitoring.partitions import TIMEZONE, day_key
+from westep_ops.defs.monitoring.partitions import TIMEZONE, day_key, fleet_range_tags
 
 
 @schedule(
@@ -18,11 +19,11 @@ from westep_ops.defs.monitoring.partitions import TIMEZONE, day_key
     cron_schedule="30 0 * * *",
     execution_timezone=TIMEZONE,
     default_status=DefaultScheduleStatus.RUNNING,
-    description="00:30: yesterday's daily assets, final now that the day is over.",
+    description="00:30: yesterday's daily assets of every target, final now that the day is over.",
 )
 def daily_assets_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     day = day_key(context.scheduled_execution_time, days_back=1)
-    return RunRequest(run_key=f"daily-{day}", partition_key=day)
+    return RunRequest(run_key=f"daily-{day}", tags=fleet_range_tags(day))
 
 
 @schedule(
@@ -31,13 +32,12 @@ def daily_assets_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     cron_schedule="15 * * * *",
     execution_timezone=TIMEZONE,
     default_status=DefaultScheduleStatus.RUNNING,
-    description="Every hour at :15: today's daily assets so far (marked in progress).",
+    description="Every hour at :15: today's daily assets of every target so far (marked in progress).",
 )
 def today_refresh_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     when = context.scheduled_execution_time
     day = day_key(when)
     return RunRequest(
         run_key=f"today-{day}-{when.astimezone(ZoneInfo(TIMEZONE)):%H}",
-        partition_key=day,
-        tags={IN_PROGRESS_TAG: "true"},
+        tags={IN_PROGRESS_TAG: "true", **fleet_range_tags(day)},
     )

@@ -32,12 +32,12 @@ from dagster import (
 from pydantic import Field
 
 from westep_ops.defs import owners
-from westep_ops.defs.monitoring.assets import probe_samples
-from westep_ops.defs.monitoring.partitions import daily
-from westep_ops.defs.sla.partitions import monthly
+from westep_ops.defs.monitoring.assets import open_store, probe_samples
+from westep_ops.defs.monitoring.partitions import daily, daily_by_target, split
+from westep_ops.defs.monitoring.partitions import key as multi_key
+from westep_ops.defs.sla.partitions import MONTH, monthly, monthly_by_target
 from westep_ops.lib.sla import SlaFigures
 from westep_ops.monitoring import sla
-from westep_ops.monitoring.history import HistoryStore
 from westep_ops.resources import MonitoredStackResource, PostgresResource
 
 CHART_WIDTH_PX = 560
@@ -110,12 +110,13 @@ def report_metadata(f: SlaFigures, report_path: Path, charts: dict[str, str]) ->
 
 
 @asset(
-    partitions_def=monthly,
+    partitions_def=monthly_by_target,
     deps=[probe_samples],
     group_name="sla",
     owners=owners(),
     kinds={"pandas", "markdown"},
-    description="The month's SLA figures against their targets and the month before, with charts.",
+    description="A target's month of SLA figures against their goals and the month before,"
+    " with charts (one partition per month and target).",
 )
 def monthly_sla_report(
     context: AssetExecutionContext,
@@ -123,31 +124,34 @@ def monthly_sla_report(
     stack: MonitoredStackResource,
     ops_storage: PostgresResource,
 ) -> MaterializeResult:
-    cfg = stack.config()
-    store = HistoryStore(ops_storage.value())
+    month, target = split(context.partition_key, MONTH)
+    cfg = stack.config(target)
+    store = open_store(ops_storage.value(), target)
     try:
         report = sla.build(
             store,
             cfg,
-            context.partition_key[:7],
+            month[:7],
+            target=target,
             lang=config.lang or cfg.report_language,
             thresholds=config.thresholds,
             reports_dir=Path(config.reports_dir),
         )
     finally:
         store.close()
-    metadata = report_metadata(report.figures, report.path, report.charts)
-    completeness = daily_completeness(context)
+    metadata = {"target": target, **report_metadata(report.figures, report.path, report.charts)}
+    completeness = daily_completeness(context, month, target)
     metadata.update(completeness)
     if completeness["daily_partitions_missing"] != "none":
         context.log.warning(
             f"{completeness['daily_partitions_materialized']} of"
-            f" {completeness['daily_partitions_due']} days of the month have health_samples"
+            f" {completeness['daily_partitions_due']} days of {target}'s month have health_samples"
             f" materialized (missing: {completeness['daily_partitions_missing']}); the figures"
             " are computed from the raw samples all the same"
         )
     context.log.info(
-        f"{report.path}: {metadata['targets_met']} of {metadata['targets_judged']} targets met"
+        f"{target} {month[:7]}: {report.path}: {metadata['targets_met']} of"
+        f" {metadata['targets_judged']} goals met"
     )
     return MaterializeResult(metadata=metadata)
 
@@ -163,18 +167,24 @@ def _ranges(keys: list[str]) -> str:
     return ", ".join(r[0] if len(r) == 1 else f"{r[0]}..{r[-1]}" for r in out) or "none"
 
 
-def daily_completeness(context: AssetExecutionContext) -> dict[str, Any]:
-    """How many of the month's days (those that have ended) have their daily
-    ``health_samples`` partition materialized, and which do not."""
-    window = monthly.time_window_for_partition_key(context.partition_key)
+def daily_completeness(context: AssetExecutionContext, month: str, target: str) -> dict[str, Any]:
+    """How many of ``target``'s days of ``month`` (those that exist so far) have their
+    daily ``health_samples`` partition materialized, and which do not."""
+    window = monthly.time_window_for_partition_key(month)
     existing = set(daily.get_partition_keys())
     due = [k for k in daily.get_partition_keys_in_time_window(window) if k in existing]
+    keys = [str(multi_key(d, target)) for d in due]
     status = (
-        context.instance.get_status_by_partition(AssetKey("health_samples"), due, daily) or {}
-        if due
+        context.instance.get_status_by_partition(AssetKey("health_samples"), keys, daily_by_target)
+        or {}
+        if keys
         else {}
     )
-    done = [k for k in due if status.get(k) == AssetPartitionStatus.MATERIALIZED]
+    done = [
+        d
+        for d, k in zip(due, keys, strict=True)
+        if status.get(k) == AssetPartitionStatus.MATERIALIZED
+    ]
     missing = [k for k in due if k not in done]
     out: dict[str, Any] = {
         "built_from": "raw samples (probe_samples) over the whole month, same definitions as"

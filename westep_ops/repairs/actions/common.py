@@ -27,7 +27,7 @@ def unless_silenced(ctx: RepairContext, category: Category) -> None:
     from westep_ops.store import target_state
 
     s = current(
-        ctx.config, ctx.env.storage_url, target=ctx.target, state=target_state(ctx.env)
+        ctx.config, ctx.env.storage_url, target=ctx.target, state=target_state(ctx.env, ctx.target)
     ).match(category.value)
     if s is not None:
         raise RepairSkipped(f"skipped: silenced by {s.describe(ctx.config.timezone)}")
