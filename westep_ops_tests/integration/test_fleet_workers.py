@@ -1,7 +1,8 @@
 """Fleet workers on a five-target sandbox: leases divide the targets, each target is swept
 exactly once per interval, a kill -9'd worker's targets are taken over within two
 intervals with no gap or duplicate in the history, and a fault on one target is opened
-and repaired on that target only.
+and repaired on that target only (or, with ``--repairs dagster``, queued for Dagster for
+that target only).
 
 A sandbox of its own (five targets, ports base+20..base+24, directory under the
 checkout's ``.westep/`` as the other extra sandboxes: as root, PostgreSQL runs as the
@@ -115,7 +116,7 @@ def clear(sb: Sandbox) -> None:
             c.execute(
                 "TRUNCATE westep_ops.samples, westep_ops.performance_samples,"
                 " westep_ops.alerts, westep_ops.incidents, westep_ops.repair_attempts,"
-                " westep_ops.leases, westep_ops.workers"
+                " westep_ops.repair_requests, westep_ops.leases, westep_ops.workers"
             )
 
 
@@ -320,3 +321,54 @@ def test_a_fault_on_one_target_opens_and_is_repaired_on_that_target_only(
     assert bad == [("t3",)], bad
     # The worker's lines carry the target that alerted.
     assert any(line.strip().startswith("t3 ALERT") for line in log.splitlines()), log
+
+
+def test_repairs_dagster_queues_the_repair_of_that_target_and_runs_none(
+    fleet: Sandbox, tmp_path: Path
+) -> None:
+    clear(fleet)
+    cfg = fleet_config(fleet, tmp_path / "cfg", TARGETS, CHEAP_S, confirmDelaySeconds=0.5)
+    env = worker_env(fleet, tmp_path)
+    proc = start(cfg, env, tmp_path / "w.log", "--worker-id", "queuer", "--repairs", "dagster")
+    faulted = False
+    try:
+        every = {f"t{t}": "queuer" for t in range(1, TARGETS + 1)}
+        wait_for(lambda: holders(fleet) == every, 45, "queuer holding every lease")
+        res = run_cli(
+            "sandbox",
+            "fault",
+            "grant_revoke",
+            "on",
+            "--target",
+            "4",
+            "--dir",
+            str(FLEET_DIR),
+            env=fleet.state.env(4),
+        )
+        assert res.returncode == 0, res.stderr
+        faulted = True
+        queued = wait_for(
+            lambda: rows(
+                fleet, "SELECT target, action, launched_at FROM westep_ops.repair_requests"
+            ),
+            4 * CHEAP_S,
+            "a queued repair request",
+        )
+    finally:
+        stop(proc)
+        if faulted:
+            run_cli(
+                "sandbox",
+                "fault",
+                "grant_revoke",
+                "off",
+                "--target",
+                "4",
+                "--dir",
+                str(FLEET_DIR),
+                env=fleet.state.env(4),
+            )
+    log = (tmp_path / "w.log").read_text()
+    assert "Traceback" not in log, log
+    assert queued == [("t4", "fix_table_permissions", None)], queued  # for Dagster to launch
+    assert rows(fleet, "SELECT count(*) FROM westep_ops.repair_attempts") == [(0,)]
