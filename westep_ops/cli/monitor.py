@@ -64,8 +64,8 @@ def monitor_cmd(
     """Monitor continuously in the foreground (no Dagster daemon needed); Ctrl-C stops it.
 
     It keeps watching through failures of its own parts: while the ops store is down it
-    spools to monitor-spool.sqlite3 ($WESTEP_OPS_STATE_DIR, default the log dir) and
-    replays it when the store returns; Slack is sent in the background and resent until
+    spools to monitor-spool.sqlite3 (a fleet target T: monitor-spool.T.sqlite3;
+    $WESTEP_OPS_STATE_DIR, default the log dir) and replays it when the store returns; Slack is sent in the background and resent until
     delivered; open incidents left by an earlier monitor get their repair. An ops store
     that is the monitored database is refused (exit 2).
 
