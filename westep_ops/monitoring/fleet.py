@@ -9,10 +9,13 @@ probe session keeps at most two server connections to its target: the sweep's di
 connection (kept) and its pooled one (made afresh each sweep; pgbouncer keeps the
 server side idle in the target's pool).
 
-The main thread never waits on a target or on the history: every ``renew_s`` it runs a
-lease round (heartbeat, release what another worker now owns, take what this one owns
-and is free or expired), and every loop it renews the leases of the targets whose sweep
-is due in one statement and hands them to the pool. Each target's history transactions
+The main loop never waits on a target or on the history: a lease thread runs a lease
+round every ``renew_s`` (heartbeat, release what another worker now owns, take what
+this one owns and is free or expired, renew the rest) and posts the changes; the main
+loop applies them, renews the leases of the targets whose sweep is due in one statement
+(a 1 s deadline: a frozen store costs that once) and hands them to the pool. Between
+sweeps each held target gets a turn every :data:`POLL_S` (its Slack deliveries); a
+turn that is not due probes nothing. Each target's history transactions
 are fenced by its lease (:meth:`Leases.fence`): a worker whose lease was taken while
 it was paused writes nothing more for that target. The sweep's cadence goes on across a
 takeover: the new owner's monitor reads the last sample's time from the history.
@@ -44,8 +47,8 @@ from westep_ops.store import now_utc
 DEFAULT_CONCURRENCY = 16
 POLL_S = 1.0  # a held target's monitor is given a turn at least this often (Slack resends)
 RETRY_S = 5.0  # after a tick failed unexpectedly
-STOP_WAIT_S = 10.0
-DUE_SLACK_S = 1.5  # Monitor.due's one second of slack, and a margin  # a clean stop waits this long for running ticks before releasing
+STOP_WAIT_S = 10.0  # a clean stop waits this long for running ticks before releasing
+DUE_SLACK_S = 1.5  # Monitor.due's one second of slack, and a margin
 
 
 class ResolvedTarget(Protocol):
