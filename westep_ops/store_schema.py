@@ -218,6 +218,26 @@ MIGRATIONS: list[str] = [
     CREATE INDEX repair_requests_pending ON westep_ops.repair_requests (id)
         WHERE launched_at IS NULL;
     """,
+    # 10: fleet workers and their leases (monitoring/leases.py): a worker probes a target
+    # only while it holds the target's lease; epoch is the fencing token (+1 whenever a
+    # different worker takes the lease), expires_at the end of the lease unless renewed
+    """
+    CREATE TABLE westep_ops.workers (
+        id           text PRIMARY KEY,
+        host         text NOT NULL,
+        pid          int NOT NULL,
+        targets      text[] NOT NULL DEFAULT '{}',  -- what it monitors (its --target/--tag)
+        started_at   timestamptz NOT NULL DEFAULT now(),
+        heartbeat_at timestamptz NOT NULL
+    );
+    CREATE TABLE westep_ops.leases (
+        target      text PRIMARY KEY,
+        worker      text,                   -- null: free
+        epoch       bigint NOT NULL DEFAULT 0,
+        expires_at  timestamptz NOT NULL DEFAULT '-infinity',
+        acquired_at timestamptz
+    );
+    """,
 ]
 
 

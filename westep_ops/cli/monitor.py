@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
 
 import click
 
-from westep_ops.cli.common import HealthStateCommand, _cfg, _env, _separate_store
+from westep_ops.cli.common import HealthStateCommand, _cfg, _separate_store
 from westep_ops.errors import WestepError
 from westep_ops.redact import redact
 
@@ -19,13 +23,49 @@ from westep_ops.redact import redact
 @click.option(
     "--once", is_flag=True, help="One full sweep, then exit with the health-check exit code."
 )
+@click.option(
+    "--target", "names", multiple=True, metavar="NAME", help="Only this target (repeatable)."
+)
+@click.option(
+    "--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only targets with this tag."
+)
+@click.option(
+    "--repairs",
+    type=click.Choice(["inline", "dagster"]),
+    default="inline",
+    show_default=True,
+    help="inline: run repairs here; dagster: queue them for the Dagster sensor's repair runs.",
+)
+@click.option(
+    "--worker-id",
+    default=None,
+    metavar="ID",
+    help="This worker's name among the workers sharing the fleet (default: host:pid).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Targets probed at the same time (one slot per target's sweep).",
+)
 @click.pass_context
-def monitor_cmd(ctx: click.Context, fast: bool, no_recovery: bool, once: bool) -> None:
+def monitor_cmd(
+    ctx: click.Context,
+    fast: bool,
+    no_recovery: bool,
+    once: bool,
+    names: tuple[str, ...],
+    tags: tuple[str, ...],
+    repairs: str,
+    worker_id: str | None,
+    concurrency: int,
+) -> None:
     """Monitor continuously in the foreground (no Dagster daemon needed); Ctrl-C stops it.
 
     It keeps watching through failures of its own parts: while the ops store is down it
-    spools to monitor-spool.sqlite3 ($WESTEP_OPS_STATE_DIR, default the log dir) and
-    replays it when the store returns; Slack is sent in the background and resent until
+    spools to monitor-spool.sqlite3 (a fleet target T: monitor-spool.T.sqlite3;
+    $WESTEP_OPS_STATE_DIR, default the log dir) and replays it when the store returns; Slack is sent in the background and resent until
     delivered; open incidents left by an earlier monitor get their repair. An ops store
     that is the monitored database is refused (exit 2).
 
@@ -34,21 +74,65 @@ def monitor_cmd(ctx: click.Context, fast: bool, no_recovery: bool, once: bool) -
     (WESTEP_OPS_STORAGE_URL), alerts also to logs/ and Slack (WEBHOOK_URL). Incidents
     that have a repair trigger it (subject to autoRecovery) unless --no-recovery.
 
-    With --once the exit code is health-check's: 0 healthy, 1 warning, 2 critical, 3
-    could not run (bad config, flag, URL included). Without it: 2 on bad input.
-    """
-    from westep_ops.monitoring import driver
-    from westep_ops.monitoring.history import HistoryUnavailable
+    A fleet (the config's targets, picked with --target/--tag; default all): the targets
+    are probed concurrently (--concurrency slots), and several monitor processes on the
+    same ops store share them through leases held there: each target is probed by one
+    worker; a line is printed per lease taken, released or lost. A worker that stops
+    hands its targets back; one killed is replaced within its lease TTL (a third of the
+    cheap interval, 3-30 s). While the ops store is down a worker keeps probing the
+    targets it last held (spooling) and takes no new one.
 
-    env, config = _env(), _cfg(ctx)
-    env.require("storage_url")
-    _separate_store(env)
+    With --once the exit code is health-check's: 0 healthy, 1 warning, 2 critical, 3
+    could not run (bad config, flag, URL included); over several targets, the worst
+    (without leases: each target once). Without it: 2 on bad input.
+    """
+    from westep_ops.monitoring import driver, fleet
+    from westep_ops.monitoring.history import HistoryUnavailable
+    from westep_ops.monitoring.leases import default_worker_id
+    from westep_ops.targets import parse_tags, resolve_targets, select
+
+    config = _cfg(ctx)
+    chosen = select(resolve_targets(config, base_dir=_base_dir(ctx)), names, parse_tags(tags))
+    for t in chosen:
+        t.environment.require("storage_url")
+        _separate_store(t.environment)
     if fast:
-        config = driver.fast(config)
-    monitor = driver.build(env, config, recovery=not no_recovery)
-    try:
-        last = driver.run(monitor, once=once, echo=lambda s: click.echo(redact(s)))
-    except HistoryUnavailable as e:
-        raise WestepError(f"ops store unavailable: {redact(e)}", exit_code=3) from None
-    if once:
+        chosen = [replace(t, config=driver.fast(t.config)) for t in chosen]
+    echo = lambda s: click.echo(redact(s))  # noqa: E731
+    if once and len(chosen) == 1 and repairs == "inline":
+        (t,) = chosen
+        monitor = driver.build(t.environment, t.config, recovery=not no_recovery, target=t.name)
+        try:
+            last = driver.run(monitor, once=True, echo=echo)
+        except HistoryUnavailable as e:
+            raise WestepError(f"ops store unavailable: {redact(e)}", exit_code=3) from None
         sys.exit(driver.exit_code(last))
+    if once:
+        results = fleet.once(
+            chosen, recovery=not no_recovery, repairs=repairs, concurrency=concurrency, echo=echo
+        )
+        sys.exit(max(driver.exit_code(r) for r in results))
+    worker = fleet.Worker(
+        chosen,
+        storage_url=chosen[0].environment.storage_url or "",
+        worker_id=worker_id or default_worker_id(),
+        recovery=not no_recovery,
+        repairs=repairs,
+        concurrency=concurrency,
+        echo=echo,
+    )
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.run(stop)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _base_dir(ctx: click.Context) -> Path:
+    """The config file's folder (a target's relative secretsFile is taken from there)."""
+    from westep_ops.config import config_path
+
+    path = config_path(ctx.obj.get("config_path"))
+    return path.resolve().parent if path is not None else Path.cwd()

@@ -59,7 +59,7 @@ def run_repairs(monitor: Monitor, result: TickResult) -> None:
         _run_requests(monitor, result, store)
 
 
-def _error(monitor: Monitor, echo: Callable[[str], None], where: str, e: BaseException) -> None:
+def log_error(monitor: Monitor, echo: Callable[[str], None], where: str, e: BaseException) -> None:
     """Log an unexpected exception in one line (a traceback with DEBUG) and carry on."""
     text = redact(f"{type(e).__name__}: {e}".splitlines()[0])
     echo(f"{now_utc():%H:%M:%S} error in {where} ({text}); monitoring goes on")
@@ -97,7 +97,25 @@ def _run_requests(monitor: Monitor, result: TickResult, store: OpsStore) -> None
             if r.ok:
                 monitor.verify(req.category)
         except Exception as e:  # noqa: BLE001 - one repair's crash must not skip the others
-            _error(monitor, print, f"repair {req.action.value}", e)
+            log_error(monitor, print, f"repair {req.action.value}", e)
+
+
+def report(
+    monitor: Monitor, result: TickResult, echo: Callable[[str], None], label: str = ""
+) -> None:
+    """The lines of one sweep: what failed, its alerts, what a silence held back.
+    ``label`` (a fleet's target name) goes after the time."""
+    bad = [f"{o.category}={o.status}" for o in result.observations if o.status != "ok"]
+    echo(
+        f"{now_utc():%H:%M:%S} {label + ' ' if label else ''}{result.ran} sweep"
+        f" {result.duration_ms:.0f} ms: "
+        + (", ".join(bad) if bad else "all ok")
+        + (f" (history unavailable, {result.spooled} spooled)" if result.history_error else "")
+    )
+    for a in result.alerts:
+        echo(f"  {label + ' ' if label else ''}ALERT {a.line(monitor.notifier.tz)}")
+    for a in result.suppressed:
+        echo(f"  silenced, not sent: {a.kind} {a.category}: {redact(a.message)}")
 
 
 def run(monitor: Monitor, *, once: bool, echo: Callable[[str], None] = print) -> TickResult | None:
@@ -121,29 +139,16 @@ def run(monitor: Monitor, *, once: bool, echo: Callable[[str], None] = print) ->
             except Exception as e:  # one bad tick must not end monitoring
                 if once:
                     raise
-                _error(monitor, echo, "tick", e)
+                log_error(monitor, echo, "tick", e)
                 stop.wait(5)
                 continue
             if result.ran:
                 last = result
-                bad = [f"{o.category}={o.status}" for o in result.observations if o.status != "ok"]
-                echo(
-                    f"{now_utc():%H:%M:%S} {result.ran} sweep {result.duration_ms:.0f} ms: "
-                    + (", ".join(bad) if bad else "all ok")
-                    + (
-                        f" (history unavailable, {result.spooled} spooled)"
-                        if result.history_error
-                        else ""
-                    )
-                )
-                for a in result.alerts:
-                    echo(f"  ALERT {a.line(monitor.notifier.tz)}")
-                for a in result.suppressed:
-                    echo(f"  silenced, not sent: {a.kind} {a.category}: {redact(a.message)}")
+                report(monitor, result, echo)
                 try:
                     run_repairs(monitor, result)
                 except Exception as e:  # noqa: BLE001 - nor one bad repair
-                    _error(monitor, echo, "repairs", e)
+                    log_error(monitor, echo, "repairs", e)
             if once:
                 break
             stop.wait(1)

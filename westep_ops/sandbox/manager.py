@@ -43,6 +43,37 @@ ALTER ROLE westep_role_probe SET default_transaction_read_only = on;
 ALTER ROLE westep_role_probe SET statement_timeout = '5s';
 """
 BOUNCER_USERS = ("authenticator", "supabase_auth_admin", "westep_monitor", "postgres")
+
+
+# A fleet's connection budget. A monitor keeps two server connections per target: its
+# sweep's direct one, and the server side of its pooled one, which pgbouncer keeps idle
+# in the target's pool between sweeps (server_idle_timeout, 600 s, outlasts the 60 s
+# cadence); on pgbouncer's client side, the pooled connection during a sweep and the
+# admin console kept open. A worker taking over a target may briefly overlap the one
+# that released it, hence the slack. One target keeps the sandbox's historic figures
+# (the monitor's CONNECTION LIMIT 6, max_connections 40, max_client_conn 200).
+def monitor_connection_limit(targets: int) -> int:
+    """The ``westep_monitor`` login's CONNECTION LIMIT for ``targets`` targets."""
+    return 2 * targets + 4 + targets // 5
+
+
+def target_max_connections(targets: int) -> int:
+    """The target cluster's max_connections. One target: 40, the sandbox's historic
+    figure. A fleet: the monitor's two per target and ~35 others (the app's and the
+    fault holders' pools, repairs, superuser sessions) at 65% of it, so that the monitor
+    itself never trips H2's ``connectionUsage`` warning (80% by default), with room for
+    a takeover's overlap (measured at 200 targets: 433 in use, 91% of 478, warned on
+    every target, hence this margin)."""
+    if targets <= 1:
+        return 40
+    return -(-(2 * targets + 35) * 100 // 65) + 3  # ceil, plus the superuser reserve
+
+
+def bouncer_max_clients(targets: int) -> int:
+    """pgbouncer's max_client_conn: per target a pooled client and an admin console."""
+    return max(200, 3 * targets + 100)
+
+
 # schema.sql's line that starts the part run again in every extra target database.
 PER_DATABASE_MARK = "-- westep-ops: per-database part."
 
@@ -112,9 +143,11 @@ class Sandbox:
             self._state.passwords.update({r: new_password() for r in missing})
             self.layout.save(self._state)
         self._state.register_secrets()
+        self._capacity = targets or self._state.targets  # what a new cluster is made for
         self._start_cluster("target", run_as)
         self._migrate_roles()
         self._ensure_targets(targets or self._state.targets)
+        self._ensure_capacity(run_as)
         self._start_cluster("ops", run_as)
         self._start_bouncer(run_as)
         self.start_app()
@@ -203,7 +236,7 @@ class Sandbox:
         ]
         if which == "target":
             conf += [
-                "max_connections = 40",
+                f"max_connections = {target_max_connections(getattr(self, '_capacity', 1))}",
                 "wal_level = logical",
                 "max_wal_senders = 5",
                 "max_replication_slots = 5",
@@ -300,6 +333,31 @@ class Sandbox:
             self.layout.save(state)
         self._reload_bouncer()
 
+    def _ensure_capacity(self, run_as: procs.RunAs) -> None:
+        """Fit the connection limits to the targets: the monitor login's CONNECTION LIMIT,
+        and max_connections (raised with ALTER SYSTEM and a restart of the target cluster
+        when a grown fleet needs more; never lowered)."""
+        n = self.state.targets
+        with self.superuser_conn(timeout=10) as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE westep_monitor CONNECTION LIMIT {}").format(
+                    sql.Literal(monitor_connection_limit(n))
+                )
+            )
+            row = conn.execute("SHOW max_connections").fetchone()
+            have = int(row[0]) if row else 0
+            want = target_max_connections(n)
+            if have >= want:
+                return
+            conn.execute(sql.SQL("ALTER SYSTEM SET max_connections = {}").format(sql.Literal(want)))
+        base, data, _port = self._cluster_paths("target")
+        run_as.run(
+            [procs.pg_bin("pg_ctl"), "-D", str(data), "-l", str(base / "postgres.log")]
+            + ["-m", "fast", "-w", "-t", "60", "restart"],
+            cwd=base,
+            timeout=90,
+        )
+
     def _verifier(self, role: str) -> str:
         # One verifier per role, shared by PostgreSQL and pgbouncer's userlist, so that
         # pgbouncer can pass SCRAM through to the server without a plaintext password.
@@ -382,7 +440,7 @@ stats_users = pgbouncer_stats
 pool_mode = transaction
 default_pool_size = {POOL_SIZE}
 reserve_pool_size = 0
-max_client_conn = 200
+max_client_conn = {bouncer_max_clients(state.targets)}
 ; apps see an error rather than hanging forever when the pool is exhausted
 query_wait_timeout = 10
 server_connect_timeout = 3
