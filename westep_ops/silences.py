@@ -242,22 +242,7 @@ class SilenceStore:
             return
         with conn.transaction():
             for d in data["pending"]:
-                s = Silence.from_dict(d)
-                conn.execute(
-                    "INSERT INTO westep_ops.silences (target, categories, starts_at, ends_at,"
-                    " reason, created_by, created_at, uid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT (uid) DO NOTHING",
-                    (
-                        self.target,
-                        s.categories,
-                        s.starts_at,
-                        s.ends_at,
-                        s.reason,
-                        s.created_by,
-                        s.created_at,
-                        s.uid,
-                    ),
-                )
+                self._insert(conn, Silence.from_dict(d), " ON CONFLICT (uid) DO NOTHING")
             for e in data["expire"]:
                 conn.execute(
                     "UPDATE westep_ops.silences SET expired_at = %s"
@@ -267,6 +252,27 @@ class SilenceStore:
         data["pending"], data["expire"] = [], []
         self._save(data)
 
+    def _insert(
+        self, conn: psycopg.Connection, s: Silence, tail: LiteralString
+    ) -> psycopg.Cursor[Any]:
+        """Insert silence ``s`` of this target; ``tail`` ends the statement (a constant)."""
+        return conn.execute(
+            psycopg.sql.SQL(
+                "INSERT INTO westep_ops.silences (target, categories, starts_at, ends_at, reason,"
+                " created_by, created_at, uid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s){}"
+            ).format(psycopg.sql.SQL(tail)),
+            (
+                self.target,
+                s.categories,
+                s.starts_at,
+                s.ends_at,
+                s.reason,
+                s.created_by,
+                s.created_at,
+                s.uid,
+            ),
+        )
+
     # -- operations ------------------------------------------------------------------------
     def add(
         self, categories: list[str], duration: timedelta, reason: str, by: str, now: datetime
@@ -274,20 +280,7 @@ class SilenceStore:
         s = Silence(0, categories, now, now + duration, reason, by, now, uid=uuid.uuid4().hex)
 
         def insert(conn: psycopg.Connection) -> int:
-            row = conn.execute(
-                "INSERT INTO westep_ops.silences (target, categories, starts_at, ends_at, reason,"
-                " created_by, created_at, uid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (
-                    self.target,
-                    s.categories,
-                    s.starts_at,
-                    s.ends_at,
-                    s.reason,
-                    s.created_by,
-                    s.created_at,
-                    s.uid,
-                ),
-            ).fetchone()
+            row = self._insert(conn, s, " RETURNING id").fetchone()
             return int(row[0]) if row else 0
 
         sid = self._with_db(insert)

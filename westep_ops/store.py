@@ -540,9 +540,9 @@ def insert_attempt(conn: psycopg.Connection, attempt: dict[str, Any]) -> None:
 def _upgraded(attempt: dict[str, Any]) -> dict[str, Any]:
     """An attempt recorded before fleets (budget file, spool) named its host:port/db
     ``target`` and had no target name: it was the one target ``default``'s."""
-    if "database" in attempt:
+    if attempt.get("database"):
         return attempt
-    return {**attempt, "database": attempt.get("target"), "target": DEFAULT_TARGET}
+    return {**attempt, "database": attempt.get("target") or "unknown", "target": DEFAULT_TARGET}
 
 
 def lock_scope(target: str, database: str | None) -> str:

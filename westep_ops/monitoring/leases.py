@@ -1,7 +1,7 @@
 """Leases: which fleet worker probes which target (``westep-ops monitor`` on a fleet).
 
 Several workers pointed at the same ops PostgreSQL share the targets through two tables
-(migration 9): ``westep_ops.workers`` (one row per worker: id, host, pid, its targets, a
+(migration 10): ``westep_ops.workers`` (one row per worker: id, host, pid, its targets, a
 heartbeat) and ``westep_ops.leases`` (one row per target: the worker holding it, an
 epoch, an expiry).
 

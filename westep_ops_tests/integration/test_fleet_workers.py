@@ -133,6 +133,21 @@ def start(cfg: Path, env: dict[str, str], log: Path, *args: str) -> subprocess.P
     )
 
 
+def grant_revoke(fleet: Sandbox, n: int, state: str) -> Any:
+    """``sandbox fault grant_revoke on|off --target n`` on the fleet sandbox."""
+    return run_cli(
+        "sandbox",
+        "fault",
+        "grant_revoke",
+        state,
+        "--target",
+        str(n),
+        "--dir",
+        str(FLEET_DIR),
+        env=fleet.state.env(n),
+    )
+
+
 def stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -265,17 +280,7 @@ def test_a_fault_on_one_target_opens_and_is_repaired_on_that_target_only(
             45,
             "a first sweep of every target",
         )
-        res = run_cli(
-            "sandbox",
-            "fault",
-            "grant_revoke",
-            "on",
-            "--target",
-            "3",
-            "--dir",
-            str(FLEET_DIR),
-            env=fleet.state.env(3),
-        )
+        res = grant_revoke(fleet, 3, "on")
         assert res.returncode == 0, res.stderr
         faulted = True
         wait_for(
@@ -295,17 +300,7 @@ def test_a_fault_on_one_target_opens_and_is_repaired_on_that_target_only(
     finally:
         stop(proc)
         if faulted:
-            run_cli(
-                "sandbox",
-                "fault",
-                "grant_revoke",
-                "off",
-                "--target",
-                "3",
-                "--dir",
-                str(FLEET_DIR),
-                env=fleet.state.env(3),
-            )
+            grant_revoke(fleet, 3, "off")
     log = (tmp_path / "w.log").read_text()
     assert "Traceback" not in log, log
     incidents = rows(fleet, "SELECT target, category FROM westep_ops.incidents")
@@ -334,17 +329,7 @@ def test_repairs_dagster_queues_the_repair_of_that_target_and_runs_none(
     try:
         every = {f"t{t}": "queuer" for t in range(1, TARGETS + 1)}
         wait_for(lambda: holders(fleet) == every, 45, "queuer holding every lease")
-        res = run_cli(
-            "sandbox",
-            "fault",
-            "grant_revoke",
-            "on",
-            "--target",
-            "4",
-            "--dir",
-            str(FLEET_DIR),
-            env=fleet.state.env(4),
-        )
+        res = grant_revoke(fleet, 4, "on")
         assert res.returncode == 0, res.stderr
         faulted = True
         queued = wait_for(
@@ -357,17 +342,7 @@ def test_repairs_dagster_queues_the_repair_of_that_target_and_runs_none(
     finally:
         stop(proc)
         if faulted:
-            run_cli(
-                "sandbox",
-                "fault",
-                "grant_revoke",
-                "off",
-                "--target",
-                "4",
-                "--dir",
-                str(FLEET_DIR),
-                env=fleet.state.env(4),
-            )
+            grant_revoke(fleet, 4, "off")
     log = (tmp_path / "w.log").read_text()
     assert "Traceback" not in log, log
     assert queued == [("t4", "fix_table_permissions", None)], queued  # for Dagster to launch

@@ -424,7 +424,7 @@ def test_repair_job_in_dagster(sandbox: Sandbox, cfg: Path) -> None:
     faults.inject(sandbox, "grant_revoke", True)
     try:
         job = defs.get_job_def("repair_job")
-        assert job.tags[REPAIR_TAG] == "monitored-database"
+        assert job.tags[REPAIR_TAG] == "default"
         with DagsterInstance.ephemeral() as instance:
             result = job.execute_in_process(
                 instance=instance,

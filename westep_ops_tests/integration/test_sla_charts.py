@@ -32,7 +32,7 @@ def test_materialized_asset_shows_charts_and_numbers(sandbox: Any, tmp_path: Pat
         assert Path(meta[f"{name}_chart_file"].value) == tmp_path / month / f"{name}.png"
         assert (tmp_path / month / f"{name}.png").is_file()
     assert isinstance(meta["report"], PathMetadataValue)
-    words = {"report", "built_from", "daily_partitions_missing"}  # what it is built from
+    words = {"report", "built_from", "daily_partitions_missing", "target"}  # what, of whom
     figures_meta = {k: v for k, v in meta.items() if k not in words and "_chart" not in k}
     assert {"period_minutes", "incidents", "alerts", "targets_met"} <= set(figures_meta)
     assert all(isinstance(v, IntMetadataValue | FloatMetadataValue) for v in figures_meta.values())
