@@ -96,7 +96,8 @@ def alerts_list(
             r["kind"],
             "yes" if r["acknowledged_at"] else "",
             {True: "real", False: "false alarm", None: ""}[r["label"]],
-            redact(r["message"])[:80],
+            # a silenced alert was recorded and sent nowhere: nobody was paged by it
+            ("[silenced, not sent] " if r.get("suppressed_by") else "") + redact(r["message"])[:80],
         ]
         for r in rows
     ]
@@ -435,6 +436,10 @@ def _per_target(sel: Selection, fn: Callable[[Any], Any]) -> tuple[dict[str, Any
             got[p.name] = target_error_doc(p)
             continue
         why = down.get(p.env.storage_url or "")
+        if why is not None:  # the shared store: said once, for the first target
+            codes.append(3)
+            got[p.name] = {**target_error_doc(p), "error": why}
+            continue
         if why is None:
             store = _history(p)
             try:
@@ -447,7 +452,15 @@ def _per_target(sel: Selection, fn: Callable[[Any], Any]) -> tuple[dict[str, Any
                 store.close()
         if not sel.fleet:
             raise WestepError(why, exit_code=3)
-        click.echo(f"error: target {p.name}: {why}", err=True)
+        others = sum(
+            1
+            for q in sel.targets[len(got) + 1 :]
+            if not q.error and q.env.storage_url == p.env.storage_url
+        )
+        also = f" (and for the {others} other target(s) that share it)" if others > 0 else ""
+        # which target met it only matters when an earlier one was read before it went
+        who = f"target {p.name}: " if 0 in codes else ""
+        click.echo(f"error: {who}{why}{also}", err=True)
         codes.append(3)
         got[p.name] = {**target_error_doc(p), "error": why}
     return got, codes

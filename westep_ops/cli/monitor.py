@@ -83,35 +83,63 @@ def monitor_cmd(
     targets it last held (spooling) and takes no new one.
 
     With --once the exit code is health-check's: 0 healthy, 1 warning, 2 critical, 3
-    could not run (bad config, flag, URL included); over several targets, the worst
-    (without leases: each target once). Without it: 2 on bad input.
+    could not run (bad config, flag, URL included); over several targets, the worst. It
+    takes each target's lease for the sweep like a worker: a target a running worker
+    holds is not swept (one line; exit 3 for it): its worker stores it, and
+    health-check probes without storing. Without --once: 2 on bad input. A fleet target
+    whose DATABASE_URL/DIRECT_URL are unset gets one error line and is not monitored.
     """
     from westep_ops.monitoring import driver, fleet
     from westep_ops.monitoring.history import HistoryUnavailable
     from westep_ops.monitoring.leases import default_worker_id
-    from westep_ops.targets import parse_tags, resolve_targets, select
+    from westep_ops.targets import parse_tags, resolve_target, select, target_specs
 
     config = _cfg(ctx)
-    chosen = select(resolve_targets(config, base_dir=_base_dir(ctx)), names, parse_tags(tags))
+    # names and tags first: only the targets picked are resolved
+    specs = select(target_specs(config), names, parse_tags(tags))
+    chosen, unset = [], 0
+    for spec in specs:
+        t = resolve_target(config, spec, None, _base_dir(ctx))
+        if config.targets and t.missing():
+            # nothing to probe with: one line, exit 3 for it (never samples of a blind
+            # sweep, which would read as the target's own outage)
+            where = ", ".join(f"{m} from {t.sources[m].describe()}" for m in t.missing())
+            click.echo(f"error: target {t.name}: not set: {where}; not monitored", err=True)
+            unset += 1
+            continue
+        chosen.append(t)
+    if not chosen:
+        sys.exit(3)
     for t in chosen:
         t.environment.require("storage_url")
         _separate_store(t.environment)
     if fast:
         chosen = [replace(t, config=driver.fast(t.config)) for t in chosen]
     echo = lambda s: click.echo(redact(s))  # noqa: E731
+    once_id = f"once:{default_worker_id()}"
     if once and len(chosen) == 1 and repairs == "inline":
         (t,) = chosen
-        monitor = driver.build(t.environment, t.config, recovery=not no_recovery, target=t.name)
-        try:
-            last = driver.run(monitor, once=True, echo=echo)
-        except HistoryUnavailable as e:
-            raise WestepError(f"ops store unavailable: {redact(e)}", exit_code=3) from None
-        sys.exit(driver.exit_code(last))
+        with fleet.once_leases(chosen, echo, once_id) as (leases, held_elsewhere):
+            if held_elsewhere:
+                sys.exit(3)
+            monitor = driver.build(t.environment, t.config, recovery=not no_recovery, target=t.name)
+            if leases is not None:
+                fleet.fence_history(monitor.history, leases.fence(t.name))
+            try:
+                last = driver.run(monitor, once=True, echo=echo)
+            except HistoryUnavailable as e:
+                raise WestepError(f"ops store unavailable: {redact(e)}", exit_code=3) from None
+        sys.exit(max(driver.exit_code(last), 3 if unset else 0))
     if once:
         results = fleet.once(
-            chosen, recovery=not no_recovery, repairs=repairs, concurrency=concurrency, echo=echo
+            chosen,
+            recovery=not no_recovery,
+            repairs=repairs,
+            concurrency=concurrency,
+            echo=echo,
+            worker_id=once_id,
         )
-        sys.exit(max(driver.exit_code(r) for r in results))
+        sys.exit(max([driver.exit_code(r) for r in results] + [3 if unset else 0]))
     worker = fleet.Worker(
         chosen,
         storage_url=chosen[0].environment.storage_url or "",

@@ -4,8 +4,10 @@ monitoring worker beside it."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -46,7 +48,8 @@ def ui(port: int, worker: bool) -> None:
     unless ``--no-worker``, one ``westep-ops monitor --repairs dagster`` child: the worker
     probes the fleet's targets (leases shared with any other worker on the same ops
     store) and queues repairs, which Dagster's monitoring sensor reads and launches. The
-    worker stops with Dagster (Ctrl-C stops both). With workers elsewhere (a Deployment,
+    worker stops with Dagster (Ctrl-C or a SIGTERM to this process stops both, and
+    Dagster's webserver and daemon with them). With workers elsewhere (a Deployment,
     a process supervisor), ``--no-worker`` starts Dagster alone.
     """
     env = _env()
@@ -88,12 +91,42 @@ def ui(port: int, worker: bool) -> None:
             f"monitoring worker started (pid {monitor.pid}): westep-ops monitor --repairs dagster"
         )
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    # Its own process group, so a signal to `westep-ops ui` alone (a supervisor's SIGTERM)
+    # is forwarded to the webserver and daemon too, not only to `dagster dev`.
+    dagster = subprocess.Popen(cmd, env=child, start_new_session=True)
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
-        code = subprocess.call(cmd, env=child)
+        while dagster.poll() is None and not stop.is_set():
+            stop.wait(0.5)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop_dagster(dagster)
         if monitor is not None:
             stop_worker(monitor)
-    sys.exit(code)
+    sys.exit(dagster.returncode or 0)
+
+
+def stop_dagster(dagster: subprocess.Popen, wait_s: float = 20.0) -> None:
+    """Stop ``dagster dev`` and its children (webserver, daemon, code server): SIGINT to
+    its process group (its own clean shutdown), SIGKILL to the group after ``wait_s``."""
+    if dagster.poll() is not None:
+        return
+    try:
+        os.killpg(dagster.pid, signal.SIGINT)
+        dagster.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        dagster.kill()
+        dagster.wait()
+    except ProcessLookupError:
+        pass
+    try:  # whatever of the group outlived it (an orphaned webserver or daemon)
+        os.killpg(dagster.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def stop_worker(monitor: subprocess.Popen, wait_s: float = 10.0) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -319,14 +319,22 @@ class Worker:
             pool.shutdown(wait=False, cancel_futures=True)
             rounds.join(max(0.0, deadline - time.monotonic()) + 5)
             try:
-                self.leases.release_all()
+                released = self.leases.release_all()
+                if released:
+                    self._say(f"leases released (stopping): {', '.join(sorted(released))}")
             except LeasesUnavailable:
-                pass  # they expire after the TTL
+                self._say(
+                    "stopping: the ops store does not answer; the leases expire after"
+                    f" {self.leases.timing.ttl_s:.0f} s"
+                )
             for name in list(self.slots):
                 slot = self.slots.pop(name)
                 if slot.future is None or slot.future.done():
                     slot.monitor.close()
             self.leases.close()
+
+
+ONCE_TTL_S = 300.0  # a one-off sweep's leases: longer than any sweep with its repairs
 
 
 def once(
@@ -336,32 +344,90 @@ def once(
     repairs: str = "inline",
     concurrency: int = DEFAULT_CONCURRENCY,
     echo: Callable[[str], None] = print,
+    worker_id: str = "once",
 ) -> list[TickResult | None]:
-    """``monitor --once`` over several targets: one full sweep of each, concurrently,
-    without leases (a one-off check, like health-check). None for a target whose sweep
-    raised (logged)."""
+    """``monitor --once``: one full sweep of each target, concurrently, each under its
+    lease like a worker's (taken if free or expired, fenced, handed back at the end): a
+    target a running worker holds is not swept (its worker probes and stores it; two
+    writers would double its samples and incidents), and says so. With the ops store
+    unreachable nothing can be coordinated: every target is swept (and spooled), as a
+    worker keeps probing. None for a target not swept or whose sweep raised (logged)."""
     lock = threading.Lock()
 
     def say(text: str) -> None:
         with lock:
             echo(text)
 
-    def one(t: ResolvedTarget) -> TickResult | None:
-        m = driver.build(t.environment, t.config, recovery=recovery, target=t.name)
-        try:
-            result = m.tick(force="full")
-            with lock:
-                driver.report(m, result, echo, t.name)
-            if result.repairs and repairs == "dagster":
-                _enqueue_repairs(m, t.name, result)
-            else:
-                driver.run_repairs(m, result)
-            return result
-        except Exception as e:  # noqa: BLE001 - one target's failure is its own
-            driver.log_error(m, say, f"sweep of {t.name}", e)
-            return None
-        finally:
-            m.close()
+    with once_leases(targets, say, worker_id) as (leases, held_elsewhere):
 
-    with ThreadPoolExecutor(max(1, min(concurrency, len(targets)))) as pool:
-        return list(pool.map(one, targets))
+        def one(t: ResolvedTarget) -> TickResult | None:
+            if t.name in held_elsewhere:
+                return None
+            m = driver.build(t.environment, t.config, recovery=recovery, target=t.name)
+            if leases is not None:
+                fence_history(m.history, leases.fence(t.name))
+            return _sweep_once(m, t.name, repairs, say, lock, echo)
+
+        with ThreadPoolExecutor(max(1, min(concurrency, len(targets)))) as pool:
+            return list(pool.map(one, targets))
+
+
+def _sweep_once(
+    m: Monitor,
+    name: str,
+    repairs: str,
+    say: Callable[[str], None],
+    lock: threading.Lock,
+    echo: Callable[[str], None],
+) -> TickResult | None:
+    """One full sweep of one target, reported, its repairs run or queued; None when it
+    raised (logged)."""
+    try:
+        result = m.tick(force="full")
+        with lock:
+            driver.report(m, result, echo, name)
+        if result.repairs and repairs == "dagster":
+            _enqueue_repairs(m, name, result)
+        else:
+            driver.run_repairs(m, result)
+        return result
+    except Exception as e:  # noqa: BLE001 - one target's failure is its own
+        driver.log_error(m, say, f"sweep of {name}", e)
+        return None
+    finally:
+        m.close()
+
+
+@contextmanager
+def once_leases(
+    targets: Sequence[ResolvedTarget], say: Callable[[str], None], worker_id: str = "once"
+) -> Iterator[tuple[Leases | None, dict[str, str | None]]]:
+    """The leases of a one-off sweep (``monitor --once``): those free or expired are
+    taken for :data:`ONCE_TTL_S` and handed back at the end; yields the leases (None when
+    the ops store does not answer: nothing to coordinate with) and the targets another
+    worker holds, with their holder (each said in one line)."""
+    leases: Leases | None = None
+    held_elsewhere: dict[str, str | None] = {}
+    url = targets[0].environment.storage_url if targets else None
+    if url:
+        leases = Leases(url, worker_id, [t.name for t in targets], Timing(ONCE_TTL_S, 60.0))
+        try:
+            held_elsewhere = leases.take_free([t.name for t in targets], ONCE_TTL_S)
+        except LeasesUnavailable as e:
+            say(f"ops store unreachable for leases ({e}): sweeping every target (spooling)")
+            leases.close()
+            leases = None
+    for name, holder in held_elsewhere.items():
+        say(
+            f"{name}: not swept: its lease is held by worker {holder}, which probes and"
+            f" stores it (health-check --target {name} probes without storing)"
+        )
+    try:
+        yield leases, held_elsewhere
+    finally:
+        if leases is not None:
+            try:
+                leases.release_all()
+            except LeasesUnavailable:
+                pass  # they expire after ONCE_TTL_S
+            leases.close()

@@ -308,6 +308,39 @@ class Leases:
                 lost.append(t)
         return ok, lost
 
+    def take_free(self, targets: Collection[str], ttl_s: float) -> dict[str, str | None]:
+        """A one-off holder (``monitor --once``): take the leases of ``targets`` that are
+        free or expired, for ``ttl_s``, without registering as a worker (no worker's
+        rendezvous counts it, so the workers take them back once released or expired).
+        Returns the targets NOT taken, with the worker holding each."""
+        wanted = list(dict.fromkeys(targets))
+
+        def take_(conn: psycopg.Connection) -> dict[str, str | None]:
+            taken = {
+                r[0]: int(r[1])
+                for r in conn.execute(
+                    "INSERT INTO westep_ops.leases AS l (target, worker, epoch, expires_at,"
+                    " acquired_at) SELECT t, %s, 1, clock_timestamp() + make_interval(secs =>"
+                    " %s), clock_timestamp() FROM unnest(%s::text[]) AS t"
+                    " ON CONFLICT (target) DO UPDATE SET worker = EXCLUDED.worker,"
+                    " epoch = l.epoch + 1, expires_at = EXCLUDED.expires_at,"
+                    " acquired_at = EXCLUDED.acquired_at"
+                    " WHERE l.worker IS NULL OR l.expires_at <= clock_timestamp()"
+                    " RETURNING l.target, l.epoch",
+                    (self.worker_id, ttl_s, wanted),
+                ).fetchall()
+            }
+            with self._lock:
+                self.held.update(taken)
+            others = conn.execute(
+                "SELECT target, worker FROM westep_ops.leases WHERE target = ANY(%s)",
+                ([t for t in wanted if t not in taken],),
+            ).fetchall()
+            return {t: w for t, w in others}
+
+        out: dict[str, str | None] = self._run(take_)
+        return out
+
     def release_all(self) -> list[str]:
         """On a clean stop: hand every lease back and leave the live workers at once, so
         the others take the targets at their next round instead of after the TTL."""

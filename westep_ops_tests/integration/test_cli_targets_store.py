@@ -141,3 +141,20 @@ def test_alerts_list_with_the_ops_store_down_is_exit_3_and_one_line(
             "error: ops store unavailable: connection refused (nothing listening: server down?)"
         ]
         assert out.stdout == ""
+
+
+def test_alerts_list_over_a_fleet_with_the_ops_store_down_is_one_line(
+    fleet: tuple[Path, dict[str, str]], sandbox: Sandbox
+) -> None:
+    path, environ = fleet
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = os.environ["WESTEP_OPS_STORAGE_URL"].replace(f":{sandbox.state.ops_port}/", f":{port}/")
+    out = run_cli(
+        "--config", str(path), "alerts", "list", env={**environ, "WESTEP_OPS_STORAGE_URL": down}
+    )
+    assert out.returncode == 3, out.stdout + out.stderr
+    (line,) = out.stderr.splitlines()  # the store is shared: said once, not per target
+    assert line.startswith("error: ops store unavailable: connection refused"), line
+    assert "other target(s) that share it" in line

@@ -347,3 +347,39 @@ def test_repairs_dagster_queues_the_repair_of_that_target_and_runs_none(
     assert "Traceback" not in log, log
     assert queued == [("t4", "fix_table_permissions", None)], queued  # for Dagster to launch
     assert rows(fleet, "SELECT count(*) FROM westep_ops.repair_attempts") == [(0,)]
+
+
+def test_monitor_once_sweeps_only_what_no_worker_holds_and_skips_an_unset_target(
+    fleet: Sandbox, tmp_path: Path
+) -> None:
+    """A person's `monitor --once` beside a running worker: the targets the worker holds
+    are not swept a second time (their samples and incidents stay the worker's alone); a
+    target whose variables are unset gets one error line and no sample (not a blind
+    sweep that reads as its outage); both exit 3."""
+    clear(fleet)
+    cfg = fleet_config(fleet, tmp_path / "cfg", 2, CHEAP_S)
+    data = json.loads(cfg.read_text())
+    data["targets"].append({"name": "t9", "env": {"DIRECT_URL": "T9_DIRECT_URL"}})
+    cfg.write_text(json.dumps(data))
+    env = worker_env(fleet, tmp_path)
+    # alone: t1 and t2 swept under their leases (handed back after), t9 refused
+    alone = run_cli("--config", str(cfg), "monitor", "--once", env=env, timeout=120)
+    assert alone.returncode == 3, alone.stderr
+    assert alone.stderr.count("error:") == 1 and "target t9: not set" in alone.stderr
+    assert {r[0] for r in rows(fleet, "SELECT DISTINCT target FROM westep_ops.samples")} == {
+        "t1",
+        "t2",
+    }
+    assert holders(fleet) == {"t1": None, "t2": None}
+    proc = start(cfg, env, tmp_path / "w.log", "--worker-id", "keeper", "--target", "t1")
+    try:
+        wait_for(lambda: holders(fleet).get("t1") == "keeper", 45, "keeper holding t1")
+        res = run_cli(
+            "--config", str(cfg), "monitor", "--once", "--target", "t1", env=env, timeout=120
+        )
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert "t1: not swept: its lease is held by worker keeper" in res.stdout
+        assert "full sweep" not in res.stdout
+        assert holders(fleet).get("t1") == "keeper"  # the lease stays the worker's
+    finally:
+        stop(proc)

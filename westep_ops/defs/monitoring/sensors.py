@@ -243,7 +243,7 @@ def feed_summary(
     if refreshes:
         text += f" and {refreshes} refresh(es) of today"
     if launched:
-        text += f", {launched} queued repair(s) now launched"
+        text += f", {launched} repair run(s) requested earlier found started"
     if unknown:
         text += f"; samples of targets these definitions do not know: {', '.join(unknown)}"
     return text
