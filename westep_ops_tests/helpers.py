@@ -10,7 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "westep_ops.cli"]
@@ -49,3 +51,15 @@ def write_config(path: Path, **overrides: object) -> Path:
         node[leaf] = value
     path.write_text(json.dumps(data))
     return path
+
+
+def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.5) -> Any:
+    """``predicate()``'s first truthy answer within ``timeout`` seconds, polled every
+    ``every``; an AssertionError naming ``what`` when none came."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

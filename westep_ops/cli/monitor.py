@@ -86,7 +86,8 @@ def monitor_cmd(
     could not run (bad config, flag, URL included); over several targets, the worst. It
     takes each target's lease for the sweep like a worker: a target a running worker
     holds is not swept (one line; exit 3 for it): its worker stores it, and
-    health-check probes without storing. Without --once: 2 on bad input. A fleet target
+    health-check probes without storing; one a killed worker left is taken once it runs
+    out (30 s at most). Without --once: 2 on bad input. A fleet target
     whose DATABASE_URL/DIRECT_URL are unset gets one error line and is not monitored.
     """
     from westep_ops.monitoring import driver, fleet

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 import psycopg
@@ -398,6 +399,37 @@ def _sweep_once(
         m.close()
 
 
+def _wait_for_dead_holders(
+    leases: Leases, held: dict[str, tuple[str | None, Any]], say: Callable[[str], None]
+) -> dict[str, str | None]:
+    """A lease another worker holds: a live worker keeps pushing its expiry forward (a
+    round every quarter of its TTL), a dead one (kill -9) leaves it to run out. Wait for
+    each held lease until it is either renewed (alive: not ours; returned with its
+    holder) or expired and taken; at most the longest remaining lease (30 s at most)."""
+    if not held:
+        return {}
+    first = {t: e for t, (_w, e) in held.items()}
+    longest = max(e for e in first.values())
+    say(
+        f"waiting up to {max(0.0, (longest - now_utc()).total_seconds()):.0f} s for the"
+        f" lease(s) of {', '.join(sorted(held))}: taken if their worker is gone"
+    )
+    alive: dict[str, str | None] = {}
+    give_up = time.monotonic() + 35.0  # a lease lasts 30 s at most (Timing.for_interval)
+    while held:
+        time.sleep(0.5)
+        for t, (worker, expires) in list(held.items()):
+            if expires > first[t]:
+                alive[t] = worker  # renewed since we looked: its worker is running
+                del held[t]
+        if held:
+            held = leases.take_free(list(held), ONCE_TTL_S)
+        if held and (now_utc() > longest + timedelta(seconds=2) or time.monotonic() > give_up):
+            alive.update({t: w for t, (w, _e) in held.items()})  # a clock apart: give up
+            break
+    return alive
+
+
 @contextmanager
 def once_leases(
     targets: Sequence[ResolvedTarget], say: Callable[[str], None], worker_id: str = "once"
@@ -412,7 +444,9 @@ def once_leases(
     if url:
         leases = Leases(url, worker_id, [t.name for t in targets], Timing(ONCE_TTL_S, 60.0))
         try:
-            held_elsewhere = leases.take_free([t.name for t in targets], ONCE_TTL_S)
+            held_elsewhere = _wait_for_dead_holders(
+                leases, leases.take_free([t.name for t in targets], ONCE_TTL_S), say
+            )
         except LeasesUnavailable as e:
             say(f"ops store unreachable for leases ({e}): sweeping every target (spooling)")
             leases.close()

@@ -308,14 +308,16 @@ class Leases:
                 lost.append(t)
         return ok, lost
 
-    def take_free(self, targets: Collection[str], ttl_s: float) -> dict[str, str | None]:
+    def take_free(
+        self, targets: Collection[str], ttl_s: float
+    ) -> dict[str, tuple[str | None, Any]]:
         """A one-off holder (``monitor --once``): take the leases of ``targets`` that are
         free or expired, for ``ttl_s``, without registering as a worker (no worker's
         rendezvous counts it, so the workers take them back once released or expired).
-        Returns the targets NOT taken, with the worker holding each."""
+        Returns the targets NOT taken: the worker holding each and its lease's expiry."""
         wanted = list(dict.fromkeys(targets))
 
-        def take_(conn: psycopg.Connection) -> dict[str, str | None]:
+        def take_(conn: psycopg.Connection) -> dict[str, tuple[str | None, Any]]:
             taken = {
                 r[0]: int(r[1])
                 for r in conn.execute(
@@ -333,12 +335,12 @@ class Leases:
             with self._lock:
                 self.held.update(taken)
             others = conn.execute(
-                "SELECT target, worker FROM westep_ops.leases WHERE target = ANY(%s)",
+                "SELECT target, worker, expires_at FROM westep_ops.leases WHERE target = ANY(%s)",
                 ([t for t in wanted if t not in taken],),
             ).fetchall()
-            return {t: w for t, w in others}
+            return {t: (w, e) for t, w, e in others}
 
-        out: dict[str, str | None] = self._run(take_)
+        out: dict[str, tuple[str | None, Any]] = self._run(take_)
         return out
 
     def release_all(self) -> list[str]:

@@ -29,7 +29,7 @@ import pytest
 from westep_ops.monitoring.leases import Timing, owner
 from westep_ops.sandbox.manager import Sandbox
 from westep_ops.sandbox.state import target_db
-from westep_ops_tests.helpers import CLI, ROOT, run_cli
+from westep_ops_tests.helpers import CLI, ROOT, run_cli, wait_for
 
 FLEET_DIR = ROOT / ".westep" / "test-fleet-workers"
 FLEET_PORT = int(os.environ.get("WESTEP_OPS_TEST_BASE_PORT", "25530")) + 20
@@ -156,16 +156,6 @@ def stop(proc: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def holders(sb: Sandbox) -> dict[str, str | None]:

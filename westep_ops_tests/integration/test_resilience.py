@@ -30,7 +30,7 @@ from westep_ops.monitoring.notify import Notifier
 from westep_ops.sandbox import faults, procs
 from westep_ops.sandbox.manager import Sandbox
 from westep_ops.spool import Spool
-from westep_ops_tests.helpers import CLI, ROOT, run_cli, write_config
+from westep_ops_tests.helpers import CLI, ROOT, run_cli, wait_for, write_config
 from westep_ops_tests.integration.conftest import Webhook, admin_rows, clear_history
 
 # Short intervals keep the 60 s outages the issue asks for from taking longer than that.
@@ -78,16 +78,6 @@ def stop_monitor(proc: subprocess.Popen[str]) -> str:
         proc.kill()
         out, _ = proc.communicate()
     return out
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def alert_lines(logs: Path) -> list[str]:
