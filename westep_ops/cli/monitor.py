@@ -6,11 +6,10 @@ import signal
 import sys
 import threading
 from dataclasses import replace
-from pathlib import Path
 
 import click
 
-from westep_ops.cli.common import HealthStateCommand, _cfg, _separate_store
+from westep_ops.cli.common import HealthStateCommand, _cfg, _separate_store, config_dir
 from westep_ops.errors import WestepError
 from westep_ops.redact import redact
 
@@ -99,8 +98,9 @@ def monitor_cmd(
     # names and tags first: only the targets picked are resolved
     specs = select(target_specs(config), names, parse_tags(tags))
     chosen, unset = [], 0
+    base = config_dir(ctx)
     for spec in specs:
-        t = resolve_target(config, spec, None, _base_dir(ctx))
+        t = resolve_target(config, spec, None, base)
         if config.targets and t.missing():
             # nothing to probe with: one line, exit 3 for it (never samples of a blind
             # sweep, which would read as the target's own outage)
@@ -157,11 +157,3 @@ def monitor_cmd(
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def _base_dir(ctx: click.Context) -> Path:
-    """The config file's folder (a target's relative secretsFile is taken from there)."""
-    from westep_ops.config import config_path
-
-    path = config_path(ctx.obj.get("config_path"))
-    return path.resolve().parent if path is not None else Path.cwd()

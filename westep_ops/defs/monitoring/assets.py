@@ -79,11 +79,6 @@ def days_by_target(context: AssetExecutionContext) -> dict[str, list[Day]]:
     return {t: sorted(ds, key=lambda d: d.day) for t, ds in out.items()}
 
 
-def open_store(url: str | None, target: str) -> HistoryStore:
-    """The ops store, scoped to ``target`` (the rollups filter on it themselves too)."""
-    return HistoryStore(url, target=target)
-
-
 def _span(ds: list[Day]) -> tuple[datetime, datetime]:
     """From the first day's start to the last day's end (a target's days are read at once)."""
     return ds[0].start, ds[-1].end
@@ -205,7 +200,7 @@ def health_samples(
         goal = cfg.sla.targets.availability
         stale = stale_s(cfg)
         start, end = _span(ds)
-        store = open_store(ops_storage.value(), target)
+        store = HistoryStore(ops_storage.value(), target=target)
         try:
             rolled = rollups.roll_up_health(store, start, end, TIMEZONE, stale, target=target)
         finally:
@@ -256,7 +251,7 @@ def performance_metrics(
 ) -> MaterializeResult:
     for target, ds in days_by_target(context).items():
         start, end = _span(ds)
-        store = open_store(ops_storage.value(), target)
+        store = HistoryStore(ops_storage.value(), target=target)
         try:
             hourly = rollups.roll_up_performance(store, start, end, TIMEZONE, target=target)
         finally:
@@ -292,7 +287,7 @@ def performance_metrics(
 def incidents(context: AssetExecutionContext, ops_storage: PostgresResource) -> MaterializeResult:
     for target, ds in days_by_target(context).items():
         start, end = _span(ds)
-        store = open_store(ops_storage.value(), target)
+        store = HistoryStore(ops_storage.value(), target=target)
         try:
             frame = rollups.load_incidents(store, start, end, target=target)
         finally:
@@ -330,7 +325,7 @@ def diagnosis_report(
     for target, ds in days_by_target(context).items():
         start, end = _span(ds)
         cfg = stack.config(target)
-        store = open_store(ops_storage.value(), target)
+        store = HistoryStore(ops_storage.value(), target=target)
         try:
             paths = daily_report.write_daily_reports(
                 store,

@@ -32,12 +32,13 @@ from dagster import (
 from pydantic import Field
 
 from westep_ops.defs import owners
-from westep_ops.defs.monitoring.assets import open_store, probe_samples
+from westep_ops.defs.monitoring.assets import probe_samples
 from westep_ops.defs.monitoring.partitions import daily, daily_by_target, split
 from westep_ops.defs.monitoring.partitions import key as multi_key
 from westep_ops.defs.sla.partitions import MONTH, monthly, monthly_by_target
 from westep_ops.lib.sla import SlaFigures
 from westep_ops.monitoring import sla
+from westep_ops.monitoring.history import HistoryStore
 from westep_ops.resources import MonitoredStackResource, PostgresResource
 
 CHART_WIDTH_PX = 560
@@ -126,7 +127,7 @@ def monthly_sla_report(
 ) -> MaterializeResult:
     month, target = split(context.partition_key, MONTH)
     cfg = stack.config(target)
-    store = open_store(ops_storage.value(), target)
+    store = HistoryStore(ops_storage.value(), target=target)
     try:
         report = sla.build(
             store,
